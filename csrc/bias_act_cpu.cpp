@@ -1,0 +1,64 @@
+// bias_act on the CPU: one pass over memory, split over threads, half types computed in float.
+#include "bias_act.h"
+#include "parallel.h"
+
+namespace ganfast {
+
+void check_bias_act_args(const BiasActArgs& a) {
+  if (a.n < 0 || a.channels < 1 || a.stride_c < 1) fail("bias_act: bad sizes");
+  if (!a.out || !a.x) fail("bias_act: out and x must not be null");
+  if (a.order >= 1 && !a.g) fail("bias_act: orders 1 and 2 need g");
+  if (a.order == 2 && !a.h) fail("bias_act: order 2 needs h");
+  if (a.order >= 1 && a.clamp >= 0 && !a.yref) fail("bias_act: a clamped gradient needs yref");
+}
+
+namespace {
+
+// MASKED: a clamped gradient (reads yref); a template flag so the inner loop has no runtime branch.
+template <typename S, int ACT, int ORDER, bool MASKED>
+void bias_act_typed(const BiasActArgs& a) {
+  using E = Element<S>;
+  using T = typename E::Compute;
+  S* out = static_cast<S*>(a.out);
+  const S* x = static_cast<const S*>(a.x);
+  const S* b = static_cast<const S*>(a.b);
+  const S* g = static_cast<const S*>(a.g);
+  const S* h = static_cast<const S*>(a.h);
+  const S* yref = static_cast<const S*>(a.yref);
+  const T alpha = T(a.alpha), gain = T(a.gain), clamp = effective_clamp<T>(a.clamp);
+  const int64_t sc = b ? a.stride_c : a.n;  // without a bias the whole tensor is one segment
+
+  // Elements [s*sc, (s+1)*sc) share channel s % channels: walk segment by segment so that the
+  // inner loop has a constant bias and no index arithmetic.
+  parallel_for(a.n, 1 << 15, [&](int64_t begin, int64_t end) {
+    int64_t seg = begin / sc;
+    int64_t channel = b ? seg % a.channels : 0;
+    for (int64_t i = begin; i < end; ++seg) {
+      const int64_t seg_end = std::min(end, (seg + 1) * sc);
+      const T bias = b ? E::load(b, channel) : T(0);
+      for (; i < seg_end; ++i) {
+        const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
+        const T hi = ORDER == 2 ? E::load(h, i) : T(0);
+        const T yi = MASKED ? E::load(yref, i) : T(0);
+        E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
+      }
+      if (b && ++channel == a.channels) channel = 0;
+    }
+  });
+}
+
+}  // namespace
+
+void bias_act_cpu(const BiasActArgs& a) {
+  check_bias_act_args(a);
+  dispatch_bias_act<Half, BFloat16>(a, [&](auto type, auto order, auto act) {
+    using S = typename decltype(type)::type;
+    constexpr int kAct = decltype(act)::value, kOrder = decltype(order)::value;
+    if (kOrder >= 1 && a.clamp >= 0)
+      bias_act_typed<S, kAct, kOrder, true>(a);
+    else
+      bias_act_typed<S, kAct, kOrder, false>(a);
+  });
+}
+
+}  // namespace ganfast

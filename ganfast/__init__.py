@@ -1,0 +1,13 @@
+"""ganfast: fused Triton / CUDA / C++ kernels for GAN training and sampling in PyTorch.
+
+    import ganfast
+    y = ganfast.ops.bias_act(x, b, act="lrelu", clamp=256)   # a drop-in for StyleGAN2-ADA's bias_act
+    ganfast.info()                                            # what was built and which kernel each op uses
+"""
+__version__ = "0.1.0"
+
+from . import ops, reference  # noqa: E402  (registers the torch.ops.ganfast.* ops)
+from ._dispatch import ImplNotSupportedError, use_impl  # noqa: E402
+from .info import info  # noqa: E402
+
+__all__ = ["ImplNotSupportedError", "info", "ops", "reference", "use_impl", "__version__"]

@@ -1,0 +1,136 @@
+"""Implementation selection: ``impl=`` arguments, ``GANFAST_IMPL``, ``use_impl`` and the per-op registry.
+
+    None / "auto" / "cuda"  the fastest implementation available for the tensor's device and dtype
+    "ref"                   the pure-PyTorch reference (ganfast.reference)
+    "ext"                   the compiled extension: CUDA kernel for CUDA tensors, C++ kernel for CPU tensors
+    "triton"                the Triton kernel (CPU tensors only under TRITON_INTERPRET=1)
+
+An explicit impl that cannot serve a call raises :class:`ImplNotSupportedError` listing the reasons;
+"auto" walks the op's preference order for the device and takes the first impl with no reasons.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from . import _ext
+
+IMPLS = ("ref", "ext", "triton")
+_AUTO_ALIASES = (None, "auto", "cuda")  # "cuda" is NVlabs' spelling of "use the fast kernels"
+
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("ganfast_impl", default=None)
+
+
+class ImplNotSupportedError(RuntimeError):
+    """An implementation was asked for that cannot serve the given inputs; the message says why."""
+
+
+def normalize_impl(impl: str | None, argname: str = "impl") -> str:
+    """Maps None/"auto"/"cuda" to "auto" and checks the name."""
+    if impl in _AUTO_ALIASES:
+        return "auto"
+    if impl not in IMPLS:
+        raise ValueError(f"{argname} must be one of None, 'auto', 'cuda', {', '.join(map(repr, IMPLS))}; got {impl!r}")
+    return impl
+
+
+def default_impl() -> str:
+    """The impl used when a call passes ``impl=None``: ``use_impl`` if active, else ``$GANFAST_IMPL``, else auto."""
+    scoped = _override.get()
+    if scoped is not None:
+        return scoped
+    return normalize_impl(os.environ.get("GANFAST_IMPL") or None, argname="GANFAST_IMPL")
+
+
+@contextlib.contextmanager
+def use_impl(impl: str | None) -> Iterator[None]:
+    """Within the block, calls with ``impl=None`` use ``impl`` (e.g. ``with ganfast.use_impl("ref"):``)."""
+    token = _override.set(normalize_impl(impl))
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not installed ({exc})"
+    return None
+
+
+def common_reasons(impl: str, device: torch.device) -> list[str]:
+    """Why ``impl`` cannot run on ``device`` at all, whatever the op (empty list: it can)."""
+    if impl == "ext":
+        if not _ext.loaded():
+            return [_ext.LOAD_ERROR or "the compiled extension ganfast._C is not available"]
+        if device.type == "cuda" and not _ext.cuda_compiled():
+            return ["the extension was built without CUDA kernels (no CUDA compiler at build time, or GANFAST_CUDA=OFF)"]
+        if device.type not in ("cpu", "cuda"):
+            return [f"the extension has no kernels for device type {device.type!r}"]
+    elif impl == "triton":
+        error = _triton_import_error()
+        if error:
+            return [error]
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            return ["Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 (the interpreter, for tests)"]
+        if device.type not in ("cpu", "cuda"):
+            return [f"Triton has no backend for device type {device.type!r} here"]
+    return []
+
+
+@dataclass
+class OpEntry:
+    """An op's implementation policy: auto's preference per device type and op-specific limits."""
+    name: str
+    auto_order: dict[str, tuple[str, ...]]
+    reasons: Callable[[str, torch.device, torch.dtype], list[str]] = lambda impl, device, dtype: []
+    warned: set = field(default_factory=set)
+
+    def not_supported_reasons(self, impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
+        return common_reasons(impl, device) + self.reasons(impl, device, dtype)
+
+    def resolve(self, impl: str | None, device: torch.device, dtype: torch.dtype, variant: str | None = None) -> str:
+        """The concrete impl for a call; raises ImplNotSupportedError if an explicit choice cannot serve it.
+
+        ``variant`` names a class of calls with its own auto order (key ``"<device type>:<variant>"``).
+        """
+        impl = normalize_impl(impl) if impl is not None else default_impl()
+        if impl != "auto":
+            reasons = self.not_supported_reasons(impl, device, dtype)
+            if reasons:
+                raise ImplNotSupportedError(
+                    f"{self.name}: impl={impl!r} cannot serve {dtype} tensors on {device}: " + "; ".join(reasons))
+            return impl
+        order = self.auto_order.get(f"{device.type}:{variant}") or self.auto_order.get(device.type, ("ref",))
+        skipped = []
+        for candidate in order:
+            reasons = self.not_supported_reasons(candidate, device, dtype)
+            if not reasons:
+                if candidate == "ref" and device.type == "cuda" and (device.type, dtype) not in self.warned:
+                    self.warned.add((device.type, dtype))
+                    warnings.warn(f"ganfast: {self.name} falls back to the slow PyTorch reference on {device} "
+                                  f"({'; '.join(skipped)}); see ganfast.info()", RuntimeWarning, stacklevel=3)
+                return candidate
+            skipped.append(f"{candidate}: {'; '.join(reasons)}")
+        return "ref"
+
+
+OPS: dict[str, OpEntry] = {}
+
+
+def register_op(name: str, auto_order: dict[str, tuple[str, ...]],
+                reasons: Callable[[str, torch.device, torch.dtype], list[str]] | None = None) -> OpEntry:
+    """Adds an op to the registry that ``resolve`` and ``ganfast.info()`` read."""
+    entry = OpEntry(name, auto_order) if reasons is None else OpEntry(name, auto_order, reasons)
+    OPS[name] = entry
+    return entry

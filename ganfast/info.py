@@ -1,0 +1,71 @@
+"""``ganfast.info()``: what was built, what is available, and which implementation each op uses."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from . import __version__, _ext
+from ._dispatch import OPS, ImplNotSupportedError, _triton_import_error, default_impl
+
+
+def info() -> dict:
+    """A report of the installation: versions, extension build, devices, and the impl ``auto`` picks per op.
+
+    ``ops[name][device_type]`` is the impl that a float32 call with ``impl=None`` takes right now (it honours
+    ``GANFAST_IMPL`` and ``use_impl``), or a fallback note when that is the slow reference on a GPU.
+    """
+    triton_version = None
+    if _triton_import_error() is None:
+        import triton
+        triton_version = triton.__version__
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    ops = {}
+    for name, entry in sorted(OPS.items()):
+        ops[name] = {}
+        for dev in devices:
+            device = torch.device(dev)
+            try:
+                chosen = entry.resolve(None, device, torch.float32)
+            except ImplNotSupportedError as exc:
+                chosen = f"error: {exc}"
+            skipped = {impl: entry.not_supported_reasons(impl, device, torch.float32)
+                       for impl in entry.auto_order.get(dev, ()) if impl != chosen}
+            ops[name][dev] = {"impl": chosen, "unavailable": {k: v for k, v in skipped.items() if v}}
+    cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "ganfast": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "extension_loaded": _ext.loaded(),
+        "extension_error": _ext.LOAD_ERROR,
+        "cuda_compiled": _ext.cuda_compiled(),
+        "cuda_archs": (_ext._C.cuda_archs or None) if _ext.loaded() else None,
+        "cuda_device": cuda_device,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "default_impl": default_impl(),
+        "ops": ops,
+    }
+
+
+def format_info(report: dict) -> str:
+    """``info()`` as the text ``ganfast info`` prints."""
+    lines = [f"ganfast {report['ganfast']}  (python {report['python']}, torch {report['torch']}, "
+             f"triton {report['triton'] or 'not installed'})"]
+    if report["extension_loaded"]:
+        cuda = f"CUDA kernels for sm_{report['cuda_archs']}" if report["cuda_compiled"] else "no CUDA kernels"
+        lines.append(f"extension: ganfast._C loaded, C++ CPU kernels, {cuda}")
+    else:
+        lines.append(f"extension: NOT loaded: {report['extension_error']}")
+    lines.append(f"device: {report['cuda_device'] or 'no CUDA device'}"
+                 + ("; TRITON_INTERPRET=1" if report["triton_interpret"] else ""))
+    lines.append(f"default impl: {report['default_impl']}")
+    for name, per_device in report["ops"].items():
+        for dev, choice in per_device.items():
+            line = f"  {name:<16} {dev:<5} -> {choice['impl']}"
+            if choice["unavailable"]:
+                line += "   (" + "; ".join(f"{k}: {' '.join(v)}" for k, v in choice["unavailable"].items()) + ")"
+            lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,4 @@
+"""ganfast ops: each a ``torch.ops.ganfast.*`` registration with a public function taking ``impl=``."""
+from .bias_act import ACTIVATIONS, bias_act
+
+__all__ = ["ACTIVATIONS", "bias_act"]

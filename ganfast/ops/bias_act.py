@@ -1,0 +1,198 @@
+"""bias_act: fused bias + activation + gain + clamp (StyleGAN2-ADA's ``bias_act``), first and second derivatives.
+
+    y = clamp(act(x + b) · gain, −clamp, +clamp)        (b broadcast along ``dim``; clamp=None: no clamp)
+
+Registered ops (all with fake impls, so torch.compile traces them):
+    ganfast::bias_act        forward                                        (order 0)
+    ganfast::bias_act_grad   dx = dy · gain · act'(x + b) · [|y| < clamp]   (order 1)
+    ganfast::bias_act_grad2  d(dx)/dx contracted: g · dy · gain · act''(x + b) · [|y| < clamp]   (order 2)
+The backward of each is made of the next, so double backward (R1, path length) runs on the kernels.
+Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.bias_act).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _ext
+from .._dispatch import register_op
+from ..reference.bias_act import ACTIVATIONS
+from ..reference.bias_act import bias_act as bias_act_ref
+from ._common import FLOAT_DTYPES, check_dim, check_tensor, dense, same_layout
+
+__all__ = ["bias_act", "ACTIVATIONS"]
+
+
+def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
+    if dtype not in FLOAT_DTYPES:
+        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
+    return []
+
+
+# auto on CPU, measured (2 cores, 4x128x64x64 fp32, forward+backward): the C++ kernel beats eager torch for
+# clamped piecewise-linear activations (the StyleGAN case: 2-5x); torch's vectorised transcendentals win
+# for the rest, so those calls ("cpu:other") take the reference.
+# auto on CUDA: the CUDA kernel first (lowest launch overhead), Triton second: not yet measured on a GPU.
+_OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")},
+                  _reasons)
+_CPU_EXT_ACTS = ("linear", "relu", "lrelu")
+
+
+def _launch(impl: str, order: int, x: torch.Tensor, b: torch.Tensor | None, g: torch.Tensor | None,
+            h: torch.Tensor | None, y: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
+            clamp: float | None) -> torch.Tensor:
+    """Runs the elementwise pass of ``order`` with the chosen backend; returns a tensor laid out like x."""
+    x = dense(x)
+    g, h, y = (same_layout(t, x) for t in (g, h, y))
+    out = torch.empty_like(x)
+    clamp = -1.0 if clamp is None else clamp
+    channels, stride_c = (x.shape[dim], x.stride(dim)) if x.ndim else (1, 1)
+    code = ACTIVATIONS[act].code
+    if impl == "triton":
+        from ..triton import bias_act as triton_bias_act
+        triton_bias_act.bias_act(order, out, x, b, g, h, y, channels, max(stride_c, 1), code, alpha, gain, clamp)
+    elif x.numel():
+        addr = _ext.address
+        _ext.launch("bias_act", x.device, _ext.DTYPE_CODES[x.dtype], code, order, x.numel(), channels,
+                    max(stride_c, 1), alpha, gain, clamp, addr(out), addr(x), addr(b), addr(g), addr(h), addr(y))
+    return out
+
+
+# ---- registered ops -------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("ganfast::bias_act", mutates_args=())
+def _bias_act_op(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
+                 clamp: float | None, impl: str) -> torch.Tensor:
+    return _launch(impl, 0, x, b, None, None, None, dim, act, alpha, gain, clamp)
+
+
+@torch.library.custom_op("ganfast::bias_act_grad", mutates_args=())
+def _bias_act_grad_op(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor | None, dim: int,
+                      act: str, alpha: float, gain: float, clamp: float | None, impl: str) -> torch.Tensor:
+    return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
+
+
+@torch.library.custom_op("ganfast::bias_act_grad2", mutates_args=())
+def _bias_act_grad2_op(g: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None,
+                       y: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float, clamp: float | None,
+                       impl: str) -> torch.Tensor:
+    return _launch(impl, 2, x, b, g, dy, y, dim, act, alpha, gain, clamp)
+
+
+@_bias_act_op.register_fake
+def _(x, b, dim, act, alpha, gain, clamp, impl):
+    return torch.empty_like(x)
+
+
+@_bias_act_grad_op.register_fake
+def _(dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+    return torch.empty_like(x)
+
+
+@_bias_act_grad2_op.register_fake
+def _(g, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+    return torch.empty_like(x)
+
+
+def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return t.sum(dim=[d for d in range(t.ndim) if d != dim]) if t.ndim > 1 else t
+
+
+def _setup_fwd(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp, impl = inputs
+    ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.save_for_backward(x, b, output if clamp is not None else None)
+
+
+def _backward_fwd(ctx, dy):
+    x, b, y = ctx.saved_tensors
+    dim, act, alpha, gain, clamp, impl = ctx.params
+    dx = db = None
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        if act == "linear" and gain == 1 and clamp is None:
+            dx = dy
+        else:
+            dx = torch.ops.ganfast.bias_act_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+        if b is not None and ctx.needs_input_grad[1]:
+            db = _sum_to_bias(dx, dim)
+    return dx if ctx.needs_input_grad[0] else None, db, None, None, None, None, None, None
+
+
+def _setup_grad(ctx, inputs, output):
+    dy, x, b, y, dim, act, alpha, gain, clamp, impl = inputs
+    ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.save_for_backward(dy, x, b, y)
+
+
+def _backward_grad(ctx, ddx):
+    dy, x, b, y = ctx.saved_tensors
+    dim, act, alpha, gain, clamp, impl = ctx.params
+    d_dy = d_x = d_b = None
+    if ctx.needs_input_grad[0]:  # dx is linear in dy
+        d_dy = torch.ops.ganfast.bias_act_grad(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
+    if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+        if b is not None and ctx.needs_input_grad[2]:
+            d_b = _sum_to_bias(d_x, dim)
+    return d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None, None, None
+
+
+def _backward_grad2(ctx, *grads):
+    raise NotImplementedError("ganfast.ops.bias_act supports first and second derivatives; a third-order "
+                              "derivative was requested (use impl='ref' for higher orders)")
+
+
+torch.library.register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
+torch.library.register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
+torch.library.register_autograd("ganfast::bias_act_grad2", _backward_grad2,
+                                setup_context=lambda ctx, inputs, output: None)
+
+
+# ---- public API -----------------------------------------------------------------------------------------------
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+             alpha: float | None = None, gain: float | None = None, clamp: float | None = None,
+             impl: str | None = None) -> torch.Tensor:
+    """Fused ``clamp(act(x + b) * gain, -clamp, clamp)``, a drop-in for StyleGAN2-ADA's ``bias_act``.
+
+    Args:
+        x: input tensor of any shape (float16/bfloat16/float32/float64; any dense layout, e.g. channels_last).
+        b: optional 1-D bias of length ``x.shape[dim]``, same device and dtype as ``x``.
+        dim: the dimension of ``x`` that ``b`` runs along.
+        act: one of ``ACTIVATIONS`` (linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish).
+        alpha: activation parameter (lrelu slope); None: the activation's default.
+        gain: output scale; None: the activation's default (√2 for relu, lrelu, swish; 1 otherwise).
+        clamp: clamp the output to [-clamp, clamp] (≥ 0); None: no clamping.
+        impl: None/"auto"/"cuda", "ref", "ext" or "triton" (see ganfast._dispatch).
+    Returns:
+        A tensor like ``x`` (same shape, dtype, device and dense layout). Differentiable twice in x and b.
+    """
+    check_tensor("x", x)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    spec = ACTIVATIONS[act]
+    alpha = float(spec.def_alpha if alpha is None else alpha)
+    gain = float(spec.def_gain if gain is None else gain)
+    for name, value in (("alpha", alpha), ("gain", gain)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if clamp is not None:
+        clamp = float(clamp)
+        if not clamp >= 0 or math.isinf(clamp):
+            raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
+    if b is not None:
+        check_tensor("b", b, like=x, ndim=1)
+        if x.ndim == 0:
+            raise ValueError("x must have at least one dimension when b is given")
+        dim = check_dim(dim, x.ndim)
+        if b.shape[0] != x.shape[dim]:
+            raise ValueError(f"b has length {b.shape[0]} but x.shape[{dim}] is {x.shape[dim]}")
+        b = b.contiguous()
+    else:
+        dim = 0  # without b, dim plays no part (as in StyleGAN2-ADA)
+    variant = None if clamp is not None and act in _CPU_EXT_ACTS else "other"
+    chosen = _OP.resolve(impl, x.device, x.dtype, variant)
+    if chosen == "ref":
+        return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+    return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, chosen)

@@ -1,0 +1,1 @@
+"""Triton kernels, one module per op. Imported lazily: ``import ganfast`` never imports triton."""

@@ -1,0 +1,31 @@
+"""Helpers shared by the Triton kernels."""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+def split_f64(value: float) -> tuple[float, float]:
+    """``value`` as hi + lo, both exactly representable in float32 (≈48 significant bits together).
+
+    Triton passes Python floats as float32; float64 kernels rebuild the scalar with :func:`scalar`.
+    """
+    import numpy as np
+    hi = float(np.float32(value))
+    return hi, float(np.float32(value - hi))
+
+
+@triton.jit
+def compute_type(v):
+    """``v`` in the arithmetic type: float64 stays float64, every other float is computed in float32."""
+    if v.dtype == tl.float64:
+        return v
+    return v.to(tl.float32)
+
+
+@triton.jit
+def scalar(hi, lo, like):
+    """A scalar from :func:`split_f64`, in the arithmetic type of ``like``."""
+    if like.dtype == tl.float64:
+        return (tl.zeros_like(like) + hi) + lo  # each float32 half widened exactly, then summed in float64
+    return hi

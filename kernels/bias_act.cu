@@ -1,0 +1,83 @@
+// bias_act on CUDA: a grid-stride elementwise pass, ELEMS_PER_THREAD elements per thread in flight,
+// 32-bit index arithmetic whenever the tensor allows it. Math shared with the CPU kernel (bias_act.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "bias_act.h"
+#include "cuda_check.cuh"
+
+namespace ganfast {
+namespace {
+
+template <typename S> struct CudaElement {
+  using Compute = S;
+  static __device__ __forceinline__ S load(const S* p, int64_t i) { return p[i]; }
+  static __device__ __forceinline__ void store(S* p, int64_t i, S v) { p[i] = v; }
+};
+template <> struct CudaElement<__half> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
+  static __device__ __forceinline__ void store(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+};
+template <> struct CudaElement<__nv_bfloat16> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+  static __device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+};
+
+constexpr int kThreads = 256;
+constexpr int kElemsPerThread = 4;
+
+template <typename S, int ACT, int ORDER, typename Index>
+__global__ void __launch_bounds__(kThreads) bias_act_kernel(BiasActArgs a) {
+  using E = CudaElement<S>;
+  using T = typename E::Compute;
+  S* out = static_cast<S*>(a.out);
+  const S* x = static_cast<const S*>(a.x);
+  const S* b = static_cast<const S*>(a.b);
+  const S* g = static_cast<const S*>(a.g);
+  const S* h = static_cast<const S*>(a.h);
+  const S* yref = static_cast<const S*>(a.yref);
+  const T alpha = T(a.alpha), gain = T(a.gain), clamp = effective_clamp<T>(a.clamp);
+  const bool masked = ORDER >= 1 && a.clamp >= 0;
+  const Index n = Index(a.n), channels = Index(a.channels), stride_c = Index(a.stride_c);
+  const Index step = Index(gridDim.x) * kThreads * kElemsPerThread;
+
+  for (Index base = Index(blockIdx.x) * kThreads * kElemsPerThread + threadIdx.x; base < n; base += step) {
+#pragma unroll
+    for (int k = 0; k < kElemsPerThread; ++k) {
+      const Index i = base + Index(k) * kThreads;  // coalesced: consecutive threads, consecutive elements
+      if (i >= n) break;
+      const T bias = b ? E::load(b, (i / stride_c) % channels) : T(0);
+      const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
+      const T hi = ORDER == 2 ? E::load(h, i) : T(0);
+      const T yi = masked ? E::load(yref, i) : T(0);
+      E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
+    }
+  }
+}
+
+}  // namespace
+
+void bias_act_cuda(const BiasActArgs& a, int device, uintptr_t stream) {
+  check_bias_act_args(a);
+  if (a.n == 0) return;
+  DeviceGuard guard(device);
+  int sms = 0;
+  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t per_block = int64_t(kThreads) * kElemsPerThread;
+  const int64_t blocks = std::min<int64_t>((a.n + per_block - 1) / per_block, int64_t(sms) * 32);
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const bool small = a.n < (int64_t(1) << 31) - per_block * 2;
+  dispatch_bias_act<__half, __nv_bfloat16>(a, [&](auto type, auto order, auto act) {
+    using S = typename decltype(type)::type;
+    constexpr int kAct = decltype(act)::value, kOrder = decltype(order)::value;
+    if (small)
+      bias_act_kernel<S, kAct, kOrder, uint32_t><<<unsigned(blocks), kThreads, 0, s>>>(a);
+    else
+      bias_act_kernel<S, kAct, kOrder, int64_t><<<unsigned(blocks), kThreads, 0, s>>>(a);
+  });
+  GANFAST_CUDA_CHECK_LAUNCH("bias_act_kernel");
+}
+
+}  // namespace ganfast
