@@ -6,7 +6,7 @@ extra_info carries the bytes each call moves, for GB/s against the copy benchmar
 """
 import pytest
 import torch
-from conftest import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, synced
 
 from ganfast.ops import bias_act
 from ganfast.reference import bias_act as bias_act_ref

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICE, available_impls, rel_err
+from support import DEVICE, available_impls, rel_err
 
 import ganfast
 from ganfast.ops import ACTIVATIONS, bias_act
