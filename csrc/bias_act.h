@@ -86,6 +86,18 @@ GANFAST_HD T effective_clamp(double clamp) {
   return clamp >= 0 ? T(clamp) : std::numeric_limits<T>::infinity();
 }
 
+// The arguments' addresses typed as storage type S, and the scalars in arithmetic type T.
+template <typename S, typename T>
+struct TypedBiasActArgs {
+  S* out;
+  const S *x, *b, *g, *h, *yref;
+  T alpha, gain, clamp;
+  GANFAST_HD explicit TypedBiasActArgs(const BiasActArgs& a)
+      : out(static_cast<S*>(a.out)), x(static_cast<const S*>(a.x)), b(static_cast<const S*>(a.b)),
+        g(static_cast<const S*>(a.g)), h(static_cast<const S*>(a.h)), yref(static_cast<const S*>(a.yref)),
+        alpha(T(a.alpha)), gain(T(a.gain)), clamp(effective_clamp<T>(a.clamp)) {}
+};
+
 template <typename T> struct TypeTag { using type = T; };
 template <int V> using IntTag = std::integral_constant<int, V>;
 

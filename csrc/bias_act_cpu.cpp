@@ -19,30 +19,24 @@ template <typename S, int ACT, int ORDER, bool MASKED>
 void bias_act_typed(const BiasActArgs& a) {
   using E = Element<S>;
   using T = typename E::Compute;
-  S* out = static_cast<S*>(a.out);
-  const S* x = static_cast<const S*>(a.x);
-  const S* b = static_cast<const S*>(a.b);
-  const S* g = static_cast<const S*>(a.g);
-  const S* h = static_cast<const S*>(a.h);
-  const S* yref = static_cast<const S*>(a.yref);
-  const T alpha = T(a.alpha), gain = T(a.gain), clamp = effective_clamp<T>(a.clamp);
-  const int64_t sc = b ? a.stride_c : a.n;  // without a bias the whole tensor is one segment
+  const TypedBiasActArgs<S, T> p(a);
+  const int64_t sc = p.b ? a.stride_c : a.n;  // without a bias the whole tensor is one segment
 
   // Elements [s*sc, (s+1)*sc) share channel s % channels: walk segment by segment so that the
   // inner loop has a constant bias and no index arithmetic.
   parallel_for(a.n, 1 << 15, [&](int64_t begin, int64_t end) {
     int64_t seg = begin / sc;
-    int64_t channel = b ? seg % a.channels : 0;
+    int64_t channel = p.b ? seg % a.channels : 0;
     for (int64_t i = begin; i < end; ++seg) {
       const int64_t seg_end = std::min(end, (seg + 1) * sc);
-      const T bias = b ? E::load(b, channel) : T(0);
+      const T bias = p.b ? E::load(p.b, channel) : T(0);
       for (; i < seg_end; ++i) {
-        const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
-        const T hi = ORDER == 2 ? E::load(h, i) : T(0);
-        const T yi = MASKED ? E::load(yref, i) : T(0);
-        E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
+        const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
+        const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
+        const T yi = MASKED ? E::load(p.yref, i) : T(0);
+        E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
       }
-      if (b && ++channel == a.channels) channel = 0;
+      if (p.b && ++channel == a.channels) channel = 0;
     }
   });
 }

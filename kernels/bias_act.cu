@@ -32,13 +32,7 @@ template <typename S, int ACT, int ORDER, typename Index>
 __global__ void __launch_bounds__(kThreads) bias_act_kernel(BiasActArgs a) {
   using E = CudaElement<S>;
   using T = typename E::Compute;
-  S* out = static_cast<S*>(a.out);
-  const S* x = static_cast<const S*>(a.x);
-  const S* b = static_cast<const S*>(a.b);
-  const S* g = static_cast<const S*>(a.g);
-  const S* h = static_cast<const S*>(a.h);
-  const S* yref = static_cast<const S*>(a.yref);
-  const T alpha = T(a.alpha), gain = T(a.gain), clamp = effective_clamp<T>(a.clamp);
+  const TypedBiasActArgs<S, T> p(a);
   const bool masked = ORDER >= 1 && a.clamp >= 0;
   const Index n = Index(a.n), channels = Index(a.channels), stride_c = Index(a.stride_c);
   const Index step = Index(gridDim.x) * kThreads * kElemsPerThread;
@@ -48,11 +42,11 @@ __global__ void __launch_bounds__(kThreads) bias_act_kernel(BiasActArgs a) {
     for (int k = 0; k < kElemsPerThread; ++k) {
       const Index i = base + Index(k) * kThreads;  // coalesced: consecutive threads, consecutive elements
       if (i >= n) break;
-      const T bias = b ? E::load(b, (i / stride_c) % channels) : T(0);
-      const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
-      const T hi = ORDER == 2 ? E::load(h, i) : T(0);
-      const T yi = masked ? E::load(yref, i) : T(0);
-      E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
+      const T bias = p.b ? E::load(p.b, (i / stride_c) % channels) : T(0);
+      const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
+      const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
+      const T yi = masked ? E::load(p.yref, i) : T(0);
+      E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
     }
   }
 }
