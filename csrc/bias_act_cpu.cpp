@@ -29,7 +29,7 @@ void bias_act_typed(const BiasActArgs& a) {
     int64_t channel = p.b ? seg % a.channels : 0;
     for (int64_t i = begin; i < end; ++seg) {
       const int64_t seg_end = std::min(end, (seg + 1) * sc);
-      const T bias = p.b ? E::load(p.b, channel) : T(0);
+      const T bias = p.b ? E::load(p.b, channel) : T(-0.0);  // -0 keeps x's sign of zero
       for (; i < seg_end; ++i) {
         const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
         const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);

@@ -75,6 +75,9 @@ def common_reasons(impl: str, device: torch.device) -> list[str]:
             return [_ext.LOAD_ERROR or "the compiled extension ganfast._C is not available"]
         if device.type == "cuda" and not _ext.cuda_compiled():
             return ["the extension was built without CUDA kernels (no CUDA compiler at build time, or GANFAST_CUDA=OFF)"]
+        if device.type == "cuda" and not _ext.runs_on(device):
+            return [f"the CUDA kernels were built for sm_{_ext._C.cuda_archs}, which {device} "
+                    f"(sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}) cannot run"]
         if device.type not in ("cpu", "cuda"):
             return [f"the extension has no kernels for device type {device.type!r}"]
     elif impl == "triton":

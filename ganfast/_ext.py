@@ -26,6 +26,16 @@ def cuda_compiled() -> bool:
     return _C is not None and bool(_C.cuda_compiled)
 
 
+def runs_on(device: torch.device) -> bool:
+    """Whether the built CUDA kernels can run on ``device``: binaries of an arch run on later minors of
+    its major, and the PTX of the newest arch JIT-compiles for anything newer."""
+    archs = [int(a) for a in str(_C.cuda_archs).split(",") if a.isdigit()]
+    major, minor = torch.cuda.get_device_capability(device)
+    cap = 10 * major + minor
+    return "native" in str(_C.cuda_archs) or any(a // 10 == major and a <= cap for a in archs) or \
+        (bool(archs) and cap > max(archs))
+
+
 def address(t: torch.Tensor | None) -> int:
     """The data address of ``t`` (0 for None), as the extension takes it."""
     return 0 if t is None else t.data_ptr()

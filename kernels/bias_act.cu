@@ -1,6 +1,7 @@
 // bias_act on CUDA: a grid-stride elementwise pass, ELEMS_PER_THREAD elements per thread in flight,
 // 32-bit index arithmetic whenever the tensor allows it. Math shared with the CPU kernel (bias_act.h).
 #include <cuda_bf16.h>
+#include <algorithm>
 #include <cuda_fp16.h>
 
 #include "bias_act.h"
@@ -42,7 +43,7 @@ __global__ void __launch_bounds__(kThreads) bias_act_kernel(BiasActArgs a) {
     for (int k = 0; k < kElemsPerThread; ++k) {
       const Index i = base + Index(k) * kThreads;  // coalesced: consecutive threads, consecutive elements
       if (i >= n) break;
-      const T bias = p.b ? E::load(p.b, (i / stride_c) % channels) : T(0);
+      const T bias = p.b ? E::load(p.b, (i / stride_c) % channels) : T(-0.0);  // -0 keeps x's sign of zero
       const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
       const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
       const T yi = masked ? E::load(p.yref, i) : T(0);

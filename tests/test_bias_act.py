@@ -162,8 +162,12 @@ def test_half_rounding_matches_torch(impl, dtype):
         want = (x.float() * gain).to(dtype)
         got = bias_act(x, act="linear", gain=gain, impl=impl)
         ulps = (got.view(torch.int16).int() - want.view(torch.int16).int()).abs().max().item()
-        # the Triton interpreter has no bfloat16 type and truncates on conversion (GPUs round to nearest even)
-        assert ulps <= (1 if impl == "triton" and dtype == torch.bfloat16 and DEVICE.type == "cpu" else 0), gain
+        assert ulps <= (1 if _interpreted_bf16(impl, dtype) else 0), gain
+
+
+def _interpreted_bf16(impl, dtype):
+    """The Triton interpreter has no bfloat16 type and truncates on conversion (GPUs round to nearest even)."""
+    return impl == "triton" and dtype == torch.bfloat16 and DEVICE.type == "cpu"
 
 
 def test_third_order_raises_clearly():
@@ -285,3 +289,59 @@ def test_bad_x_errors():
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="b is on"):
             bias_act(torch.zeros(2, 3, device="cuda"), torch.zeros(3))
+
+
+# ---- regressions from the kernel review -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_clamp_mask_uses_the_stored_clamp(impl, dtype):
+    """fp16(0.1) < 0.1: clamped outputs stored as fp16(0.1) must still count as clamped in the backward."""
+    if _interpreted_bf16(impl, dtype):
+        pytest.skip("the Triton interpreter truncates to bfloat16, so outputs near the clamp round differently")
+    x = torch.linspace(-3, 3, 1001).to(dtype).requires_grad_()
+    for clamp in (0.1, 181.01933598375618 / 100):
+        (got,) = torch.autograd.grad(bias_act(x, act="lrelu", clamp=clamp, impl=impl).sum(), x)
+        (want,) = torch.autograd.grad(bias_act_ref(x, act="lrelu", clamp=clamp).sum(), x)
+        assert torch.equal(got != 0, want != 0), clamp
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_opcheck_non_dense_input(impl):
+    x = torch.randn(2, 6, 5, dtype=torch.float64)[:, ::2, 1:].requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.ganfast.bias_act.default, (x, b, 1, "tanh", 0.0, 1.0, None, impl))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_clamped_gradient_is_exact_zero(impl):
+    x = torch.tensor([3.0, 2.0, -3.0, -4.0], requires_grad=True)  # 10·sigmoid: 9.5, 8.8 clamped; 0.47, 0.18 not
+    y = bias_act(x, act="sigmoid", gain=10.0, clamp=0.5, impl=impl)
+    (g,) = torch.autograd.grad(y, x, torch.tensor([float("nan"), float("inf"), 1.0, 1.0]))
+    assert g[:2].tolist() == [0.0, 0.0] and torch.isfinite(g[2:]).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("act", ["tanh", "elu", "selu", "softplus", "swish", "sigmoid"])
+def test_float32_relative_accuracy_near_zero_and_in_tails(impl, act):
+    z = torch.cat([torch.logspace(-7, 0, 40), -torch.logspace(-7, 0, 40), -torch.linspace(15, 60, 10)])
+    got = bias_act(z, act=act, gain=1.0, impl=impl).double()
+    want = bias_act_ref(z.double(), act=act, gain=1.0)
+    rel = ((got - want).abs() / want.abs().clamp_min(1e-300)).max().item()
+    assert rel < 1e-5, rel
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_second_derivative_of_piecewise_linear_is_zero_not_missing(impl):
+    x, b = _inputs(requires_grad=True)
+    (gx,) = torch.autograd.grad(bias_act(x, b, act="lrelu", impl=impl).square().sum(), x, create_graph=True)
+    d2x, d2b = torch.autograd.grad(gx.sum(), (x, b))
+    (rx,) = torch.autograd.grad(bias_act_ref(x, b, act="lrelu").square().sum(), x, create_graph=True)
+    torch.testing.assert_close(d2x, torch.autograd.grad(rx.sum(), x)[0])
+    assert d2b.shape == b.shape
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sign_of_zero_kept(impl):
+    x = torch.tensor([-0.0, 0.0])
+    assert torch.signbit(bias_act(x, act="linear", impl=impl)).tolist() == [True, False]

@@ -11,6 +11,7 @@ Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.bi
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,17 +47,25 @@ def _launch(impl: str, order: int, x: torch.Tensor, b: torch.Tensor | None, g: t
     x = dense(x)
     g, h, y = (same_layout(t, x) for t in (g, h, y))
     out = torch.empty_like(x)
-    clamp = -1.0 if clamp is None else clamp
-    channels, stride_c = (x.shape[dim], x.stride(dim)) if x.ndim else (1, 1)
+    clamp = -1.0 if clamp is None else _clamp_in(x.dtype, clamp)
+    channels = x.shape[dim] if x.ndim else 1
+    stride_c = x.stride(dim) if channels > 1 else 1  # a size-1 dim may carry any stride
     code = ACTIVATIONS[act].code
     if impl == "triton":
         from ..triton import bias_act as triton_bias_act
-        triton_bias_act.bias_act(order, out, x, b, g, h, y, channels, max(stride_c, 1), code, alpha, gain, clamp)
+        triton_bias_act.bias_act(order, out, x, b, g, h, y, channels, stride_c, code, alpha, gain, clamp)
     elif x.numel():
         addr = _ext.address
         _ext.launch("bias_act", x.device, _ext.DTYPE_CODES[x.dtype], code, order, x.numel(), channels,
-                    max(stride_c, 1), alpha, gain, clamp, addr(out), addr(x), addr(b), addr(g), addr(h), addr(y))
+                    stride_c, alpha, gain, clamp, addr(out), addr(x), addr(b), addr(g), addr(h), addr(y))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _clamp_in(dtype: torch.dtype, clamp: float) -> float:
+    """``clamp`` rounded to ``dtype``: clamped outputs are stored as that value, so the gradient mask
+    (|y| < clamp) must compare against it too (the reference compares in the tensor's dtype)."""
+    return float(torch.tensor(clamp, dtype=dtype)) if dtype in (torch.float16, torch.bfloat16) else clamp
 
 
 # ---- registered ops -------------------------------------------------------------------------------------------
@@ -82,17 +91,17 @@ def _bias_act_grad2_op(g: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, b: to
 
 @_bias_act_op.register_fake
 def _(x, b, dim, act, alpha, gain, clamp, impl):
-    return torch.empty_like(x)
+    return torch.empty_like(dense(x))
 
 
 @_bias_act_grad_op.register_fake
 def _(dy, x, b, y, dim, act, alpha, gain, clamp, impl):
-    return torch.empty_like(x)
+    return torch.empty_like(dense(x))
 
 
 @_bias_act_grad2_op.register_fake
 def _(g, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
-    return torch.empty_like(x)
+    return torch.empty_like(dense(x))
 
 
 def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -131,8 +140,11 @@ def _backward_grad(ctx, ddx):
     d_dy = d_x = d_b = None
     if ctx.needs_input_grad[0]:  # dx is linear in dy
         d_dy = torch.ops.ganfast.bias_act_grad(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
-    if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-        d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        if ACTIVATIONS[act].has_2nd_grad:
+            d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+        else:  # act'' = 0 almost everywhere; zeros (not None) so that autograd.grad finds x and b used
+            d_x = torch.zeros_like(ddx)
         if b is not None and ctx.needs_input_grad[2]:
             d_b = _sum_to_bias(d_x, dim)
     return d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None, None, None

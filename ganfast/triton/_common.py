@@ -29,3 +29,20 @@ def scalar(hi, lo, like):
     if like.dtype == tl.float64:
         return (tl.zeros_like(like) + hi) + lo  # each float32 half widened exactly, then summed in float64
     return hi
+
+
+@triton.jit
+def expm1(z):
+    """exp(z) − 1 accurate near 0 (Kahan: (u − 1)·z / log u with u = exp z), exact where u rounds to 1."""
+    u = tl.exp(z)
+    um1 = u - 1
+    r = tl.where(um1 == 0, z, um1 * z / tl.log(tl.where(um1 == 0, u + 1, u)))
+    return tl.where((um1 == -1) | (u == float("inf")), um1, r)
+
+
+@triton.jit
+def log1p(v):
+    """log(1 + v) accurate for small v (Kahan: log(w)·v / (w − 1) with w = 1 + v)."""
+    w = v + 1
+    wm1 = w - 1
+    return tl.where(wm1 == 0, v, tl.log(w) * v / tl.where(wm1 == 0, v + 1, wm1))

@@ -6,11 +6,13 @@ Math mirrors csrc/bias_act.h; the oracle is ganfast/reference/bias_act.py.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_type, scalar, split_f64
+from ._common import compute_type, expm1, log1p, scalar, split_f64
 
 BLOCK = 1024
 
@@ -27,24 +29,28 @@ def _act(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
     elif ACT == 2:  # lrelu
         r = tl.where(z > 0, z, z * alpha) if ORDER == 0 else (tl.where(z > 0, one, one * alpha) if ORDER == 1 else zero)
     elif ACT == 3:  # tanh
-        t = 1 - 2 / (tl.exp(2 * z) + 1)
+        e = expm1(-2 * tl.abs(z))  # tanh|z| = -e / (e + 2), no cancellation near 0
+        t = -e / (e + 2)
+        t = tl.where(z < 0, -t, t)
         r = t if ORDER == 0 else ((1 - t * t) if ORDER == 1 else -2 * t * (1 - t * t))
     elif ACT == 4:  # sigmoid
         s = 1 / (1 + tl.exp(-z))
         r = s if ORDER == 0 else (s * (1 - s) if ORDER == 1 else s * (1 - s) * (1 - 2 * s))
     elif ACT == 5:  # elu
-        e = tl.exp(tl.where(z > 0, zero, z))  # NaN stays NaN
-        r = tl.where(z > 0, z, e - 1) if ORDER == 0 else (tl.where(z > 0, one, e) if ORDER == 1 else tl.where(z > 0, zero, e))
+        zn = tl.where(z > 0, zero, z)  # NaN stays NaN
+        e = tl.exp(zn)
+        r = tl.where(z > 0, z, expm1(zn)) if ORDER == 0 else (tl.where(z > 0, one, e) if ORDER == 1 else tl.where(z > 0, zero, e))
     elif ACT == 6:  # selu
         # scale and scale * alpha of SELU as float32 hi + lo pairs (exact enough for float64)
         scale = zero + 1.0507010221481323 - 3.479265231476347e-08
         scale_alpha = zero + 1.7580993175506592 + 2.3296717444054593e-08
-        e = tl.exp(tl.where(z > 0, zero, z)) * scale_alpha
-        r = tl.where(z > 0, z * scale, e - scale_alpha) if ORDER == 0 else (
+        zn = tl.where(z > 0, zero, z)
+        e = tl.exp(zn) * scale_alpha
+        r = tl.where(z > 0, z * scale, expm1(zn) * scale_alpha) if ORDER == 0 else (
             tl.where(z > 0, scale, e) if ORDER == 1 else tl.where(z > 0, zero, e))
     elif ACT == 7:  # softplus, linear above 20 as torch's default threshold
         s = 1 / (1 + tl.exp(-z))
-        r = tl.where(z > 20, z, tl.log(1 + tl.exp(tl.where(z > 20, zero, z)))) if ORDER == 0 else (
+        r = tl.where(z > 20, z, log1p(tl.exp(tl.where(z > 20, zero, z)))) if ORDER == 0 else (
             tl.where(z > 20, one, s) if ORDER == 1 else tl.where(z > 20, zero, s * (1 - s)))
     else:  # swish
         s = 1 / (1 + tl.exp(-z))
@@ -91,7 +97,7 @@ def _bias_act_bwd_kernel(out_ptr, g_ptr, h_ptr, x_ptr, b_ptr, y_ptr, n, channels
     if HAS_CLAMP:
         c = scalar(clamp_hi, clamp_lo, z)
         y = compute_type(tl.load(y_ptr + offs, mask=mask, other=0))
-        d = tl.where((y < c) & (y > -c), d, d * 0)
+        d = tl.where((y < c) & (y > -c), d, tl.zeros_like(d))  # exact 0 even where d is not finite
     tl.store(out_ptr + offs, d.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -106,8 +112,9 @@ def bias_act(order: int, out: torch.Tensor, x: torch.Tensor, b: torch.Tensor | N
     scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(max(clamp, 0.0)))
     flags = dict(ACT=act, HAS_B=b is not None, HAS_CLAMP=clamp >= 0, BLOCK=BLOCK)
     b = x if b is None else b  # a placeholder pointer; never read when HAS_B is False
-    if order == 0:
-        _bias_act_fwd_kernel[grid](out, x, b, n, channels, stride_c, *scalars, **flags)
-    else:
-        _bias_act_bwd_kernel[grid](out, g, g if h is None else h, x, b, x if yref is None else yref, n, channels,
-                                   stride_c, *scalars, ORDER=order, **flags)
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # launch on x's GPU
+        if order == 0:
+            _bias_act_fwd_kernel[grid](out, x, b, n, channels, stride_c, *scalars, **flags)
+        else:
+            _bias_act_bwd_kernel[grid](out, g, g if h is None else h, x, b, x if yref is None else yref, n,
+                                       channels, stride_c, *scalars, ORDER=order, **flags)
