@@ -4,5 +4,8 @@ Each function here is written for clarity, with autograd doing all differentiati
 ``ganfast.ops`` must agree with them.
 """
 from .bias_act import ACTIVATIONS, ActivationSpec, bias_act
+from .conv2d_resample import conv2d_resample
+from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act"]
+__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "filter2d",
+           "setup_filter", "upfirdn2d", "upsample2d"]
