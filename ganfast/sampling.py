@@ -1,0 +1,303 @@
+"""High-throughput, deterministic, resumable sampling of a generator into image files.
+
+    for batch in ganfast.sample(G, range(1000), batch_size=256):      # SampleBatch(seeds, images uint8 NHWC)
+        ...
+    ganfast.write_samples(G, "0-999999", "out/", fmt="npz")           # what `ganfast sample` runs
+
+Determinism: the latent of seed s is ``np.random.RandomState(s).randn(z_dim)`` (the convention of NVlabs'
+generate.py, so seeds mean the same images there and here), and random layer noise, when asked for, comes from a
+per-seed ``torch.Generator``; so an image depends only on its seed, never on the batch size, the shard or the
+number of processes.
+
+Output layout (every file written atomically, see ``ganfast._io``):
+    png         DIR/00012/seed00012345.png            (sub-folders of 1000 seeds)
+    npz         DIR/seeds00000000-00000999.npz        (``images`` uint8 NHWC, ``seeds`` int64)
+    webdataset  DIR/seeds00000000-00000999.tar        (``%08d.png`` + ``%08d.json`` per seed)
+A rerun of the same command skips the files that exist and writes the rest. ``shard=(i, n)`` takes every n-th
+file of the seed list starting at the i-th, so shards never overlap and their union is the whole set.
+
+Pipeline: latents are made on the host, the generator runs under no_grad (optionally autocast to bf16/fp16 and
+torch.compile), images are converted to uint8 NHWC on the device and copied into pinned host memory
+asynchronously while the next batch is generated; a pool of threads encodes and writes the files, so the device
+does not wait on the disk.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+import tarfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ._io import atomic_write, remove_stale_temps
+
+__all__ = ["FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard", "sample", "seed_latents",
+           "write_samples"]
+
+FORMATS = ("png", "npz", "webdataset")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
+
+
+# ---- arguments -------------------------------------------------------------------------------------------------
+
+def parse_seeds(spec: str | Iterable[int]) -> list[int]:
+    """Seeds from ``"0-999,1005,2000-2009"`` (inclusive ranges) or an iterable of ints; duplicates refused."""
+    if isinstance(spec, str):
+        seeds: list[int] = []
+        for part in spec.replace(" ", "").split(","):
+            lo, sep, hi = part.partition("-")
+            try:
+                first, last = int(lo), int(hi if sep else lo)
+            except ValueError:
+                raise ValueError(f"seeds must look like '0-999,1005' (inclusive ranges of integers), got {spec!r}") from None
+            if last < first:
+                raise ValueError(f"seeds: range {part!r} is empty (end before start)")
+            if last > _MAX_SEED:
+                raise ValueError(f"seeds must lie in [0, {_MAX_SEED}], got {part!r}")
+            seeds.extend(range(first, last + 1))
+    else:
+        seeds = [int(s) for s in spec]
+    if not seeds:
+        raise ValueError("seeds is empty")
+    if min(seeds) < 0 or max(seeds) > _MAX_SEED:
+        raise ValueError(f"seeds must lie in [0, {_MAX_SEED}]")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds contains duplicates (each seed is one image)")
+    return seeds
+
+
+def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
+    """``"i/n"`` (or (i, n)): this process writes shard i of n, 0 ≤ i < n."""
+    if isinstance(spec, str):
+        index, sep, count = spec.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"shard must look like 'i/n' with integers 0 <= i < n, got {spec!r}")
+        spec = (int(index), int(count))
+    index, count = spec
+    if not 0 <= index < count:
+        raise ValueError(f"shard must satisfy 0 <= i < n, got {index}/{count}")
+    return index, count
+
+
+# ---- generation ------------------------------------------------------------------------------------------------
+
+def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``."""
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
+    """Maps [-1, 1] NCHW images to uint8 NHWC (x·127.5 + 128, clamped), on the images' device."""
+    return (images.float().permute(0, 2, 3, 1) * 127.5 + 128).clamp_(0, 255).to(torch.uint8)
+
+
+@dataclass
+class SampleBatch:
+    seeds: np.ndarray   # int64 (N,)
+    images: np.ndarray  # uint8 (N, H, W, C)
+
+
+def _generator_kwargs(G: torch.nn.Module, truncation_psi: float, noise_mode: str | None) -> dict:
+    """The keyword arguments G's forward takes among truncation_psi / noise_mode; an error for those asked for
+    (a value other than the default) that G cannot take."""
+    params = inspect.signature(G.forward).parameters
+    kwargs = {}
+    for name, value, default in (("truncation_psi", truncation_psi, 1.0), ("noise_mode", noise_mode, None)):
+        if name in params:
+            if value is not None:
+                kwargs[name] = value
+        elif value not in (default, None):
+            raise ValueError(f"{name}={value!r} was given but {type(G).__name__}.forward takes no {name}")
+    return kwargs
+
+
+def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = 64, truncation_psi: float = 1.0,
+           noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
+           compile: bool = False) -> Iterator[SampleBatch]:
+    """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
+
+    G: a generator module with ``z_dim``, called as ``G(z, **kw)`` → images in [-1, 1] (N, C, H, W) on the
+    device of its parameters; kw holds ``truncation_psi`` / ``noise_mode`` when its forward takes them. G runs in
+    eval mode (its mode is restored afterwards). dtype: "bf16"/"fp16"/"fp32" (or a torch dtype): the autocast
+    dtype. The latents follow ``seed_latents``.
+    """
+    seeds = parse_seeds(seeds)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    z_dim = getattr(G, "z_dim", None)
+    if not isinstance(z_dim, int):
+        raise TypeError(f"G must be a generator module with an int attribute z_dim; {type(G).__name__} has none")
+    kwargs = _generator_kwargs(G, truncation_psi, noise_mode)
+    dtype = _DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
+    if dtype not in _DTYPES.values():
+        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+    return _generate(G, seeds, batch_size, z_dim, kwargs, dtype, compile)
+
+
+def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int, kwargs: dict, dtype: torch.dtype,
+              compile: bool) -> Iterator[SampleBatch]:
+    device = next(G.parameters(), torch.empty(0)).device
+    on_gpu = device.type == "cuda"
+    was_training = G.training
+    run = torch.compile(G.eval()) if compile else G.eval()
+    pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None] | None = None
+    try:
+        for start in range(0, len(seeds), batch_size):
+            chunk = seeds[start:start + batch_size]
+            z = seed_latents(chunk, z_dim)
+            z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                images = to_uint8_nhwc(run(z, **kwargs))
+            host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=on_gpu)
+            host.copy_(images, non_blocking=on_gpu)
+            event = torch.cuda.Event() if on_gpu else None
+            if event is not None:
+                event.record()
+            if pending is not None:  # the previous batch's copy overlapped this batch's generation
+                yield _finish(*pending)
+            pending = (chunk, host, event)
+        if pending is not None:
+            yield _finish(*pending)
+    finally:
+        G.train(was_training)
+
+
+def _finish(seeds: list[int], host: torch.Tensor, event) -> SampleBatch:
+    if event is not None:
+        event.synchronize()
+    return SampleBatch(np.asarray(seeds, dtype=np.int64), host.numpy())
+
+
+# ---- files -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Unit:
+    """One output file and the seeds it holds."""
+    path: Path
+    seeds: list[int]
+
+
+def _plan(seeds: list[int], fmt: str, out: Path, shard_size: int) -> list[_Unit]:
+    if fmt == "png":
+        return [_Unit(out / f"{s // 1000:05d}" / f"seed{s:08d}.png", [s]) for s in seeds]
+    ext = "npz" if fmt == "npz" else "tar"
+    chunks = (seeds[i:i + shard_size] for i in range(0, len(seeds), shard_size))
+    return [_Unit(out / f"seeds{c[0]:08d}-{c[-1]:08d}.{ext}", c) for c in chunks]
+
+
+def _is_complete(unit: _Unit, fmt: str) -> bool:
+    """Whether an earlier run already wrote this file (files are atomic: present means complete)."""
+    if not unit.path.exists():
+        return False
+    if fmt == "npz":
+        with np.load(unit.path) as data:
+            if data["seeds"].tolist() != unit.seeds:
+                raise FileExistsError(f"{unit.path} exists but holds other seeds; remove it or use another out dir")
+    return True
+
+
+def _png_bytes(image: np.ndarray, compress_level: int) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG",
+                                                                            compress_level=compress_level)
+    return buf.getvalue()
+
+
+def _write_unit(unit: _Unit, fmt: str, images: np.ndarray, meta: dict, compress_level: int) -> None:
+    if fmt == "png":
+        data = _png_bytes(images[0], compress_level)
+        atomic_write(unit.path, lambda f: f.write(data))
+    elif fmt == "npz":
+        atomic_write(unit.path, lambda f: np.savez(f, images=images, seeds=np.asarray(unit.seeds, dtype=np.int64)))
+    else:
+        def write_tar(f):
+            with tarfile.open(fileobj=f, mode="w") as tar:
+                for seed, image in zip(unit.seeds, images):
+                    for name, data in ((f"{seed:08d}.png", _png_bytes(image, compress_level)),
+                                       (f"{seed:08d}.json", json.dumps({"seed": seed, **meta}).encode())):
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+        atomic_write(unit.path, write_tar)
+
+
+@dataclass
+class SampleReport:
+    images: int        # images written by this call
+    skipped: int       # images already on disk from an earlier run
+    seconds: float
+    out: Path
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.images} images in {self.seconds:.1f} s ({self.images_per_s:.1f} img/s) written to {self.out}"
+                + (f"; {self.skipped} already there were skipped" if self.skipped else ""))
+
+
+def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.PathLike, fmt: str = "png",
+                  batch_size: int = 64, shard: str | tuple[int, int] = (0, 1), shard_size: int = 1000,
+                  workers: int = 4, png_compress_level: int = 1, progress: bool = True,
+                  **sample_kwargs) -> SampleReport:
+    """Samples the seeds of this shard into files under ``out`` (layout in the module docstring), skipping files
+    an earlier run completed. ``sample_kwargs`` go to :func:`sample` (truncation_psi, noise_mode, dtype, compile). PNG compression level 1 is lossless like any other, and several times faster to encode than 6."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    index, count = parse_shard(shard)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output directory {out}: {exc.strerror}") from exc
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"the output directory {out} is not writable")
+    remove_stale_temps(out)
+    units = _plan(parse_seeds(seeds), fmt, out, shard_size)[index::count]
+    todo = [u for u in units if not _is_complete(u, fmt)]
+    skipped = sum(len(u.seeds) for u in units) - sum(len(u.seeds) for u in todo)
+    meta = {k: sample_kwargs[k] for k in ("truncation_psi", "noise_mode") if sample_kwargs.get(k) is not None}
+    todo_seeds = [s for u in todo for s in u.seeds]
+    started = time.perf_counter()
+    bar = _progress_bar(len(todo_seeds), progress)
+    with ThreadPoolExecutor(workers) as pool:
+        in_flight: list[Future] = []
+        units_left, filled = iter(todo), []  # the unit being filled and its images so far
+        unit = next(units_left, None)
+        for batch in (sample(G, todo_seeds, batch_size, **sample_kwargs) if todo_seeds else ()):
+            pos = 0
+            while pos < len(batch.seeds):
+                take = min(len(unit.seeds) - sum(len(f) for f in filled), len(batch.seeds) - pos)
+                filled.append(batch.images[pos:pos + take])
+                pos += take
+                if sum(len(f) for f in filled) == len(unit.seeds):
+                    images = np.concatenate(filled) if len(filled) > 1 else filled[0]
+                    in_flight.append(pool.submit(_write_unit, unit, fmt, images, meta, png_compress_level))
+                    unit, filled = next(units_left, None), []
+            bar.update(len(batch.seeds))
+            while len(in_flight) > 4 * workers:  # bound the memory held by queued writes
+                in_flight.pop(0).result()
+        for future in in_flight:
+            future.result()
+    bar.close()
+    return SampleReport(len(todo_seeds), skipped, time.perf_counter() - started, out)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, unit="img", disable=not enabled, desc="sampling", dynamic_ncols=True)

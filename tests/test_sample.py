@@ -1,0 +1,209 @@
+"""Sampling: determinism (batch size, shards), every format read back, resume after an interrupted or killed
+run, and the errors bad arguments get."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ganfast
+from ganfast.sampling import parse_seeds, parse_shard, seed_latents
+
+TINY_G = textwrap.dedent("""
+    import time
+    import torch
+
+    class TinyG(torch.nn.Module):
+        '''z (N, 8) -> images (N, C, 4, 5) in [-1, 1]; sleeps per call when asked (to be killed mid-run).'''
+        z_dim = 8
+
+        def __init__(self, channels=3, delay=0.0):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = torch.nn.Linear(8, channels * 20)
+            self.channels, self.delay = channels, delay
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            time.sleep(self.delay)
+            return torch.tanh(2 * self.fc(z * truncation_psi)).view(-1, self.channels, 4, 5)
+""")
+namespace: dict = {}
+exec(TINY_G, namespace)
+TinyG = namespace["TinyG"]
+
+
+def _all_images(batches):
+    seeds, images = zip(*((b.seeds, b.images) for b in batches))
+    return np.concatenate(seeds), np.concatenate(images)
+
+
+def _npz_contents(out):
+    seeds, images = [], []
+    for path in sorted(out.glob("*.npz")):
+        with np.load(path) as data:
+            seeds.append(data["seeds"])
+            images.append(data["images"])
+    return np.concatenate(seeds), np.concatenate(images)
+
+
+def test_latents_follow_numpy_randomstate():
+    z = seed_latents([0, 7], 8)
+    assert z.dtype == torch.float32
+    np.testing.assert_array_equal(z[1].numpy(), np.random.RandomState(7).randn(8).astype(np.float32))
+
+
+def test_batch_size_does_not_change_the_images():
+    G = TinyG()
+    seeds_a, images_a = _all_images(ganfast.sample(G, "0-12", batch_size=1))
+    seeds_b, images_b = _all_images(ganfast.sample(G, range(13), batch_size=5))
+    assert images_a.shape == (13, 4, 5, 3) and images_a.dtype == np.uint8
+    np.testing.assert_array_equal(seeds_a, np.arange(13))
+    np.testing.assert_array_equal(images_a, images_b)
+    assert len(np.unique(images_a.reshape(13, -1), axis=0)) == 13  # different seeds, different images
+    assert G.training  # the caller's mode is restored
+
+
+def test_truncation_is_passed_and_checked():
+    G = TinyG()
+    _, plain = _all_images(ganfast.sample(G, "0-3"))
+    _, truncated = _all_images(ganfast.sample(G, "0-3", truncation_psi=0.5))
+    assert not np.array_equal(plain, truncated)
+
+    class NoTruncation(torch.nn.Module):
+        z_dim = 8
+
+        def forward(self, z):
+            return z.view(-1, 1, 2, 4)
+    with pytest.raises(ValueError, match="truncation_psi"):
+        ganfast.sample(NoTruncation(), "0-3", truncation_psi=0.7)
+
+
+def test_shards_partition_the_set(tmp_path):
+    G = TinyG()
+    whole = ganfast.write_samples(G, "0-24", tmp_path / "whole", fmt="npz", shard_size=4, progress=False)
+    assert whole.images == 25 and whole.skipped == 0
+    for i in range(3):
+        ganfast.write_samples(G, "0-24", tmp_path / "split", fmt="npz", shard=f"{i}/3", shard_size=4,
+                              batch_size=3, progress=False)
+    seeds_w, images_w = _npz_contents(tmp_path / "whole")
+    seeds_s, images_s = _npz_contents(tmp_path / "split")
+    np.testing.assert_array_equal(seeds_w, np.arange(25))
+    np.testing.assert_array_equal(seeds_s, seeds_w)  # union == whole set, nothing twice
+    np.testing.assert_array_equal(images_s, images_w)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_and_webdataset_read_back(tmp_path, channels):
+    G = TinyG(channels)
+    _, expected = _all_images(ganfast.sample(G, "998-1001"))
+    ganfast.write_samples(G, "998-1001", tmp_path / "png", fmt="png", progress=False)
+    for seed, image in zip(range(998, 1002), expected):
+        path = tmp_path / "png" / f"{seed // 1000:05d}" / f"seed{seed:08d}.png"
+        decoded = np.asarray(Image.open(path))
+        np.testing.assert_array_equal(decoded.reshape(image.shape), image)
+    ganfast.write_samples(G, "998-1001", tmp_path / "wds", fmt="webdataset", shard_size=3, truncation_psi=1.0,
+                          progress=False)
+    with tarfile.open(tmp_path / "wds" / "seeds00000998-00001000.tar") as tar:
+        names = tar.getnames()
+        assert names == ["00000998.png", "00000998.json", "00000999.png", "00000999.json", "00001000.png",
+                         "00001000.json"]
+        meta = json.load(tar.extractfile("00000999.json"))
+        decoded = np.asarray(Image.open(tar.extractfile("00000999.png")))
+    assert meta == {"seed": 999, "truncation_psi": 1.0}
+    np.testing.assert_array_equal(decoded.reshape(expected[1].shape), expected[1])
+    assert (tmp_path / "wds" / "seeds00001001-00001001.tar").exists()
+
+
+def test_rerun_after_failure_finishes_the_rest(tmp_path):
+    class FailingG(TinyG):
+        calls = 0
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            FailingG.calls += 1
+            if FailingG.calls == 4:
+                raise RuntimeError("simulated crash")
+            return super().forward(z, truncation_psi, noise_mode)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ganfast.write_samples(FailingG(), "0-19", tmp_path, fmt="npz", shard_size=2, batch_size=2, progress=False)
+    done_before = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert 0 < len(done_before) < 10
+    report = ganfast.write_samples(TinyG(), "0-19", tmp_path, fmt="npz", shard_size=2, batch_size=2,
+                                   progress=False)
+    assert report.skipped == 2 * len(done_before) and report.images == 20 - report.skipped
+    seeds, images = _npz_contents(tmp_path)
+    np.testing.assert_array_equal(seeds, np.arange(20))
+    _, expected = _all_images(ganfast.sample(TinyG(), "0-19"))
+    np.testing.assert_array_equal(images, expected)
+
+
+def test_kill_mid_run_then_resume(tmp_path):
+    script = tmp_path / "run.py"
+    out = tmp_path / "out"
+    script.write_text(TINY_G + textwrap.dedent(f"""
+        import sys, ganfast
+        ganfast.write_samples(TinyG(delay=float(sys.argv[1])), "0-59", {str(out)!r}, fmt="png", batch_size=2,
+                              progress=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script), "0.05"])
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.png"))) < 6 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list(out.rglob("*.png")))
+    assert 6 <= written < 60, written  # killed mid-way
+    subprocess.run([sys.executable, str(script), "0"], check=True)
+    files = sorted(out.rglob("*.png"))
+    assert [f.name for f in files] == [f"seed{s:08d}.png" for s in range(60)]
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary files left behind
+    _, expected = _all_images(ganfast.sample(TinyG(), "0-59"))
+    for f, image in zip(files, expected):
+        np.testing.assert_array_equal(np.asarray(Image.open(f)), image)
+
+
+def test_npz_of_other_seeds_is_not_overwritten(tmp_path):
+    ganfast.write_samples(TinyG(), "0-3", tmp_path, fmt="npz", shard_size=4, progress=False)
+    path = tmp_path / "seeds00000000-00000003.npz"
+    np.savez(path, images=np.zeros((4, 4, 5, 3), np.uint8), seeds=np.array([0, 1, 2, 9]))
+    with pytest.raises(FileExistsError, match="other seeds"):
+        ganfast.write_samples(TinyG(), "0-3", tmp_path, fmt="npz", shard_size=4, progress=False)
+
+
+@pytest.mark.parametrize("spec,match", [("5-3", "empty"), ("a-b", "inclusive ranges"), ("", "inclusive ranges"),
+                                        ("1,1", "duplicates"), ("-1", "inclusive ranges"),
+                                        ("0-4294967296", "lie in")])
+def test_bad_seeds(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_seeds(spec)
+
+
+@pytest.mark.parametrize("spec", ["3/2", "1", "a/b", "-1/2", "0/0"])
+def test_bad_shard(spec):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(spec)
+
+
+def test_bad_arguments(tmp_path):
+    G = TinyG()
+    assert parse_seeds("0-2, 7") == [0, 1, 2, 7] and parse_shard("1/4") == (1, 4)
+    with pytest.raises(ValueError, match="fmt"):
+        ganfast.write_samples(G, "0-3", tmp_path, fmt="jpg")
+    with pytest.raises(ValueError, match="batch_size"):
+        ganfast.sample(G, "0-3", batch_size=0)
+    with pytest.raises(ValueError, match="dtype"):
+        ganfast.sample(G, "0-3", dtype="int8")
+    with pytest.raises(TypeError, match="z_dim"):
+        ganfast.sample(torch.nn.Linear(2, 2), "0-3")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="cannot create the output directory"):
+        ganfast.write_samples(G, "0-3", blocker / "sub", progress=False)
