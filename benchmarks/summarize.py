@@ -1,7 +1,8 @@
-"""Turns a pytest-benchmark JSON file into the markdown table committed under benchmarks/results/.
+"""Turns a pytest-benchmark JSON file into the markdown tables committed under benchmarks/results/.
 
-For each group (op, pass, shape, dtype): median time per variant, ganfast's speedup over the eager reference
-and over torch.compile(reference), achieved GB/s, and the floor (copy bandwidth: bytes ÷ copy GB/s).
+For each group (op, pass, shape, dtype): the median time of every variant, ganfast's speedup over each other
+variant, and its throughput from extra_info: GB/s (``bytes``, with the copy-bandwidth floor where a "copy" group
+was measured), TFLOP/s (``flops``) or images/s (``images``).
 Usage: python benchmarks/summarize.py results.json > SUMMARY.md
 """
 import json
@@ -9,32 +10,42 @@ import sys
 from collections import defaultdict
 
 
+def _throughput(info: dict, seconds: float) -> str:
+    if "flops" in info:
+        return f"{info['flops'] / seconds / 1e12:.1f} TFLOP/s"
+    if "bytes" in info:
+        return f"{info['bytes'] / seconds / 1e9:.0f} GB/s"
+    if "images" in info:
+        return f"{info['images'] / seconds:.0f} img/s"
+    return ""
+
+
 def summarize(path: str) -> str:
     with open(path) as f:
         data = json.load(f)
-    groups = defaultdict(dict)
+    groups: dict[str, dict[str, tuple[float, dict]]] = defaultdict(dict)
     copy_gbps = {}
     for bench in data["benchmarks"]:
         info, median = bench["extra_info"], bench["stats"]["median"]
-        if info.get("variant") == "copy":
+        if info.get("variant") == "copy":  # group "<op> fwd <shape> <dtype>": keyed by "<shape> <dtype>"
             copy_gbps[bench["group"].split(" ", 2)[2]] = info["bytes"] / median / 1e9
             continue
-        groups[bench["group"]][info["variant"]] = (median, info["bytes"])
+        groups[bench["group"]][info.get("variant", bench["name"])] = (median, info)
     machine = data.get("machine_info", {})
     lines = [f"Machine: {machine.get('node', '?')} {machine.get('cpu', {}).get('brand_raw', '')}",
              f"Date: {data.get('datetime', '?')}", "",
-             "| group | ganfast ms | ref ms | compiled ms | × ref | × compiled | ganfast GB/s | copy GB/s | % of copy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| group | variant | median ms | ganfast speedup | throughput | floor |",
+             "|---|---|---|---|---|---|"]
     for group, variants in sorted(groups.items()):
-        if "ganfast" not in variants:
-            continue
-        t, moved = variants["ganfast"]
-        ref = variants.get("ref", (float("nan"),))[0]
-        comp = variants.get("compiled_ref", (float("nan"),))[0]
-        gbps = moved / t / 1e9
-        copy = copy_gbps.get(group.split(" ", 2)[2], float("nan"))
-        lines.append(f"| {group} | {t * 1e3:.3f} | {ref * 1e3:.3f} | {comp * 1e3:.3f} | {ref / t:.2f} | "
-                     f"{comp / t:.2f} | {gbps:.0f} | {copy:.0f} | {100 * gbps / copy:.0f}% |")
+        base = variants.get("ganfast")
+        for variant, (median, info) in sorted(variants.items(), key=lambda kv: kv[0] != "ganfast"):
+            speedup = f"{median / base[0]:.2f}×" if base and variant != "ganfast" else ""
+            floor = ""
+            copy = copy_gbps.get(group.split(" ", 2)[-1]) if "bytes" in info else None
+            if copy:
+                floor = f"{info['bytes'] / copy / 1e6:.3f} ms at copy speed"
+            lines.append(f"| {group} | {variant} | {median * 1e3:.3f} | {speedup} | {_throughput(info, median)} | "
+                         f"{floor} |")
     return "\n".join(lines)
 
 
