@@ -54,11 +54,17 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
     return []
 
 
-# auto on CPU, measured (2 cores, StyleGAN2-like 4×64×32×32 → 64 ch, k=3, fp32, forward+backward; see the
-# README): the registered route on oneDNN convolutions ("ext") against the reference's two routes — see _CPU_NOTE.
-# auto on CUDA: Triton first, then the cuDNN route. NOT measured (no GPU was available when this was written);
-# benchmarks/test_bench_modulated_conv2d.py is the measurement that should set this order per shape class.
-_OP = register_op("modulated_conv2d", {"cpu": ("ext", "ref"), "cuda": ("triton", "ext", "ref")}, _reasons)
+# auto on CPU, measured (2 shared cores, fp32, 3×3 kernels, forward+backward / forward only, ms):
+#   4×64×32² up=1: ext 72 / 17, reference fused_modconv 81 / 36, reference non-fused 123 / 57
+#   8×128×16² up=1: ext 140 / 30, fused 354 / 113, non-fused 236 / 90
+#   4×64×16² up=2: ext 134 / 19, fused 114 / 56, non-fused 150 / 32
+# so "ext" (the registered ops on oneDNN convolutions) is auto on CPU.
+# auto on CUDA is NOT measured (no GPU was available when this was written); the rule until
+# benchmarks/test_bench_modulated_conv2d.py decides per shape class: Triton for up=1 layers, where the whole
+# epilogue fuses into the kernel; the cuDNN route ("ext") for up>1 layers ("cuda:up"), whose core, a strided
+# transposed convolution, the Triton kernel does not cover.
+_OP = register_op("modulated_conv2d", {"cpu": ("ext", "ref"), "cuda": ("triton", "ext", "ref"),
+                                       "cuda:up": ("ext", "triton", "ref")}, _reasons)
 
 
 # ---- geometry ---------------------------------------------------------------------------------------------------
@@ -202,7 +208,7 @@ def _backward_modconv(ctx, gy, graw):
         d_out_scale = (dz * raw).sum(dim=(2, 3))
     # the gradient reaching raw: dz · out_scale (folded into the next ops as a scale), plus raw's own gradient
     g, g_scale = dz, out_scale
-    if graw is not None:
+    if graw is not None and graw.shape == dz.shape:  # (raw is empty when the forward did not keep it)
         g, g_scale = _scale(dz, out_scale) + graw, None
     if needs[0] or (in_scale is not None and needs[2]):
         adjoint = _adjoint(x.shape[2:], weight, *geom)
@@ -317,7 +323,7 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
         raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
     clamp = None if clamp is None else float(clamp)
     px0, px1, py0, py1 = resample_padding(resample_filter, up, down, padding)
-    chosen = _OP.resolve(impl, x.device, x.dtype)
+    chosen = _OP.resolve(impl, x.device, x.dtype, "up" if up > 1 else None)
     epilogue = bias is not None or not _is_identity(act, gain, clamp)
     if chosen == "ref":
         y = modulated_conv2d_ref(x, weight, styles, None, up, down, padding, resample_filter, demodulate,
