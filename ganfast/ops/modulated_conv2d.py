@@ -7,8 +7,9 @@ The style s scales input channels and d scales output channels, so one convoluti
 the work of StyleGAN2's per-sample weights. Routes by resampling (pads from StyleGAN2-ADA's conv2d_resample):
     up = 1, down = 1   one convolution with the whole epilogue fused (noise, bias, act, gain, clamp)
     up = 1, down > 1   FIR filter (upfirdn2d), then a strided convolution with the fused epilogue
-    up > 1             transposed convolution (stride up) scaled by s and d, then the FIR filter, then
-                       noise + bias_act (the filter sits between conv and epilogue; it is not fused)
+    up > 1             transposed convolution (stride up) scaled by s and d, then the FIR filter
+                       (ganfast.ops.upfirdn2d), then noise + bias_act (the filter sits between the conv and
+                       the epilogue; it is not fused into the Triton kernel)
 
 Registered ops (fake impls; autograd made of registered ops, so double backward works):
     ganfast::modconv              raw = conv(x · in_scale, w); y = epilogue(raw · out_scale)   → (y, raw)
@@ -42,8 +43,10 @@ from ..reference.bias_act import bias_act as bias_act_ref
 from ..reference.conv2d_resample import check_factor, oriented_weight, resample_padding
 from ..reference.modulated_conv2d import DEMOD_EPS, prenormalize
 from ..reference.modulated_conv2d import modulated_conv2d as modulated_conv2d_ref
-from ..reference.upfirdn2d import IntOrPair, upfirdn2d
+from ..reference.upfirdn2d import IntOrPair
 from ._common import FLOAT_DTYPES, check_tensor
+from .bias_act import bias_act
+from .upfirdn2d import upfirdn2d
 
 __all__ = ["modulated_conv2d", "modulated_conv2d_bias_act"]
 
@@ -369,7 +372,6 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
     noise = _check_noise(noise, y.shape)
     y = y if noise is None else y + noise
     if epilogue:
-        from .bias_act import bias_act
         y = bias_act(y, bias, 1, act, alpha, gain, clamp, impl=_bias_act_impl(chosen))
     return y
 
