@@ -230,3 +230,64 @@ def test_bad_input_errors(change, exc, match):
     args.update(change)
     with pytest.raises(exc, match=match):
         modulated_conv2d_bias_act(**args)
+
+
+# ---- modules ----------------------------------------------------------------------------------------------------
+
+def _synthesis_reference(layer, x, w, noise_mode, gain=1):
+    """StyleGAN2's synthesis layer written out with the reference ops and the layer's parameters."""
+    styles = w @ (layer.affine.weight * layer.affine.weight_gain).t() + layer.affine.bias
+    noise = None
+    if noise_mode == "const":
+        noise = layer.noise_const * layer.noise_strength
+    y = modulated_conv2d_ref(x, layer.weight, styles, noise, up=layer.up, padding=layer.padding,
+                             resample_filter=layer.resample_filter, flip_weight=layer.up == 1)
+    clamp = None if layer.conv_clamp is None else layer.conv_clamp * gain
+    return bias_act_ref(y, layer.bias, act=layer.activation, gain=layer.act_gain * gain, clamp=clamp)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up", [1, 2])
+def test_synthesis_layer_matches_reference(impl, up):
+    layer = ganfast.nn.SynthesisLayer(3, 4, w_dim=5, resolution=6, up=up, conv_clamp=1.0, impl=impl).double()
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.3)
+        layer.bias.normal_()
+    x = torch.randn(2, 3, 6 // up, 6 // up, **F64)
+    w = torch.randn(2, 5, **F64)
+    out = layer(x, w, noise_mode="const", gain=1.5)
+    ref = _synthesis_reference(layer, x, w, "const", gain=1.5)
+    assert rel_err(out, ref) < 1e-12
+    params = [layer.weight, layer.bias, layer.noise_strength, layer.affine.weight, layer.affine.bias]
+    for got, want in zip(torch.autograd.grad(out.sum(), params), torch.autograd.grad(ref.sum(), params)):
+        assert rel_err(got, want) < 1e-12
+    assert layer(x, w, noise_mode="random").shape == (2, 4, 6, 6)
+    assert rel_err(layer(x, w, noise_mode="none"), _synthesis_reference(layer, x, w, "none")) < 1e-12
+    with pytest.raises(ValueError, match="noise_mode must be one of"):
+        layer(x, w, noise_mode="fixed")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_torgb_and_modulated_conv2d_modules(impl):
+    torgb = ganfast.nn.ToRGBLayer(4, 3, w_dim=5, conv_clamp=0.5, impl=impl).double()
+    x, w = torch.randn(2, 4, 5, 5, **F64), torch.randn(2, 5, **F64)
+    styles = torgb.affine(w) * torgb.weight_gain
+    ref = bias_act_ref(modulated_conv2d_ref(x, torgb.weight, styles, demodulate=False), torgb.bias, clamp=0.5)
+    assert rel_err(torgb(x, w), ref) < 1e-12
+    conv = ganfast.nn.ModulatedConv2d(4, 2, kernel_size=3, down=2, impl=impl).double()
+    s = torch.randn(2, 4, **F64)
+    ref = modulated_conv2d_ref(x, conv.weight, s, down=2, padding=1, resample_filter=conv.resample_filter)
+    assert rel_err(conv(x, s), ref) < 1e-12
+
+
+def test_torch_compile_fullgraph_synthesis_layer():
+    layer = ganfast.nn.SynthesisLayer(4, 4, w_dim=8, resolution=8, up=2, conv_clamp=256, impl="ext")
+    x, w = torch.randn(2, 4, 4, 4), torch.randn(2, 8)
+    compiled = torch.compile(layer, fullgraph=True)
+    params = list(layer.parameters())
+    eager = layer(x, w, noise_mode="const")
+    out = compiled(x, w, noise_mode="const")
+    torch.testing.assert_close(out, eager)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), params),
+                         torch.autograd.grad(eager.square().sum(), params)):
+        torch.testing.assert_close(got, want)
