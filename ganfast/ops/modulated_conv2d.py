@@ -350,7 +350,7 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
     kh, kw = weight.shape[2:]
     if up == 1:  # filter first when downsampling, then one (strided) convolution with the epilogue fused
         if down > 1:
-            x, pad = upfirdn2d(x, resample_filter, padding=[px0, px1, py0, py1]), [0, 0]
+            x, pad = upfirdn2d(x, resample_filter, padding=[px0, px1, py0, py1], impl=chosen), [0, 0]
         elif px0 == px1 >= 0 and py0 == py1 >= 0:
             pad = [py0, px0]
         else:
@@ -366,9 +366,9 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
     wt = (w.flip([2, 3]) if flip_weight else w).transpose(0, 1)
     t, _ = _modconv(x, wt, s, dcoefs, (up, [0, 0], True, [0, 0]), need_raw, chosen)
     y = upfirdn2d(t, resample_filter, padding=[px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh],
-                  gain=up ** 2)
+                  gain=up ** 2, impl=chosen)
     if down > 1:
-        y = upfirdn2d(y, resample_filter, down=down)
+        y = upfirdn2d(y, resample_filter, down=down, impl=chosen)
     noise = _check_noise(noise, y.shape)
     y = y if noise is None else y + noise
     if epilogue:
