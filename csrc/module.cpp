@@ -1,8 +1,12 @@
 // ganfast._C: the pybind11 surface of the torch-free kernels. Tensors arrive as raw addresses plus sizes;
 // ganfast/_ext.py and the op modules validate them first. No Python or torch types cross this boundary.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
 
 #include "bias_act.h"
+#include "upfirdn2d.h"
 
 #ifdef GANFAST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -28,6 +32,37 @@ BiasActArgs make_bias_act_args(int dtype, int act, int order, int64_t n, int64_t
 
 }  // namespace
 
+// ---- upfirdn2d --------------------------------------------------------------------------------------------------
+namespace {
+
+using Shape4 = std::array<int64_t, 4>;
+
+// sizes: (N, C, in_h, in_w, out_h, out_w); scaling: (up_x, up_y, down_x, down_y); pad0: (x0, y0);
+// taps_hw: (taps_h, taps_w); strides of x and out in elements.
+ganfast::Upfirdn2dArgs make_upfirdn2d_args(int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling,
+                                           const std::array<int64_t, 2>& pad0, const std::array<int64_t, 2>& taps_hw,
+                                           const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+                                           uintptr_t x, uintptr_t taps) {
+  ganfast::Upfirdn2dArgs a{};
+  a.dtype = dtype;
+  a.batch = sizes[0], a.channels = sizes[1], a.in_h = sizes[2], a.in_w = sizes[3], a.out_h = sizes[4], a.out_w = sizes[5];
+  a.up_x = scaling[0], a.up_y = scaling[1], a.down_x = scaling[2], a.down_y = scaling[3];
+  a.pad_x0 = pad0[0], a.pad_y0 = pad0[1];
+  a.taps_h = taps_hw[0], a.taps_w = taps_hw[1];
+  for (int d = 0; d < 4; ++d) a.x_stride[d] = x_stride[d], a.out_stride[d] = out_stride[d];
+  a.out = reinterpret_cast<void*>(out);
+  a.x = reinterpret_cast<const void*>(x);
+  a.taps = reinterpret_cast<const void*>(taps);
+  return a;
+}
+
+#define GANFAST_UPFIRDN2D_PYARGS                                                                                 \
+  py::arg("dtype"), py::arg("sizes"), py::arg("scaling"), py::arg("pad0"), py::arg("taps_hw"),                  \
+      py::arg("x_stride"), py::arg("out_stride"), py::arg("out"), py::arg("x"), py::arg("taps")
+
+}  // namespace
+// ---- end upfirdn2d ----------------------------------------------------------------------------------------------
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ganfast compiled kernels (torch-free; call through ganfast.ops)";
 
@@ -40,6 +75,30 @@ PYBIND11_MODULE(_C, m) {
       },
       GANFAST_BIAS_ACT_PYARGS, py::call_guard<py::gil_scoped_release>(),
       "bias_act elementwise pass on host memory (see csrc/bias_act.h for the orders).");
+
+  // ---- upfirdn2d ----
+  m.def(
+      "upfirdn2d_cpu",
+      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
+         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t taps) {
+        ganfast::upfirdn2d_cpu(make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps));
+      },
+      GANFAST_UPFIRDN2D_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "upfirdn2d on host memory (see csrc/upfirdn2d.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "upfirdn2d_cuda",
+      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
+         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t taps, int device, uintptr_t stream) {
+        ganfast::upfirdn2d_cuda(make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps),
+                                device, stream);
+      },
+      GANFAST_UPFIRDN2D_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "upfirdn2d on device memory, launched on `stream` of `device`.");
+#endif
+  // ---- end upfirdn2d ----
 
 #ifdef GANFAST_WITH_CUDA
   m.attr("cuda_compiled") = true;

@@ -41,6 +41,7 @@ def normalize_impl(impl: str | None, argname: str = "impl") -> str:
     return impl
 
 
+@torch.compiler.assume_constant_result  # torch.compile cannot trace ContextVar.get: the choice is fixed at trace time
 def default_impl() -> str:
     """The impl used when a call passes ``impl=None``: ``use_impl`` if active, else ``$GANFAST_IMPL``, else auto."""
     scoped = _override.get()

@@ -5,7 +5,8 @@ Each function here is written for clarity, with autograd doing all differentiati
 """
 from .bias_act import ACTIVATIONS, ActivationSpec, bias_act
 from .conv2d_resample import conv2d_resample
+from .modulated_conv2d import modulated_conv2d
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "filter2d",
+__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "modulated_conv2d", "filter2d",
            "setup_filter", "upfirdn2d", "upsample2d"]

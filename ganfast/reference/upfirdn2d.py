@@ -21,9 +21,17 @@ import torch.nn.functional as F
 IntOrPair = int | Sequence[int]
 
 
+def _as_tuple(value) -> tuple:
+    """``value`` as a tuple, or () when it is not a sequence (so that the caller's error message applies)."""
+    try:
+        return tuple(value)
+    except TypeError:
+        return ()
+
+
 def parse_scaling(value: IntOrPair, name: str) -> tuple[int, int]:
     """``up``/``down`` as (x, y): an int or a pair of ints ≥ 1."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = (value, value) if isinstance(value, int) else _as_tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
         raise ValueError(f"{name} must be an int >= 1 or a pair [x, y] of such ints, got {value!r}")
     return pair
@@ -33,7 +41,7 @@ def parse_padding(value: IntOrPair) -> tuple[int, int, int, int]:
     """``padding`` as (x0, x1, y0, y1): an int, [x, y] or [x0, x1, y0, y1]; negative values crop."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value,) * 4
-    pads = tuple(value)
+    pads = _as_tuple(value)
     if not all(isinstance(p, int) and not isinstance(p, bool) for p in pads) or len(pads) not in (2, 4):
         raise ValueError(f"padding must be an int, [x, y] or [x0, x1, y0, y1] of ints, got {value!r}")
     return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else pads

@@ -1,0 +1,168 @@
+"""Triton kernels for the modulated convolution (StyleGAN2 synthesis layer).
+
+``_modconv_fwd_kernel`` is an implicit-GEMM convolution over one sample per program column:
+    raw[n, o, p] = Σ_{i,kh,kw} w[o, i, kh, kw] · s[n, i] · x[n, i, p·stride − pad + (kh, kw)]
+with the style s folded into the weight tile as it is loaded (so x is read once, unscaled), and the epilogue
+    y = clamp(act(raw · d[n, o] + noise + b[o]) · gain)
+applied to the accumulator before the single store (``raw`` is stored too when the backward needs it).
+GEMM view: M = output pixels of sample n, N = output channels, K = I·kh·kw.
+``_modconv_demod_kernel``: d[n, o] = rsqrt(Σ_i s[n, i]² · W2[o, i] + 1e-8), W2[o, i] = Σ_k w[o, i, k]².
+The oracle is ganfast/reference/modulated_conv2d.py (through ganfast.ops.modulated_conv2d).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from ..reference.modulated_conv2d import DEMOD_EPS
+from ._common import compute_type, scalar, split_f64
+from .bias_act import _act
+
+
+@triton.jit
+def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b_ptr,
+                        C_in, H, W, C_out, H_out, W_out, stride, pad_h, pad_w,
+                        noise_sn, noise_sc, noise_sh, noise_sw,
+                        alpha_hi, alpha_lo, gain_hi, gain_lo, clamp_hi, clamp_lo,
+                        KH: tl.constexpr, KW: tl.constexpr, HAS_S: tl.constexpr, HAS_D: tl.constexpr,
+                        HAS_NOISE: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
+                        NEED_RAW: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o]) · gain)."""
+    pid_m, pid_n, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < H_out * W_out, offs_n < C_out
+    h0 = (offs_m // W_out) * stride - pad_h
+    w0 = (offs_m % W_out) * stride - pad_w
+    K = C_in * KH * KW
+    x_base = x_ptr + n * C_in * H * W
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        ci, kh, kw = offs_k // (KH * KW), (offs_k // KW) % KH, offs_k % KW
+        hi = h0[:, None] + kh[None, :]
+        wi = w0[:, None] + kw[None, :]
+        inside = mask_m[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
+        b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=mask_k[:, None] & mask_n[None, :], other=0)
+        if HAS_S:  # modulation folded into the (K × N) weight tile: the style of input channel i scales row k
+            s = tl.load(s_ptr + n * C_in + ci, mask=mask_k, other=0)
+            b = (compute_type(b) * compute_type(s)[:, None]).to(a.dtype)
+        acc = tl.dot(a, b.to(a.dtype), acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+    offs_out = n * C_out * H_out * W_out + offs_n[None, :] * (H_out * W_out) + offs_m[:, None]
+    mask = mask_m[:, None] & mask_n[None, :]
+    if NEED_RAW:
+        tl.store(raw_ptr + offs_out, acc.to(raw_ptr.dtype.element_ty), mask=mask)
+    z = acc
+    if HAS_D:
+        z = z * compute_type(tl.load(d_ptr + n * C_out + offs_n, mask=mask_n, other=0))[None, :]
+    if HAS_NOISE:
+        ho, wo = offs_m // W_out, offs_m % W_out
+        z += compute_type(tl.load(noise_ptr + n * noise_sn + offs_n[None, :] * noise_sc + ho[:, None] * noise_sh
+                                  + wo[:, None] * noise_sw, mask=mask, other=0))
+    if HAS_B:
+        z += compute_type(tl.load(b_ptr + offs_n, mask=mask_n, other=0))[None, :]
+    y = _act(z, scalar(alpha_hi, alpha_lo, z), ACT, 0) * scalar(gain_hi, gain_lo, z)
+    if HAS_CLAMP:
+        c = scalar(clamp_hi, clamp_lo, z)
+        y = tl.where((y >= c) | (y <= -c), tl.where(y > 0, c, -c), y)
+    tl.store(y_ptr + offs_out, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _modconv_demod_kernel(d_ptr, s_ptr, w2_ptr, C_in, C_out, eps, ACC: tl.constexpr, BLOCK_O: tl.constexpr,
+                          BLOCK_I: tl.constexpr):
+    """d[n, o] = rsqrt(Σ_i s[n, i]² · W2[o, i] + eps)."""
+    n, offs_o = tl.program_id(0).to(tl.int64), tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_o = offs_o < C_out
+    acc = tl.zeros([BLOCK_O], dtype=ACC)
+    for i0 in range(0, C_in, BLOCK_I):
+        offs_i = i0 + tl.arange(0, BLOCK_I)
+        mask_i = offs_i < C_in
+        s = tl.load(s_ptr + n * C_in + offs_i, mask=mask_i, other=0).to(ACC)
+        w2 = tl.load(w2_ptr + offs_o[:, None] * C_in + offs_i[None, :], mask=mask_o[:, None] & mask_i[None, :],
+                     other=0).to(ACC)
+        acc += tl.sum(w2 * (s * s)[None, :], axis=1)
+    tl.store(d_ptr + n * C_out + offs_o, (1 / tl.sqrt(acc + eps)).to(d_ptr.dtype.element_ty), mask=mask_o)
+
+
+def supports(weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
+    """The kernel runs direct convolutions of any stride, and transposed ones of stride 1 (the input gradient
+    of a stride-1 convolution) as direct convolutions with the flipped, transposed weight."""
+    return not transposed or stride == 1
+
+
+def _accumulator(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _input_precision(x: torch.Tensor) -> str | None:
+    """fp32 GEMMs follow torch's cuDNN setting (TF32 by default, as torch's own convolutions do)."""
+    if x.dtype != torch.float32:
+        return None
+    return "tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _blocks(x: torch.Tensor, pixels: int, c_out: int) -> dict:
+    # GPU tile sizes are a first guess, not tuned: no GPU was available when this was written.
+    if not x.is_cuda:
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
+    big = pixels >= 128 and c_out >= 128
+    return dict(BLOCK_M=128 if pixels >= 128 else 64, BLOCK_N=128 if c_out >= 128 else 64, BLOCK_K=32,
+                num_warps=8 if big else 4, num_stages=3)
+
+
+def _on_device(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transposed, output_padding, act_code,
+            alpha, gain, clamp, need_raw) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, raw) of ganfast::modconv with the fused kernel (see ``supports``)."""
+    if transposed:  # stride 1: the adjoint of conv(·, w, pad p) is conv(·, flip(w)ᵀ, pad k − 1 − p)
+        weight = weight.flip([2, 3]).transpose(0, 1)
+        padding = [weight.shape[2] - 1 - padding[0], weight.shape[3] - 1 - padding[1]]
+    x, weight = x.contiguous(), weight.contiguous()
+    batch, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    h_out, w_out = (h + 2 * padding[0] - kh) // stride + 1, (w + 2 * padding[1] - kw) // stride + 1
+    y = x.new_empty(batch, c_out, h_out, w_out)
+    raw = torch.empty_like(y) if need_raw else x.new_empty(0)
+    if y.numel() == 0:
+        return y, raw
+    noise_strides = (0, 0, 0, 0)
+    if noise is not None:
+        noise = noise.expand(y.shape)
+        noise_strides = noise.stride()
+    blocks = _blocks(x, h_out * w_out, c_out)
+    grid = (triton.cdiv(h_out * w_out, blocks["BLOCK_M"]), triton.cdiv(c_out, blocks["BLOCK_N"]), batch)
+    scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(0.0 if clamp is None else clamp))
+    with _on_device(x):
+        _modconv_fwd_kernel[grid](
+            y, raw if need_raw else y, x, weight, x if in_scale is None else in_scale.contiguous(),
+            x if out_scale is None else out_scale.contiguous(), x if noise is None else noise,
+            x if bias is None else bias, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
+            *noise_strides, *scalars, KH=kh, KW=kw, HAS_S=in_scale is not None, HAS_D=out_scale is not None,
+            HAS_NOISE=noise is not None, HAS_B=bias is not None, ACT=act_code, HAS_CLAMP=clamp is not None,
+            NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x), **blocks)
+    return y, raw
+
+
+def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """d (N, O) from styles (N, I) and W2 (O, I)."""
+    styles, w2 = styles.contiguous(), w2.contiguous()
+    (batch, c_in), c_out = styles.shape, w2.shape[0]
+    d = styles.new_empty(batch, c_out)
+    if d.numel() == 0:
+        return d
+    block_o = 32 if styles.is_cuda else 16
+    with _on_device(styles):
+        _modconv_demod_kernel[(batch, triton.cdiv(c_out, block_o))](
+            d, styles, w2, c_in, c_out, DEMOD_EPS, ACC=_accumulator(styles.dtype), BLOCK_O=block_o,
+            BLOCK_I=128 if styles.is_cuda else 16)
+    return d

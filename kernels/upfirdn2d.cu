@@ -1,0 +1,140 @@
+// upfirdn2d on CUDA: each block computes a tile of output pixels of one (n, c) plane at a time. It stages
+// the input pixels the tile reads (at most axis_span(...) per axis, csrc/upfirdn2d.h) and the filter taps
+// in shared memory, converted to the arithmetic type, then every output pixel gathers only the taps its
+// polyphase window meets. Planes are walked with a grid stride along z. Index math shared with the CPU kernel.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "cuda_check.cuh"
+#include "upfirdn2d.h"
+
+namespace ganfast {
+namespace {
+
+template <typename S> struct CudaLoad {
+  using Compute = S;
+  static __device__ __forceinline__ S load(const S* p) { return *p; }
+  static __device__ __forceinline__ void store(S* p, S v) { *p = v; }
+};
+template <> struct CudaLoad<__half> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
+  static __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+};
+template <> struct CudaLoad<__nv_bfloat16> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+  static __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+};
+
+constexpr int kThreads = 256;
+constexpr int kMaxTileW = 64, kMaxTileH = 32;
+constexpr int64_t kSharedBytes = 48 * 1024;  // the default per-block limit, no opt-in needed
+
+struct Tile {
+  int64_t h, w;            // output pixels per block
+  int64_t in_h, in_w;      // input pixels staged per block (bounds from axis_span)
+};
+
+// tile.in_h × tile.in_w staged inputs followed by the taps, all in the arithmetic type T.
+template <typename T>
+int64_t shared_bytes(const Upfirdn2dArgs& a, const Tile& t) {
+  return (t.in_h * t.in_w + a.taps_h * a.taps_w) * int64_t(sizeof(T));
+}
+
+template <typename S>
+__global__ void __launch_bounds__(kThreads) upfirdn2d_tiled_kernel(Upfirdn2dArgs a, Tile tile) {
+  using E = CudaLoad<S>;
+  using T = typename E::Compute;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* staged = reinterpret_cast<T*>(shared_raw);
+  T* taps = staged + tile.in_h * tile.in_w;
+  const S* x = static_cast<const S*>(a.x);
+  S* out = static_cast<S*>(a.out);
+
+  const int64_t n_taps = a.taps_h * a.taps_w;
+  for (int64_t i = threadIdx.x; i < n_taps; i += kThreads) taps[i] = static_cast<const T*>(a.taps)[i];
+
+  const int64_t oy0 = int64_t(blockIdx.y) * tile.h, ox0 = int64_t(blockIdx.x) * tile.w;
+  const int64_t th = a.out_h - oy0 < tile.h ? a.out_h - oy0 : tile.h, tw = a.out_w - ox0 < tile.w ? a.out_w - ox0 : tile.w;
+  // windows are non-decreasing in o: the tile's inputs run from its first output's first to its last's end
+  const AxisWindow first_y = axis_window(oy0, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h);
+  const AxisWindow first_x = axis_window(ox0, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w);
+  const int64_t span_h = axis_window(oy0 + th - 1, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h).end - first_y.first;
+  const int64_t span_w = axis_window(ox0 + tw - 1, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w).end - first_x.first;
+  const int64_t planes = a.batch * a.channels;
+
+  for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const int64_t n = plane / a.channels, c = plane % a.channels;
+    const S* x_plane = x + n * a.x_stride[0] + c * a.x_stride[1];
+    S* out_plane = out + n * a.out_stride[0] + c * a.out_stride[1];
+    __syncthreads();  // the previous plane's reads of `staged` are done
+    for (int64_t i = threadIdx.x; i < span_h * span_w; i += kThreads) {
+      const int64_t r = i / span_w, col = i % span_w;  // consecutive threads, consecutive columns
+      staged[r * tile.in_w + col] =
+          E::load(x_plane + (first_y.first + r) * a.x_stride[2] + (first_x.first + col) * a.x_stride[3]);
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < th * tw; i += kThreads) {
+      const int64_t oy = oy0 + i / tw, ox = ox0 + i % tw;
+      const AxisWindow wy = axis_window(oy, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h);
+      const AxisWindow wx = axis_window(ox, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w);
+      T acc = T(0);
+      const T* tap_row = taps + wy.first_tap * a.taps_w + wx.first_tap;
+      const T* in_row = staged + (wy.first - first_y.first) * tile.in_w + (wx.first - first_x.first);
+      const int64_t cols = wx.end - wx.first;
+      for (int64_t iy = wy.first; iy < wy.end; ++iy, tap_row += a.up_y * a.taps_w, in_row += tile.in_w) {
+        for (int64_t k = 0; k < cols; ++k) acc += in_row[k] * tap_row[k * a.up_x];
+      }
+      E::store(out_plane + oy * a.out_stride[2] + ox * a.out_stride[3], acc);
+    }
+  }
+}
+
+// The largest tile (≤ kMaxTileH × kMaxTileW, no wider than the output) whose staged inputs fit in shared memory.
+template <typename T>
+Tile choose_tile(const Upfirdn2dArgs& a) {
+  Tile t{std::min<int64_t>(kMaxTileH, a.out_h), std::min<int64_t>(kMaxTileW, a.out_w), 0, 0};
+  for (;;) {
+    t.in_h = axis_span(t.h, a.up_y, a.down_y, a.taps_h);
+    t.in_w = axis_span(t.w, a.up_x, a.down_x, a.taps_w);
+    if (shared_bytes<T>(a, t) <= kSharedBytes) return t;
+    if (t.h == 1 && t.w == 1)
+      fail("upfirdn2d: the filter (" + std::to_string(a.taps_h) + "x" + std::to_string(a.taps_w) +
+           " taps) with this down factor needs more shared memory than the CUDA kernel has; use impl='triton'");
+    if (t.h >= t.w) t.h = (t.h + 1) / 2; else t.w = (t.w + 1) / 2;
+  }
+}
+
+template <typename S>
+void launch_typed(const Upfirdn2dArgs& a, int device, cudaStream_t stream) {
+  using T = typename CudaLoad<S>::Compute;
+  const Tile t = choose_tile<T>(a);
+  int max_grid_z = 0;
+  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
+  const dim3 grid(unsigned((a.out_w + t.w - 1) / t.w), unsigned((a.out_h + t.h - 1) / t.h),
+                  unsigned(std::min<int64_t>(a.batch * a.channels, max_grid_z)));
+  if ((a.out_h + t.h - 1) / t.h > 65535) fail("upfirdn2d: output too tall for the CUDA kernel's grid");
+  upfirdn2d_tiled_kernel<S><<<grid, kThreads, size_t(shared_bytes<T>(a, t)), stream>>>(a, t);
+  GANFAST_CUDA_CHECK_LAUNCH("upfirdn2d_tiled_kernel");
+}
+
+}  // namespace
+
+void upfirdn2d_cuda(const Upfirdn2dArgs& a, int device, uintptr_t stream) {
+  check_upfirdn2d_args(a);
+  if (a.batch * a.channels * a.out_h * a.out_w == 0) return;
+  DeviceGuard guard(device);
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  switch (a.dtype) {
+    case kFloat32: return launch_typed<float>(a, device, s);
+    case kFloat64: return launch_typed<double>(a, device, s);
+    case kFloat16: return launch_typed<__half>(a, device, s);
+    case kBFloat16: return launch_typed<__nv_bfloat16>(a, device, s);
+    default: fail("upfirdn2d: unsupported dtype code " + std::to_string(a.dtype));
+  }
+}
+
+}  // namespace ganfast

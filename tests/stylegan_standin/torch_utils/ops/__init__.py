@@ -1,0 +1,1 @@
+"""Stand-in ops (NVlabs-style signatures, implemented with ganfast.reference)."""

@@ -1,0 +1,1 @@
+"""Stand-in training package."""

@@ -1,0 +1,126 @@
+"""ganfast.patch_stylegan() on a tiny stand-in code base with StyleGAN2-ADA's module names
+(tests/stylegan_standin: torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample}, training.networks, ...)."""
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from support import rel_err
+
+import ganfast
+
+STANDIN = Path(__file__).parent / "stylegan_standin"
+PACKAGES = ("torch_utils", "training")
+TARGETS = [("torch_utils.ops.bias_act", "bias_act"), ("torch_utils.ops.upfirdn2d", "upfirdn2d"),
+           ("torch_utils.ops.upfirdn2d", "upsample2d"), ("torch_utils.ops.upfirdn2d", "downsample2d"),
+           ("torch_utils.ops.upfirdn2d", "filter2d"), ("torch_utils.ops.conv2d_resample", "conv2d_resample"),
+           ("training.networks", "modulated_conv2d"), ("training.networks_stylegan2", "modulated_conv2d"),
+           ("training.loss", "bias_act"), ("training.loss", "fir")]  # the last two: bound by name elsewhere
+
+
+def _forget_standin():
+    for name in [m for m in sys.modules if m.split(".")[0] in PACKAGES]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    _forget_standin()
+    monkeypatch.syspath_prepend(str(STANDIN))
+    import training.loss  # noqa: F401
+    import training.networks
+    import training.networks_stylegan2  # noqa: F401
+    yield training.networks
+    _forget_standin()
+
+
+def _layer_inputs(up):
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(2, 1, 5 * up, 5 * up, dtype=torch.float64)
+    return x, weight, styles, bias, noise
+
+
+def _run(networks, up):
+    torch.manual_seed(1)
+    x, weight, styles, bias, noise = _layer_inputs(up)
+    f = networks.make_filter().double()
+    y = networks.synthesis_layer(x, weight, styles, bias, noise, f, up)
+    return (y, *torch.autograd.grad((y * y.detach().sin()).sum(), (x, weight, styles, bias)))
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_patch_replaces_rebinds_same_numbers_and_undo_restores(standin, up):
+    from torch_utils.ops import bias_act as bias_act_module
+    before = {target: getattr(sys.modules[target[0]], target[1]) for target in TARGETS}
+    want = _run(standin, up)
+
+    handle = ganfast.patch_stylegan()
+    try:
+        for (module, name), original in before.items():
+            now = getattr(sys.modules[module], name)
+            assert now is not original and getattr(now, "__ganfast_patch__", False), (module, name)
+        assert {f"{m}.{n}" for m, n in TARGETS} <= set(handle.patched)
+        bias_act_module.CALLS.clear()
+        got = _run(standin, up)
+        assert bias_act_module.CALLS == []  # the stand-in's own bias_act was not called
+        for a, b in zip(got, want):
+            assert rel_err(a, b) < 1e-12
+    finally:
+        handle.undo()
+    for (module, name), original in before.items():
+        assert getattr(sys.modules[module], name) is original, (module, name)
+    handle.undo()  # idempotent
+
+
+def test_patched_functions_accept_nvlabs_arguments(standin):
+    from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1]).double()
+    calls = {
+        "bias_act": lambda m: m.bias_act(x, torch.ones(3, dtype=torch.float64), dim=1, act="lrelu", alpha=0.1,
+                                         gain=1.5, clamp=0.8, impl="ref"),
+        "upfirdn2d": lambda m: m.upfirdn2d(x, f, up=2, down=1, padding=[1, 2, 0, 1], flip_filter=True, gain=3,
+                                           impl="cuda"),
+        "upsample2d": lambda m: m.upsample2d(x, f, up=2, padding=1, impl="ref"),
+        "downsample2d": lambda m: m.downsample2d(x, f, down=2, flip_filter=True, impl="cuda"),
+        "filter2d": lambda m: m.filter2d(x, f, padding=1, gain=2, impl="cuda"),
+        "conv2d_resample": lambda m: m.conv2d_resample(x=x, w=w, f=f, up=2, padding=1, flip_weight=False),
+    }
+    modules = {"bias_act": bias_act, "conv2d_resample": conv2d_resample}
+    want = {name: fn(modules.get(name, upfirdn2d)) for name, fn in calls.items()}
+    with ganfast.patch_stylegan(impl="ext"):
+        for name, fn in calls.items():
+            assert rel_err(fn(modules.get(name, upfirdn2d)), want[name]) < 1e-12, name
+        from training import networks
+        styles = torch.randn(2, 3, dtype=torch.float64)
+        out = networks.modulated_conv2d(x=x, weight=w, styles=styles, noise=None, up=1, down=2, padding=1,
+                                        resample_filter=f, demodulate=True, flip_weight=True, fused_modconv=False)
+    torch.testing.assert_close(out, ganfast.reference.modulated_conv2d(x, w, styles, down=2, padding=1,
+                                                                       resample_filter=f))
+
+
+def test_patch_without_code_base_warns_and_does_nothing():
+    _forget_standin()
+    with pytest.warns(RuntimeWarning, match="nothing was replaced"):
+        handle = ganfast.patch_stylegan()
+    assert handle.patched == []
+
+
+def test_patch_twice_does_not_wrap_twice(standin):
+    first = ganfast.patch_stylegan()
+    with warnings.catch_warnings(record=True):
+        second = ganfast.patch_stylegan()
+    assert second.patched == []
+    first.undo()
+    from torch_utils.ops import bias_act
+    assert not getattr(bias_act.bias_act, "__ganfast_patch__", False)
+
+
+def test_patch_bad_impl(standin):
+    with pytest.raises(ValueError, match="impl must be one of"):
+        ganfast.patch_stylegan(impl="fastest")
