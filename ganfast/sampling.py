@@ -5,8 +5,9 @@
     ganfast.write_samples(G, "0-999999", "out/", fmt="npz")           # what `ganfast sample` runs
 
 Determinism: the latent of seed s is ``np.random.RandomState(s).randn(z_dim)`` (the convention of NVlabs'
-generate.py, so seeds mean the same images there and here), and random layer noise, when asked for, comes from a
-per-seed ``torch.Generator``; so an image depends only on its seed, never on the batch size, the shard or the
+generate.py, so seeds mean the same latents there and here), and random layer noise, when asked for, comes from a
+per-seed ``torch.Generator`` (``ganfast.nn.noise``; drawn on the host, so ``noise_mode="random"`` costs host time
+that "const" does not); so an image depends only on its seed, never on the batch size, the shard or the
 number of processes.
 
 Output layout (every file written atomically, see ``ganfast._io``):
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write, remove_stale_temps
+from .nn.noise import per_sample_noise
 
 __all__ = ["FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard", "sample", "seed_latents",
            "write_samples"]
@@ -45,6 +47,7 @@ __all__ = ["FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard
 FORMATS = ("png", "npz", "webdataset")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
+_NOISE_SEED_OFFSET = 2 ** 32  # seed s draws its layer noise from torch.Generator().manual_seed(2**32 + s)
 
 
 # ---- arguments -------------------------------------------------------------------------------------------------
@@ -155,7 +158,8 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int,
             chunk = seeds[start:start + batch_size]
             z = seed_latents(chunk, z_dim)
             z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in chunk])
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), noise:
                 images = to_uint8_nhwc(run(z, **kwargs))
             host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=on_gpu)
             host.copy_(images, non_blocking=on_gpu)

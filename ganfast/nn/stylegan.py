@@ -14,6 +14,7 @@ from ..ops.bias_act import bias_act
 from ..ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.upfirdn2d import setup_filter
+from .noise import random_noise
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -94,8 +95,8 @@ class SynthesisLayer(torch.nn.Module):
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device,
-                                dtype=x.dtype) * self.noise_strength.to(x.dtype)
+            noise = random_noise(x.shape[0], self.resolution, self.resolution, x.device,
+                                 x.dtype) * self.noise_strength.to(x.dtype)
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
