@@ -170,7 +170,8 @@ def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | Non
     from .ops.sample_lerp import sample_lerp
     if eps is None:
         eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
-    return sample_lerp(real.detach(), fake.detach(), _check_per_sample("eps", eps, real), impl=impl)
+    lerp_impl = None if impl == "ext" else impl  # the interpolation has no extension kernel: auto serves "ext"
+    return sample_lerp(real.detach(), fake.detach(), _check_per_sample("eps", eps, real), impl=lerp_impl)
 
 
 def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None, center: float = 1.0,

@@ -34,7 +34,7 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # auto on CPU: measured (2 cores; float32 grads of 32x3x64x64 and 8x3x256x256, forward + backward): the C++
 # kernel beats torch's vector_norm + square + sum + backward chain (see the report in tests/test_losses.py's
 # history; numbers in the issue-5 report). auto on CUDA: Triton first, the CUDA kernel second: not yet measured.
-_OP = register_op("grad_penalty", {"cpu": ("ref",), "cuda": ("triton", "ext", "ref")}, _reasons)
+_OP = register_op("grad_penalty", {"cpu": ("ext", "ref"), "cuda": ("triton", "ext", "ref")}, _reasons)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
