@@ -55,7 +55,9 @@ void fwd_typed(const GradPenaltyArgs& a) {
   const S* g = static_cast<const S*>(a.g);
   const int64_t chunks = std::max<int64_t>(1, (a.per_sample + kChunk - 1) / kChunk);
   std::vector<double> partial(a.batch * chunks, 0.0);
-  parallel_for(a.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+  // at least ~2^17 elements per thread: below that, starting a thread costs more than it saves
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, std::min(a.per_sample, kChunk)));
+  parallel_for(a.batch * chunks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks, c = task % chunks;
       partial[task] = sum_squares(g + b * a.per_sample, c * kChunk, std::min(a.per_sample, (c + 1) * kChunk));
@@ -83,7 +85,7 @@ void bwd_typed(const GradPenaltyArgs& a) {
   std::vector<T> coef(a.batch);
   for (int64_t b = 0; b < a.batch; ++b) coef[b] = penalty_coef<T>(dterm[b], dnorm[b], norm[b], T(a.center));
   const int64_t n = a.batch * a.per_sample;
-  parallel_for(n, 1 << 15, [&](int64_t begin, int64_t end) {
+  parallel_for(n, 1 << 17, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {  // walk sample by sample: a constant coefficient in the inner loop
       const int64_t b = i / a.per_sample;
       const int64_t stop = std::min(end, (b + 1) * a.per_sample);
