@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from .ops.grad_penalty import grad_penalty as _grad_penalty
+from .ops.sample_lerp import sample_lerp as _sample_lerp
 from .reference import losses as _ref
 
 __all__ = ["LOSS_KINDS", "d_loss", "g_loss", "r1_penalty", "r2_penalty", "wgan_gp", "dragan_penalty",
@@ -87,8 +89,7 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
 
 def _per_sample(g: torch.Tensor, center: float | None, impl: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(term_b, norm_b) of the per-sample gradient reduction; the fused op unless impl is "ref"."""
-    from .ops.grad_penalty import grad_penalty
-    return grad_penalty(g, center, impl=impl)
+    return _grad_penalty(g, center, impl=impl)
 
 
 def _check_batched(name: str, t) -> None:
@@ -167,11 +168,10 @@ def _norm_penalty_at(critic, x_hat: torch.Tensor, center: float, what: str, impl
 
 
 def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None, impl: str | None) -> torch.Tensor:
-    from .ops.sample_lerp import sample_lerp
     if eps is None:
         eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     lerp_impl = None if impl == "ext" else impl  # the interpolation has no extension kernel: auto serves "ext"
-    return sample_lerp(real.detach(), fake.detach(), _check_per_sample("eps", eps, real), impl=lerp_impl)
+    return _sample_lerp(real.detach(), fake.detach(), _check_per_sample("eps", eps, real), impl=lerp_impl)
 
 
 def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None, center: float = 1.0,

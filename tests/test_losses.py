@@ -67,11 +67,17 @@ def test_impls_available_here():
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("center", CENTERS + [0.0])
-@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (5, 7), (3, 2, 3, 3, 2), (2, 2500)])
-def test_grad_penalty_forward_float64(impl, center, shape):
-    g = torch.randn(shape, device=DEVICE, dtype=torch.float64)
-    for got, want in zip(grad_penalty(g, center, impl=impl), ref.grad_penalty(g, center)):
-        assert got.shape == (shape[0],) and got.dtype == torch.float64
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (5, 7), (3, 2, 3, 3, 2), (2, 3, 100, 111)])
+def test_grad_penalty_float64(impl, center, shape):
+    """Forward and backward; the last shape spans several programs per sample in the Triton reduction."""
+    g = torch.randn(shape, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, shape[0], device=DEVICE, dtype=torch.float64)
+    results = []
+    for fn in (lambda g: grad_penalty(g, center, impl=impl), lambda g: ref.grad_penalty(g, center)):
+        term, norm = fn(g)
+        assert term.shape == norm.shape == (shape[0],) and term.dtype == norm.dtype == torch.float64
+        results.append((term, norm, *torch.autograd.grad((weights[0] * term + weights[1] * norm).sum(), g)))
+    for got, want in zip(*results):
         _assert_same(got, want)
 
 

@@ -16,27 +16,52 @@ import triton.language as tl
 from ._common import compute_type, scalar, split_f64
 
 REDUCE_BLOCK = 2048
+REDUCE_CHUNK = 16 * REDUCE_BLOCK  # elements of one sample per program of the reduction
 SCALE_BLOCK = 1024
 
 
 @triton.jit
-def _grad_penalty_fwd_kernel(term_ptr, norm_ptr, g_ptr, per_sample, center_hi, center_lo,
-                             HAS_CENTER: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per sample b: s = Σ g_b², norm_b = √s, term_b = s (R1) or (norm_b − center)²."""
-    b = tl.program_id(0).to(tl.int64)
-    row = g_ptr + b * per_sample
-    acc = tl.zeros([BLOCK], dtype=term_ptr.dtype.element_ty)
-    for start in range(0, per_sample, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        v = compute_type(tl.load(row + offs, mask=offs < per_sample, other=0))
-        acc += v * v
-    s = tl.sum(acc, axis=0)
+def _penalty_term(s, center_hi, center_lo, HAS_CENTER: tl.constexpr):
+    """(term, norm) from a sum of squares s: norm = √s, term = s (R1) or (norm − center)²."""
     norm = tl.sqrt(s)
     if HAS_CENTER:
         d = norm - scalar(center_hi, center_lo, norm)
-        term = d * d
+        return d * d, norm
+    return s, norm
+
+
+@triton.jit
+def _grad_penalty_fwd_kernel(term_ptr, norm_ptr, partial_ptr, g_ptr, per_sample, chunk, center_hi, center_lo,
+                             HAS_CENTER: tl.constexpr, ONE_CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (b, k): s = Σ g_b² over chunk k of sample b. With one chunk per sample it writes norm_b = √s and
+    term_b = s (R1) or (norm_b − center)² itself; otherwise s goes to partial[b, k] for the finish kernel."""
+    b = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1)
+    row = g_ptr + b * per_sample
+    start = k.to(tl.int64) * chunk
+    stop = tl.minimum(start + chunk, per_sample)
+    acc = tl.zeros([BLOCK], dtype=term_ptr.dtype.element_ty)
+    for offset in range(0, chunk, BLOCK):
+        offs = start + offset + tl.arange(0, BLOCK)
+        v = compute_type(tl.load(row + offs, mask=offs < stop, other=0))
+        acc += v * v
+    s = tl.sum(acc, axis=0)
+    if ONE_CHUNK:
+        term, norm = _penalty_term(s, center_hi, center_lo, HAS_CENTER)
+        tl.store(term_ptr + b, term)
+        tl.store(norm_ptr + b, norm)
     else:
-        term = s
+        tl.store(partial_ptr + b * tl.num_programs(1) + k, s)
+
+
+@triton.jit
+def _grad_penalty_finish_kernel(term_ptr, norm_ptr, partial_ptr, chunks, center_hi, center_lo,
+                                HAS_CENTER: tl.constexpr, CHUNKS_P2: tl.constexpr):
+    """Per sample b: s = Σ_k partial[b, k] (a fixed order: deterministic), then norm_b and term_b."""
+    b = tl.program_id(0).to(tl.int64)
+    k = tl.arange(0, CHUNKS_P2)
+    s = tl.sum(tl.load(partial_ptr + b * chunks + k, mask=k < chunks, other=0), axis=0)
+    term, norm = _penalty_term(s, center_hi, center_lo, HAS_CENTER)
     tl.store(term_ptr + b, term)
     tl.store(norm_ptr + b, norm)
 
@@ -79,10 +104,18 @@ def _on_device(t: torch.Tensor):
 
 
 def grad_penalty_fwd(term: torch.Tensor, norm: torch.Tensor, g: torch.Tensor, per_sample: int, center: float) -> None:
-    """Writes term and norm (B,) for the per-sample-contiguous g; center < 0 selects R1's sum of squares."""
+    """Writes term and norm (B,) for the per-sample-contiguous g; center < 0 selects R1's sum of squares.
+    Samples longer than REDUCE_CHUNK are split over several programs plus a per-sample finish."""
+    batch = g.shape[0]
+    chunks = max(1, triton.cdiv(per_sample, REDUCE_CHUNK))
+    scalars = split_f64(max(center, 0.0))
+    partial = term.new_empty(batch * chunks) if chunks > 1 else term  # placeholder when unused
     with _on_device(g):
-        _grad_penalty_fwd_kernel[(g.shape[0],)](term, norm, g, per_sample, *split_f64(max(center, 0.0)),
-                                                HAS_CENTER=center >= 0, BLOCK=REDUCE_BLOCK)
+        _grad_penalty_fwd_kernel[(batch, chunks)](term, norm, partial, g, per_sample, REDUCE_CHUNK, *scalars,
+                                                  HAS_CENTER=center >= 0, ONE_CHUNK=chunks == 1, BLOCK=REDUCE_BLOCK)
+        if chunks > 1:
+            _grad_penalty_finish_kernel[(batch,)](term, norm, partial, chunks, *scalars, HAS_CENTER=center >= 0,
+                                                  CHUNKS_P2=triton.next_power_of_2(chunks))
 
 
 def grad_penalty_bwd(out: torch.Tensor, g: torch.Tensor, dterm: torch.Tensor, dnorm: torch.Tensor,
