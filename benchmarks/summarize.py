@@ -19,7 +19,7 @@ def summarize(path: str) -> str:
         if info.get("variant") == "copy":
             copy_gbps[bench["group"].split(" ", 2)[2]] = info["bytes"] / median / 1e9
             continue
-        groups[bench["group"]][info["variant"]] = (median, info["bytes"])
+        groups[bench["group"]][info["variant"]] = (median, info.get("bytes"))  # whole-step groups have no bytes
     machine = data.get("machine_info", {})
     lines = [f"Machine: {machine.get('node', '?')} {machine.get('cpu', {}).get('brand_raw', '')}",
              f"Date: {data.get('datetime', '?')}", "",
@@ -31,7 +31,7 @@ def summarize(path: str) -> str:
         t, moved = variants["ganfast"]
         ref = variants.get("ref", (float("nan"),))[0]
         comp = variants.get("compiled_ref", (float("nan"),))[0]
-        gbps = moved / t / 1e9
+        gbps = moved / t / 1e9 if moved else float("nan")
         copy = copy_gbps.get(group.split(" ", 2)[2], float("nan"))
         lines.append(f"| {group} | {t * 1e3:.3f} | {ref * 1e3:.3f} | {comp * 1e3:.3f} | {ref / t:.2f} | "
                      f"{comp / t:.2f} | {gbps:.0f} | {copy:.0f} | {100 * gbps / copy:.0f}% |")
