@@ -1,5 +1,6 @@
 """Gradient-penalty pass benchmarks: a whole discriminator step with R1 (StyleGAN2-like D) and with WGAN-GP
-(SNGAN-like ResNet D), ganfast vs the eager reference, plus the penalty pass alone.
+(SNGAN-like ResNet D), ganfast vs the eager reference, plus the penalty pass alone; and the fused per-sample
+reduction op (ganfast.ops.grad_penalty, forward + backward) vs the reference and torch.compile(reference).
 
     pass_ = "d_step":   D forward on reals and fakes + logistic (or Wasserstein) loss + penalty + backward
     pass_ = "penalty":  the penalty pass alone (D forward on the penalty's inputs, the create_graph gradient,
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from bench_support import DEVICE, ON_GPU, synced
 
 from ganfast import losses
-from ganfast.ops import bias_act
+from ganfast.ops import bias_act, grad_penalty
 from ganfast.reference import bias_act as bias_act_ref
 from ganfast.reference import losses as losses_ref
 
@@ -28,6 +29,10 @@ R1_RESOLUTIONS = [64, 256] if ON_GPU else [8]
 R1_BATCH = 32 if ON_GPU else 2
 GP_RESOLUTION, GP_BATCH, GP_CHANNELS = (32, 64, 128) if ON_GPU else (8, 2, 8)
 VARIANTS = ["ganfast", "ref"]
+OP_SHAPES = [(32, 3, 64, 64), (32, 3, 256, 256)] if ON_GPU else [(4, 3, 16, 16)]
+OP_DTYPES = [torch.float32, torch.bfloat16] if ON_GPU else [torch.float32]
+_compiled_grad_penalty_ref = torch.compile(losses_ref.grad_penalty)
+OP_VARIANTS = {"ganfast": grad_penalty, "ref": losses_ref.grad_penalty, "compiled_ref": _compiled_grad_penalty_ref}
 
 
 class _BiasAct(torch.nn.Module):
@@ -168,3 +173,22 @@ def test_d_step_wgan_gp(benchmark, variant, pass_):
     benchmark.group = f"D step WGAN-GP {pass_} {GP_BATCH}x3x{GP_RESOLUTION}x{GP_RESOLUTION}"
     benchmark.extra_info.update(variant=variant, pass_=pass_, batch=GP_BATCH, resolution=GP_RESOLUTION)
     benchmark(synced(steps[variant]))
+
+
+@pytest.mark.parametrize("shape", OP_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("dtype", OP_DTYPES, ids=str)
+@pytest.mark.parametrize("variant", list(OP_VARIANTS))
+def test_grad_penalty_op(benchmark, shape, dtype, variant):
+    """The WGAN-GP reduction of an input gradient: (‖g_b‖ − 1)² per sample, then its backward into g."""
+    g = torch.randn(shape, device=DEVICE, dtype=dtype, requires_grad=True)
+    fn = OP_VARIANTS[variant]
+
+    def call():
+        term, _ = fn(g, 1.0)
+        return torch.autograd.grad(term.sum(), g)
+
+    torch.testing.assert_close(call()[0], torch.autograd.grad(losses_ref.grad_penalty(g, 1.0)[0].sum(), g)[0],
+                               rtol=2e-2, atol=1e-3)
+    benchmark.group = f"grad_penalty fwd_bwd {'x'.join(map(str, shape))} {dtype}"
+    benchmark.extra_info.update(bytes=3 * g.numel() * g.element_size(), variant=variant)  # read g twice, write dg
+    benchmark(synced(call))

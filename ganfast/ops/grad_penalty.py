@@ -31,11 +31,12 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
     return []
 
 
-# auto on CPU, measured (2 shared cores, float32, forward + backward, median of 15): the C++ kernel wins from
-# about half a million elements per call (8x3x256x256: 4.9-8.7 ms vs 70 ms for torch's norm/sum chain under
-# load), while below that torch's own kernels win on lower per-call overhead (64x3x32x32: 0.54 vs 0.18-0.24 ms),
-# so smaller calls ("cpu:small") take the reference. auto on CUDA: Triton first, the CUDA kernel second:
-# not yet measured on a GPU.
+# auto on CPU, measured (2 shared cores, float32, forward + backward, median of 15, the
+# call of benchmarks/test_bench_losses.py::test_grad_penalty_op): the C++ kernel wins from about half a million elements per call (8x3x256x256: 5-15 ms vs
+# 47-140 ms for torch's norm/sum chain, whose threads stall when the cores are busy), while below that an idle
+# machine favours torch's own kernels, which have less per-call overhead (64x3x32x32: 0.54 vs 0.18-0.24 ms;
+# 4x3x16x16: 0.22 vs 0.05 ms), so smaller calls ("cpu:small") take the reference. auto on CUDA: Triton first
+# (the reduction splits long samples over programs), the CUDA kernel second: not yet measured on a GPU.
 _OP = register_op("grad_penalty", {"cpu": ("ext", "ref"), "cpu:small": ("ref",), "cuda": ("triton", "ext", "ref")},
                   _reasons)
 SMALL_CPU_NUMEL = 1 << 19

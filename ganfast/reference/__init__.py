@@ -3,6 +3,7 @@
 Each function here is written for clarity, with autograd doing all differentiation; the fused kernels in
 ``ganfast.ops`` must agree with them.
 """
+from . import losses
 from .bias_act import ACTIVATIONS, ActivationSpec, bias_act
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act"]
+__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "losses"]
