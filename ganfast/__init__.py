@@ -7,11 +7,12 @@
 __version__ = "0.1.0"
 
 from . import ops, reference  # noqa: E402  (registers the torch.ops.ganfast.* ops)
+from . import losses  # noqa: E402
 from ._dispatch import ImplNotSupportedError, use_impl  # noqa: E402
 from .info import info  # noqa: E402
 from . import nn  # noqa: E402
 from .patch import StyleGANPatch, patch_stylegan  # noqa: E402
 from .sampling import sample, write_samples  # noqa: E402
 
-__all__ = ["ImplNotSupportedError", "StyleGANPatch", "info", "nn", "ops", "patch_stylegan", "reference", "sample",
-           "use_impl", "write_samples", "__version__"]
+__all__ = ["ImplNotSupportedError", "StyleGANPatch", "info", "losses", "nn", "ops", "patch_stylegan", "reference",
+           "sample", "use_impl", "write_samples", "__version__"]

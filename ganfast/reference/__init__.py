@@ -3,10 +3,11 @@
 Each function here is written for clarity, with autograd doing all differentiation; the fused kernels in
 ``ganfast.ops`` must agree with them.
 """
+from . import losses
 from .bias_act import ACTIVATIONS, ActivationSpec, bias_act
 from .conv2d_resample import conv2d_resample
 from .modulated_conv2d import modulated_conv2d
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "modulated_conv2d", "filter2d",
-           "setup_filter", "upfirdn2d", "upsample2d"]
+__all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "filter2d", "losses",
+           "modulated_conv2d", "setup_filter", "upfirdn2d", "upsample2d"]

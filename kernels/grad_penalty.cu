@@ -1,0 +1,112 @@
+// grad_penalty on CUDA: the per-sample reduction (one block per sample, warp shuffles, then the penalty term
+// in the same kernel) and its backward (a grid-stride per-sample scale). Math shared with the CPU kernel
+// through csrc/grad_penalty.h; the half types convert to float through their own conversion operators.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
+#include "cuda_check.cuh"
+#include "grad_penalty.h"
+
+namespace ganfast {
+namespace {
+
+constexpr int kReduceThreads = 512;
+constexpr int kScaleThreads = 256;
+
+template <typename S>
+using AccOf = std::conditional_t<std::is_same<S, double>::value, double, float>;
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename S>
+__global__ void __launch_bounds__(kReduceThreads) grad_penalty_fwd_kernel(GradPenaltyArgs a) {
+  using T = AccOf<S>;
+  __shared__ T warp_sums[kReduceThreads / 32];
+  const int64_t b = blockIdx.x;
+  const S* row = static_cast<const S*>(a.g) + b * a.per_sample;
+  T acc = 0;
+  for (int64_t i = threadIdx.x; i < a.per_sample; i += kReduceThreads) {
+    const T v = static_cast<T>(row[i]);
+    acc += v * v;
+  }
+  acc = warp_sum(acc);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    acc = threadIdx.x < kReduceThreads / 32 ? warp_sums[threadIdx.x] : T(0);
+    acc = warp_sum(acc);
+    if (threadIdx.x == 0) {
+      const T norm = sqrt(acc);
+      static_cast<T*>(a.norm)[b] = norm;
+      static_cast<T*>(a.term)[b] = penalty_term<T>(acc, norm, T(a.center));
+    }
+  }
+}
+
+template <typename S>
+__global__ void __launch_bounds__(kScaleThreads) grad_penalty_bwd_kernel(GradPenaltyArgs a) {
+  using T = AccOf<S>;
+  const T* dterm = static_cast<const T*>(a.dterm);
+  const T* dnorm = static_cast<const T*>(a.dnorm);
+  const T* norm = static_cast<const T*>(a.norm_in);
+  const S* g = static_cast<const S*>(a.g);
+  S* out = static_cast<S*>(a.out);
+  const int64_t n = a.batch * a.per_sample;
+  const int64_t step = int64_t(gridDim.x) * kScaleThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kScaleThreads + threadIdx.x; i < n; i += step) {
+    const int64_t b = i / a.per_sample;
+    const T coef = penalty_coef<T>(dterm[b], dnorm[b], norm[b], T(a.center));
+    out[i] = S(static_cast<T>(g[i]) * coef);
+  }
+}
+
+template <typename Fn>
+void by_dtype(int dtype, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: return fn(float{});
+    case kFloat64: return fn(double{});
+    case kFloat16: return fn(__half{});
+    case kBFloat16: return fn(__nv_bfloat16{});
+    default: fail("grad_penalty: unsupported dtype code " + std::to_string(dtype));
+  }
+}
+
+}  // namespace
+
+void grad_penalty_fwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t stream) {
+  check_grad_penalty_args(a, false);
+  if (a.batch == 0) return;
+  if (a.batch > 0x7fffffff) fail("grad_penalty: batch too large for one grid");
+  DeviceGuard guard(device);
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  by_dtype(a.dtype, [&](auto tag) {
+    grad_penalty_fwd_kernel<decltype(tag)><<<unsigned(a.batch), kReduceThreads, 0, s>>>(a);
+  });
+  GANFAST_CUDA_CHECK_LAUNCH("grad_penalty_fwd_kernel");
+}
+
+void grad_penalty_bwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t stream) {
+  check_grad_penalty_args(a, true);
+  const int64_t n = a.batch * a.per_sample;
+  if (n == 0) return;
+  DeviceGuard guard(device);
+  int sms = 0;
+  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t blocks = std::min<int64_t>((n + kScaleThreads - 1) / kScaleThreads, int64_t(sms) * 32);
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  by_dtype(a.dtype, [&](auto tag) {
+    grad_penalty_bwd_kernel<decltype(tag)><<<unsigned(blocks), kScaleThreads, 0, s>>>(a);
+  });
+  GANFAST_CUDA_CHECK_LAUNCH("grad_penalty_bwd_kernel");
+}
+
+}  // namespace ganfast

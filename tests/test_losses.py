@@ -1,0 +1,361 @@
+"""ganfast.losses and the gradient-penalty ops: float64 parity with ganfast.reference.losses (penalty values and
+the gradients they send into a critic's parameters, for a plain torch critic and one built from ganfast ops),
+gradcheck/gradgradcheck and opcheck of the new ops (the Triton kernels under the interpreter), the adversarial
+losses against their textbook formulas, the lazy-regularisation helpers and the errors bad input gets."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from support import DEVICE, available_impls, rel_err
+
+import ganfast
+from ganfast import losses
+from ganfast.ops import bias_act, grad_penalty, sample_lerp
+from ganfast.reference import losses as ref
+
+IMPLS = available_impls()
+CENTERS = [None, 1.0]
+
+
+class Critic(torch.nn.Module):
+    """A tiny conv critic; ``ganfast_ops=True`` uses ganfast's bias_act (with impl ``act_impl``) for its
+    bias + leaky ReLU, otherwise torch's."""
+
+    def __init__(self, channels=3, ganfast_ops=False, act_impl=None):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, 4, 3, padding=1, bias=not ganfast_ops)
+        self.b1 = torch.nn.Parameter(torch.randn(4) * 0.1)
+        self.conv2 = torch.nn.Conv2d(4, 5, 3, stride=2, padding=1, bias=False)
+        self.b2 = torch.nn.Parameter(torch.randn(5) * 0.1)
+        self.fc = torch.nn.Linear(5, 1)
+        self.ganfast_ops, self.act_impl = ganfast_ops, act_impl
+
+    def act(self, x, b):
+        if self.ganfast_ops:
+            return bias_act(x, b, act="lrelu", impl=self.act_impl)
+        return F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+
+    def forward(self, x):
+        x = self.act(self.conv1(x), self.b1)
+        x = self.act(self.conv2(x), self.b2)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _critic(ganfast_ops, act_impl=None):
+    torch.manual_seed(1)
+    return Critic(ganfast_ops=ganfast_ops, act_impl=act_impl).to(DEVICE, torch.float64)
+
+
+def _param_grads(loss, module):
+    return torch.autograd.grad(loss, list(module.parameters()), retain_graph=True, materialize_grads=True)
+
+
+def _assert_same(got, want, tol=1e-12):
+    assert rel_err(got, want) < tol, (got, want)
+
+
+def _images(batch, shape=(3, 6, 5)):
+    return torch.randn(batch, *shape, device=DEVICE, dtype=torch.float64)
+
+
+# ---- the ops -------------------------------------------------------------------------------------------------
+
+def test_impls_available_here():
+    assert "ext" in IMPLS and "triton" in IMPLS, IMPLS
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("center", CENTERS + [0.0])
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (5, 7), (3, 2, 3, 3, 2), (2, 3, 100, 111)])
+def test_grad_penalty_float64(impl, center, shape):
+    """Forward and backward; the last shape spans several programs per sample in the Triton reduction."""
+    g = torch.randn(shape, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, shape[0], device=DEVICE, dtype=torch.float64)
+    results = []
+    for fn in (lambda g: grad_penalty(g, center, impl=impl), lambda g: ref.grad_penalty(g, center)):
+        term, norm = fn(g)
+        assert term.shape == norm.shape == (shape[0],) and term.dtype == norm.dtype == torch.float64
+        results.append((term, norm, *torch.autograd.grad((weights[0] * term + weights[1] * norm).sum(), g)))
+    for got, want in zip(*results):
+        _assert_same(got, want)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed"])
+def test_grad_penalty_layouts(impl, layout):
+    g = torch.randn(3, 4, 5, 6, device=DEVICE, dtype=torch.float64)
+    g = g.to(memory_format=torch.channels_last) if layout == "channels_last" else g.transpose(0, 1)
+    g.requires_grad_(True)
+    term, norm = grad_penalty(g, 1.0, impl=impl)
+    (dg,) = torch.autograd.grad((term * torch.arange(1.0, g.shape[0] + 1, dtype=torch.float64)).sum(), g)
+    term_r, norm_r = ref.grad_penalty(g, 1.0)
+    (dg_r,) = torch.autograd.grad((term_r * torch.arange(1.0, g.shape[0] + 1, dtype=torch.float64)).sum(), g)
+    _assert_same(term, term_r)
+    _assert_same(norm, norm_r)
+    _assert_same(dg, dg_r)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("center", CENTERS)
+def test_grad_penalty_gradcheck_gradgradcheck(impl, center):
+    g = torch.randn(3, 2, 3, 2, device=DEVICE, dtype=torch.float64, requires_grad=True)
+
+    def fn(g):
+        term, norm = grad_penalty(g, center, impl=impl)
+        return term, norm
+
+    assert torch.autograd.gradcheck(fn, (g,))
+    assert torch.autograd.gradgradcheck(fn, (g,))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("center", CENTERS)
+def test_grad_penalty_zero_sample_has_finite_grad(impl, center):
+    g = torch.randn(3, 4, device=DEVICE, dtype=torch.float64)
+    g[1] = 0
+    g.requires_grad_(True)
+    grads = [torch.autograd.grad(sum(t.sum() for t in fn(g, center)), g)[0]
+             for fn in (lambda g, c: grad_penalty(g, c, impl=impl), ref.grad_penalty)]
+    assert torch.isfinite(grads[0]).all()
+    _assert_same(*grads)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-2)])
+def test_grad_penalty_low_precision(impl, dtype, tol):
+    g64 = torch.randn(3, 3, 17, 19, device=DEVICE, dtype=torch.float64)
+    g = g64.to(dtype).requires_grad_(True)
+    term, norm = grad_penalty(g, 1.0, impl=impl)
+    assert term.dtype == torch.float32 and norm.dtype == torch.float32
+    (dg,) = torch.autograd.grad(term.sum(), g)
+    assert dg.dtype == dtype
+    g_ref = g.detach().double().requires_grad_(True)
+    term_r, norm_r = ref.grad_penalty(g_ref, 1.0)
+    (dg_r,) = torch.autograd.grad(term_r.sum(), g_ref)
+    assert rel_err(term, term_r) < tol and rel_err(norm, norm_r) < tol and rel_err(dg, dg_r) < tol
+
+
+@pytest.mark.parametrize("impl", ["triton", "ref"])
+def test_sample_lerp(impl):
+    if impl not in IMPLS + ["ref"]:
+        pytest.skip(f"{impl} not available here")
+    a, b = _images(3, (2, 2, 3)).requires_grad_(True), _images(3, (2, 2, 3)).requires_grad_(True)
+    eps = torch.rand(3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    out = sample_lerp(a, b, eps, impl=impl)
+    e = eps.view(-1, 1, 1, 1)
+    _assert_same(out, e * a + (1 - e) * b)
+    assert torch.autograd.gradcheck(lambda a, b, e: sample_lerp(a, b, e, impl=impl), (a, b, eps))
+    assert torch.autograd.gradgradcheck(lambda a, b, e: sample_lerp(a, b, e, impl=impl), (a, b, eps))
+
+
+def test_opcheck():
+    g = torch.randn(3, 2, 5, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    norm = torch.rand(3, device=DEVICE, dtype=torch.float64) + 0.5
+    vec = lambda: torch.randn(3, device=DEVICE, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    for impl in IMPLS:
+        for center in (-1.0, 1.0):
+            torch.library.opcheck(torch.ops.ganfast.grad_penalty.default, (g, center, impl))
+            torch.library.opcheck(torch.ops.ganfast.grad_penalty_backward.default,
+                                  (g, vec(), vec(), norm, center, impl))
+    if "triton" in IMPLS:
+        torch.library.opcheck(torch.ops.ganfast.sample_lerp.default,
+                              (g, torch.randn_like(g, requires_grad=True), vec(), "triton"))
+
+
+def test_grad_penalty_compiles():
+    g = torch.randn(4, 3, 5, device=DEVICE, requires_grad=True)
+    compiled = torch.compile(lambda g: grad_penalty(g, 1.0, impl="ext")[0].mean(), fullgraph=True)
+    out = compiled(g)
+    (dg,) = torch.autograd.grad(out, g)
+    out_r = ref.grad_penalty(g, 1.0)[0].mean()
+    (dg_r,) = torch.autograd.grad(out_r, g)
+    assert rel_err(out, out_r) < 1e-5 and rel_err(dg, dg_r) < 1e-5
+
+
+# ---- penalties: values and the gradients they send into the critic ------------------------------------------
+
+PENALTY_IMPLS = IMPLS + ["ref"]
+CRITICS = ["torch", "ganfast"]
+
+
+def _penalty_pair(name, critic_ref, critic, batch, impl):
+    """(ganfast penalty, reference penalty) on the same inputs."""
+    real, fake = _images(batch), _images(batch)
+    eps = torch.rand(batch, device=DEVICE, dtype=torch.float64)
+    if name in ("r1", "r2"):
+        fn = losses.r1_penalty if name == "r1" else losses.r2_penalty
+        x = (real if name == "r1" else fake).requires_grad_(True)
+        return fn(critic(x), x, impl=impl), ref.r1_penalty(critic_ref(x), x)
+    if name == "wgan_gp":
+        return losses.wgan_gp(critic, real, fake, eps, impl=impl), ref.wgan_gp(critic_ref, real, fake, eps)
+    noise = torch.rand_like(real)
+    return (losses.dragan_penalty(critic, real, center=0.5, eps=eps, noise=noise, impl=impl),
+            ref.dragan_penalty(critic_ref, real, eps, noise, center=0.5))
+
+
+@pytest.mark.parametrize("impl", PENALTY_IMPLS)
+@pytest.mark.parametrize("critic_kind", CRITICS)
+@pytest.mark.parametrize("name", ["r1", "r2", "wgan_gp", "dragan"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_penalty_parity(impl, critic_kind, name, batch):
+    critic = _critic(critic_kind == "ganfast")
+    critic_ref = _critic(critic_kind == "ganfast", act_impl="ref")  # same weights, every op the reference
+    weight_grads = []  # gradient hooks fire whenever autograd computes a gradient for the parameter
+    hooks = [p.register_hook(lambda g: weight_grads.append(g)) for p in critic.parameters()]
+    got, want = _penalty_pair(name, critic_ref, critic, batch, impl)
+    assert weight_grads == []  # the first-order gradient was taken with respect to the inputs only
+    assert got.shape == () and got.dtype == torch.float64
+    _assert_same(got, want)
+    for g, w in zip(_param_grads(got, critic), _param_grads(want, critic_ref)):
+        _assert_same(g, w, tol=1e-11)
+    assert weight_grads  # and the hooks do see the penalty's own backward
+    for hook in hooks:
+        hook.remove()
+
+
+@pytest.mark.parametrize("impl", PENALTY_IMPLS)
+@pytest.mark.parametrize("ws_shape", [(3, 4, 6), (1, 6)])
+def test_path_length_parity(impl, ws_shape):
+    torch.manual_seed(2)
+    mapping = torch.nn.Linear(6, 2 * 5 * 4).to(DEVICE, torch.float64)
+    ws = torch.randn(ws_shape, device=DEVICE, dtype=torch.float64, requires_grad=True)
+
+    def generate(ws):
+        w = ws.mean(dim=1) if ws.ndim == 3 else ws
+        return torch.tanh(mapping(w)).view(-1, 2, 5, 4)
+
+    images = generate(ws)
+    noise = torch.randn_like(images)
+    mean = torch.tensor(0.3, device=DEVICE, dtype=torch.float64)
+    got, got_mean = losses.path_length_penalty(images, ws, mean, decay=0.1, noise=noise, impl=impl)
+    want, want_mean = ref.path_length_penalty(images, ws, mean, 0.1, noise)
+    _assert_same(got, want)
+    _assert_same(got_mean, want_mean)
+    assert not got_mean.requires_grad
+    for g, w in zip(_param_grads(got, mapping), _param_grads(want, mapping)):
+        _assert_same(g, w, tol=1e-11)
+
+
+def test_path_length_module_keeps_running_mean():
+    ws = torch.randn(4, 3, 5, requires_grad=True)
+    weight = torch.randn(5, 2 * 3 * 3)
+    images = torch.tanh(ws.mean(1) @ weight).view(4, 2, 3, 3)
+    module = losses.PathLengthPenalty(decay=0.25)
+    noise = torch.randn_like(images)
+    lengths = []
+    for _ in range(2):
+        (g,) = torch.autograd.grad((images * noise / 3).sum(), ws, retain_graph=True)
+        lengths.append(g.square().sum(dim=2).mean(dim=1).sqrt().mean())
+        module(images, ws, noise=noise)
+    expected = 0.25 * lengths[0]
+    expected = expected + 0.25 * (lengths[1] - expected)
+    assert torch.allclose(module.mean, expected, rtol=1e-5)
+    assert "mean" in module.state_dict()
+
+
+def test_wgan_gp_default_eps_is_per_sample_uniform():
+    critic = lambda x: (x * x).flatten(1).sum(1)  # noqa: E731  ∇ = 2x̂: ‖∇‖ = 2‖x̂‖
+    real, fake = torch.ones(64, 2, 3), torch.zeros(64, 2, 3)
+    gp = losses.wgan_gp(critic, real, fake, center=0.0)
+    # x̂_b = eps_b · 1, so ‖∇‖² = 4 · 6 · eps_b²; E[eps²] = 1/3 for eps ~ U[0, 1)
+    assert abs(gp.item() / 24 - 1 / 3) < 0.1
+
+
+# ---- adversarial losses ----------------------------------------------------------------------------------------
+
+def _textbook(kind, r, f):
+    """(d_loss, g_loss) written out from the papers' formulas, independently of ganfast.reference."""
+    if kind == "logistic":
+        return -torch.log(torch.sigmoid(r)).mean() - torch.log(1 - torch.sigmoid(f)).mean(), \
+            -torch.log(torch.sigmoid(f)).mean()
+    if kind == "hinge":
+        return torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean(), -f.mean()
+    if kind == "wasserstein":
+        return f.mean() - r.mean(), -f.mean()
+    return ((r - 1) ** 2).mean() / 2 + (f ** 2).mean() / 2, ((f - 1) ** 2).mean() / 2
+
+
+@pytest.mark.parametrize("kind", losses.LOSS_KINDS)
+def test_adversarial_losses(kind):
+    r = torch.randn(7, 1, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(7, 1, dtype=torch.float64, requires_grad=True)
+    d_want, g_want = _textbook(kind, r, f)
+    d_got = losses.d_loss(kind, r, f)
+    _assert_same(d_got, d_want)
+    _assert_same(losses.g_loss(kind, f), g_want)
+    _assert_same(losses.d_loss(kind, r, None) + losses.d_loss(kind, None, f), d_want)
+    for a, b in zip(torch.autograd.grad(d_got, (r, f)), torch.autograd.grad(d_want, (r, f))):
+        _assert_same(a, b)
+
+
+# ---- lazy regularisation ----------------------------------------------------------------------------------------
+
+def test_lazy_regularisation_helpers():
+    lr, (b1, b2) = losses.lazy_adam_params(0.0025, (0.0, 0.99), 16)
+    assert lr == pytest.approx(0.0025 * 16 / 17)
+    assert b1 == 0.0 and b2 == pytest.approx(0.99 ** (16 / 17))
+    assert losses.lazy_adam_params(0.002, (0.5, 0.9), None) == (0.002, (0.5, 0.9))
+    assert losses.lazy_penalty_weight(5.0, 16) == 80.0 and losses.lazy_penalty_weight(5.0, None) == 5.0
+    assert [losses.lazy_reg_due(s, 4) for s in range(6)] == [True, False, False, False, True, False]
+    assert all(losses.lazy_reg_due(s, None) for s in range(3))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="interval"):
+            losses.lazy_adam_params(0.1, (0.0, 0.99), bad)
+
+
+# ---- errors -----------------------------------------------------------------------------------------------------
+
+def test_r1_errors():
+    critic = _critic(False)
+    x = _images(2)
+    with pytest.raises(ValueError, match="inputs does not require grad"):
+        losses.r1_penalty(critic(x), x)
+    y = _images(2).requires_grad_(True)
+    with pytest.raises(ValueError, match="inputs was not used"):
+        losses.r1_penalty(critic(y), x.requires_grad_(True))
+    with pytest.raises(ValueError, match="outputs does not require grad"):
+        losses.r2_penalty(critic(_images(2)).detach(), y)
+    with pytest.raises(TypeError, match="inputs"):
+        losses.r1_penalty(critic(y), [y])
+    with pytest.raises(ValueError, match="inputs"):
+        losses.r1_penalty(y.sum(), torch.tensor(1.0, requires_grad=True))
+
+
+def test_penalty_argument_errors():
+    critic = _critic(False)
+    real = _images(3)
+    with pytest.raises(ValueError, match="fake has shape"):
+        losses.wgan_gp(critic, real, _images(2))
+    with pytest.raises(ValueError, match="eps"):
+        losses.wgan_gp(critic, real, _images(3), eps=torch.rand(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="center"):
+        losses.wgan_gp(critic, real, _images(3), center=-1.0)
+    with pytest.raises(TypeError, match="critic"):
+        losses.wgan_gp("not a critic", real, _images(3))
+    with pytest.raises(ValueError, match="noise"):
+        losses.dragan_penalty(critic, real, noise=torch.rand(3, 1))
+    ws = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="batch"):
+        losses.path_length_penalty(torch.randn(3, 1, 2, 2), ws, 0.0)
+    with pytest.raises(ValueError, match="decay"):
+        losses.path_length_penalty(ws.view(2, 1, 2, 2) * 2, ws, 0.0, decay=2.0)
+
+
+def test_loss_and_op_errors():
+    with pytest.raises(ValueError, match="kind"):
+        losses.d_loss("nonsaturating", torch.randn(2), torch.randn(2))
+    with pytest.raises(ValueError, match="neither"):
+        losses.d_loss("hinge", None, None)
+    with pytest.raises(TypeError, match="fake_logits"):
+        losses.g_loss("hinge", torch.ones(2, dtype=torch.int64))
+    with pytest.raises(TypeError, match="g must"):
+        grad_penalty(torch.ones(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="batch dimension"):
+        grad_penalty(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="center"):
+        grad_penalty(torch.ones(2, 3), center=float("nan"))
+    with pytest.raises(ganfast.ImplNotSupportedError, match="no compiled-extension kernel"):
+        sample_lerp(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2), impl="ext")
+    with pytest.raises(ValueError, match="eps has"):
+        sample_lerp(torch.ones(2, 3), torch.ones(2, 3), torch.ones(3))
