@@ -2,3 +2,4 @@
 from .bias_act import ACTIVATIONS, bias_act
 
 __all__ = ["ACTIVATIONS", "bias_act"]
+from . import spectral_norm  # noqa: E402,F401  (registers ganfast::spectral_norm_power_ / _sigma)
