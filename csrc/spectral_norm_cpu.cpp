@@ -11,7 +11,7 @@
 namespace ganfast {
 namespace {
 
-constexpr int64_t kGrain = 1 << 16;  // multiply-adds per thread below which a mat-vec stays on one thread
+constexpr int64_t kGrain = 1 << 18;  // multiply-adds per thread below which a mat-vec stays on one thread
 
 template <typename S>
 struct SNWeight {
@@ -44,15 +44,24 @@ struct SNWeight {
     });
   }
 
-  // y = Wᵀ x (cols values): each thread owns a range of columns and sweeps the rows over it.
+  // y = Wᵀ x (cols values): each thread owns a range of columns and sweeps the rows over it, four rows at a time
+  // (a quarter of the loads and stores of y).
   void mat_t_vec(const S* x, T* y) const {
     parallel_for(cols, std::max<int64_t>(1, kGrain / std::max<int64_t>(rows, 1)), [&](int64_t begin, int64_t end) {
       std::fill(y + begin, y + end, T(0));
       for (int64_t a = begin / inner; a * inner < end; ++a) {
         const int64_t r0 = std::max(begin - a * inner, int64_t(0)), r1 = std::min(end - a * inner, inner);
         T* ya = y + a * inner;
-        for (int64_t i = 0; i < rows; ++i) {
-          const S* row = weight + (a * rows + i) * inner;
+        const S* block = weight + a * rows * inner;
+        int64_t i = 0;
+        for (; i + 4 <= rows; i += 4) {
+          const S *w0 = block + i * inner, *w1 = w0 + inner, *w2 = w1 + inner, *w3 = w2 + inner;
+          const T x0 = E::load(x, i), x1 = E::load(x, i + 1), x2 = E::load(x, i + 2), x3 = E::load(x, i + 3);
+          for (int64_t r = r0; r < r1; ++r)
+            ya[r] += (E::load(w0, r) * x0 + E::load(w1, r) * x1) + (E::load(w2, r) * x2 + E::load(w3, r) * x3);
+        }
+        for (; i < rows; ++i) {
+          const S* row = block + i * inner;
           const T xi = E::load(x, i);
           for (int64_t r = r0; r < r1; ++r) ya[r] += E::load(row, r) * xi;
         }

@@ -41,6 +41,8 @@ def run_units(units: list[SNUnit]) -> list[SNResult]:
 
 def sigma(unit: SNUnit) -> torch.Tensor:
     """σ for this forward, differentiable in the weight; runs the iteration unless a step already did."""
+    if torch.compiler.is_compiling():  # a compiled forward runs its own launch (no step results in graphs)
+        return spectral_norm_sigma(unit.weight, run_units([unit])[0], unit.dim)
     pending = getattr(unit.owner, "_ganfast_pending", None)
     if pending is not None:
         unit.owner._ganfast_pending = None

@@ -53,9 +53,9 @@ class _DetachAfterForward:
         self.name = name
 
     def __call__(self, module: nn.Module, inputs, output) -> None:
-        weight = module.__dict__.get(self.name)
-        if isinstance(weight, torch.Tensor) and weight.grad_fn is not None:
-            module.__dict__[self.name] = weight.detach()
+        weight = getattr(module, self.name, None)
+        if isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter):  # a Parameter: SN removed
+            setattr(module, self.name, weight.detach())
 
 
 def attach(module: nn.Module, name: str, n_power_iterations: int, dim: int, eps: float,
