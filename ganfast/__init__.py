@@ -11,8 +11,9 @@ from . import losses  # noqa: E402
 from ._dispatch import ImplNotSupportedError, use_impl  # noqa: E402
 from .info import info  # noqa: E402
 from . import nn  # noqa: E402
+from .nn.utils import convert_spectral_norm  # noqa: E402
 from .patch import StyleGANPatch, patch_stylegan  # noqa: E402
 from .sampling import sample, write_samples  # noqa: E402
 
-__all__ = ["ImplNotSupportedError", "StyleGANPatch", "info", "losses", "nn", "ops", "patch_stylegan", "reference",
-           "sample", "use_impl", "write_samples", "__version__"]
+__all__ = ["ImplNotSupportedError", "StyleGANPatch", "convert_spectral_norm", "info", "losses", "nn", "ops",
+           "patch_stylegan", "reference", "sample", "use_impl", "write_samples", "__version__"]

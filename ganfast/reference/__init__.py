@@ -11,3 +11,4 @@ from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample
 
 __all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act", "conv2d_resample", "downsample2d", "filter2d", "losses",
            "modulated_conv2d", "setup_filter", "upfirdn2d", "upsample2d"]
+from . import spectral_norm  # noqa: E402,F401
