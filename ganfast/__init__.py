@@ -7,7 +7,8 @@
 __version__ = "0.1.0"
 
 from . import ops, reference  # noqa: E402  (registers the torch.ops.ganfast.* ops)
+from . import losses  # noqa: E402
 from ._dispatch import ImplNotSupportedError, use_impl  # noqa: E402
 from .info import info  # noqa: E402
 
-__all__ = ["ImplNotSupportedError", "info", "ops", "reference", "use_impl", "__version__"]
+__all__ = ["ImplNotSupportedError", "info", "losses", "ops", "reference", "use_impl", "__version__"]

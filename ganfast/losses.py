@@ -1,0 +1,287 @@
+"""Adversarial losses, gradient penalties and lazy-regularisation helpers for GAN training.
+
+Adversarial losses (``kind`` one of ``LOSS_KINDS``; every term is a mean over its logits)::
+
+    kind             d_loss(kind, real, fake)                 g_loss(kind, fake)
+    "logistic"       softplus(−real) + softplus(fake)         softplus(−fake)     (non-saturating, StyleGAN)
+    "hinge"          relu(1 − real) + relu(1 + fake)          −fake               (SNGAN, BigGAN)
+    "wasserstein"    fake − real                              −fake               (WGAN, with wgan_gp)
+    "least_squares"  ½(real − 1)² + ½ fake²                   ½(fake − 1)²        (LSGAN, a=0 b=1 c=1)
+
+``d_loss`` takes ``None`` for either side, for training loops that run D on reals and fakes separately.
+
+Penalties (each returns a scalar; multiply by its weight yourself)::
+
+    r1_penalty(outputs, inputs)      mean_b Σ (∂ Σoutputs / ∂inputs)²_b      StyleGAN: loss += γ/2 · r1
+    r2_penalty(outputs, inputs)      the same, on fake inputs                  loss += γ/2 · r2
+    wgan_gp(critic, real, fake)      mean_b (‖∇critic(x̂)_b‖₂ − center)²,  x̂ = eps·real + (1 − eps)·fake
+    dragan_penalty(critic, real)     wgan_gp between real and real + 0.5·std(real)·U,  U ~ U[0, 1)
+    path_length_penalty(images, ws, mean)  /  PathLengthPenalty   StyleGAN2's path-length regulariser
+
+Every penalty differentiates only with respect to its inputs (``torch.autograd.grad(..., inputs,
+create_graph=True)``), never with respect to the critic's weights, and its result is differentiable, so
+``loss.backward()`` sends the penalty's gradient into the critic's parameters. The per-sample reduction
+(sum of squares, norm, penalty term) runs as one fused op (``ganfast.ops.grad_penalty``; ``impl=`` as for
+every ganfast op, ``"ref"`` = ``ganfast.reference.losses``).
+
+Lazy regularisation (StyleGAN2: run a penalty every ``interval`` steps only)::
+
+    if lazy_reg_due(step, interval): loss = lazy_penalty_weight(gamma / 2, interval) * r1_penalty(...)
+    lr, betas = lazy_adam_params(lr, betas, interval)     # lr·k/(k+1), β^(k/(k+1)), k = interval
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .reference import losses as _ref
+
+__all__ = ["LOSS_KINDS", "d_loss", "g_loss", "r1_penalty", "r2_penalty", "wgan_gp", "dragan_penalty",
+           "path_length_penalty", "PathLengthPenalty", "lazy_reg_due", "lazy_penalty_weight", "lazy_adam_params"]
+
+LOSS_KINDS = _ref.LOSS_KINDS
+
+
+# ---- adversarial losses ----------------------------------------------------------------------------------------
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
+
+
+def _check_logits(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty")
+
+
+def d_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None) -> torch.Tensor:
+    """The discriminator's loss (scalar): the mean of the real-logit term plus the mean of the fake-logit term.
+
+    Args:
+        kind: one of ``LOSS_KINDS`` (see the module docstring for the formulas).
+        real_logits: D's raw outputs on real samples (any shape), or None to leave out the real term.
+        fake_logits: D's raw outputs on generated samples, or None to leave out the fake term.
+    """
+    _check_kind(kind)
+    if real_logits is None and fake_logits is None:
+        raise ValueError("d_loss needs real_logits, fake_logits or both; got neither")
+    for name, t in (("real_logits", real_logits), ("fake_logits", fake_logits)):
+        if t is not None:
+            _check_logits(name, t)
+    return _ref.d_loss(kind, real_logits, fake_logits)
+
+
+def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's loss (scalar) from D's raw outputs on generated samples; ``kind`` as in :func:`d_loss`."""
+    _check_kind(kind)
+    _check_logits("fake_logits", fake_logits)
+    return _ref.g_loss(kind, fake_logits)
+
+
+# ---- gradient penalties ----------------------------------------------------------------------------------------
+
+def _per_sample(g: torch.Tensor, center: float | None, impl: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(term_b, norm_b) of the per-sample gradient reduction; the fused op unless impl is "ref"."""
+    from .ops.grad_penalty import grad_penalty
+    return grad_penalty(g, center, impl=impl)
+
+
+def _check_batched(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.ndim == 0 or t.shape[0] == 0:
+        raise ValueError(f"{name} must have a non-empty batch dimension first, got shape {tuple(t.shape)}")
+
+
+def _input_grad(outputs: torch.Tensor, inputs: torch.Tensor, what: str) -> torch.Tensor:
+    """∂ Σoutputs / ∂inputs with create_graph=True, differentiating with respect to ``inputs`` only."""
+    _check_batched("inputs", inputs)
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"outputs must be a torch.Tensor, got {type(outputs).__name__}")
+    if not inputs.requires_grad:
+        raise ValueError(f"{what}: inputs does not require grad; call inputs.requires_grad_(True) (on a detached "
+                         "tensor) before computing outputs from it")
+    if not outputs.requires_grad:
+        raise ValueError(f"{what}: outputs does not require grad, so it was not computed from inputs")
+    (g,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True, allow_unused=True)
+    if g is None:
+        raise ValueError(f"{what}: inputs was not used to compute outputs (no gradient path from outputs to inputs)")
+    return g
+
+
+def r1_penalty(outputs: torch.Tensor, inputs: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``mean_b Σ_{non-batch dims} (∂ Σoutputs / ∂inputs)²``, a differentiable scalar.
+
+    The caller applies the weight: StyleGAN2 adds ``γ/2 · r1_penalty(D(x), x)`` to D's loss on reals, with
+    ``x = reals.detach().requires_grad_(True)``. Only ``inputs``' gradient is computed (create_graph=True),
+    never the weights'. Raises ValueError if ``inputs`` does not require grad or ``outputs`` does not depend
+    on it.
+    """
+    return _per_sample(_input_grad(outputs, inputs, "r1_penalty"), None, impl)[0].mean()
+
+
+def r2_penalty(outputs: torch.Tensor, inputs: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """R2: :func:`r1_penalty` on generated inputs (``outputs = D(fakes)``); the caller applies γ/2."""
+    return _per_sample(_input_grad(outputs, inputs, "r2_penalty"), None, impl)[0].mean()
+
+
+def _check_center(center) -> float:
+    center = float(center)
+    if not math.isfinite(center) or center < 0:
+        raise ValueError(f"center must be a finite number >= 0, got {center}")
+    return center
+
+
+def _check_pair(real, fake) -> None:
+    _check_batched("real", real)
+    _check_batched("fake", fake)
+    if fake.shape != real.shape:
+        raise ValueError(f"fake has shape {tuple(fake.shape)} but real has {tuple(real.shape)}")
+    if fake.device != real.device or fake.dtype != real.dtype:
+        raise ValueError(f"fake ({fake.dtype} on {fake.device}) must match real ({real.dtype} on {real.device})")
+
+
+def _check_per_sample(name: str, t, like: torch.Tensor) -> torch.Tensor:
+    """A (B,)-element tensor on ``like``'s device and dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.numel() != like.shape[0] or (t.ndim and t.shape[0] != like.shape[0]):
+        raise ValueError(f"{name} must hold one value per sample (shape ({like.shape[0]},) or "
+                         f"({like.shape[0]}, 1, ...)), got shape {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but real is on {like.device}")
+    return t.reshape(-1).to(like.dtype)
+
+
+def _norm_penalty_at(critic, x_hat: torch.Tensor, center: float, what: str, impl: str | None) -> torch.Tensor:
+    x_hat = x_hat.detach().requires_grad_(True)
+    out = critic(x_hat)
+    return _per_sample(_input_grad(out, x_hat, what), center, impl)[0].mean()
+
+
+def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None, impl: str | None) -> torch.Tensor:
+    from .ops.sample_lerp import sample_lerp
+    if eps is None:
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    return sample_lerp(real.detach(), fake.detach(), _check_per_sample("eps", eps, real), impl=impl)
+
+
+def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None, center: float = 1.0,
+            impl: str | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): ``mean_b (‖∇_x̂ critic(x̂)_b‖₂ − center)²``, a differentiable scalar.
+
+    ``x̂ = eps·real + (1 − eps)·fake`` with one ``eps`` per sample (shape (B,) or (B, 1, ...); None: drawn
+    from U[0, 1)). ``real`` and ``fake`` are detached: the penalty trains the critic only. ``critic`` maps a
+    batch to outputs whose sum is differentiated; the caller applies λ (10 in the paper).
+    """
+    _check_pair(real, fake)
+    if not callable(critic):
+        raise TypeError(f"critic must be callable, got {type(critic).__name__}")
+    return _norm_penalty_at(critic, _interpolate(real, fake, eps, impl), _check_center(center), "wgan_gp", impl)
+
+
+def dragan_penalty(critic, real: torch.Tensor, center: float = 1.0, eps: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None, impl: str | None = None) -> torch.Tensor:
+    """DRAGAN (Kodali et al. 2017): :func:`wgan_gp` between ``real`` and ``real + 0.5·std(real)·noise``.
+
+    ``noise`` ~ U[0, 1) like ``real`` when None (the perturbation of the DRAGAN authors' code; std over the
+    whole batch); ``eps`` as in :func:`wgan_gp`. The caller applies λ.
+    """
+    _check_batched("real", real)
+    real = real.detach()
+    if noise is None:
+        noise = torch.rand_like(real)
+    elif not isinstance(noise, torch.Tensor) or noise.shape != real.shape:
+        raise ValueError(f"noise must be a tensor shaped like real {tuple(real.shape)}")
+    return wgan_gp(critic, real, real + 0.5 * real.std() * noise.to(real), eps, center, impl)
+
+
+def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, mean: torch.Tensor | float, decay: float = 0.01,
+                        noise: torch.Tensor | None = None,
+                        impl: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """StyleGAN2's path-length penalty, functional form: returns ``(penalty, new_mean)``.
+
+    With ``y = Σ images · noise / √(H·W)`` (noise ~ N(0, I) when None) and ``g = ∂y/∂ws``:
+    ``L_b = √(mean over the ws of Σ_{w_dim} g_b²)``, ``new_mean = mean + decay · (mean_b L_b − mean)``,
+    ``penalty = mean_b (L_b − new_mean)²``. The gradient flows through ``new_mean`` as in StyleGAN2-ADA; the
+    returned ``new_mean`` is detached: keep it for the next call. ``ws``: (B, num_ws, w_dim) or (B, w_dim),
+    used to compute ``images`` (B, C, H, W). The caller applies the weight (StyleGAN2: 2).
+    """
+    _check_batched("images", images)
+    _check_batched("ws", ws)
+    if images.shape[0] != ws.shape[0]:
+        raise ValueError(f"images has batch {images.shape[0]} but ws has {ws.shape[0]}")
+    decay = float(decay)
+    if not 0 <= decay <= 1:
+        raise ValueError(f"decay must be in [0, 1], got {decay}")
+    if noise is None:
+        noise = torch.randn_like(images)
+    elif not isinstance(noise, torch.Tensor) or noise.shape != images.shape:
+        raise ValueError(f"noise must be a tensor shaped like images {tuple(images.shape)}")
+    spatial = images[0, 0].numel() if images.ndim > 2 else 1
+    g = _input_grad(images * (noise / math.sqrt(spatial)), ws, "path_length_penalty")
+    num_ws = ws[0].numel() // ws.shape[-1] if ws.ndim > 1 else 1
+    lengths = _per_sample(g, None, impl)[1] / math.sqrt(num_ws)
+    mean = torch.as_tensor(mean).to(lengths)
+    new_mean = mean.lerp(lengths.mean(), decay)
+    return (lengths - new_mean).square().mean(), new_mean.detach()
+
+
+class PathLengthPenalty(torch.nn.Module):
+    """StyleGAN2's path-length penalty with its running mean as a buffer (saved in the state_dict).
+
+        pl = PathLengthPenalty(decay=0.01)
+        loss_g += pl_weight * pl(images, ws)          # updates pl.mean
+    """
+
+    def __init__(self, decay: float = 0.01):
+        super().__init__()
+        self.decay = float(decay)
+        self.register_buffer("mean", torch.zeros(()))
+
+    def forward(self, images: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None = None,
+                impl: str | None = None) -> torch.Tensor:
+        penalty, new_mean = path_length_penalty(images, ws, self.mean, self.decay, noise, impl)
+        with torch.no_grad():
+            self.mean.copy_(new_mean)
+        return penalty
+
+    def extra_repr(self) -> str:
+        return f"decay={self.decay}"
+
+
+# ---- lazy regularisation ---------------------------------------------------------------------------------------
+
+def _check_interval(interval) -> int:
+    if interval is None:
+        return 1
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be None or an int >= 1, got {interval!r}")
+    return interval
+
+
+def lazy_reg_due(step: int, interval: int | None) -> bool:
+    """Whether a lazily applied penalty runs at ``step`` (every ``interval``-th step from 0; None: always)."""
+    return step % _check_interval(interval) == 0
+
+
+def lazy_penalty_weight(weight: float, interval: int | None) -> float:
+    """``weight · interval``: a penalty applied every ``interval`` steps keeps its average strength."""
+    return float(weight) * _check_interval(interval)
+
+
+def lazy_adam_params(lr: float, betas: tuple[float, float], interval: int | None) -> tuple[float, tuple[float, float]]:
+    """Adam's (lr, betas) for an optimiser whose steps include a lazy penalty every ``interval`` steps:
+    ``lr · k/(k+1)`` and ``β^(k/(k+1))`` with ``k = interval`` (StyleGAN2's mb_ratio); None: unchanged."""
+    k = _check_interval(interval)
+    if interval is None:
+        return float(lr), (float(betas[0]), float(betas[1]))
+    ratio = k / (k + 1)
+    return float(lr) * ratio, (float(betas[0]) ** ratio, float(betas[1]) ** ratio)

@@ -1,0 +1,105 @@
+"""Triton kernels of the gradient-penalty pass: the per-sample reduction + penalty, its backward, and the
+WGAN-GP interpolation.
+
+Every tensor is a per-sample-contiguous (B, N) buffer (ganfast.ops.grad_penalty.sample_major). Per-sample
+results are float32 (float64 for float64 gradients). Math mirrors csrc/grad_penalty.h; the oracle is
+ganfast/reference/losses.py.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import compute_type, scalar, split_f64
+
+REDUCE_BLOCK = 2048
+SCALE_BLOCK = 1024
+
+
+@triton.jit
+def _grad_penalty_fwd_kernel(term_ptr, norm_ptr, g_ptr, per_sample, center_hi, center_lo,
+                             HAS_CENTER: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per sample b: s = Σ g_b², norm_b = √s, term_b = s (R1) or (norm_b − center)²."""
+    b = tl.program_id(0).to(tl.int64)
+    row = g_ptr + b * per_sample
+    acc = tl.zeros([BLOCK], dtype=term_ptr.dtype.element_ty)
+    for start in range(0, per_sample, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        v = compute_type(tl.load(row + offs, mask=offs < per_sample, other=0))
+        acc += v * v
+    s = tl.sum(acc, axis=0)
+    norm = tl.sqrt(s)
+    if HAS_CENTER:
+        d = norm - scalar(center_hi, center_lo, norm)
+        term = d * d
+    else:
+        term = s
+    tl.store(term_ptr + b, term)
+    tl.store(norm_ptr + b, norm)
+
+
+@triton.jit
+def _grad_penalty_bwd_kernel(out_ptr, g_ptr, dterm_ptr, dnorm_ptr, norm_ptr, per_sample, center_hi, center_lo,
+                             HAS_CENTER: tl.constexpr, BLOCK: tl.constexpr):
+    """out_b = g_b · coef_b with coef_b = (2·dterm_b·(norm_b − center) + dnorm_b) / norm_b (R1:
+    2·dterm_b + dnorm_b / norm_b); the 1/norm_b factors are 0 where norm_b = 0."""
+    b = tl.program_id(0).to(tl.int64)
+    norm = tl.load(norm_ptr + b)
+    dterm = tl.load(dterm_ptr + b)
+    dnorm = tl.load(dnorm_ptr + b)
+    inv = tl.where(norm > 0, 1 / tl.where(norm > 0, norm, 1), 0)
+    if HAS_CENTER:
+        coef = (2 * dterm * (norm - scalar(center_hi, center_lo, norm)) + dnorm) * inv
+    else:
+        coef = 2 * dterm + dnorm * inv
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < per_sample
+    g = tl.load(g_ptr + b * per_sample + offs, mask=mask, other=0)
+    tl.store(out_ptr + b * per_sample + offs, (g.to(coef.dtype) * coef).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sample_lerp_fwd_kernel(out_ptr, a_ptr, b_ptr, eps_ptr, per_sample, BLOCK: tl.constexpr):
+    """out_b = eps_b · a_b + (1 − eps_b) · b_b  (computed as b + eps·(a − b))."""
+    s = tl.program_id(0).to(tl.int64)
+    e = compute_type(tl.load(eps_ptr + s))
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < per_sample
+    base = s * per_sample + offs
+    a = compute_type(tl.load(a_ptr + base, mask=mask, other=0))
+    bv = compute_type(tl.load(b_ptr + base, mask=mask, other=0))
+    tl.store(out_ptr + base, (bv + e * (a - bv)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _on_device(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def grad_penalty_fwd(term: torch.Tensor, norm: torch.Tensor, g: torch.Tensor, per_sample: int, center: float) -> None:
+    """Writes term and norm (B,) for the per-sample-contiguous g; center < 0 selects R1's sum of squares."""
+    with _on_device(g):
+        _grad_penalty_fwd_kernel[(g.shape[0],)](term, norm, g, per_sample, *split_f64(max(center, 0.0)),
+                                                HAS_CENTER=center >= 0, BLOCK=REDUCE_BLOCK)
+
+
+def grad_penalty_bwd(out: torch.Tensor, g: torch.Tensor, dterm: torch.Tensor, dnorm: torch.Tensor,
+                     norm: torch.Tensor, per_sample: int, center: float) -> None:
+    """Writes out = g · coef_b (same layout as g)."""
+    if out.numel() == 0:
+        return
+    with _on_device(g):
+        _grad_penalty_bwd_kernel[(g.shape[0], triton.cdiv(per_sample, SCALE_BLOCK))](
+            out, g, dterm, dnorm, norm, per_sample, *split_f64(max(center, 0.0)),
+            HAS_CENTER=center >= 0, BLOCK=SCALE_BLOCK)
+
+
+def sample_lerp(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, per_sample: int) -> None:
+    """Writes out = eps_b · a + (1 − eps_b) · b (a, b, out share a per-sample-contiguous layout)."""
+    if out.numel() == 0:
+        return
+    with _on_device(a):
+        _sample_lerp_fwd_kernel[(a.shape[0], triton.cdiv(per_sample, SCALE_BLOCK))](
+            out, a, b, eps, per_sample, BLOCK=SCALE_BLOCK)
