@@ -1,4 +1,13 @@
-"""GAN models built on ganfast ops."""
+"""Generators and discriminators built on ganfast ops: an MLP GAN for 2-D data, DCGAN and SNGAN at 16/32 px,
+and StyleGAN2 (mapping + skip synthesis generator, resnet discriminator).
+
+Every generator maps latents ``z`` of shape ``(N, z_dim)`` to samples and has a ``z_dim`` attribute; every
+discriminator maps samples to logits (``(N,)``, or ``(N, 1)`` for StyleGAN2 as in StyleGAN2-ADA).
+:class:`ganfast.train.Trainer` takes any such pair.
+"""
+from .conv import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator
+from .mlp import MLPDiscriminator, MLPGenerator
 from .stylegan2 import MappingNetwork, StyleGAN2Discriminator, StyleGAN2Generator
 
-__all__ = ["MappingNetwork", "StyleGAN2Discriminator", "StyleGAN2Generator"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "MappingNetwork",
+           "SNGANDiscriminator", "SNGANGenerator", "StyleGAN2Discriminator", "StyleGAN2Generator"]

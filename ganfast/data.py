@@ -1,0 +1,233 @@
+"""Data sets for ``ganfast train`` — nothing is downloaded — and a deterministic, checkpointable data order.
+
+Embedded data sets:
+
+- ``ring8``: 8 isotropic Gaussians with centres evenly spaced on a circle of radius 2 (the first at (2, 0)),
+  standard deviation 0.02 — the setting of the unrolled-GAN / VEEGAN / PacGAN mode-collapse experiments.
+- ``grid25``: 25 isotropic Gaussians with centres on the 5×5 grid {-4, -2, 0, 2, 4}², spacing 2,
+  standard deviation 0.05.
+- ``digits``: scikit-learn's 1797 handwritten digits (8×8, values 0–16, shipped inside scikit-learn),
+  resized with antialiased bilinear interpolation to 16 or 32 px, one channel, scaled to [-1, 1].
+
+Users' own data: a folder (searched recursively) or ``.zip`` of PNG/JPEG images (decoded with Pillow,
+centre-cropped to a square, resized to ``resolution``, RGB unless every image is greyscale), or a ``.npz``
+file whose array (key ``x``, else the only array) is ``(N, 2)`` points or ``(N, C, H, W)`` / ``(N, H, W, C)``
+images (uint8 in [0, 255] or floats already in [-1, 1]).
+
+Every data set is held in memory as one tensor; :class:`DataOrder` walks it in a seeded permutation per epoch
+whose position is a small ``state_dict`` (so a resumed run reads exactly the batches the uninterrupted run
+would), and splits each global batch between data-parallel ranks.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RING8_RADIUS, RING8_STD = 2.0, 0.02
+GRID25_SPACING, GRID25_STD = 2.0, 0.05
+MIXTURE_SIZE = 1 << 16  # points drawn once per seed for a 2-D mixture data set
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Dataset:
+    """An in-memory data set: ``data`` is ``(N, 2)`` points or ``(N, C, H, W)`` images in [-1, 1].
+
+    ``modes``/``std`` are the mixture centres and standard deviation for the 2-D Gaussian mixtures (None
+    otherwise); the 2-D metrics use them.
+    """
+
+    name: str
+    data: torch.Tensor
+    modes: torch.Tensor | None = None
+    std: float | None = None
+
+    @property
+    def is_2d(self) -> bool:
+        return self.data.dim() == 2
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+
+def ring8_modes(radius: float = RING8_RADIUS) -> torch.Tensor:
+    """The 8 centres of ``ring8``: radius·(cos 2πk/8, sin 2πk/8), k = 0..7."""
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    return (radius * torch.stack([angles.cos(), angles.sin()], dim=1)).float()
+
+
+def grid25_modes(spacing: float = GRID25_SPACING) -> torch.Tensor:
+    """The 25 centres of ``grid25``: spacing·(i, j) for i, j in -2..2."""
+    axis = torch.arange(-2, 3, dtype=torch.float32) * spacing
+    return torch.cartesian_prod(axis, axis)
+
+
+def gaussian_mixture(modes: torch.Tensor, std: float, n: int, seed: int) -> torch.Tensor:
+    """``n`` points from the equal-weight isotropic mixture with the given centres, drawn from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    which = torch.randint(len(modes), (n,), generator=gen)
+    return modes[which] + std * torch.randn(n, 2, generator=gen)
+
+
+def digits(resolution: int = 16) -> torch.Tensor:
+    """scikit-learn's handwritten digits as ``(1797, 1, resolution, resolution)`` float32 in [-1, 1]."""
+    return digits_with_labels(resolution)[0]
+
+
+def digits_with_labels(resolution: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`digits` and the class (0–9) of each image."""
+    if resolution not in (8, 16, 32):
+        raise ValueError(f"resolution must be 8, 16 or 32 for digits; got {resolution}")
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0
+    if resolution != 8:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return (x.clamp(0, 1) * 2 - 1).contiguous(), torch.from_numpy(bunch.target).long()
+
+
+def _images_to_tensor(images: list, resolution: int) -> torch.Tensor:
+    """PIL images -> ``(N, C, resolution, resolution)`` in [-1, 1], centre-cropped to squares."""
+    from PIL import Image
+    grey = all(img.mode in ("L", "LA", "1", "I", "I;16") for img in images)
+    arrays = []
+    for img in images:
+        img = img.convert("L" if grey else "RGB")
+        w, h = img.size
+        side = min(w, h)
+        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        a = np.asarray(img, dtype=np.uint8)
+        arrays.append(a[None] if grey else a.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
+
+
+def image_folder(path: str, resolution: int) -> torch.Tensor:
+    """All PNG/JPEG images under the folder ``path`` (recursively, sorted by path), see :func:`_images_to_tensor`."""
+    from PIL import Image
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path)
+                   for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"dataset: no PNG/JPEG images found under {path!r}")
+    images = []
+    for f in files:
+        with Image.open(f) as img:
+            img.load()
+            images.append(img)
+    return _images_to_tensor(images, resolution)
+
+
+def image_zip(path: str, resolution: int) -> torch.Tensor:
+    """All PNG/JPEG members of the zip file ``path`` (sorted by name)."""
+    from PIL import Image
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise ValueError(f"dataset: no PNG/JPEG images found in {path!r}")
+        images = []
+        for n in names:
+            img = Image.open(io.BytesIO(zf.read(n)))
+            img.load()
+            images.append(img)
+    return _images_to_tensor(images, resolution)
+
+
+def npz_array(path: str, resolution: int | None = None) -> torch.Tensor:
+    """The array of a ``.npz`` file: ``(N, 2)`` points, or images resized to ``resolution`` when given."""
+    with np.load(path) as archive:
+        keys = list(archive.keys())
+        if "x" in keys:
+            a = archive["x"]
+        elif len(keys) == 1:
+            a = archive[keys[0]]
+        else:
+            raise ValueError(f"dataset: {path!r} holds arrays {keys}; name the data array 'x'")
+    if a.ndim == 2 and a.shape[1] == 2:
+        return torch.from_numpy(a.astype(np.float32))
+    if a.ndim != 4:
+        raise ValueError(f"dataset: the array in {path!r} must be (N, 2), (N, C, H, W) or (N, H, W, C); "
+                         f"got shape {a.shape}")
+    if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
+        a = a.transpose(0, 3, 1, 2)
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    x = x.float() / 127.5 - 1 if a.dtype == np.uint8 else x.float()
+    if resolution is not None and x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x.contiguous()
+
+
+def load_dataset(name: str, resolution: int = 16, seed: int = 0) -> Dataset:
+    """``ring8``, ``grid25``, ``digits`` or a path (image folder, ``.zip``, ``.npz``) as a :class:`Dataset`.
+
+    ``resolution`` applies to image data; ``seed`` picks the points of a 2-D mixture.
+    """
+    if name == "ring8":
+        modes = ring8_modes()
+        return Dataset(name, gaussian_mixture(modes, RING8_STD, MIXTURE_SIZE, seed), modes, RING8_STD)
+    if name == "grid25":
+        modes = grid25_modes()
+        return Dataset(name, gaussian_mixture(modes, GRID25_STD, MIXTURE_SIZE, seed), modes, GRID25_STD)
+    if name == "digits":
+        return Dataset(name, digits(resolution))
+    if os.path.isdir(name):
+        return Dataset(name, image_folder(name, resolution))
+    if not os.path.isfile(name):
+        raise ValueError(f"dataset must be 'ring8', 'grid25', 'digits', an image folder, a .zip or a .npz file; "
+                         f"got {name!r}, which does not exist")
+    if name.lower().endswith(".zip"):
+        return Dataset(name, image_zip(name, resolution))
+    if name.lower().endswith(".npz"):
+        return Dataset(name, npz_array(name, resolution))
+    raise ValueError(f"dataset: {name!r} is neither a folder, a .zip nor a .npz file")
+
+
+class DataOrder:
+    """Deterministic batches from an in-memory tensor: epoch ``e`` is the permutation drawn from ``seed + e``.
+
+    ``next_batch()`` returns this rank's share (rows ``rank::world_size``) of the next global batch of
+    ``batch_size`` rows; a global batch never straddles epochs (the tail of an epoch that cannot fill one is
+    skipped). ``state_dict()`` is the position (epoch, index) — restoring it continues the same sequence.
+    """
+
+    def __init__(self, data: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"batch_size must be a positive multiple of world_size={world_size}; got {batch_size}")
+        if batch_size > len(data):
+            raise ValueError(f"batch_size ({batch_size}) exceeds the data set size ({len(data)})")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.index = 0, 0
+        self._perm = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(len(self.data), generator=gen)
+        return self._perm
+
+    def next_batch(self) -> torch.Tensor:
+        if self.index + self.batch_size > len(self.data):
+            self.epoch, self.index, self._perm = self.epoch + 1, 0, None
+        rows = self._permutation()[self.index:self.index + self.batch_size]
+        self.index += self.batch_size
+        return self.data[rows[self.rank::self.world_size]]
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "index": self.index, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
+            raise ValueError(f"data order: checkpoint has seed={state['seed']}, batch_size={state['batch_size']}; "
+                             f"this run has seed={self.seed}, batch_size={self.batch_size}")
+        self.epoch, self.index, self._perm = state["epoch"], state["index"], None

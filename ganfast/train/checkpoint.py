@@ -1,0 +1,96 @@
+"""Checkpoints: one ``.safetensors`` file holding every tensor, with everything else as JSON in its metadata.
+
+The file is written to a temporary name in the same folder, flushed to disk and moved into place with
+``os.replace``, so a crash never leaves a half-written checkpoint under the final name.
+
+Tensor keys: ``<name>/<state_dict key>`` for each module, ``<name>/state/<param index>/<key>`` for each
+optimizer's tensors, ``rng/<name>`` for RNG states. Metadata key ``ganfast``: a JSON object with the
+optimizers' ``param_groups`` and non-tensor state, and whatever ``extra`` the caller passes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+from safetensors.torch import load_file, safe_open, save
+
+FORMAT = "ganfast-checkpoint-1"
+
+
+def _flatten_optimizer(name: str, state: dict, tensors: dict) -> dict:
+    plain = {}
+    for index, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}/state/{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return {"param_groups": state["param_groups"], "plain_state": plain}
+
+
+def _unflatten_optimizer(name: str, meta: dict, tensors: dict) -> dict:
+    state: dict[int, dict] = {}
+    prefix = f"{name}/state/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, field = key[len(prefix):].split("/", 1)
+            state.setdefault(int(index), {})[field] = value
+    for index, plain in meta["plain_state"].items():
+        state.setdefault(int(index), {}).update(plain)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    extra: dict) -> None:
+    """Atomically writes ``modules``' state dicts, ``optimizers``' states, the RNG states and ``extra`` (JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"{name}/{key}"] = value.detach().cpu().contiguous().clone()
+    opt_meta = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in optimizers.items()}
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda{i}"] = s
+    meta = {"format": FORMAT, "optimizers": opt_meta, "extra": extra}
+    blob = save(tensors, metadata={"ganfast": json.dumps(meta)})
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    restore_rng: bool = True) -> dict:
+    """Loads what :func:`save_checkpoint` wrote into ``modules``/``optimizers`` (strictly); returns ``extra``."""
+    with safe_open(path, framework="pt") as f:
+        raw = (f.metadata() or {}).get("ganfast")
+    if raw is None:
+        raise ValueError(f"checkpoint: {path!r} is not a ganfast checkpoint (no 'ganfast' metadata)")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint: {path!r} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    tensors = load_file(path)
+    for name, module in modules.items():
+        prefix = f"{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        opt.load_state_dict(_unflatten_optimizer(name, meta["optimizers"][name], tensors))
+    if restore_rng:
+        torch.set_rng_state(tensors["rng/torch"])
+        if torch.cuda.is_available():
+            states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda"))]
+            if states:
+                torch.cuda.set_rng_state_all(states[:torch.cuda.device_count()])
+    return meta["extra"]

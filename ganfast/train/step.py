@@ -1,0 +1,137 @@
+"""The functional training step: one D update, one G update, the EMA generator, and their bookkeeping.
+
+These functions hold no state of their own; :class:`ganfast.train.Trainer` composes them, and a user with an
+own loop can call them directly. ``G(z)`` returns samples and ``D(x)`` returns logits of shape ``(N,)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.distributed as dist
+
+from .objectives import LOSSES, r1_penalty
+
+
+def loss_functions(loss: str):
+    """``(g_loss(fake_logits), d_loss(real_logits, fake_logits))`` for a loss name (see ``LOSSES``)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+    return LOSSES[loss]
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on ``device`` when asked, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def apply_gradients(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer) -> tuple[float, bool]:
+    """Averages gradients over data-parallel ranks, then steps ``opt`` unless the gradient is not finite.
+
+    Returns ``(grad_norm, skipped)``: a step whose gradient holds NaN/inf is skipped (gradients zeroed,
+    parameters and optimizer state untouched) on every rank alike, since all ranks see the same averaged norm.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if _distributed() and grads:
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item() \
+        if grads else 0.0
+    skipped = not math.isfinite(norm)
+    if not skipped:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return norm, skipped
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """Turns off ``requires_grad`` of ``module``'s parameters within the block (no weight grads are computed)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "ns", r1_gamma: float = 0.0,
+           r1_interval: int = 1, regularize: bool = False, bf16: bool = False) -> dict:
+    """One discriminator update on ``real`` and ``G(z)``.
+
+    With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
+    ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward.
+    """
+    _, d_loss = loss_functions(loss)
+    with torch.no_grad(), autocast(real.device, bf16):
+        fake = G(z)
+    use_r1 = regularize and r1_gamma > 0
+    real = real.detach().requires_grad_(use_r1)
+    with autocast(real.device, bf16):
+        real_logits = D(real).float()
+        fake_logits = D(fake.detach()).float()
+    loss_value = d_loss(real_logits, fake_logits)
+    total = loss_value
+    stats = {}
+    if use_r1:
+        r1 = r1_penalty(real_logits, real)
+        total = total + r1 * (r1_gamma / 2 * r1_interval)
+        stats["r1"] = r1.item()
+    total.backward()
+    grad_norm, skipped = apply_gradients([p for p in D.parameters() if p.requires_grad], opt_d)
+    stats.update(loss_d=loss_value.item(), d_real_acc=(real_logits > 0).float().mean().item(),
+                 d_fake_acc=(fake_logits < 0).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped)
+    return stats
+
+
+def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "ns", bf16: bool = False) -> dict:
+    """One generator update: minimises the generator loss of ``D(G(z))`` (D's weights get no gradient)."""
+    g_loss, _ = loss_functions(loss)
+    with _frozen(D), autocast(z.device, bf16):
+        fake_logits = D(G(z)).float()
+    loss_value = g_loss(fake_logits)
+    loss_value.backward()
+    grad_norm, skipped = apply_gradients([p for p in G.parameters() if p.requires_grad], opt_g)
+    return {"loss_g": loss_value.item(), "grad_norm_g": grad_norm, "skipped_g": skipped}
+
+
+def ema_beta(batch_size: int, nimg: int, ema_kimg: float, rampup: float | None = 0.05) -> float:
+    """The EMA decay for one step of ``batch_size`` images: half-life ``ema_kimg`` thousand images.
+
+    With ``rampup`` the half-life is at most ``rampup · nimg`` (images seen so far), so early, poor weights
+    are forgotten quickly (StyleGAN2-ADA's rule).
+    """
+    half_life = ema_kimg * 1000
+    if rampup is not None:
+        half_life = min(half_life, nimg * rampup)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
+
+
+@torch.no_grad()
+def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """``G_ema ← beta·G_ema + (1 − beta)·G`` for parameters; buffers (e.g. batch-norm statistics) are copied."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def broadcast_module(module: torch.nn.Module, params: bool = True) -> None:
+    """Copies rank 0's buffers (and parameters) to every rank; a no-op without a process group."""
+    if not _distributed():
+        return
+    tensors = list(module.buffers()) + (list(module.parameters()) if params else [])
+    for t in tensors:
+        dist.broadcast(t.data, src=0)
