@@ -1,5 +1,5 @@
 // grad_penalty on CUDA: the per-sample reduction (one block per sample, warp shuffles, then the penalty term
-// in the same kernel) and its backward (a grid-stride per-sample scale). Math shared with the CPU kernel
+// in the same kernel) and its backward (a per-sample scale over a 2-D grid). Math shared with the CPU kernel
 // through csrc/grad_penalty.h; the half types convert to float through their own conversion operators.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -52,20 +52,21 @@ __global__ void __launch_bounds__(kReduceThreads) grad_penalty_fwd_kernel(GradPe
   }
 }
 
+// Grid (x: slices of a sample, y: samples, striding over both): the coefficient is computed once per thread
+// and sample, with no per-element division.
 template <typename S>
 __global__ void __launch_bounds__(kScaleThreads) grad_penalty_bwd_kernel(GradPenaltyArgs a) {
   using T = AccOf<S>;
   const T* dterm = static_cast<const T*>(a.dterm);
   const T* dnorm = static_cast<const T*>(a.dnorm);
   const T* norm = static_cast<const T*>(a.norm_in);
-  const S* g = static_cast<const S*>(a.g);
-  S* out = static_cast<S*>(a.out);
-  const int64_t n = a.batch * a.per_sample;
   const int64_t step = int64_t(gridDim.x) * kScaleThreads;
-  for (int64_t i = int64_t(blockIdx.x) * kScaleThreads + threadIdx.x; i < n; i += step) {
-    const int64_t b = i / a.per_sample;
+  for (int64_t b = blockIdx.y; b < a.batch; b += gridDim.y) {
     const T coef = penalty_coef<T>(dterm[b], dnorm[b], norm[b], T(a.center));
-    out[i] = S(static_cast<T>(g[i]) * coef);
+    const S* g = static_cast<const S*>(a.g) + b * a.per_sample;
+    S* out = static_cast<S*>(a.out) + b * a.per_sample;
+    for (int64_t i = int64_t(blockIdx.x) * kScaleThreads + threadIdx.x; i < a.per_sample; i += step)
+      out[i] = S(static_cast<T>(g[i]) * coef);
   }
 }
 
@@ -96,15 +97,17 @@ void grad_penalty_fwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t strea
 
 void grad_penalty_bwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t stream) {
   check_grad_penalty_args(a, true);
-  const int64_t n = a.batch * a.per_sample;
-  if (n == 0) return;
+  if (a.batch * a.per_sample == 0) return;
   DeviceGuard guard(device);
   int sms = 0;
   GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t blocks = std::min<int64_t>((n + kScaleThreads - 1) / kScaleThreads, int64_t(sms) * 32);
+  // about 32 blocks per SM in all, at most one thread per element of a sample
+  const int64_t samples = std::min<int64_t>(a.batch, 65535);
+  const int64_t slices = std::max<int64_t>(
+      1, std::min<int64_t>((a.per_sample + kScaleThreads - 1) / kScaleThreads, (int64_t(sms) * 32 + samples - 1) / samples));
   auto s = reinterpret_cast<cudaStream_t>(stream);
   by_dtype(a.dtype, [&](auto tag) {
-    grad_penalty_bwd_kernel<decltype(tag)><<<unsigned(blocks), kScaleThreads, 0, s>>>(a);
+    grad_penalty_bwd_kernel<decltype(tag)><<<dim3(unsigned(slices), unsigned(samples)), kScaleThreads, 0, s>>>(a);
   });
   GANFAST_CUDA_CHECK_LAUNCH("grad_penalty_bwd_kernel");
 }
