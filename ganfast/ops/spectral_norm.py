@@ -262,7 +262,11 @@ def power_iteration(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor],
 
 
 def spectral_norm_sigma(weight: torch.Tensor, result: SNResult, dim: int) -> torch.Tensor:
-    """σ = uᵀ W_mat v from a :func:`power_iteration` result, differentiable in ``weight`` (dσ/dW = u vᵀ)."""
+    """σ = uᵀ W_mat v from a :func:`power_iteration` result, differentiable in ``weight`` (dσ/dW = u vᵀ).
+
+    The value is ``result.sigma`` (computed in the power launch), so ``result`` must come from this same weight as
+    it is now: run the iteration with 0 iterations to get σ for a changed weight.
+    """
     if torch.compiler.is_compiling():
         return torch.ops.ganfast.spectral_norm_sigma(weight, result.u, result.v, result.sigma, dim)
     return _EagerSigma.apply(weight, result.u, result.v, result.sigma, dim)
