@@ -4,7 +4,7 @@
 // at the end), so no workspace is needed. See csrc/spectral_norm.h for the layout and the math.
 //
 // One block per weight suits what GANs spectrally normalise (dozens of weights of 10⁴–10⁶ elements in one
-// launch, where torch pays ~8 launches per weight); a single very large weight is limited to one SM's
+// launch, where torch pays about ten launches per weight); a single very large weight is limited to one SM's
 // bandwidth (not yet measured on a GPU).
 #include <algorithm>
 
