@@ -27,27 +27,29 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// Sums of squares in double whatever the dtype: a thread adds up to per_sample / 512 terms, which float would
+// round visibly for megapixel samples; the kernel is bandwidth-bound, so the wider adds cost nothing.
 template <typename S>
 __global__ void __launch_bounds__(kReduceThreads) grad_penalty_fwd_kernel(GradPenaltyArgs a) {
   using T = AccOf<S>;
-  __shared__ T warp_sums[kReduceThreads / 32];
+  __shared__ double warp_sums[kReduceThreads / 32];
   const int64_t b = blockIdx.x;
   const S* row = static_cast<const S*>(a.g) + b * a.per_sample;
-  T acc = 0;
+  double acc = 0;
   for (int64_t i = threadIdx.x; i < a.per_sample; i += kReduceThreads) {
-    const T v = static_cast<T>(row[i]);
+    const double v = static_cast<double>(static_cast<T>(row[i]));
     acc += v * v;
   }
   acc = warp_sum(acc);
   if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;
   __syncthreads();
   if (threadIdx.x < 32) {
-    acc = threadIdx.x < kReduceThreads / 32 ? warp_sums[threadIdx.x] : T(0);
+    acc = threadIdx.x < kReduceThreads / 32 ? warp_sums[threadIdx.x] : 0.0;
     acc = warp_sum(acc);
     if (threadIdx.x == 0) {
-      const T norm = sqrt(acc);
-      static_cast<T*>(a.norm)[b] = norm;
-      static_cast<T*>(a.term)[b] = penalty_term<T>(acc, norm, T(a.center));
+      const double norm = sqrt(acc);
+      static_cast<T*>(a.norm)[b] = static_cast<T>(norm);
+      static_cast<T*>(a.term)[b] = static_cast<T>(penalty_term<double>(acc, norm, a.center));
     }
   }
 }

@@ -272,6 +272,9 @@ def _ddp_worker(rank, world_size, init_file, out_file, x):
         _ddp_train(model, x.chunk(world_size)[rank])
         if rank == 0:
             torch.save(model.module.state_dict(), out_file)
+        # Drop DDP's reducer while the process group is still registered: if the reducer held the last reference,
+        # gloo's destructor would join a thread that waits for the GIL this thread holds (a torch deadlock).
+        del model
     finally:
         torch.distributed.destroy_process_group()
 
@@ -404,8 +407,10 @@ def test_errors():
     with pytest.raises(ValueError, match="contiguous"):
         power_iteration([w], [torch.randn(8)[::2]], [v], [0], [1], [1e-12], [False])
     uv = torch.randn(10)
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ValueError, match="share memory"):
         power_iteration([w], [uv[:4]], [uv[2:8]], [0], [1], [1e-12], [False])
+    with pytest.raises(ValueError, match=r"us\[0\] and us\[1\] share memory"):  # one module listed twice
+        power_iteration([w, w], [u, u], [v, v.clone()], [0, 0], [1, 1], [1e-12] * 2, [False] * 2)
     with pytest.raises(TypeError, match="weights"):
         power_iteration([w.long()], [u], [v], [0], [1], [1e-12], [False])
     with pytest.raises(ganfast.ImplNotSupportedError, match="Triton"):

@@ -100,6 +100,8 @@ def _descriptors(weights, us, vs, dims, n_iters, eps, u_first, offsets) -> torch
             _DESCRIPTORS.clear()
         table = torch.tensor(rows, dtype=torch.int64).to(device)
         _DESCRIPTORS[key] = table
+    if table.is_cuda:  # a kernel on this stream reads it: keep it alive for that stream after eviction
+        table.record_stream(torch.cuda.current_stream(device))
     return table
 
 
@@ -186,10 +188,12 @@ def _check_like(name: str, t: torch.Tensor, other_name: str, other: torch.Tensor
         raise TypeError(f"{name} has dtype {t.dtype} but {other_name} has {other.dtype}")
 
 
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two contiguous tensors share memory."""
-    a0, b0 = a.data_ptr(), b.data_ptr()
-    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
+def _check_disjoint(named: list[tuple[str, torch.Tensor]]) -> None:
+    """Every u and v is written in place by its own weight's block: no two may share memory."""
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for name, t in named)
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"{first} and {second} share memory (each u and v is updated in place)")
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -236,8 +240,8 @@ def power_iteration(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor],
                 raise ValueError(f"{name} has length {vec.shape[0]} but weights[{k}] needs {length}")
             if not vec.is_contiguous():
                 raise ValueError(f"{name} must be contiguous (it is updated in place)")
-        if not torch.compiler.is_compiling() and _overlap(u, v):  # addresses do not exist while tracing
-            raise ValueError(f"us[{k}] and vs[{k}] overlap")
+    if not torch.compiler.is_compiling():  # addresses do not exist while tracing
+        _check_disjoint([(f"us[{k}]", u) for k, u in enumerate(us)] + [(f"vs[{k}]", v) for k, v in enumerate(vs)])
     n_iters = [int(n) for n in n_power_iterations]
     if any(n < 0 for n in n_iters):
         raise ValueError(f"n_power_iterations must be >= 0, got {n_iters}")

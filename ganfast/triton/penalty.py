@@ -71,7 +71,7 @@ def _grad_penalty_bwd_kernel(out_ptr, g_ptr, dterm_ptr, dnorm_ptr, norm_ptr, per
                              HAS_CENTER: tl.constexpr, BLOCK: tl.constexpr):
     """out_b = g_b · coef_b with coef_b = (2·dterm_b·(norm_b − center) + dnorm_b) / norm_b (R1:
     2·dterm_b + dnorm_b / norm_b); the 1/norm_b factors are 0 where norm_b = 0."""
-    b = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1).to(tl.int64)  # samples on grid axis 1 (≤ 65535), slices on axis 0 (no 65535 limit)
     norm = tl.load(norm_ptr + b)
     dterm = tl.load(dterm_ptr + b)
     dnorm = tl.load(dnorm_ptr + b)
@@ -80,7 +80,7 @@ def _grad_penalty_bwd_kernel(out_ptr, g_ptr, dterm_ptr, dnorm_ptr, norm_ptr, per
         coef = (2 * dterm * (norm - scalar(center_hi, center_lo, norm)) + dnorm) * inv
     else:
         coef = 2 * dterm + dnorm * inv
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < per_sample
     g = tl.load(g_ptr + b * per_sample + offs, mask=mask, other=0)
     tl.store(out_ptr + b * per_sample + offs, (g.to(coef.dtype) * coef).to(out_ptr.dtype.element_ty), mask=mask)
@@ -89,9 +89,9 @@ def _grad_penalty_bwd_kernel(out_ptr, g_ptr, dterm_ptr, dnorm_ptr, norm_ptr, per
 @triton.jit
 def _sample_lerp_fwd_kernel(out_ptr, a_ptr, b_ptr, eps_ptr, per_sample, BLOCK: tl.constexpr):
     """out_b = eps_b · a_b + (1 − eps_b) · b_b  (computed as b + eps·(a − b))."""
-    s = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)  # samples on grid axis 1 (≤ 65535), slices on axis 0
     e = compute_type(tl.load(eps_ptr + s))
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < per_sample
     base = s * per_sample + offs
     a = compute_type(tl.load(a_ptr + base, mask=mask, other=0))
@@ -124,7 +124,7 @@ def grad_penalty_bwd(out: torch.Tensor, g: torch.Tensor, dterm: torch.Tensor, dn
     if out.numel() == 0:
         return
     with _on_device(g):
-        _grad_penalty_bwd_kernel[(g.shape[0], triton.cdiv(per_sample, SCALE_BLOCK))](
+        _grad_penalty_bwd_kernel[(triton.cdiv(per_sample, SCALE_BLOCK), g.shape[0])](
             out, g, dterm, dnorm, norm, per_sample, *split_f64(max(center, 0.0)),
             HAS_CENTER=center >= 0, BLOCK=SCALE_BLOCK)
 
@@ -134,5 +134,5 @@ def sample_lerp(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: torch.
     if out.numel() == 0:
         return
     with _on_device(a):
-        _sample_lerp_fwd_kernel[(a.shape[0], triton.cdiv(per_sample, SCALE_BLOCK))](
+        _sample_lerp_fwd_kernel[(triton.cdiv(per_sample, SCALE_BLOCK), a.shape[0])](
             out, a, b, eps, per_sample, BLOCK=SCALE_BLOCK)
