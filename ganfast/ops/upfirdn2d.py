@@ -67,7 +67,7 @@ def _correlation_taps(f: torch.Tensor | None, flip_filter: bool, gain: float, x:
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     if f is None:
         return torch.full((1, 1), gain, dtype=compute, device=x.device)
-    taps = (f * gain ** (f.ndim / 2)).to(compute)
+    taps = (f if gain == 1 else f * gain ** (f.ndim / 2)).to(compute)  # fewer launches in the common case
     if taps.ndim == 1:
         taps = torch.outer(taps, taps)
     return (taps if flip_filter else taps.flip([0, 1])).contiguous()
