@@ -78,6 +78,8 @@ def _launch(impl: str, x: torch.Tensor, f: torch.Tensor | None, up, down, paddin
     out = _empty_output(x, _output_shape(x, f, up, down, padding))
     if out.numel() == 0:
         return out
+    if x.numel() == 0:  # an empty input plane padded to a non-empty output: nothing but zeros
+        return out.zero_()
     taps = _correlation_taps(f, flip_filter, gain, x)
     if impl == "triton":
         from ..triton import upfirdn2d as triton_upfirdn2d
