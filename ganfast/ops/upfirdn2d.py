@@ -34,8 +34,9 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
     return []
 
 
-# auto on CPU: the C++ kernel, measured faster than the reference (torch's depthwise conv2d on the
-# zero-inserted input) for up/down/filter2d with the [1,3,3,1] filter (see the README's upfirdn2d section).
+# auto on CPU, measured (one core, [1,3,3,1] filter, 4x64x32x32 and 2x32x128x128, fp32 and bf16, forward and
+# forward+backward) against the reference (torch's depthwise conv2d on the zero-inserted input): the C++
+# kernel is 1.6-7x faster for upsample2d, 1.3-3.8x for downsample2d and on par (0.8-1.1x) for filter2d.
 # auto on CUDA: the CUDA kernel first, Triton second: not yet measured on a GPU.
 _OP = register_op("upfirdn2d", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")}, _reasons)
 
@@ -66,7 +67,7 @@ def _correlation_taps(f: torch.Tensor | None, flip_filter: bool, gain: float, x:
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     if f is None:
         return torch.full((1, 1), gain, dtype=compute, device=x.device)
-    taps = (f * gain ** (f.ndim / 2)).to(compute)
+    taps = (f if gain == 1 else f * gain ** (f.ndim / 2)).to(compute)  # fewer launches in the common case
     if taps.ndim == 1:
         taps = torch.outer(taps, taps)
     return (taps if flip_filter else taps.flip([0, 1])).contiguous()
@@ -77,6 +78,8 @@ def _launch(impl: str, x: torch.Tensor, f: torch.Tensor | None, up, down, paddin
     out = _empty_output(x, _output_shape(x, f, up, down, padding))
     if out.numel() == 0:
         return out
+    if x.numel() == 0:  # an empty input plane padded to a non-empty output: nothing but zeros
+        return out.zero_()
     taps = _correlation_taps(f, flip_filter, gain, x)
     if impl == "triton":
         from ..triton import upfirdn2d as triton_upfirdn2d
