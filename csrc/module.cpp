@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bias_act.h"
+#include "spectral_norm.h"
 
 #ifdef GANFAST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -41,6 +42,16 @@ PYBIND11_MODULE(_C, m) {
       GANFAST_BIAS_ACT_PYARGS, py::call_guard<py::gil_scoped_release>(),
       "bias_act elementwise pass on host memory (see csrc/bias_act.h for the orders).");
 
+  // ---- spectral_norm (csrc/spectral_norm.h) ----
+  m.def(
+      "spectral_norm_cpu",
+      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out) {
+        ganfast::spectral_norm_cpu({dtype, count, reinterpret_cast<const ganfast::SNMatrix*>(matrices),
+                                    reinterpret_cast<void*>(out)});
+      },
+      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::call_guard<py::gil_scoped_release>(),
+      "Power iteration + sigma for `count` weights described by SNMatrix records in host memory.");
+
 #ifdef GANFAST_WITH_CUDA
   m.attr("cuda_compiled") = true;
   m.attr("cuda_archs") = GANFAST_CUDA_ARCHS;
@@ -56,6 +67,16 @@ PYBIND11_MODULE(_C, m) {
       },
       GANFAST_BIAS_ACT_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
       "bias_act elementwise pass on device memory, launched on `stream` of `device`.");
+  m.def(
+      "spectral_norm_cuda",
+      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out, int device, uintptr_t stream) {
+        ganfast::spectral_norm_cuda({dtype, count, reinterpret_cast<const ganfast::SNMatrix*>(matrices),
+                                     reinterpret_cast<void*>(out)},
+                                    device, stream);
+      },
+      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Power iteration + sigma for `count` weights (SNMatrix records in device memory), one launch on `stream`.");
   m.def("cuda_device_count", [] {
     int count = 0;
     return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;

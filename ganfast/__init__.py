@@ -10,5 +10,7 @@ from . import ops, reference  # noqa: E402  (registers the torch.ops.ganfast.* o
 from . import losses  # noqa: E402
 from ._dispatch import ImplNotSupportedError, use_impl  # noqa: E402
 from .info import info  # noqa: E402
+from .nn.utils import convert_spectral_norm  # noqa: E402
 
-__all__ = ["ImplNotSupportedError", "info", "losses", "ops", "reference", "use_impl", "__version__"]
+__all__ = ["ImplNotSupportedError", "convert_spectral_norm", "info", "losses", "ops", "reference", "use_impl",
+           "__version__"]

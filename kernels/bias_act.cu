@@ -1,30 +1,13 @@
 // bias_act on CUDA: a grid-stride elementwise pass, ELEMS_PER_THREAD elements per thread in flight,
 // 32-bit index arithmetic whenever the tensor allows it. Math shared with the CPU kernel (bias_act.h).
-#include <cuda_bf16.h>
 #include <algorithm>
-#include <cuda_fp16.h>
 
 #include "bias_act.h"
 #include "cuda_check.cuh"
+#include "cuda_element.cuh"
 
 namespace ganfast {
 namespace {
-
-template <typename S> struct CudaElement {
-  using Compute = S;
-  static __device__ __forceinline__ S load(const S* p, int64_t i) { return p[i]; }
-  static __device__ __forceinline__ void store(S* p, int64_t i, S v) { p[i] = v; }
-};
-template <> struct CudaElement<__half> {
-  using Compute = float;
-  static __device__ __forceinline__ float load(const __half* p, int64_t i) { return __half2float(p[i]); }
-  static __device__ __forceinline__ void store(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
-};
-template <> struct CudaElement<__nv_bfloat16> {
-  using Compute = float;
-  static __device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-  static __device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
-};
 
 constexpr int kThreads = 256;
 constexpr int kElemsPerThread = 4;

@@ -4,3 +4,4 @@ from .grad_penalty import grad_penalty
 from .sample_lerp import sample_lerp
 
 __all__ = ["ACTIVATIONS", "bias_act", "grad_penalty", "sample_lerp"]
+from . import spectral_norm  # noqa: E402,F401  (registers ganfast::spectral_norm_power_ / _sigma)

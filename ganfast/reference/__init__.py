@@ -6,3 +6,4 @@ Each function here is written for clarity, with autograd doing all differentiati
 from .bias_act import ACTIVATIONS, ActivationSpec, bias_act
 
 __all__ = ["ACTIVATIONS", "ActivationSpec", "bias_act"]
+from . import spectral_norm  # noqa: E402,F401
