@@ -205,3 +205,21 @@ def test_cli_train_and_resume(tmp_path):
     records = [json.loads(line) for line in open(os.path.join(out, "stats.jsonl"))]
     assert [r["step"] for r in records] == [5, 10] and all("modes" in r and "hq" in r for r in records)
     assert records[-1]["num_modes"] == 25
+
+
+def test_sample_pictures(tmp_path):
+    from PIL import Image
+
+    from ganfast.train.visual import save_image_grid, save_scatter
+    images = -torch.ones(5, 1, 4, 4)                                    # black
+    images[2] = 1.0
+    save_image_grid(images, str(tmp_path / "grid.png"), columns=3, scale=2, gap=1)
+    grid = torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "grid.png")))
+    assert grid.shape == (2 * 9 + 1, 3 * 9 + 1)                       # 2 rows x 3 columns of 8x8 + 1 px gaps
+    assert (grid[1:9, 19:27] == 255).all() and (grid[1:9, 1:9] == 0).all()    # image 2 white, image 0 black
+    assert (grid[0] == 128).all() and (grid[:, 9] == 128).all()             # grey gaps
+    save_scatter(torch.tensor([[0.0, 0.0]]), str(tmp_path / "pts.png"), modes=torch.tensor([[1.0, 1.0]]), size=64)
+    pts = Image.open(tmp_path / "pts.png").convert("RGB")
+    assert pts.size == (64, 64)
+    assert (0, 0, 0) in {pts.getpixel((x, y)) for x in (31, 32) for y in (31, 32)}      # the point, at the centre
+    assert (255, 0, 0) in {pts.getpixel((x, y)) for x in range(64) for y in range(64)}  # the mode marker

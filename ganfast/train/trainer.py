@@ -198,7 +198,7 @@ class Trainer:
         if self.dataset.is_2d:
             save_scatter(samples, path, self.dataset.modes)
         else:
-            save_image_grid(samples, path, scale=max(1, 128 // samples.shape[-1]))
+            save_image_grid(samples, path, scale=max(1, 64 // samples.shape[-1]))
         return path
 
     # -- checkpoints --------------------------------------------------------------------------------------------
