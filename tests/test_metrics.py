@@ -111,3 +111,6 @@ def test_inception_extractor_hook(tmp_path):
     extract = metrics.inception_extractor(path)
     feats = extract(torch.full((2, 1, 8, 8), 1.0))             # greyscale -> RGB, [-1, 1] -> [0, 255]
     assert feats.shape == (2, 3) and torch.equal(feats, torch.full((2, 3), 255.0, dtype=torch.float64))
+    plain = str(tmp_path / "plain.pt")
+    torch.jit.script(torch.nn.Flatten()).save(plain)                # a module without return_features
+    assert metrics.inception_extractor(plain)(torch.zeros(2, 3, 2, 2)).shape == (2, 12)
