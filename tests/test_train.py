@@ -223,3 +223,15 @@ def test_sample_pictures(tmp_path):
     assert pts.size == (64, 64)
     assert (0, 0, 0) in {pts.getpixel((x, y)) for x in (31, 32) for y in (31, 32)}      # the point, at the centre
     assert (255, 0, 0) in {pts.getpixel((x, y)) for x in range(64) for y in range(64)}  # the mode marker
+
+
+def test_cli_demo_small(tmp_path, monkeypatch, capsys):
+    from ganfast.cli import main
+    monkeypatch.setenv("GANFAST_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "4", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["fd"] > 0 and metrics["fd_untrained"] > 0
+    assert os.path.isfile(metrics["samples"]) and metrics["samples"] in capsys.readouterr().out
+    record = json.loads((out / "stats.jsonl").read_text().splitlines()[-1])
+    assert {"fd", "precision", "recall"} <= record.keys()
