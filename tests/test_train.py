@@ -5,8 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ganfast.data import load_dataset
@@ -180,7 +182,6 @@ def test_ddp_two_cpu_processes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from safetensors import safe_open
     states = []
     for rank in range(2):
         path = str(tmp_path / f"G-rank{rank}.safetensors")
@@ -191,9 +192,8 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert torch.equal(states[0][key], states[1][key]), key       # the ranks stay in sync
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8]                      # written once, by rank 0
-    meta_world = json.loads(__import__("safetensors").safe_open(
-        str(tmp_path / "checkpoint.safetensors"), framework="pt").metadata()["ganfast"])["extra"]["world_size"]
-    assert meta_world == 2
+    with safe_open(str(tmp_path / "checkpoint.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["ganfast"])["extra"]["world_size"] == 2
 
 
 def test_cli_train_and_resume(tmp_path):
@@ -214,7 +214,7 @@ def test_sample_pictures(tmp_path):
     images = -torch.ones(5, 1, 4, 4)                                    # black
     images[2] = 1.0
     save_image_grid(images, str(tmp_path / "grid.png"), columns=3, scale=2, gap=1)
-    grid = torch.from_numpy(__import__("numpy").asarray(Image.open(tmp_path / "grid.png")))
+    grid = torch.from_numpy(np.array(Image.open(tmp_path / "grid.png")))
     assert grid.shape == (2 * 9 + 1, 3 * 9 + 1)                       # 2 rows x 3 columns of 8x8 + 1 px gaps
     assert (grid[1:9, 19:27] == 255).all() and (grid[1:9, 1:9] == 0).all()    # image 2 white, image 0 black
     assert (grid[0] == 128).all() and (grid[:, 9] == 128).all()             # grey gaps
