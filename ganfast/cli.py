@@ -66,13 +66,14 @@ def _cmd_train(args) -> int:
 def _cmd_demo(args) -> int:
     import time
 
-    from ganfast.train.run import build_trainer
-    from ganfast.info import format_info
     import ganfast
+    from ganfast.info import format_info
+    from ganfast.train.run import build_trainer
     print(format_info(ganfast.info()).splitlines()[0])
-    print(f"\n== demo: a DCGAN learns scikit-learn's handwritten digits (16x16) on {args.device or 'the default device'} ==")
+    print("loading the digits; the metrics' digit classifier is trained on the first run, then cached")
     trainer, default_steps = build_trainer("digits", args.out, seed=args.seed, device=args.device,
                                            progress=not args.no_progress)
+    print(f"\n== demo: a DCGAN learns scikit-learn's handwritten digits (16x16) on {trainer.device} ==")
     steps = args.steps or default_steps
     before = trainer.evaluate(trainer.G_ema)
     start = time.perf_counter()
