@@ -69,14 +69,13 @@ def inception_extractor(path: str, device: str | torch.device = "cpu") -> Extrac
                                 f"file supplied by you (ganfast downloads nothing); without one use the "
                                 f"built-in extractor (ganfast.metrics.digits_extractor) for a Fréchet distance")
     model = torch.jit.load(path, map_location=device).eval()
+    wants_flag = "return_features" in str(getattr(model.forward, "schema", ""))
 
     def extract(images: torch.Tensor) -> torch.Tensor:
         x = ((images.to(device).float() + 1) * 127.5).clamp(0, 255).round()
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        try:
-            return model(x, return_features=True).double()
-        except (RuntimeError, TypeError):
-            return model(x).double()
+        with torch.no_grad():
+            return (model(x, return_features=True) if wants_flag else model(x)).double()
 
     return extract

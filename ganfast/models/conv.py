@@ -2,7 +2,7 @@
 
 Generator: z -> linear to ``(ch·2^(S−1), 4, 4)`` -> S stride-2 4×4 transposed convolutions, each halving the
 channels, with batch norm + ReLU -> 3×3 convolution to the image channels -> tanh, where S = log2(res / 4).
-SNGAN's CNN generator is this same architecture (its paper's Table 3), so ``SNGANGenerator`` is this class.
+SNGAN's CNN generator is this same DCGAN-style architecture, so ``SNGANGenerator`` is this class.
 
 Discriminators: 3×3 convolution, then per stage a stride-2 4×4 convolution that doubles the channels (SNGAN
 adds a 3×3 convolution before each), LeakyReLU(0.1) throughout, down to 4×4, then a linear layer to a logit.

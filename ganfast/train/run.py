@@ -10,9 +10,9 @@ from ..data import Dataset, load_dataset
 from ..models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator
 from .trainer import TrainConfig, Trainer
 
-# Defaults tuned on CPU: ring8 (seed 0) reaches 8/8 modes in about a minute; digits gives recognisable digits
-# in a few minutes.
-DEFAULTS_2D = dict(model="mlp", steps=6000, config=TrainConfig(
+# Defaults tuned on CPU (a busy shared 2-core machine, 1 thread): ring8 seed 0 had 8/8 modes from step 1000 and
+# 89% high-quality samples at step 6000, 93% at 8000; digits at 2000 steps: recognisable digits, FD 4626 -> 22.
+DEFAULTS_2D = dict(model="mlp", steps=8000, config=TrainConfig(
     batch_size=256, lr_g=5e-4, lr_d=5e-4, betas=(0.5, 0.9), r1_gamma=0.01, r1_interval=4, ema_kimg=5.0,
     tick_steps=500, snapshot_ticks=4))
 DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(

@@ -11,14 +11,12 @@ import math
 import torch
 import torch.distributed as dist
 
-from .objectives import LOSSES, r1_penalty
+from .. import losses
 
 
-def loss_functions(loss: str):
-    """``(g_loss(fake_logits), d_loss(real_logits, fake_logits))`` for a loss name (see ``LOSSES``)."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
-    return LOSSES[loss]
+def check_loss(loss: str) -> None:
+    if loss not in losses.LOSS_KINDS:
+        raise ValueError(f"loss must be one of {losses.LOSS_KINDS}; got {loss!r}")
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -67,14 +65,16 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "ns", r1_gamma: float = 0.0,
-           r1_interval: int = 1, regularize: bool = False, bf16: bool = False) -> dict:
-    """One discriminator update on ``real`` and ``G(z)``.
+def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "logistic", r1_gamma: float = 0.0,
+           r1_interval: int = 1, regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False) -> dict:
+    """One discriminator update on ``real`` and ``G(z)`` with ``ganfast.losses.d_loss(loss, ...)``.
 
     With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
-    ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward.
+    ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
+    (so the optimiser still steps once per minibatch and Adam needs no lazy-rate correction). The
+    ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp``.
     """
-    _, d_loss = loss_functions(loss)
+    check_loss(loss)
     with torch.no_grad(), autocast(real.device, bf16):
         fake = G(z)
     use_r1 = regularize and r1_gamma > 0
@@ -82,26 +82,32 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "ns"
     with autocast(real.device, bf16):
         real_logits = D(real).float()
         fake_logits = D(fake.detach()).float()
-    loss_value = d_loss(real_logits, fake_logits)
+    loss_value = losses.d_loss(loss, real_logits, fake_logits)
     total = loss_value
     stats = {}
     if use_r1:
-        r1 = r1_penalty(real_logits, real)
-        total = total + r1 * (r1_gamma / 2 * r1_interval)
+        r1 = losses.r1_penalty(real_logits, real)
+        total = total + r1 * losses.lazy_penalty_weight(r1_gamma / 2, r1_interval)
         stats["r1"] = r1.item()
+    if loss == "wasserstein":
+        with autocast(real.device, bf16):
+            gp = losses.wgan_gp(lambda x: D(x).float(), real.detach(), fake.detach().to(real.dtype))
+        total = total + gp_weight * gp
+        stats["gp"] = gp.item()
     total.backward()
     grad_norm, skipped = apply_gradients([p for p in D.parameters() if p.requires_grad], opt_d)
-    stats.update(loss_d=loss_value.item(), d_real_acc=(real_logits > 0).float().mean().item(),
-                 d_fake_acc=(fake_logits < 0).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped)
+    threshold = 0.5 if loss == "least_squares" else 0.0  # where D's output says "real" rather than "fake"
+    stats.update(loss_d=loss_value.item(), d_real_acc=(real_logits > threshold).float().mean().item(),
+                 d_fake_acc=(fake_logits < threshold).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped)
     return stats
 
 
-def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "ns", bf16: bool = False) -> dict:
-    """One generator update: minimises the generator loss of ``D(G(z))`` (D's weights get no gradient)."""
-    g_loss, _ = loss_functions(loss)
+def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool = False) -> dict:
+    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z)))`` (D's weights get no gradient)."""
+    check_loss(loss)
     with _frozen(D), autocast(z.device, bf16):
         fake_logits = D(G(z)).float()
-    loss_value = g_loss(fake_logits)
+    loss_value = losses.g_loss(loss, fake_logits)
     loss_value.backward()
     grad_norm, skipped = apply_gradients([p for p in G.parameters() if p.requires_grad], opt_g)
     return {"loss_g": loss_value.item(), "grad_norm_g": grad_norm, "skipped_g": skipped}

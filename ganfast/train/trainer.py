@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from .. import losses
 from ..data import DataOrder, Dataset
 from . import step as steps
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -23,19 +24,21 @@ STATS = "stats.jsonl"
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a run. ``r1_gamma`` 0 turns R1 off; ``ema_kimg`` is the EMA half-life in kimg.
+    """Hyper-parameters of a run. ``loss`` is a ``ganfast.losses.LOSS_KINDS`` name (``"wasserstein"`` adds
+    ``gp_weight`` · WGAN-GP); ``r1_gamma`` 0 turns R1 off; ``ema_kimg`` is the EMA half-life in kimg.
 
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written.
     """
 
     batch_size: int = 64
-    loss: str = "ns"
+    loss: str = "logistic"
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.99)
     r1_gamma: float = 0.0
     r1_interval: int = 16
+    gp_weight: float = 10.0
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     bf16: bool = False
@@ -108,10 +111,10 @@ class Trainer:
         """One D step, one G step and the EMA update; returns the step's statistics."""
         cfg = self.config
         real = self.order.next_batch().to(self.device)
-        regularize = self.step % cfg.r1_interval == 0
+        regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
         stats = steps.d_step(self.G, self.D, self.opt_d, real, self._latents(0), loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
-                             bf16=cfg.bf16)
+                             gp_weight=cfg.gp_weight, bf16=cfg.bf16)
         stats.update(steps.g_step(self.G, self.D, self.opt_g, self._latents(1), loss=cfg.loss, bf16=cfg.bf16))
         steps.broadcast_module(self.G, params=False)
         steps.broadcast_module(self.D, params=False)
@@ -195,7 +198,7 @@ class Trainer:
         if self.dataset.is_2d:
             save_scatter(samples, path, self.dataset.modes)
         else:
-            save_image_grid(samples, path, scale=max(1, 128 // samples.shape[-1]))
+            save_image_grid(samples, path, scale=max(1, 64 // samples.shape[-1]))
         return path
 
     # -- checkpoints --------------------------------------------------------------------------------------------

@@ -7,22 +7,24 @@ import numpy as np
 import torch
 
 
-def save_image_grid(images: torch.Tensor, path: str, columns: int | None = None, scale: int = 1) -> None:
-    """``(N, C, H, W)`` images in [-1, 1] as one PNG grid (``columns`` defaults to about √N)."""
+def save_image_grid(images: torch.Tensor, path: str, columns: int | None = None, scale: int = 1,
+                    gap: int = 1) -> None:
+    """``(N, C, H, W)`` images in [-1, 1] as one PNG grid (``columns`` defaults to about √N), each image
+    enlarged ``scale`` times (nearest neighbour) and separated by ``gap`` grey pixels."""
     from PIL import Image
     n, c, h, w = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    grid = torch.zeros(c, rows * h, columns * w, dtype=torch.uint8)
+    x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    h, w = h * scale, w * scale
+    grid = torch.full((c, rows * (h + gap) + gap, columns * (w + gap) + gap), 128, dtype=torch.uint8)
     for i in range(n):
         r, col = divmod(i, columns)
-        grid[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = x[i]
+        top, left = gap + r * (h + gap), gap + col * (w + gap)
+        grid[:, top:top + h, left:left + w] = x[i]
     array = grid.permute(1, 2, 0).numpy()
-    img = Image.fromarray(array[:, :, 0] if c == 1 else array, "L" if c == 1 else "RGB")
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    img.save(path)
+    Image.fromarray(array[:, :, 0] if c == 1 else array, "L" if c == 1 else "RGB").save(path)
 
 
 def save_scatter(points: torch.Tensor, path: str, modes: torch.Tensor | None = None, size: int = 512,
