@@ -110,10 +110,12 @@ class SampleBatch:
 
 
 def _generator_kwargs(G: torch.nn.Module, truncation_psi: float, noise_mode: str | None) -> dict:
-    """The keyword arguments G's forward takes among truncation_psi / noise_mode; an error for those asked for
-    (a value other than the default) that G cannot take."""
+    """The keyword arguments G's forward takes among truncation_psi / noise_mode (None: "const", NVlabs'
+    generate.py default); an error for those asked for (a value other than the default) that G cannot take."""
     params = inspect.signature(G.forward).parameters
     kwargs = {}
+    if noise_mode is None and "noise_mode" in params:
+        noise_mode = "const"
     for name, value, default in (("truncation_psi", truncation_psi, 1.0), ("noise_mode", noise_mode, None)):
         if name in params:
             if value is not None:
@@ -160,7 +162,10 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int,
             z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
             noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in chunk])
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), noise:
-                images = to_uint8_nhwc(run(z, **kwargs))
+                images = run(z, **kwargs)
+            if images.ndim != 4:
+                raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
+            images = to_uint8_nhwc(images)
             host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=on_gpu)
             host.copy_(images, non_blocking=on_gpu)
             event = torch.cuda.Event() if on_gpu else None

@@ -207,3 +207,40 @@ def test_bad_arguments(tmp_path):
     blocker.write_text("")
     with pytest.raises(OSError, match="cannot create the output directory"):
         ganfast.write_samples(G, "0-3", blocker / "sub", progress=False)
+
+
+def test_cli_sample_from_a_training_run(tmp_path):
+    from ganfast.cli import main
+    from ganfast.data import load_dataset
+    from ganfast.models import DCGANGenerator, SNGANDiscriminator
+    from ganfast.train import Trainer, TrainConfig, load_generator
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    trainer = Trainer(DCGANGenerator(z_dim=8, base_channels=8), SNGANDiscriminator(base_channels=4),
+                      load_dataset("digits"), str(run), TrainConfig(batch_size=8, tick_steps=2, num_fixed=8),
+                      progress=False)
+    trainer.train(2)
+    G = load_generator(run)
+    for key, value in trainer.G_ema.state_dict().items():
+        assert torch.equal(G.state_dict()[key], value), key
+    assert main(["sample", "--checkpoint", str(run), "--seeds", "0-5", "--out", str(tmp_path / "npz"),
+                 "--format", "npz", "--shard-size", "4", "--no-progress"]) == 0
+    seeds, images = _npz_contents(tmp_path / "npz")
+    np.testing.assert_array_equal(seeds, np.arange(6))
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, "0-5"))[1])
+    assert images.shape == (6, 16, 16, 1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        main(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--seeds", "0-1", "--out", str(tmp_path / "x")])
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_generator(tmp_path / "bad.safetensors")
+
+
+def test_generator_must_return_images():
+    class PointsG(torch.nn.Module):
+        z_dim = 2
+
+        def forward(self, z):
+            return z
+    with pytest.raises(ValueError, match="images"):
+        next(ganfast.sample(PointsG(), "0-1"))

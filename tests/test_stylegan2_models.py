@@ -32,9 +32,12 @@ def test_shapes_and_conditioning(resolution, channels, c_dim):
 def test_truncation_and_w_avg():
     G, _ = _pair()
     z = torch.randn(4, G.z_dim)
-    ws = G.mapping(z, update_emas=True)
+    ws = G.mapping(z)  # training mode: w_avg follows the batches
     assert G.mapping.w_avg.abs().sum() > 0
+    G.eval()  # eval mode: it stays put
     expected = G.mapping.w_avg.clone()
+    G.mapping(torch.randn(4, G.z_dim))
+    torch.testing.assert_close(G.mapping.w_avg, expected, rtol=0, atol=0)
     truncated = G.mapping(z, truncation_psi=0)
     torch.testing.assert_close(truncated, expected.expand_as(truncated))
     half = G.mapping(z, truncation_psi=0.5, truncation_cutoff=2)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ._sn import spectral_norm
+from ._spec import BuildableModule
 
 RESOLUTIONS = (16, 32)
 
@@ -27,7 +28,7 @@ def _stages(resolution: int) -> int:
     return int(math.log2(resolution // 4))
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(BuildableModule):
     def __init__(self, z_dim: int = 64, resolution: int = 16, channels: int = 1, base_channels: int = 64):
         super().__init__()
         stages = _stages(resolution)
@@ -50,7 +51,7 @@ class DCGANGenerator(nn.Module):
 SNGANGenerator = DCGANGenerator
 
 
-class _ConvDiscriminator(nn.Module):
+class _ConvDiscriminator(BuildableModule):
     def __init__(self, resolution: int, channels: int, base_channels: int, sn: bool):
         super().__init__()
         norm = spectral_norm if sn else (lambda m: m)

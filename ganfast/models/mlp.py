@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._spec import BuildableModule
+
 
 def _mlp(in_features: int, hidden: int, depth: int, out_features: int, act: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -13,7 +15,7 @@ def _mlp(in_features: int, hidden: int, depth: int, out_features: int, act: type
     return nn.Sequential(*layers)
 
 
-class MLPGenerator(nn.Module):
+class MLPGenerator(BuildableModule):
     """z ``(N, z_dim)`` -> points ``(N, out_features)`` through ``depth`` ReLU layers of width ``hidden``."""
 
     def __init__(self, z_dim: int = 16, hidden: int = 256, depth: int = 3, out_features: int = 2):
@@ -25,7 +27,7 @@ class MLPGenerator(nn.Module):
         return self.net(z)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(BuildableModule):
     """points ``(N, in_features)`` -> logits ``(N,)`` through ``depth`` LeakyReLU(0.2) layers of width ``hidden``."""
 
     def __init__(self, in_features: int = 2, hidden: int = 256, depth: int = 3):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..nn import FullyConnectedLayer, SynthesisLayer, ToRGBLayer
+from ._spec import BuildableModule
 from ..ops import bias_act, conv2d_resample, setup_filter, upsample2d
 
 __all__ = ["MappingNetwork", "StyleGAN2Discriminator", "StyleGAN2Generator"]
@@ -56,7 +57,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+                truncation_cutoff: int | None = None, update_emas: bool | None = None) -> torch.Tensor:
+        """ws (N, num_ws, w_dim). ``update_emas`` (None: in training mode) moves w_avg towards this batch's w."""
         parts = [_normalize_2nd_moment(z.float())] if self.z_dim else []
         if self.c_dim:
             if c is None:
@@ -65,7 +67,7 @@ class MappingNetwork(nn.Module):
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for layer in self.layers:
             x = layer(x)
-        if update_emas:
+        if self.training if update_emas is None else update_emas:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
@@ -110,9 +112,10 @@ class SynthesisBlock(nn.Module):
         return x, y if img is None else img + y
 
 
-class StyleGAN2Generator(nn.Module):
-    """``G(z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode='const')`` → images in ~[-1, 1],
-    shape (N, img_channels, img_resolution, img_resolution)."""
+class StyleGAN2Generator(BuildableModule):
+    """``G(z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode='random')`` → images in ~[-1, 1],
+    shape (N, img_channels, img_resolution, img_resolution). In training mode each call also moves the mapping
+    network's w_avg (the truncation centre) towards the batch's mean w, as StyleGAN2-ADA's training loop does."""
 
     def __init__(self, z_dim: int = 64, c_dim: int = 0, w_dim: int = 64, img_resolution: int = 16,
                  img_channels: int = 1, channel_base: int = 1024, channel_max: int = 64, mapping_layers: int = 2,
@@ -133,7 +136,7 @@ class StyleGAN2Generator(nn.Module):
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1  # each block's ToRGB shares the next conv's w
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers)
 
-    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: bool = True) -> torch.Tensor:
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True) -> torch.Tensor:
         x = img = None
         start = 0
         for block in self.blocks:
@@ -142,7 +145,7 @@ class StyleGAN2Generator(nn.Module):
         return img
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, noise_mode: str = "const", update_emas: bool = False,
+                truncation_cutoff: int | None = None, noise_mode: str = "random", update_emas: bool | None = None,
                 fused_modconv: bool = True) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas)
         return self.synthesis(ws, noise_mode, fused_modconv)
@@ -216,7 +219,7 @@ class MinibatchStdLayer(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(BuildableModule):
     """``D(img, c=None)`` → logits (N, 1); resnet architecture with minibatch std and (for c_dim > 0) a
     projection onto the embedded class label."""
 

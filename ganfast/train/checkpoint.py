@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 from safetensors.torch import load_file, safe_open, save
 
+from .._io import atomic_write
+
 FORMAT = "ganfast-checkpoint-1"
+CHECKPOINT_NAME = "checkpoint.safetensors"  # the checkpoint inside a run directory
 
 
 def _flatten_optimizer(name: str, state: dict, tensors: dict) -> dict:
@@ -56,31 +58,36 @@ def save_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
             tensors[f"rng/cuda{i}"] = s
     meta = {"format": FORMAT, "optimizers": opt_meta, "extra": extra}
     blob = save(tensors, metadata={"ganfast": json.dumps(meta)})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def checkpoint_path(path: str | os.PathLike) -> str:
+    """A checkpoint file itself, or a run directory holding ``checkpoint.safetensors``; it must exist."""
+    path = os.fspath(path)
+    file = os.path.join(path, CHECKPOINT_NAME) if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"checkpoint: no checkpoint at {file!r}")
+    return file
+
+
+def _read_meta(path: str) -> dict:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                    restore_rng: bool = True) -> dict:
-    """Loads what :func:`save_checkpoint` wrote into ``modules``/``optimizers`` (strictly); returns ``extra``."""
-    with safe_open(path, framework="pt") as f:
-        raw = (f.metadata() or {}).get("ganfast")
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get("ganfast")
+    except Exception as exc:  # safetensors' own error types differ between versions
+        raise ValueError(f"checkpoint: {path!r} is not a readable safetensors file ({exc})") from None
     if raw is None:
         raise ValueError(f"checkpoint: {path!r} is not a ganfast checkpoint (no 'ganfast' metadata)")
     meta = json.loads(raw)
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {path!r} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    return meta
+
+
+def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    restore_rng: bool = True) -> dict:
+    """Loads what :func:`save_checkpoint` wrote into ``modules``/``optimizers`` (strictly); returns ``extra``."""
+    meta = _read_meta(path)
     tensors = load_file(path)
     for name, module in modules.items():
         prefix = f"{name}/"
@@ -94,3 +101,23 @@ def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
             if states:
                 torch.cuda.set_rng_state_all(states[:torch.cuda.device_count()])
     return meta["extra"]
+
+
+def load_generator(path: str | os.PathLike, which: str = "G_ema",
+                   device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The generator of a training run, rebuilt from the model spec in its checkpoint and loaded with the
+    weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients."""
+    from ..models._spec import build_model
+    path = checkpoint_path(path)
+    spec = _read_meta(path)["extra"].get("models", {}).get("G")
+    if spec is None:
+        raise ValueError(f"checkpoint: {path!r} holds no model spec for G (a generator that is not one of "
+                         "ganfast.models); build it yourself and use load_checkpoint")
+    G = build_model(spec)
+    prefix = f"{which}/"
+    with safe_open(path, framework="pt") as f:
+        state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"checkpoint: {path!r} has no weights for {which!r}")
+    G.load_state_dict(state)
+    return G.to(device).eval().requires_grad_(False)

@@ -102,15 +102,33 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "log
     return stats
 
 
-def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool = False) -> dict:
-    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z)))`` (D's weights get no gradient)."""
+def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool = False,
+           path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0, pl_interval: int = 1,
+           regularize: bool = False) -> dict:
+    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z)))`` (D's weights get no gradient).
+
+    With ``regularize`` and a ``path_length`` penalty (StyleGAN2 generators: ``G.mapping`` then
+    ``G.synthesis``), the loss gains ``pl_weight · pl_interval · path_length(images, ws)`` (lazy regularisation
+    folded into this step's backward, like R1 in :func:`d_step`).
+    """
     check_loss(loss)
+    use_pl = regularize and path_length is not None and pl_weight > 0
     with _frozen(D), autocast(z.device, bf16):
-        fake_logits = D(G(z)).float()
+        if use_pl:
+            ws = G.mapping(z)
+            fake = G.synthesis(ws)
+        else:
+            fake = G(z)
+        fake_logits = D(fake).float()
     loss_value = losses.g_loss(loss, fake_logits)
-    loss_value.backward()
+    total, stats = loss_value, {}
+    if use_pl:
+        penalty = path_length(fake.float(), ws)
+        total = total + penalty * losses.lazy_penalty_weight(pl_weight, pl_interval)
+        stats["pl"] = penalty.item()
+    total.backward()
     grad_norm, skipped = apply_gradients([p for p in G.parameters() if p.requires_grad], opt_g)
-    return {"loss_g": loss_value.item(), "grad_norm_g": grad_norm, "skipped_g": skipped}
+    return {**stats, "loss_g": loss_value.item(), "grad_norm_g": grad_norm, "skipped_g": skipped}
 
 
 def ema_beta(batch_size: int, nimg: int, ema_kimg: float, rampup: float | None = 0.05) -> float:

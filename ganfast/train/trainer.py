@@ -14,18 +14,20 @@ import torch.distributed as dist
 
 from .. import losses
 from ..data import DataOrder, Dataset
+from ..models._spec import model_spec
 from . import step as steps
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .visual import save_image_grid, save_scatter
 
-CHECKPOINT = "checkpoint.safetensors"
 STATS = "stats.jsonl"
 
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters of a run. ``loss`` is a ``ganfast.losses.LOSS_KINDS`` name (``"wasserstein"`` adds
-    ``gp_weight`` · WGAN-GP); ``r1_gamma`` 0 turns R1 off; ``ema_kimg`` is the EMA half-life in kimg.
+    ``gp_weight`` · WGAN-GP); ``r1_gamma`` 0 turns R1 off; ``pl_weight`` > 0 adds StyleGAN2's path-length
+    penalty every ``pl_interval`` steps (generators with ``mapping``/``synthesis``); ``ema_kimg`` is the EMA
+    half-life in kimg.
 
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written.
@@ -39,6 +41,8 @@ class TrainConfig:
     r1_gamma: float = 0.0
     r1_interval: int = 16
     gp_weight: float = 10.0
+    pl_weight: float = 0.0
+    pl_interval: int = 4
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     bf16: bool = False
@@ -89,6 +93,7 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.path_length = losses.PathLengthPenalty().to(self.device) if cfg.pl_weight > 0 else None
         self.dataset, self.out_dir, self.evaluate, self.progress = dataset, out_dir, evaluate, progress
         self.order = DataOrder(dataset.data, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.step, self.nimg, self.tick = 0, 0, 0
@@ -115,7 +120,9 @@ class Trainer:
         stats = steps.d_step(self.G, self.D, self.opt_d, real, self._latents(0), loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
                              gp_weight=cfg.gp_weight, bf16=cfg.bf16)
-        stats.update(steps.g_step(self.G, self.D, self.opt_g, self._latents(1), loss=cfg.loss, bf16=cfg.bf16))
+        stats.update(steps.g_step(self.G, self.D, self.opt_g, self._latents(1), loss=cfg.loss, bf16=cfg.bf16,
+                                  path_length=self.path_length, pl_weight=cfg.pl_weight, pl_interval=cfg.pl_interval,
+                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval)))
         steps.broadcast_module(self.G, params=False)
         steps.broadcast_module(self.D, params=False)
         self.step += 1
@@ -169,7 +176,8 @@ class Trainer:
             from ..metrics import mixture_metrics
             record.update(mixture_metrics(samples, self.dataset.modes, self.dataset.std))
         if self.evaluate is not None:
-            record.update(self.evaluate(self.G_ema))
+            with self._rng_untouched():
+                record.update(self.evaluate(self.G_ema))
         with open(os.path.join(self.out_dir, STATS), "a") as f:
             f.write(json.dumps(record) + "\n")
         shown = {k: v for k, v in record.items() if k in ("kimg", "img_per_s", "loss_g", "loss_d", "d_real_acc",
@@ -187,7 +195,13 @@ class Trainer:
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
         """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU."""
         z = self.fixed_z if z is None else z
-        return torch.cat([self.G_ema(z[i:i + 512].to(self.device)).float().cpu() for i in range(0, len(z), 512)])
+        with self._rng_untouched():
+            return torch.cat([self.G_ema(z[i:i + 512].to(self.device)).float().cpu() for i in range(0, len(z), 512)])
+
+    def _rng_untouched(self):
+        """Monitoring (samples, evaluations) may draw random numbers (e.g. StyleGAN2's layer noise) without moving
+        the training RNG: otherwise a run resumed after a snapshot would not repeat the uninterrupted run."""
+        return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
     def save_samples(self) -> str | None:
         """Writes ``samples-<step>.png`` (image grid, or scatter plot for 2-D data); returns its path."""
@@ -203,7 +217,8 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _modules(self) -> dict:
-        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+        modules = {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+        return modules if self.path_length is None else {**modules, "path_length": self.path_length}
 
     def _optimizers(self) -> dict:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
@@ -213,15 +228,16 @@ class Trainer:
         if self.rank == 0:
             extra = {"step": self.step, "nimg": self.nimg, "tick": self.tick, "best_diversity": self.best_diversity,
                      "data_order": self.order.state_dict(), "config": dataclasses.asdict(self.config),
-                     "world_size": self.world_size}
-            save_checkpoint(path or os.path.join(self.out_dir, CHECKPOINT), self._modules(), self._optimizers(),
+                     "world_size": self.world_size,
+                     "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
+            save_checkpoint(path or os.path.join(self.out_dir, CHECKPOINT_NAME), self._modules(), self._optimizers(),
                             extra)
         if self.world_size > 1:
             dist.barrier()
 
     def resume(self, path: str | None = None) -> None:
         """Loads a checkpoint written by :meth:`save` and continues from its step."""
-        path = path or os.path.join(self.out_dir, CHECKPOINT)
+        path = path or os.path.join(self.out_dir, CHECKPOINT_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"resume: no checkpoint at {path!r}")
         extra = load_checkpoint(path, self._modules(), self._optimizers())
