@@ -29,7 +29,7 @@ def _cmd_bench(args) -> int:
 def _train_overrides(args) -> dict:
     names = {"batch_size": "batch_size", "loss": "loss", "lr": ("lr_g", "lr_d"), "r1_gamma": "r1_gamma",
              "r1_interval": "r1_interval", "ema_kimg": "ema_kimg", "tick": "tick_steps",
-             "snapshot_ticks": "snapshot_ticks"}
+             "snapshot_ticks": "snapshot_ticks", "pl_weight": "pl_weight"}
     overrides = {}
     for arg, fields in names.items():
         value = getattr(args, arg)
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, help="global batch (default: 256 for 2-D data, 64 for images)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--model", choices=["mlp", "dcgan", "sngan"], help="default: mlp for 2-D data, dcgan for images")
+    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
+                   help="default: mlp for 2-D data, dcgan for images")
+    p.add_argument("--pl-weight", type=float, help="path-length penalty weight (stylegan2; 0: off)")
     p.add_argument("--resolution", type=int, default=16, choices=[16, 32], help="image size (default 16)")
     p.add_argument("--loss", choices=["logistic", "hinge", "wasserstein", "least_squares"],
                    help="adversarial loss (default: logistic, the non-saturating one); wasserstein adds WGAN-GP")
