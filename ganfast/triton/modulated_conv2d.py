@@ -91,6 +91,44 @@ def _modconv_demod_kernel(d_ptr, s_ptr, w2_ptr, C_in, C_out, eps, ACC: tl.conste
     tl.store(d_ptr + n * C_out + offs_o, (1 / tl.sqrt(acc + eps)).to(d_ptr.dtype.element_ty), mask=mask_o)
 
 
+@triton.jit
+def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, C_in, H, W, C_out, H_out, W_out, stride,
+                          pad_h, pad_w, KH: tl.constexpr, KW: tl.constexpr, HAS_XS: tl.constexpr,
+                          HAS_GS: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                          BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
+    """dw[o, k] = Σ_n Σ_p (g[n, o, p] · gs[n, o]) · (x[n, i(k), p·stride − pad + offset(k)] · xs[n, i(k)]):
+    GEMM with M = output channels, N = I·kh·kw, reduced over batch and output pixels; scales applied as loaded."""
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    K = C_in * KH * KW
+    mask_o, mask_k = offs_o < C_out, offs_k < K
+    ci, kh, kw = offs_k // (KH * KW), (offs_k // KW) % KH, offs_k % KW
+    acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=ACC)
+    zero64 = tl.program_id(0).to(tl.int64) * 0  # the sample index in int64 (plane offsets can pass 2**31)
+    for n in range(0, batch):
+        n64 = zero64 + n
+        g_base = g_ptr + n64 * C_out * H_out * W_out
+        x_base = x_ptr + n64 * C_in * H * W
+        for p0 in range(0, H_out * W_out, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            mask_p = offs_p < H_out * W_out
+            g = tl.load(g_base + offs_o[:, None] * (H_out * W_out) + offs_p[None, :],
+                        mask=mask_o[:, None] & mask_p[None, :], other=0)
+            hi = ((offs_p // W_out) * stride - pad_h)[:, None] + kh[None, :]
+            wi = ((offs_p % W_out) * stride - pad_w)[:, None] + kw[None, :]
+            inside = mask_p[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+            a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
+            if HAS_GS:
+                gs = tl.load(gs_ptr + n64 * C_out + offs_o, mask=mask_o, other=0)
+                g = (compute_type(g) * compute_type(gs)[:, None]).to(a.dtype)
+            if HAS_XS:
+                xs = tl.load(xs_ptr + n64 * C_in + ci, mask=mask_k, other=0)
+                a = (compute_type(a) * compute_type(xs)[None, :]).to(g.dtype)
+            acc = tl.dot(g.to(a.dtype), a, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+    tl.store(dw_ptr + offs_o[:, None] * K + offs_k[None, :], acc.to(dw_ptr.dtype.element_ty),
+             mask=mask_o[:, None] & mask_k[None, :])
+
+
 def supports(weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
     """The kernel runs direct convolutions of any stride, and transposed ones of stride 1 (the input gradient
     of a stride-1 convolution) as direct convolutions with the flipped, transposed weight."""
@@ -151,6 +189,32 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
             HAS_NOISE=noise is not None, HAS_B=bias is not None, ACT=act_code, HAS_CLAMP=clamp is not None,
             NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x), **blocks)
     return y, raw
+
+
+def weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed) -> torch.Tensor:
+    """ganfast::modconv_weight_grad with the Triton kernel, any geometry: for a transposed convolution, x and g
+    swap roles (its weight gradient is that of its adjoint, the direct convolution from g's space to x's,
+    whose weight is the same (in, out, kh, kw) tensor)."""
+    if transposed:
+        x, x_scale, g, g_scale = g, g_scale, x, x_scale
+    x, g = x.contiguous(), g.contiguous()
+    batch, c_in, h, w = x.shape
+    c_out, h_out, w_out = g.shape[1:]
+    kh, kw = weight_shape[2:]
+    dw = x.new_empty(weight_shape)
+    k = c_in * kh * kw
+    if dw.numel() == 0 or batch * h_out * w_out == 0:
+        return dw.zero_()
+    blocks = dict(BLOCK_O=64, BLOCK_K=64, BLOCK_P=32, num_warps=4, num_stages=3) if x.is_cuda else \
+        dict(BLOCK_O=16, BLOCK_K=16, BLOCK_P=16)  # GPU tiles: a first guess, not tuned
+    grid = (triton.cdiv(c_out, blocks["BLOCK_O"]), triton.cdiv(k, blocks["BLOCK_K"]))
+    with _on_device(x):
+        _modconv_wgrad_kernel[grid](
+            dw, x, x if x_scale is None else x_scale.contiguous(), g, g if g_scale is None else g_scale.contiguous(),
+            batch, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
+            HAS_XS=x_scale is not None, HAS_GS=g_scale is not None, ACC=_accumulator(x.dtype),
+            INPUT_PRECISION=_input_precision(x), **blocks)
+    return dw
 
 
 def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
