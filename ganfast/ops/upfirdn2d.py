@@ -34,8 +34,9 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
     return []
 
 
-# auto on CPU: the C++ kernel, measured faster than the reference (torch's depthwise conv2d on the
-# zero-inserted input) for up/down/filter2d with the [1,3,3,1] filter (see the README's upfirdn2d section).
+# auto on CPU, measured (one core, [1,3,3,1] filter, 4x64x32x32 and 2x32x128x128, fp32 and bf16, forward and
+# forward+backward) against the reference (torch's depthwise conv2d on the zero-inserted input): the C++
+# kernel is 1.6-7x faster for upsample2d, 1.3-3.8x for downsample2d and on par (0.8-1.1x) for filter2d.
 # auto on CUDA: the CUDA kernel first, Triton second: not yet measured on a GPU.
 _OP = register_op("upfirdn2d", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")}, _reasons)
 
