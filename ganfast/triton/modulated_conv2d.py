@@ -5,7 +5,7 @@
 with the style s folded into the weight tile as it is loaded (so x is read once, unscaled), and the epilogue
     y = clamp(act(raw · d[n, o] + noise + b[o]) · gain)
 applied to the accumulator before the single store (``raw`` is stored too when the backward needs it).
-GEMM view: M = output pixels of sample n, N = output channels, K = I·kh·kw.
+GEMM view: M = output pixels of sample n, N = output channels, K = I·kh·kw (weight passed K-major).
 ``_modconv_demod_kernel``: d[n, o] = rsqrt(Σ_i s[n, i]² · W2[o, i] + 1e-8), W2[o, i] = Σ_k w[o, i, k]².
 The oracle is ganfast/reference/modulated_conv2d.py (through ganfast.ops.modulated_conv2d).
 """
@@ -49,7 +49,8 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
         wi = w0[:, None] + kw[None, :]
         inside = mask_m[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
         a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
-        b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=mask_k[:, None] & mask_n[None, :], other=0)
+        b = tl.load(w_ptr + offs_k[:, None] * C_out + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :],
+                    other=0)
         if HAS_S:  # modulation folded into the (K × N) weight tile: the style of input channel i scales row k
             s = tl.load(s_ptr + n * C_in + ci, mask=mask_k, other=0)
             b = (compute_type(b) * compute_type(s)[:, None]).to(a.dtype)
@@ -165,9 +166,10 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
     if transposed:  # stride 1: the adjoint of conv(·, w, pad p) is conv(·, flip(w)ᵀ, pad k − 1 − p)
         weight = weight.flip([2, 3]).transpose(0, 1)
         padding = [weight.shape[2] - 1 - padding[0], weight.shape[3] - 1 - padding[1]]
-    x, weight = x.contiguous(), weight.contiguous()
+    x = x.contiguous()
     batch, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
+    weight = weight.reshape(c_out, -1).t().contiguous()  # (K, O): the weight tile's rows load coalesced
     h_out, w_out = (h + 2 * padding[0] - kh) // stride + 1, (w + 2 * padding[1] - kw) // stride + 1
     y = x.new_empty(batch, c_out, h_out, w_out)
     raw = torch.empty_like(y) if need_raw else x.new_empty(0)
