@@ -236,8 +236,8 @@ def _setup_weight_grad(ctx, inputs, output):
 
 
 def _backward_weight_grad(ctx, gdw):
-    """dw = W(x·x_scale, g·g_scale) is bilinear: ⟨gdw, dw⟩ = ⟨g·g_scale, conv(x·x_scale, gdw)⟩, so the gradient
-    for g is a forward convolution with gdw and the one for x the adjoint convolution."""
+    """dw = W(x·x_scale, g·g_scale) is bilinear: ⟨gdw, dw⟩ = ⟨g·g_scale, conv(x·x_scale, gdw)⟩, so the
+    gradient for g is a forward convolution with gdw and the one for x the adjoint convolution."""
     x, x_scale, g, g_scale = ctx.saved_tensors
     geom, impl, needs = ctx.geom, ctx.impl, ctx.needs_input_grad
     dx = dxs = dg = dgs = None
@@ -259,7 +259,8 @@ def _setup_demod(ctx, inputs, output):
 
 
 def _backward_demod(ctx, gd):
-    """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
+    """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and
+    ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
     weight, styles, d = ctx.saved_tensors
     t = gd * d.pow(3)
     d_weight = d_styles = None
