@@ -98,6 +98,21 @@ def test_gradgradcheck(up, down):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("flip_weight", [True, False])
+def test_flip_weight_and_non_square_kernel(impl, up, down, flip_weight):
+    x, w, s = _inputs(batch=2, c_in=2, c_out=3, size=(5, 6))
+    w = torch.randn(3, 2, 3, 2, **F64).requires_grad_()  # kh != kw
+    kwargs = dict(up=up, down=down, padding=[1, 2], resample_filter=_filter(), flip_weight=flip_weight)
+    ref = modulated_conv2d_ref(x, w, s, **kwargs)
+    out = modulated_conv2d(x, w, s, impl=impl, **kwargs)
+    assert rel_err(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
+        assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("up", [1, 2])
 def test_path_length_style_second_order_matches_reference(impl, up):
     """Path-length regularisation differentiates the gradient w.r.t. the styles (and the input) again."""
@@ -291,3 +306,12 @@ def test_torch_compile_fullgraph_synthesis_layer():
     for got, want in zip(torch.autograd.grad(out.square().sum(), params),
                          torch.autograd.grad(eager.square().sum(), params)):
         torch.testing.assert_close(got, want)
+
+
+def test_fully_connected_layer():
+    fc = ganfast.nn.FullyConnectedLayer(6, 4, activation="lrelu", lr_multiplier=0.01, bias_init=0.5).double()
+    x = torch.randn(3, 6, **F64)
+    want = bias_act_ref(x @ (fc.weight * 0.01 / 6 ** 0.5).t(), fc.bias * 0.01, act="lrelu")
+    assert rel_err(fc(x), want) < 1e-12 and torch.all(fc.bias == 0.5)
+    linear = ganfast.nn.FullyConnectedLayer(6, 4, bias_init=1).double()
+    assert rel_err(linear(x), x @ (linear.weight / 6 ** 0.5).t() + 1) < 1e-12
