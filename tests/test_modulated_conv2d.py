@@ -333,17 +333,20 @@ def compile(fn, pointers, ints, floats, constexprs, **options):
 
 for dt, acc, precision in [('fp16', tl.float32, None), ('bf16', tl.float32, None), ('fp32', tl.float32, 'tf32'),
                            ('fp64', tl.float64, None)]:
-    compile(m._modconv_fwd_kernel, {k: '*' + dt for k in ('y', 'raw', 'x', 'w', 's', 'd', 'noise', 'b')},
-            'C_in H W C_out H_out W_out stride pad_h pad_w nsn nsc nsh nsw'.split(), 'ah al gh gl ch cl'.split(),
+    compile(m._modconv_fwd_kernel, {k + '_ptr': '*' + dt for k in ('y', 'raw', 'x', 'w', 's', 'd', 'noise', 'b')},
+            'C_in H W C_out H_out W_out stride pad_h pad_w noise_sn noise_sc noise_sh noise_sw'.split(),
+            'alpha_hi alpha_lo gain_hi gain_lo clamp_hi clamp_lo'.split(),
             dict(KH=3, KW=3, HAS_S=True, HAS_D=True, HAS_NOISE=True, HAS_B=True, ACT=2, HAS_CLAMP=True,
                  NEED_RAW=True, ACC=acc, INPUT_PRECISION=precision, BLOCK_M=128, BLOCK_N=128, BLOCK_K=32),
             num_warps=8, num_stages=3)
-    compile(m._modconv_wgrad_kernel, {k: '*' + dt for k in ('dw', 'x', 'xs', 'g', 'gs')},
+    compile(m._modconv_wgrad_kernel, {k + '_ptr': '*' + dt for k in ('dw', 'x', 'xs', 'g', 'gs')},
             'batch C_in H W C_out H_out W_out stride pad_h pad_w'.split(), [],
             dict(KH=3, KW=3, HAS_XS=True, HAS_GS=True, ACC=acc, INPUT_PRECISION=precision, BLOCK_O=64,
                  BLOCK_K=64, BLOCK_P=32), num_warps=4, num_stages=3)
-compile(m._modconv_demod_kernel, {k: '*fp32' for k in ('d', 's', 'w2')}, ['C_in', 'C_out'], ['eps'],
+compile(m._modconv_demod_kernel, {k + '_ptr': '*fp32' for k in ('d', 's', 'w2')}, ['C_in', 'C_out'], ['eps'],
         dict(ACC=tl.float32, BLOCK_O=32, BLOCK_I=128))
+for name in ('fwd', 'wgrad'):  # the autotuner wrappers build (they run only on a GPU)
+    assert len(m._tuned(name).configs) >= 4
 print('compiled')
 """
 

@@ -12,6 +12,7 @@ The oracle is ganfast/reference/modulated_conv2d.py (through ganfast.ops.modulat
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -31,7 +32,8 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
                         HAS_NOISE: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
                         NEED_RAW: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o]) · gain)."""
+    """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o])
+    · gain); raw = the sum itself."""
     pid_m, pid_n, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -147,13 +149,38 @@ def _input_precision(x: torch.Tensor) -> str | None:
     return "tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "ieee"
 
 
-def _blocks(x: torch.Tensor, pixels: int, c_out: int) -> dict:
-    # GPU tile sizes are a first guess, not tuned: no GPU was available when this was written.
-    if not x.is_cuda:
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-    big = pixels >= 128 and c_out >= 128
-    return dict(BLOCK_M=128 if pixels >= 128 else 64, BLOCK_N=128 if c_out >= 128 else 64, BLOCK_K=32,
-                num_warps=8 if big else 4, num_stages=3)
+# Tile candidates for GPUs, chosen by Triton's autotuner per shape class at first use. Not measured here (no
+# GPU was available when this was written); the interpreter (CPU tests) runs one small tile instead.
+_FWD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4),
+              (128, 128, 64, 8, 3), (64, 64, 64, 4, 3)]
+_WGRAD_TILES = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3),
+                (64, 64, 64, 4, 3)]
+_INTERPRETER_TILE = (16, 16, 16)
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(kernel_name: str):
+    """The kernel wrapped in an autotuner over its GPU tiles (built on first GPU use only)."""
+    kernel, tiles, names, key = {
+        "fwd": (_modconv_fwd_kernel, _FWD_TILES, ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
+                ["C_in", "C_out", "H_out", "W_out", "stride", "KH", "KW"]),
+        "wgrad": (_modconv_wgrad_kernel, _WGRAD_TILES, ("BLOCK_O", "BLOCK_K", "BLOCK_P"),
+                  ["batch", "C_in", "C_out", "H_out", "W_out", "stride", "KH", "KW"]),
+    }[kernel_name]
+    configs = [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
+    return triton.autotune(configs, key=key)(kernel)
+
+
+def _launch(kernel_name: str, x: torch.Tensor, grid, *args, **kwargs) -> None:
+    """Runs a kernel: autotuned on a GPU, with the small interpreter tile on CPU. ``grid(meta)`` -> grid."""
+    with _on_device(x):
+        if x.is_cuda:
+            _tuned(kernel_name)[grid](*args, **kwargs)
+        else:
+            kernel = _modconv_fwd_kernel if kernel_name == "fwd" else _modconv_wgrad_kernel
+            names = ("BLOCK_M", "BLOCK_N", "BLOCK_K") if kernel_name == "fwd" else ("BLOCK_O", "BLOCK_K", "BLOCK_P")
+            tile = dict(zip(names, _INTERPRETER_TILE))
+            kernel[grid(tile)](*args, **kwargs, **tile)
 
 
 def _on_device(t: torch.Tensor):
@@ -179,17 +206,15 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
     if noise is not None:
         noise = noise.expand(y.shape)
         noise_strides = noise.stride()
-    blocks = _blocks(x, h_out * w_out, c_out)
-    grid = (triton.cdiv(h_out * w_out, blocks["BLOCK_M"]), triton.cdiv(c_out, blocks["BLOCK_N"]), batch)
     scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(0.0 if clamp is None else clamp))
-    with _on_device(x):
-        _modconv_fwd_kernel[grid](
+    _launch("fwd", x, lambda meta: (triton.cdiv(h_out * w_out, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]),
+                                    batch),
             y, raw if need_raw else y, x, weight, x if in_scale is None else in_scale.contiguous(),
             x if out_scale is None else out_scale.contiguous(), x if noise is None else noise,
             x if bias is None else bias, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
             *noise_strides, *scalars, KH=kh, KW=kw, HAS_S=in_scale is not None, HAS_D=out_scale is not None,
             HAS_NOISE=noise is not None, HAS_B=bias is not None, ACT=act_code, HAS_CLAMP=clamp is not None,
-            NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x), **blocks)
+            NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x))
     return y, raw
 
 
@@ -207,15 +232,11 @@ def weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transpose
     k = c_in * kh * kw
     if dw.numel() == 0 or batch * h_out * w_out == 0:
         return dw.zero_()
-    blocks = dict(BLOCK_O=64, BLOCK_K=64, BLOCK_P=32, num_warps=4, num_stages=3) if x.is_cuda else \
-        dict(BLOCK_O=16, BLOCK_K=16, BLOCK_P=16)  # GPU tiles: a first guess, not tuned
-    grid = (triton.cdiv(c_out, blocks["BLOCK_O"]), triton.cdiv(k, blocks["BLOCK_K"]))
-    with _on_device(x):
-        _modconv_wgrad_kernel[grid](
+    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]), triton.cdiv(k, meta["BLOCK_K"])),
             dw, x, x if x_scale is None else x_scale.contiguous(), g, g if g_scale is None else g_scale.contiguous(),
             batch, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
             HAS_XS=x_scale is not None, HAS_GS=g_scale is not None, ACC=_accumulator(x.dtype),
-            INPUT_PRECISION=_input_precision(x), **blocks)
+            INPUT_PRECISION=_input_precision(x))
     return dw
 
 
