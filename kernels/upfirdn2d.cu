@@ -34,14 +34,16 @@ constexpr int kMaxTileW = 64, kMaxTileH = 32;
 constexpr int64_t kSharedBytes = 48 * 1024;  // the default per-block limit, no opt-in needed
 
 struct Tile {
-  int64_t h, w;            // output pixels per block
-  int64_t in_h, in_w;      // input pixels staged per block (bounds from axis_span)
+  int h, w;            // output pixels per block
+  int in_h, in_w;      // input pixels staged per block (bounds from axis_span)
 };
 
-// tile.in_h × tile.in_w staged inputs followed by the taps, all in the arithmetic type T.
+// Shared memory: the tile's row and column windows (the same for every plane), then tile.in_h × tile.in_w
+// staged inputs and the taps in the arithmetic type T.
 template <typename T>
 int64_t shared_bytes(const Upfirdn2dArgs& a, const Tile& t) {
-  return (t.in_h * t.in_w + a.taps_h * a.taps_w) * int64_t(sizeof(T));
+  return int64_t(t.h + t.w) * int64_t(sizeof(AxisWindow)) +
+         (int64_t(t.in_h) * t.in_w + a.taps_h * a.taps_w) * int64_t(sizeof(T));
 }
 
 template <typename S>
@@ -49,62 +51,67 @@ __global__ void __launch_bounds__(kThreads) upfirdn2d_tiled_kernel(Upfirdn2dArgs
   using E = CudaLoad<S>;
   using T = typename E::Compute;
   extern __shared__ __align__(16) unsigned char shared_raw[];
-  T* staged = reinterpret_cast<T*>(shared_raw);
+  AxisWindow* win_y = reinterpret_cast<AxisWindow*>(shared_raw);
+  AxisWindow* win_x = win_y + tile.h;
+  T* staged = reinterpret_cast<T*>(win_x + tile.w);
   T* taps = staged + tile.in_h * tile.in_w;
   const S* x = static_cast<const S*>(a.x);
   S* out = static_cast<S*>(a.out);
 
-  const int64_t n_taps = a.taps_h * a.taps_w;
-  for (int64_t i = threadIdx.x; i < n_taps; i += kThreads) taps[i] = static_cast<const T*>(a.taps)[i];
-
   const int64_t oy0 = int64_t(blockIdx.y) * tile.h, ox0 = int64_t(blockIdx.x) * tile.w;
-  const int64_t th = a.out_h - oy0 < tile.h ? a.out_h - oy0 : tile.h, tw = a.out_w - ox0 < tile.w ? a.out_w - ox0 : tile.w;
-  // windows are non-decreasing in o: the tile's inputs run from its first output's first to its last's end
-  const AxisWindow first_y = axis_window(oy0, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h);
-  const AxisWindow first_x = axis_window(ox0, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w);
-  const int64_t span_h = axis_window(oy0 + th - 1, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h).end - first_y.first;
-  const int64_t span_w = axis_window(ox0 + tw - 1, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w).end - first_x.first;
+  const int th = int(a.out_h - oy0 < tile.h ? a.out_h - oy0 : tile.h);
+  const int tw = int(a.out_w - ox0 < tile.w ? a.out_w - ox0 : tile.w);
+  const int n_taps = int(a.taps_h * a.taps_w);
+  for (int i = threadIdx.x; i < n_taps; i += kThreads) taps[i] = static_cast<const T*>(a.taps)[i];
+  for (int i = threadIdx.x; i < th + tw; i += kThreads) {
+    if (i < th)
+      win_y[i] = axis_window(oy0 + i, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h);
+    else
+      win_x[i - th] = axis_window(ox0 + i - th, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w);
+  }
+  __syncthreads();
+  // windows are non-decreasing in o: the tile reads inputs from its first output's first to its last's end
+  const int64_t iy_begin = win_y[0].first, ix_begin = win_x[0].first;
+  const int span_h = int(win_y[th - 1].end - iy_begin), span_w = int(win_x[tw - 1].end - ix_begin);
+  const int tap_step_y = int(a.up_y * a.taps_w), tap_step_x = int(a.up_x);
   const int64_t planes = a.batch * a.channels;
 
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / a.channels, c = plane % a.channels;
-    const S* x_plane = x + n * a.x_stride[0] + c * a.x_stride[1];
-    S* out_plane = out + n * a.out_stride[0] + c * a.out_stride[1];
-    __syncthreads();  // the previous plane's reads of `staged` are done
-    for (int64_t i = threadIdx.x; i < span_h * span_w; i += kThreads) {
-      const int64_t r = i / span_w, col = i % span_w;  // consecutive threads, consecutive columns
-      staged[r * tile.in_w + col] =
-          E::load(x_plane + (first_y.first + r) * a.x_stride[2] + (first_x.first + col) * a.x_stride[3]);
+    const S* x_tile = x + n * a.x_stride[0] + c * a.x_stride[1] + iy_begin * a.x_stride[2] + ix_begin * a.x_stride[3];
+    S* out_tile = out + n * a.out_stride[0] + c * a.out_stride[1] + oy0 * a.out_stride[2] + ox0 * a.out_stride[3];
+    for (int i = threadIdx.x; i < span_h * span_w; i += kThreads) {
+      const int r = i / span_w, col = i % span_w;  // consecutive threads, consecutive columns
+      staged[r * tile.in_w + col] = E::load(x_tile + r * a.x_stride[2] + col * a.x_stride[3]);
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < th * tw; i += kThreads) {
-      const int64_t oy = oy0 + i / tw, ox = ox0 + i % tw;
-      const AxisWindow wy = axis_window(oy, a.in_h, a.up_y, a.down_y, a.pad_y0, a.taps_h);
-      const AxisWindow wx = axis_window(ox, a.in_w, a.up_x, a.down_x, a.pad_x0, a.taps_w);
-      T acc = T(0);
+    for (int i = threadIdx.x; i < th * tw; i += kThreads) {
+      const int ty = i / tw, tx = i % tw;
+      const AxisWindow wy = win_y[ty], wx = win_x[tx];
+      const int rows = int(wy.end - wy.first), cols = int(wx.end - wx.first);
       const T* tap_row = taps + wy.first_tap * a.taps_w + wx.first_tap;
-      const T* in_row = staged + (wy.first - first_y.first) * tile.in_w + (wx.first - first_x.first);
-      const int64_t cols = wx.end - wx.first;
-      for (int64_t iy = wy.first; iy < wy.end; ++iy, tap_row += a.up_y * a.taps_w, in_row += tile.in_w) {
-        for (int64_t k = 0; k < cols; ++k) acc += in_row[k] * tap_row[k * a.up_x];
-      }
-      E::store(out_plane + oy * a.out_stride[2] + ox * a.out_stride[3], acc);
+      const T* in_row = staged + (wy.first - iy_begin) * tile.in_w + (wx.first - ix_begin);
+      T acc = T(0);
+      for (int r = 0; r < rows; ++r, tap_row += tap_step_y, in_row += tile.in_w)
+        for (int k = 0; k < cols; ++k) acc += in_row[k] * tap_row[k * tap_step_x];
+      E::store(out_tile + ty * a.out_stride[2] + tx * a.out_stride[3], acc);
     }
+    __syncthreads();  // this plane's reads of `staged` are done before the next plane overwrites it
   }
 }
 
-// The largest tile (≤ kMaxTileH × kMaxTileW, no wider than the output) whose staged inputs fit in shared memory.
+// The largest tile (≤ kMaxTileH × kMaxTileW, no larger than the output) whose shared memory fits.
 template <typename T>
 Tile choose_tile(const Upfirdn2dArgs& a) {
-  Tile t{std::min<int64_t>(kMaxTileH, a.out_h), std::min<int64_t>(kMaxTileW, a.out_w), 0, 0};
+  int64_t h = std::min<int64_t>(kMaxTileH, a.out_h), w = std::min<int64_t>(kMaxTileW, a.out_w);
   for (;;) {
-    t.in_h = axis_span(t.h, a.up_y, a.down_y, a.taps_h);
-    t.in_w = axis_span(t.w, a.up_x, a.down_x, a.taps_w);
+    const Tile t{int(h), int(w), int(axis_span(h, a.up_y, a.down_y, a.taps_h)),
+                 int(axis_span(w, a.up_x, a.down_x, a.taps_w))};
     if (shared_bytes<T>(a, t) <= kSharedBytes) return t;
-    if (t.h == 1 && t.w == 1)
+    if (h == 1 && w == 1)
       fail("upfirdn2d: the filter (" + std::to_string(a.taps_h) + "x" + std::to_string(a.taps_w) +
            " taps) with this down factor needs more shared memory than the CUDA kernel has; use impl='triton'");
-    if (t.h >= t.w) t.h = (t.h + 1) / 2; else t.w = (t.w + 1) / 2;
+    if (h >= w) h = (h + 1) / 2; else w = (w + 1) / 2;
   }
 }
 

@@ -176,6 +176,15 @@ def test_layouts(impl, layout):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_empty_input_and_batch(impl):
+    f = _filter("fir4")
+    for shape in [(1, 2, 0, 4), (0, 2, 3, 3)]:
+        x = torch.zeros(shape, dtype=torch.float64, device=DEVICE)
+        out, ref = upfirdn2d(x, f, padding=2, impl=impl), upfirdn2d_ref(x, f, padding=2)
+        assert out.shape == ref.shape and torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_opcheck(impl):
     f = _filter("fir4")
     x = _x((1, 2, 5, 4), requires_grad=True)

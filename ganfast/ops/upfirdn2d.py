@@ -67,7 +67,7 @@ def _correlation_taps(f: torch.Tensor | None, flip_filter: bool, gain: float, x:
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     if f is None:
         return torch.full((1, 1), gain, dtype=compute, device=x.device)
-    taps = (f * gain ** (f.ndim / 2)).to(compute)
+    taps = (f if gain == 1 else f * gain ** (f.ndim / 2)).to(compute)  # fewer launches in the common case
     if taps.ndim == 1:
         taps = torch.outer(taps, taps)
     return (taps if flip_filter else taps.flip([0, 1])).contiguous()
@@ -78,6 +78,8 @@ def _launch(impl: str, x: torch.Tensor, f: torch.Tensor | None, up, down, paddin
     out = _empty_output(x, _output_shape(x, f, up, down, padding))
     if out.numel() == 0:
         return out
+    if x.numel() == 0:  # an empty input plane padded to a non-empty output: nothing but zeros
+        return out.zero_()
     taps = _correlation_taps(f, flip_filter, gain, x)
     if impl == "triton":
         from ..triton import upfirdn2d as triton_upfirdn2d
