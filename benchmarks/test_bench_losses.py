@@ -1,4 +1,4 @@
-"""Gradient-penalty pass benchmarks: a whole discriminator step with R1 (StyleGAN2-like D) and with WGAN-GP
+"""Gradient-penalty pass benchmarks: a whole discriminator step with R1 (ganfast's StyleGAN2 D) and with WGAN-GP
 (SNGAN-like ResNet D), ganfast vs the eager reference, plus the penalty pass alone; and the fused per-sample
 reduction op (ganfast.ops.grad_penalty, forward + backward) vs the reference and torch.compile(reference).
 
@@ -7,20 +7,22 @@ reduction op (ganfast.ops.grad_penalty, forward + backward) vs the reference and
                         the penalty, backward into D's parameters); its share of the step is
                         time(penalty) / time(d_step) of the same shape, dtype and variant.
 
-Variants: "ganfast" builds D with ganfast.ops.bias_act and takes the penalty from ganfast.losses; "ref" builds
-the same D (same weights) from ganfast.reference and takes ganfast.reference.losses. torch.compile(reference) is
+Variants: "ganfast" runs D on ganfast's ops and takes the penalty from ganfast.losses; "ref" runs the same D
+(same weights) on the reference ops (StyleGAN2 D: under ``ganfast.use_impl("ref")``; SNGAN-like D: built from
+ganfast.reference) and takes ganfast.reference.losses. torch.compile(reference) is
 not benchmarked here: the step differentiates through a gradient (create_graph=True), which compiled graphs do
 not support (double backward through AOTAutograd).
 On a GPU: D with R1 at 64² and 256², batch 32; WGAN-GP at 32², batch 64 (float32). On a CPU: tiny shapes.
 """
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from bench_support import DEVICE, ON_GPU, synced
 
+import ganfast
 from ganfast import losses
+from ganfast.models import StyleGAN2Discriminator
 from ganfast.ops import bias_act, grad_penalty
 from ganfast.reference import bias_act as bias_act_ref
 from ganfast.reference import losses as losses_ref
@@ -45,38 +47,6 @@ class _BiasAct(torch.nn.Module):
 
     def forward(self, x):
         return self.fn(x, self.bias, act=self.act, gain=self.gain)
-
-
-class StyleGAN2LikeD(torch.nn.Module):
-    """StyleGAN2's residual discriminator layout (fromRGB, two 3×3 convs per block with a downsampling
-    second conv, a 1×1 skip scaled by 1/√2, a final 3×3 conv and two FC layers) with channels
-    min(cbase / res, cmax); downsampling by average pooling instead of upfirdn2d (which lands separately)."""
-
-    def __init__(self, resolution, use_ganfast, cbase=16384, cmax=512):
-        super().__init__()
-        ch = lambda res: min(cbase // res, cmax)  # noqa: E731
-        lrelu = lambda c: _BiasAct(c, "lrelu", math.sqrt(2), use_ganfast)  # noqa: E731
-        self.from_rgb = torch.nn.Sequential(torch.nn.Conv2d(3, ch(resolution), 1, bias=False), lrelu(ch(resolution)))
-        self.blocks = torch.nn.ModuleList()
-        res = resolution
-        while res > 4:
-            cin, cout = ch(res), ch(res // 2)
-            self.blocks.append(torch.nn.ModuleDict(dict(
-                conv0=torch.nn.Sequential(torch.nn.Conv2d(cin, cin, 3, padding=1, bias=False), lrelu(cin)),
-                conv1=torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                                          lrelu(cout)),
-                skip=torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Conv2d(cin, cout, 1, bias=False)))))
-            res //= 2
-        c4 = ch(4)
-        self.conv = torch.nn.Sequential(torch.nn.Conv2d(c4, c4, 3, padding=1, bias=False), lrelu(c4))
-        self.fc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c4 * 16, c4, bias=False), lrelu(c4),
-                                      torch.nn.Linear(c4, 1))
-
-    def forward(self, img):
-        x = self.from_rgb(img)
-        for block in self.blocks:
-            x = (block["skip"](x) + block["conv1"](block["conv0"](x))) / math.sqrt(2)
-        return self.fc(self.conv(x))
 
 
 class SNGANLikeD(torch.nn.Module):
@@ -142,18 +112,34 @@ def _assert_same_grads(step_fast, step_ref, fast, ref):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4)
 
 
+def _with_impl(impl, fn):
+    def run():
+        with ganfast.use_impl(impl):
+            return fn()
+    return run
+
+
 @pytest.mark.parametrize("resolution", R1_RESOLUTIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("pass_", ["d_step", "penalty"])
 def test_d_step_r1(benchmark, resolution, variant, pass_):
-    fast, ref = _pair(lambda use_ganfast: StyleGAN2LikeD(resolution, use_ganfast,
-                                                         **({} if ON_GPU else dict(cbase=64, cmax=16))))
+    """ganfast.models.StyleGAN2Discriminator (config-F widths on a GPU): ganfast's ops vs the same module on the
+    reference ops (``use_impl("ref")``), with the matching R1."""
+    torch.manual_seed(0)
+    sizes = dict(channel_base=16384, channel_max=512) if ON_GPU else dict(channel_base=64, channel_max=16)
+    D = StyleGAN2Discriminator(img_resolution=resolution, img_channels=3, **sizes).to(DEVICE)
     reals = torch.randn(R1_BATCH, 3, resolution, resolution, device=DEVICE)
     fakes = torch.randn_like(reals)
     with_logits = pass_ == "d_step"
-    steps = {"ganfast": lambda: _r1_step(fast, reals, fakes, losses.r1_penalty, with_logits),
-             "ref": lambda: _r1_step(ref, reals, fakes, losses_ref.r1_penalty, with_logits)}
-    _assert_same_grads(steps["ganfast"], steps["ref"], fast, ref)
+    steps = {"ganfast": lambda: _r1_step(D, reals, fakes, losses.r1_penalty, with_logits),
+             "ref": _with_impl("ref", lambda: _r1_step(D, reals, fakes, losses_ref.r1_penalty, with_logits))}
+    grads = []
+    for step in (steps["ganfast"], steps["ref"]):  # correctness before timing: the same gradients into D
+        D.zero_grad(set_to_none=True)
+        step()
+        grads.append([p.grad.clone() for p in D.parameters() if p.grad is not None])
+    for g_fast, g_ref in zip(*grads, strict=True):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4)
     benchmark.group = f"D step R1 {pass_} {R1_BATCH}x3x{resolution}x{resolution}"
     benchmark.extra_info.update(variant=variant, pass_=pass_, batch=R1_BATCH, resolution=resolution)
     benchmark(synced(steps[variant]))

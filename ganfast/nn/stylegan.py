@@ -72,7 +72,8 @@ class SynthesisLayer(torch.nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.in_channels, self.out_channels, self.w_dim, self.resolution = in_channels, out_channels, w_dim, resolution
-        self.up, self.use_noise, self.activation, self.conv_clamp, self.impl = up, use_noise, activation, conv_clamp, impl
+        self.up, self.use_noise, self.activation = up, use_noise, activation
+        self.conv_clamp, self.impl = conv_clamp, impl
         self.padding = kernel_size // 2
         self.act_gain = ACTIVATIONS[activation].def_gain
         self.register_buffer("resample_filter", setup_filter(resample_filter))

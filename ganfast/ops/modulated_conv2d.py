@@ -22,10 +22,12 @@ Backward of modconv: dz from the epilogue (bias_act_grad), then
 The weight-gradient op's backward is two modconv calls, and modconv_demod's backward is two small matmuls.
 
 Backends (the ``impl`` string of the registered ops):
-    "triton"  Triton implicit-GEMM kernel for forward and adjoint convolutions with stride 1 (and strided
-              forward convolutions), style scale folded into the weight tile as it is loaded, demodulation,
-              noise, bias, activation, gain and clamp in the epilogue; Triton demodulation kernel. Transposed
-              strided convolutions (the up=2 core) and the weight gradient run on torch's convolutions.
+    "triton"  Triton implicit-GEMM kernel for direct convolutions of any stride and transposed ones of
+              stride 1 (the input gradient of a stride-1 conv), style scale folded into the weight tile as it
+              is loaded; demodulation, noise, bias, activation, gain and clamp in the epilogue. Triton kernels
+              for the weight gradient (scales applied as loaded, reduced over batch and pixels) and for the
+              demodulation coefficients. Strided transposed convolutions (the up=2 forward core, the input
+              gradient of down=2) run on torch's convolutions.
     "ext"     no ganfast C++/CUDA kernel: every convolution runs on torch's compiled kernels (cuDNN / oneDNN),
               the epilogue on ganfast's bias_act kernel. The public function's "ext" means this route.
 Public ``impl="ref"`` calls ``ganfast.reference.modulated_conv2d`` (autograd by torch).
@@ -146,6 +148,9 @@ def _(x, weight, in_scale, out_scale, noise, bias, stride, padding, transposed, 
 def _modconv_weight_grad_op(x: torch.Tensor, x_scale: torch.Tensor | None, g: torch.Tensor,
                             g_scale: torch.Tensor | None, weight_shape: list[int], stride: int, padding: list[int],
                             transposed: bool, output_padding: list[int], impl: str) -> torch.Tensor:
+    if impl == "triton":
+        from ..triton import modulated_conv2d as triton_modconv
+        return triton_modconv.weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed)
     xs, gs = _scale(x, x_scale), _scale(g, g_scale)
     if transposed:  # raw = conv_transpose(x, w) is the adjoint of conv(·, w): the roles of x and g swap
         xs, gs = gs, xs
@@ -231,8 +236,8 @@ def _setup_weight_grad(ctx, inputs, output):
 
 
 def _backward_weight_grad(ctx, gdw):
-    """dw = W(x·x_scale, g·g_scale) is bilinear: ⟨gdw, dw⟩ = ⟨g·g_scale, conv(x·x_scale, gdw)⟩, so the gradient
-    for g is a forward convolution with gdw and the one for x the adjoint convolution."""
+    """dw = W(x·x_scale, g·g_scale) is bilinear: ⟨gdw, dw⟩ = ⟨g·g_scale, conv(x·x_scale, gdw)⟩, so the
+    gradient for g is a forward convolution with gdw and the one for x the adjoint convolution."""
     x, x_scale, g, g_scale = ctx.saved_tensors
     geom, impl, needs = ctx.geom, ctx.impl, ctx.needs_input_grad
     dx = dxs = dg = dgs = None
@@ -254,7 +259,8 @@ def _setup_demod(ctx, inputs, output):
 
 
 def _backward_demod(ctx, gd):
-    """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
+    """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and
+    ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
     weight, styles, d = ctx.saved_tensors
     t = gd * d.pow(3)
     d_weight = d_styles = None

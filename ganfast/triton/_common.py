@@ -17,18 +17,22 @@ def split_f64(value: float) -> tuple[float, float]:
 
 @triton.jit
 def compute_type(v):
-    """``v`` in the arithmetic type: float64 stays float64, every other float is computed in float32."""
-    if v.dtype == tl.float64:
-        return v
-    return v.to(tl.float32)
+    """``v`` in the arithmetic type: float64 stays float64, every other float is computed in float32.
+
+    (One expression, not an if with two returns: compiled for a GPU, Triton requires both returns to have one
+    type, so the branching form fails for float64.)"""
+    return v.to(tl.float64 if v.dtype == tl.float64 else tl.float32)
 
 
 @triton.jit
 def scalar(hi, lo, like):
-    """A scalar from :func:`split_f64`, in the arithmetic type of ``like``."""
+    """A scalar from :func:`split_f64`, in the arithmetic type of ``like`` (broadcast to its shape; both branches
+    return the same kind of value, as Triton requires when compiling for a GPU)."""
     if like.dtype == tl.float64:
-        return (tl.zeros_like(like) + hi) + lo  # each float32 half widened exactly, then summed in float64
-    return hi
+        r = (tl.zeros_like(like) + hi) + lo  # each float32 half widened exactly, then summed in float64
+    else:
+        r = tl.zeros_like(like) + hi
+    return r
 
 
 @triton.jit

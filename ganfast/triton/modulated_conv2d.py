@@ -5,13 +5,14 @@
 with the style s folded into the weight tile as it is loaded (so x is read once, unscaled), and the epilogue
     y = clamp(act(raw · d[n, o] + noise + b[o]) · gain)
 applied to the accumulator before the single store (``raw`` is stored too when the backward needs it).
-GEMM view: M = output pixels of sample n, N = output channels, K = I·kh·kw.
+GEMM view: M = output pixels of sample n, N = output channels, K = I·kh·kw (weight passed K-major).
 ``_modconv_demod_kernel``: d[n, o] = rsqrt(Σ_i s[n, i]² · W2[o, i] + 1e-8), W2[o, i] = Σ_k w[o, i, k]².
 The oracle is ganfast/reference/modulated_conv2d.py (through ganfast.ops.modulated_conv2d).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -31,7 +32,8 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
                         HAS_NOISE: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
                         NEED_RAW: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o]) · gain)."""
+    """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o])
+    · gain); raw = the sum itself."""
     pid_m, pid_n, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -49,7 +51,8 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
         wi = w0[:, None] + kw[None, :]
         inside = mask_m[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
         a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
-        b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=mask_k[:, None] & mask_n[None, :], other=0)
+        b = tl.load(w_ptr + offs_k[:, None] * C_out + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :],
+                    other=0)
         if HAS_S:  # modulation folded into the (K × N) weight tile: the style of input channel i scales row k
             s = tl.load(s_ptr + n * C_in + ci, mask=mask_k, other=0)
             b = (compute_type(b) * compute_type(s)[:, None]).to(a.dtype)
@@ -91,6 +94,44 @@ def _modconv_demod_kernel(d_ptr, s_ptr, w2_ptr, C_in, C_out, eps, ACC: tl.conste
     tl.store(d_ptr + n * C_out + offs_o, (1 / tl.sqrt(acc + eps)).to(d_ptr.dtype.element_ty), mask=mask_o)
 
 
+@triton.jit
+def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, C_in, H, W, C_out, H_out, W_out, stride,
+                          pad_h, pad_w, KH: tl.constexpr, KW: tl.constexpr, HAS_XS: tl.constexpr,
+                          HAS_GS: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                          BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
+    """dw[o, k] = Σ_n Σ_p (g[n, o, p] · gs[n, o]) · (x[n, i(k), p·stride − pad + offset(k)] · xs[n, i(k)]):
+    GEMM with M = output channels, N = I·kh·kw, reduced over batch and output pixels; scales applied as loaded."""
+    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    K = C_in * KH * KW
+    mask_o, mask_k = offs_o < C_out, offs_k < K
+    ci, kh, kw = offs_k // (KH * KW), (offs_k // KW) % KH, offs_k % KW
+    acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=ACC)
+    zero64 = tl.program_id(0).to(tl.int64) * 0  # the sample index in int64 (plane offsets can pass 2**31)
+    for n in range(0, batch):
+        n64 = zero64 + n
+        g_base = g_ptr + n64 * C_out * H_out * W_out
+        x_base = x_ptr + n64 * C_in * H * W
+        for p0 in range(0, H_out * W_out, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            mask_p = offs_p < H_out * W_out
+            g = tl.load(g_base + offs_o[:, None] * (H_out * W_out) + offs_p[None, :],
+                        mask=mask_o[:, None] & mask_p[None, :], other=0)
+            hi = ((offs_p // W_out) * stride - pad_h)[:, None] + kh[None, :]
+            wi = ((offs_p % W_out) * stride - pad_w)[:, None] + kw[None, :]
+            inside = mask_p[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+            a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
+            if HAS_GS:
+                gs = tl.load(gs_ptr + n64 * C_out + offs_o, mask=mask_o, other=0)
+                g = (compute_type(g) * compute_type(gs)[:, None]).to(a.dtype)
+            if HAS_XS:
+                xs = tl.load(xs_ptr + n64 * C_in + ci, mask=mask_k, other=0)
+                a = (compute_type(a) * compute_type(xs)[None, :]).to(g.dtype)
+            acc = tl.dot(g.to(a.dtype), a, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+    tl.store(dw_ptr + offs_o[:, None] * K + offs_k[None, :], acc.to(dw_ptr.dtype.element_ty),
+             mask=mask_o[:, None] & mask_k[None, :])
+
+
 def supports(weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
     """The kernel runs direct convolutions of any stride, and transposed ones of stride 1 (the input gradient
     of a stride-1 convolution) as direct convolutions with the flipped, transposed weight."""
@@ -108,13 +149,38 @@ def _input_precision(x: torch.Tensor) -> str | None:
     return "tf32" if x.is_cuda and torch.backends.cudnn.allow_tf32 else "ieee"
 
 
-def _blocks(x: torch.Tensor, pixels: int, c_out: int) -> dict:
-    # GPU tile sizes are a first guess, not tuned: no GPU was available when this was written.
-    if not x.is_cuda:
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-    big = pixels >= 128 and c_out >= 128
-    return dict(BLOCK_M=128 if pixels >= 128 else 64, BLOCK_N=128 if c_out >= 128 else 64, BLOCK_K=32,
-                num_warps=8 if big else 4, num_stages=3)
+# Tile candidates for GPUs, chosen by Triton's autotuner per shape class at first use. Not measured here (no
+# GPU was available when this was written); the interpreter (CPU tests) runs one small tile instead.
+_FWD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4),
+              (128, 128, 64, 8, 3), (64, 64, 64, 4, 3)]
+_WGRAD_TILES = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3),
+                (64, 64, 64, 4, 3)]
+_INTERPRETER_TILE = (16, 16, 16)
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(kernel_name: str):
+    """The kernel wrapped in an autotuner over its GPU tiles (built on first GPU use only)."""
+    kernel, tiles, names, key = {
+        "fwd": (_modconv_fwd_kernel, _FWD_TILES, ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
+                ["C_in", "C_out", "H_out", "W_out", "stride", "KH", "KW"]),
+        "wgrad": (_modconv_wgrad_kernel, _WGRAD_TILES, ("BLOCK_O", "BLOCK_K", "BLOCK_P"),
+                  ["batch", "C_in", "C_out", "H_out", "W_out", "stride", "KH", "KW"]),
+    }[kernel_name]
+    configs = [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
+    return triton.autotune(configs, key=key)(kernel)
+
+
+def _launch(kernel_name: str, x: torch.Tensor, grid, *args, **kwargs) -> None:
+    """Runs a kernel: autotuned on a GPU, with the small interpreter tile on CPU. ``grid(meta)`` -> grid."""
+    with _on_device(x):
+        if x.is_cuda:
+            _tuned(kernel_name)[grid](*args, **kwargs)
+        else:
+            kernel = _modconv_fwd_kernel if kernel_name == "fwd" else _modconv_wgrad_kernel
+            names = ("BLOCK_M", "BLOCK_N", "BLOCK_K") if kernel_name == "fwd" else ("BLOCK_O", "BLOCK_K", "BLOCK_P")
+            tile = dict(zip(names, _INTERPRETER_TILE))
+            kernel[grid(tile)](*args, **kwargs, **tile)
 
 
 def _on_device(t: torch.Tensor):
@@ -127,9 +193,10 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
     if transposed:  # stride 1: the adjoint of conv(·, w, pad p) is conv(·, flip(w)ᵀ, pad k − 1 − p)
         weight = weight.flip([2, 3]).transpose(0, 1)
         padding = [weight.shape[2] - 1 - padding[0], weight.shape[3] - 1 - padding[1]]
-    x, weight = x.contiguous(), weight.contiguous()
+    x = x.contiguous()
     batch, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
+    weight = weight.reshape(c_out, -1).t().contiguous()  # (K, O): the weight tile's rows load coalesced
     h_out, w_out = (h + 2 * padding[0] - kh) // stride + 1, (w + 2 * padding[1] - kw) // stride + 1
     y = x.new_empty(batch, c_out, h_out, w_out)
     raw = torch.empty_like(y) if need_raw else x.new_empty(0)
@@ -139,18 +206,38 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
     if noise is not None:
         noise = noise.expand(y.shape)
         noise_strides = noise.stride()
-    blocks = _blocks(x, h_out * w_out, c_out)
-    grid = (triton.cdiv(h_out * w_out, blocks["BLOCK_M"]), triton.cdiv(c_out, blocks["BLOCK_N"]), batch)
     scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(0.0 if clamp is None else clamp))
-    with _on_device(x):
-        _modconv_fwd_kernel[grid](
+    _launch("fwd", x, lambda meta: (triton.cdiv(h_out * w_out, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]),
+                                    batch),
             y, raw if need_raw else y, x, weight, x if in_scale is None else in_scale.contiguous(),
             x if out_scale is None else out_scale.contiguous(), x if noise is None else noise,
             x if bias is None else bias, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
             *noise_strides, *scalars, KH=kh, KW=kw, HAS_S=in_scale is not None, HAS_D=out_scale is not None,
             HAS_NOISE=noise is not None, HAS_B=bias is not None, ACT=act_code, HAS_CLAMP=clamp is not None,
-            NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x), **blocks)
+            NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x))
     return y, raw
+
+
+def weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed) -> torch.Tensor:
+    """ganfast::modconv_weight_grad with the Triton kernel, any geometry: for a transposed convolution, x and g
+    swap roles (its weight gradient is that of its adjoint, the direct convolution from g's space to x's,
+    whose weight is the same (in, out, kh, kw) tensor)."""
+    if transposed:
+        x, x_scale, g, g_scale = g, g_scale, x, x_scale
+    x, g = x.contiguous(), g.contiguous()
+    batch, c_in, h, w = x.shape
+    c_out, h_out, w_out = g.shape[1:]
+    kh, kw = weight_shape[2:]
+    dw = x.new_empty(weight_shape)
+    k = c_in * kh * kw
+    if dw.numel() == 0 or batch * h_out * w_out == 0:
+        return dw.zero_()
+    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]), triton.cdiv(k, meta["BLOCK_K"])),
+            dw, x, x if x_scale is None else x_scale.contiguous(), g, g if g_scale is None else g_scale.contiguous(),
+            batch, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
+            HAS_XS=x_scale is not None, HAS_GS=g_scale is not None, ACC=_accumulator(x.dtype),
+            INPUT_PRECISION=_input_precision(x))
+    return dw
 
 
 def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
