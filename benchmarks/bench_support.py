@@ -15,3 +15,17 @@ def synced(fn):
         torch.cuda.synchronize()
         return out
     return run
+
+
+def shape_id(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def bench_copy(benchmark, op: str, shape, dtype) -> None:
+    """The bandwidth floor's yardstick: copying an input of ``shape`` (an elementwise or filtering pass moves at
+    least these bytes). Group "<op> copy <shape> <dtype>": summarize.py matches it to groups by shape and dtype."""
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    out = torch.empty_like(x)
+    benchmark.group = f"{op} copy {shape_id(shape)} {dtype}"
+    benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant="copy")
+    benchmark(synced(lambda: out.copy_(x)))

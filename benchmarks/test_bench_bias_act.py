@@ -6,7 +6,7 @@ extra_info carries the bytes each call moves, for GB/s against the copy benchmar
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, synced
 
 from ganfast.ops import bias_act
 from ganfast.reference import bias_act as bias_act_ref
@@ -18,22 +18,14 @@ _compiled_ref = torch.compile(bias_act_ref)
 VARIANTS = {"ganfast": bias_act, "ref": bias_act_ref, "compiled_ref": _compiled_ref}
 
 
-def _shape_id(shape):
-    return "x".join(map(str, shape))
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_copy_bandwidth(benchmark, shape, dtype):
     """The floor: an elementwise pass can at best move its bytes at copy speed."""
-    x = torch.randn(shape, device=DEVICE, dtype=dtype)
-    out = torch.empty_like(x)
-    benchmark.group = f"bias_act fwd {_shape_id(shape)} {dtype}"
-    benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant="copy")
-    benchmark(synced(lambda: out.copy_(x)))
+    bench_copy(benchmark, "bias_act", shape, dtype)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
@@ -52,6 +44,6 @@ def test_bias_act(benchmark, shape, dtype, variant, pass_):
     # correctness first: every variant must agree with the reference before it is timed
     with torch.no_grad():
         torch.testing.assert_close(fn(x, b, **KWARGS), bias_act_ref(x, b, **KWARGS), rtol=2e-2, atol=2e-2)
-    benchmark.group = f"bias_act {pass_} {_shape_id(shape)} {dtype}"
+    benchmark.group = f"bias_act {pass_} {shape_id(shape)} {dtype}"
     benchmark.extra_info.update(bytes=moved, variant=variant)
     benchmark(synced(call))

@@ -9,7 +9,7 @@ for GB/s against the copy bandwidth (benchmarks/summarize.py).
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, synced
 
 from ganfast.ops import downsample2d, filter2d, setup_filter, upsample2d
 from ganfast.reference.upfirdn2d import downsample2d as downsample2d_ref
@@ -26,22 +26,14 @@ HELPERS = {
 _compiled_refs = {name: torch.compile(ref) for name, (_, ref) in HELPERS.items()}
 
 
-def _shape_id(shape):
-    return "x".join(map(str, shape))
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_upfirdn2d_copy_bandwidth(benchmark, shape, dtype):
     """The floor's yardstick: copying the input (filtering moves at least that much, up to 4x for upsampling)."""
-    x = torch.randn(shape, device=DEVICE, dtype=dtype)
-    out = torch.empty_like(x)
-    benchmark.group = f"upfirdn2d copy {_shape_id(shape)} {dtype}"
-    benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant="copy")
-    benchmark(synced(lambda: out.copy_(x)))
+    bench_copy(benchmark, "upfirdn2d", shape, dtype)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("helper", list(HELPERS))
 @pytest.mark.parametrize("variant", ["ganfast", "ref", "compiled_ref"])
@@ -61,6 +53,6 @@ def test_upfirdn2d(benchmark, shape, dtype, helper, variant, pass_):
         dy = torch.randn_like(expected)
         call = lambda: torch.autograd.grad(fn(x, f), x, dy)  # noqa: E731
         moved *= 2  # backward: read dy, write dx
-    benchmark.group = f"{helper} {pass_} {_shape_id(shape)} {dtype}"
+    benchmark.group = f"{helper} {pass_} {shape_id(shape)} {dtype}"
     benchmark.extra_info.update(bytes=moved, variant=variant)
     benchmark(synced(call))

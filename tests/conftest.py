@@ -13,3 +13,13 @@ import pytest  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch CPU thread for the test: small models train many times faster single-threaded on a shared CPU
+    (see ganfast.cli._set_threads); the previous setting is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

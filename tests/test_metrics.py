@@ -8,13 +8,7 @@ import torch
 from ganfast import data, metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the classifier trains many times faster single-threaded on a shared CPU (see ganfast.cli._set_threads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mixture_metrics_on_real_collapsed_and_off_samples():

@@ -17,13 +17,7 @@ from ganfast.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator
 from ganfast.train import Trainer, TrainConfig, d_step, ema_beta, ema_update, g_step, step
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these tiny models run many times faster single-threaded on a shared CPU (see ganfast.cli._set_threads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_models_shapes():
