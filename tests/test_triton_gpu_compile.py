@@ -1,0 +1,188 @@
+"""Every Triton kernel of ganfast.triton compiled ahead of time to sm_90 machine code (Triton's own ptxas), in
+the dtypes and flag values its host launcher uses: there is no GPU here, and the interpreter the other tests run
+under cannot see GPU-only compile errors (types that differ between branches in float64, constexpr misuse, ...).
+
+Run as a script (in a subprocess without TRITON_INTERPRET) it compiles everything and prints ``compiled N``.
+The argument types are those Triton's launcher specialises to: ``*<dtype>`` for tensors, ``fp32`` for Python
+floats, ``i32`` for ints (``i64`` from 2**31 on), and an int equal to 1 becomes the constant 1 (unit strides,
+stride-1 convolutions, ...); each table below follows the calls in its module's host launcher.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+DTYPES = ("fp16", "bf16", "fp32", "fp64")
+COMPILED = []  # the kernels compiled, in order
+
+
+def _arithmetic(dtype: str) -> str:
+    """The kernels' arithmetic type for a tensor dtype (float64 stays float64, the rest compute in float32)."""
+    return "fp64" if dtype == "fp64" else "fp32"
+
+
+def compile_for_gpu(fn, pointers: dict, ints=(), floats=(), constexprs=None, ones=(), wide=(), **options) -> None:
+    """Compiles ``fn`` for sm_90. ``pointers``: argument -> element type; ``ints``: int arguments, i32 unless in
+    ``wide`` (i64) or in ``ones`` (the value 1, which Triton turns into a constant); ``floats``: Python floats.
+    Every argument of ``fn`` must be described exactly once."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    constexprs = {**(constexprs or {}), **{name: 1 for name in ones}}
+    kinds = {**{name: "*" + dtype for name, dtype in pointers.items()},
+             **{name: "i64" if name in wide else "i32" for name in ints if name not in ones},
+             **{name: "fp32" for name in floats}, **{name: "constexpr" for name in constexprs}}
+    described = len(pointers) + len(ints) + len(floats) + len(constexprs) - len(ones)
+    if sorted(kinds) != sorted(fn.arg_names) or described != len(kinds):
+        raise AssertionError(f"{fn.__name__}: table describes {sorted(kinds)}, kernel takes {sorted(fn.arg_names)}")
+    aligned = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in pointers}  # as torch allocates
+    triton.compile(ASTSource(fn=fn, signature={name: kinds[name] for name in fn.arg_names}, constexprs=constexprs,
+                             attrs=aligned), target=GPUTarget("cuda", 90, 32), options=options)
+    COMPILED.append(fn.__name__)
+
+
+def _bias_act():
+    """bias_act.bias_act: out, x, b (a placeholder x when absent), g, h, y in x's dtype; n, channels, stride_c;
+    alpha, gain, clamp as float32 hi/lo pairs; every activation code, orders 0, 1, 2."""
+    from ganfast.reference.bias_act import ACTIVATIONS
+    from ganfast.triton import bias_act as m
+
+    floats = "alpha_hi alpha_lo gain_hi gain_lo clamp_hi clamp_lo".split()
+    codes = sorted(spec.code for spec in ACTIVATIONS.values())
+    for dtype in DTYPES:
+        # every activation and order in the two arithmetic types; lrelu in float16 / bfloat16
+        for i, act in enumerate(codes if dtype in ("fp32", "fp64") else [codes[2]]):
+            flags = dict(ACT=act, HAS_B=i % 2 == 0, HAS_CLAMP=i % 3 != 2, BLOCK=m.BLOCK)
+            # channels-last / per-feature (N, C): stride_c is 1; from 2**31 elements n is i64
+            ones, wide = (["stride_c"], ["n"]) if i % 2 else ([], [])
+            compile_for_gpu(m._bias_act_fwd_kernel, {k: dtype for k in ("out_ptr", "x_ptr", "b_ptr")},
+                            ["n", "channels", "stride_c"], floats, flags, ones, wide)
+            for order in (1, 2):
+                compile_for_gpu(m._bias_act_bwd_kernel,
+                                {k: dtype for k in ("out_ptr", "g_ptr", "h_ptr", "x_ptr", "b_ptr", "y_ptr")},
+                                ["n", "channels", "stride_c"], floats, dict(flags, ORDER=order), ones, wide)
+
+
+def _upfirdn2d():
+    """upfirdn2d.upfirdn2d: out, x in x's dtype, taps in the arithmetic type; sizes, the strides of x and out
+    (unit strides: contiguous or channels_last), pads and shifts; up/down 1 or 2 with StyleGAN's 4-tap filter."""
+    from ganfast.triton import upfirdn2d as m
+
+    ints = ("channels in_h in_w out_h out_w sxn sxc sxh sxw son soc soh sow pad_x0 pad_y0 shift_x shift_y").split()
+    layouts = [(["sxw", "sow", "shift_x", "shift_y"], []),  # contiguous, pad < up
+               (["sxc", "soc"], ["sxn", "son"]),  # channels_last, samples of 2**31 elements or more
+               ([], [])]
+    for dtype in DTYPES:
+        for (up, down, taps, block), (ones, wide) in zip([(2, 1, 4, (16, 64)), (1, 2, 4, (16, 64)),
+                                                          (1, 1, 1, (32, 32))], layouts):
+            compile_for_gpu(m._upfirdn2d_fwd_kernel,
+                            dict(out_ptr=dtype, x_ptr=dtype, taps_ptr=_arithmetic(dtype)), ints, (),
+                            dict(DOWN_X=down, DOWN_Y=down, UP_X=up, UP_Y=up, TAPS_H=taps, TAPS_W=taps,
+                                 BLOCK_H=block[0], BLOCK_W=block[1]), ones, wide)
+
+
+def _penalty():
+    """penalty.grad_penalty_fwd / _bwd / sample_lerp: per-sample results (term, norm, partial, dterm, dnorm) in
+    the arithmetic type, the gradient and the lerp operands in their own dtype; R1 and centred penalties, one
+    chunk or several (then the finish kernel)."""
+    from ganfast.triton import penalty as m
+
+    center = ["center_hi", "center_lo"]
+    for dtype in DTYPES:
+        acc = _arithmetic(dtype)
+        # samples of 2**31 elements or more (i64), and of one element (the constant 1)
+        size = dict(fp16=dict(wide=["per_sample"]), bf16=dict(ones=["per_sample"])).get(dtype, {})
+        for has_center in (False, True):
+            for one_chunk in (False, True):
+                compile_for_gpu(m._grad_penalty_fwd_kernel, dict(term_ptr=acc, norm_ptr=acc, partial_ptr=acc,
+                                                                 g_ptr=dtype),
+                                ["per_sample", "chunk"], center,
+                                dict(HAS_CENTER=has_center, ONE_CHUNK=one_chunk, BLOCK=m.REDUCE_BLOCK), **size)
+            if dtype in ("fp32", "fp64"):  # launched with the result dtype only
+                compile_for_gpu(m._grad_penalty_finish_kernel, dict(term_ptr=acc, norm_ptr=acc, partial_ptr=acc),
+                                ["chunks"], center, dict(HAS_CENTER=has_center, CHUNKS_P2=4))
+            compile_for_gpu(m._grad_penalty_bwd_kernel, dict(out_ptr=dtype, g_ptr=dtype, dterm_ptr=acc,
+                                                             dnorm_ptr=acc, norm_ptr=acc),
+                            ["per_sample"], center, dict(HAS_CENTER=has_center, BLOCK=m.SCALE_BLOCK), **size)
+        compile_for_gpu(m._sample_lerp_fwd_kernel, {k: dtype for k in ("out_ptr", "a_ptr", "b_ptr", "eps_ptr")},
+                        ["per_sample"], (), dict(BLOCK=m.SCALE_BLOCK), **size)
+
+
+def _modulated_conv2d():
+    """modulated_conv2d.modconv / weight_grad / demod: every tensor in x's dtype, accumulators in the arithmetic
+    type, TF32 GEMMs for float32 (torch's default); the first GPU tile of each autotuner (every tile builds a
+    config); a 3×3 stride-1 convolution (stride and pads are the constant 1), a 1×1 one and a strided one."""
+    import triton.language as tl
+
+    from ganfast.triton import modulated_conv2d as m
+
+    fwd_ints = ("C_in H W C_out H_out W_out stride pad_h pad_w noise_sn noise_sc noise_sh noise_sw").split()
+    wgrad_ints = "batch C_in H W C_out H_out W_out stride pad_h pad_w".split()
+    # (kernel size, ints equal to 1 in the forward, in the weight gradient): 3×3 stride 1 with noise, 1×1, 3×3
+    # stride 2 (weight gradient of a batch of 1)
+    geometries = [(3, ["stride", "pad_h", "pad_w", "noise_sw"], ["stride", "pad_h", "pad_w"]),
+                  (1, ["stride"], ["stride"]), (3, ["pad_h", "pad_w"], ["pad_h", "pad_w", "batch"])]
+    fwd_tile, wgrad_tile = m._FWD_TILES[0], m._WGRAD_TILES[0]
+    for dtype in DTYPES:
+        acc = tl.float64 if dtype == "fp64" else tl.float32
+        precision = "tf32" if dtype == "fp32" else None
+        for i, (k, ones, wgrad_ones) in enumerate(geometries):
+            flags = dict(HAS_S=i != 1, HAS_D=i != 2, HAS_NOISE=i == 0, HAS_B=i != 2, ACT=2 * (i != 1),
+                         HAS_CLAMP=i == 0, NEED_RAW=i != 1)
+            compile_for_gpu(m._modconv_fwd_kernel, {k_ + "_ptr": dtype for k_ in
+                                                    ("y", "raw", "x", "w", "s", "d", "noise", "b")},
+                            fwd_ints, "alpha_hi alpha_lo gain_hi gain_lo clamp_hi clamp_lo".split(),
+                            dict(KH=k, KW=k, **flags, ACC=acc, INPUT_PRECISION=precision,
+                                 **dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), fwd_tile[:3]))), ones,
+                            num_warps=fwd_tile[3], num_stages=fwd_tile[4])
+            compile_for_gpu(m._modconv_wgrad_kernel, {k_ + "_ptr": dtype for k_ in ("dw", "x", "xs", "g", "gs")},
+                            wgrad_ints, (), dict(KH=k, KW=k, HAS_XS=i != 1, HAS_GS=i != 2, ACC=acc,
+                                                 INPUT_PRECISION=precision,
+                                                 **dict(zip(("BLOCK_O", "BLOCK_K", "BLOCK_P"), wgrad_tile[:3]))),
+                            wgrad_ones,
+                            num_warps=wgrad_tile[3], num_stages=wgrad_tile[4])
+        compile_for_gpu(m._modconv_demod_kernel, dict(d_ptr=dtype, s_ptr=dtype, w2_ptr=dtype), ["C_in", "C_out"],
+                        ["eps"], dict(ACC=acc, BLOCK_O=32, BLOCK_I=128))
+    for name in ("fwd", "wgrad"):  # the autotuner wrappers build (they run only on a GPU)
+        assert len(m._tuned(name).configs) >= 4
+
+
+def _kernels() -> set[str]:
+    """Every kernel (a @triton.jit function named ``*_kernel``) in the modules of ganfast.triton."""
+    import importlib
+    import pkgutil
+
+    from triton.runtime.jit import JITFunction
+
+    import ganfast.triton
+
+    names = set()
+    for info in pkgutil.iter_modules(ganfast.triton.__path__):
+        module = importlib.import_module(f"ganfast.triton.{info.name}")
+        names |= {name for name, obj in vars(module).items()
+                  if isinstance(obj, JITFunction) and name.endswith("_kernel")}
+    return names
+
+
+def main() -> None:
+    start = time.perf_counter()
+    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d):
+        tables()
+    missing = _kernels() - set(COMPILED)
+    if missing:
+        raise AssertionError(f"kernels with no table here: {sorted(missing)}")
+    print(f"compiled {len(COMPILED)} kernels in {time.perf_counter() - start:.1f} s")
+
+
+def test_triton_kernels_compile_for_a_gpu():
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+
+
+if __name__ == "__main__":
+    main()
