@@ -67,6 +67,17 @@ def _load_z(x_ptr, b_ptr, offs, mask, channels, stride_c, HAS_B: tl.constexpr):
 
 
 @triton.jit
+def act_gain_clamp(z, alpha_hi, alpha_lo, gain_hi, gain_lo, clamp_hi, clamp_lo, ACT: tl.constexpr,
+                   HAS_CLAMP: tl.constexpr):
+    """clamp(act(z) · gain, −clamp, clamp): the forward epilogue, shared with the fused modulated-conv kernel."""
+    y = _act(z, scalar(alpha_hi, alpha_lo, z), ACT, 0) * scalar(gain_hi, gain_lo, z)
+    if HAS_CLAMP:
+        c = scalar(clamp_hi, clamp_lo, z)
+        y = tl.where((y >= c) | (y <= -c), tl.where(y > 0, c, -c), y)
+    return y
+
+
+@triton.jit
 def _bias_act_fwd_kernel(out_ptr, x_ptr, b_ptr, n, channels, stride_c,
                          alpha_hi, alpha_lo, gain_hi, gain_lo, clamp_hi, clamp_lo,
                          ACT: tl.constexpr, HAS_B: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
@@ -74,10 +85,7 @@ def _bias_act_fwd_kernel(out_ptr, x_ptr, b_ptr, n, channels, stride_c,
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     z = _load_z(x_ptr, b_ptr, offs, mask, channels, stride_c, HAS_B)
-    y = _act(z, scalar(alpha_hi, alpha_lo, z), ACT, 0) * scalar(gain_hi, gain_lo, z)
-    if HAS_CLAMP:
-        c = scalar(clamp_hi, clamp_lo, z)
-        y = tl.where((y >= c) | (y <= -c), tl.where(y > 0, c, -c), y)
+    y = act_gain_clamp(z, alpha_hi, alpha_lo, gain_hi, gain_lo, clamp_hi, clamp_lo, ACT, HAS_CLAMP)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 

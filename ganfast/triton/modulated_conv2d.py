@@ -19,8 +19,8 @@ import triton
 import triton.language as tl
 
 from ..reference.modulated_conv2d import DEMOD_EPS
-from ._common import compute_type, scalar, split_f64
-from .bias_act import _act
+from ._common import compute_type, split_f64
+from .bias_act import act_gain_clamp
 
 
 @triton.jit
@@ -70,10 +70,7 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
                                   + wo[:, None] * noise_sw, mask=mask, other=0))
     if HAS_B:
         z += compute_type(tl.load(b_ptr + offs_n, mask=mask_n, other=0))[None, :]
-    y = _act(z, scalar(alpha_hi, alpha_lo, z), ACT, 0) * scalar(gain_hi, gain_lo, z)
-    if HAS_CLAMP:
-        c = scalar(clamp_hi, clamp_lo, z)
-        y = tl.where((y >= c) | (y <= -c), tl.where(y > 0, c, -c), y)
+    y = act_gain_clamp(z, alpha_hi, alpha_lo, gain_hi, gain_lo, clamp_hi, clamp_lo, ACT, HAS_CLAMP)
     tl.store(y_ptr + offs_out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
