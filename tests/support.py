@@ -17,3 +17,14 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     if torch.isnan(out).any() or torch.isnan(ref).any():
         return float("inf")
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def assert_layout_parity(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, layout: str,
+                         tol: float = 1e-12) -> None:
+    """out matches ref, keeps channels_last when x had it, and sends the same gradient into x for a random
+    cotangent."""
+    assert rel_err(out, ref) < tol
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(ref)
+    assert rel_err(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]) < tol
