@@ -147,6 +147,20 @@ def test_bias_act_fused_matches_reference(impl, act, clamp, up):
         assert rel_err(got, want) < 1e-12
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_strided_bias_and_odd_batch_weight_gradient(impl):
+    """Regressions from a kernel review: a non-contiguous bias was read as if contiguous; the weight gradient's
+    batch reduction is split over programs (an odd batch leaves the slices uneven)."""
+    x, w, s = _inputs(batch=3, c_out=5)
+    b = torch.randn(5, 2, **F64)[:, 0].requires_grad_()
+    ref = bias_act_ref(modulated_conv2d_ref(x, w, s, padding=1), b, act="lrelu")
+    out = modulated_conv2d_bias_act(x, w, s, None, b, act="lrelu", padding=1, impl=impl)
+    assert rel_err(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (w, b), dy), torch.autograd.grad(ref, (w, b), dy)):
+        assert rel_err(got, want) < 1e-12
+
+
 @pytest.mark.parametrize("impl", IMPLS + ["ref"])
 @pytest.mark.parametrize("up", [1, 2])
 def test_float16_prenormalisation(impl, up):

@@ -120,11 +120,12 @@ def _modulated_conv2d():
     from ganfast.triton import modulated_conv2d as m
 
     fwd_ints = ("C_in H W C_out H_out W_out stride pad_h pad_w noise_sn noise_sc noise_sh noise_sw").split()
-    wgrad_ints = "batch C_in H W C_out H_out W_out stride pad_h pad_w".split()
+    wgrad_ints = "batch split C_in H W C_out H_out W_out stride pad_h pad_w".split()
     # (kernel size, ints equal to 1 in the forward, in the weight gradient): 3×3 stride 1 with noise, 1×1, 3×3
-    # stride 2 (weight gradient of a batch of 1)
+    # stride 2 (weight gradient of a batch of 1, hence one slice); the first writes split partial sums in the
+    # accumulator dtype, the others write dw in x's dtype
     geometries = [(3, ["stride", "pad_h", "pad_w", "noise_sw"], ["stride", "pad_h", "pad_w"]),
-                  (1, ["stride"], ["stride"]), (3, ["pad_h", "pad_w"], ["pad_h", "pad_w", "batch"])]
+                  (1, ["stride"], ["stride", "split"]), (3, ["pad_h", "pad_w"], ["pad_h", "pad_w", "batch", "split"])]
     fwd_tile, wgrad_tile = m._FWD_TILES[0], m._WGRAD_TILES[0]
     for dtype in DTYPES:
         acc = tl.float64 if dtype == "fp64" else tl.float32
@@ -138,7 +139,9 @@ def _modulated_conv2d():
                             dict(KH=k, KW=k, **flags, ACC=acc, INPUT_PRECISION=precision,
                                  **dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), fwd_tile[:3]))), ones,
                             num_warps=fwd_tile[3], num_stages=fwd_tile[4])
-            compile_for_gpu(m._modconv_wgrad_kernel, {k_ + "_ptr": dtype for k_ in ("dw", "x", "xs", "g", "gs")},
+            partials = "fp64" if dtype == "fp64" else "fp32"
+            compile_for_gpu(m._modconv_wgrad_kernel, {"dw_ptr": partials if i == 0 else dtype,
+                                                      **{k_ + "_ptr": dtype for k_ in ("x", "xs", "g", "gs")}},
                             wgrad_ints, (), dict(KH=k, KW=k, HAS_XS=i != 1, HAS_GS=i != 2, ACC=acc,
                                                  INPUT_PRECISION=precision,
                                                  **dict(zip(("BLOCK_O", "BLOCK_K", "BLOCK_P"), wgrad_tile[:3]))),

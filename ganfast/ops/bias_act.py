@@ -45,6 +45,7 @@ def _launch(impl: str, order: int, x: torch.Tensor, b: torch.Tensor | None, g: t
             clamp: float | None) -> torch.Tensor:
     """Runs the elementwise pass of ``order`` with the chosen backend; returns a tensor laid out like x."""
     x = dense(x)
+    b = None if b is None else b.contiguous()  # the kernels index b[c] directly
     g, h, y = (same_layout(t, x) for t in (g, h, y))
     out = torch.empty_like(x)
     clamp = -1.0 if clamp is None else _clamp_in(x.dtype, clamp)

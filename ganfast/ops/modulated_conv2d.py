@@ -122,7 +122,7 @@ def _modconv_op(x: torch.Tensor, weight: torch.Tensor, in_scale: torch.Tensor | 
     geom = (stride, padding, transposed, output_padding)
     if impl == "triton":
         from ..triton import modulated_conv2d as triton_modconv
-        if triton_modconv.supports(weight, *geom):
+        if triton_modconv.supports(x, weight, *geom):
             return triton_modconv.modconv(x, weight, in_scale, out_scale, noise, bias, *geom, ACTIVATIONS[act].code,
                                           alpha, gain, clamp, need_raw)
     raw = _conv(_scale(x, in_scale), weight, *geom).contiguous()
@@ -349,7 +349,7 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
         weight, styles = weight.to(common), styles.to(common)
     dcoefs = torch.ops.ganfast.modconv_demod(weight, styles, chosen).to(x.dtype) if demodulate else None
     w, s = weight.to(x.dtype), styles.to(x.dtype)
-    bias = None if bias is None else bias.to(x.dtype)
+    bias = None if bias is None else bias.to(x.dtype).contiguous()  # the kernels index b[o] directly
     noise = None if noise is None else noise.to(x.dtype)
     need_raw = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (x, weight, styles, noise, bias))

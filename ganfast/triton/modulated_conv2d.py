@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import torch
 import triton
@@ -46,7 +47,7 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
-        ci, kh, kw = offs_k // (KH * KW), (offs_k // KW) % KH, offs_k % KW
+        ci, kh, kw = (offs_k // (KH * KW)).to(tl.int64), (offs_k // KW) % KH, offs_k % KW  # int64: C·H·W may pass 2**31
         hi = h0[:, None] + kh[None, :]
         wi = w0[:, None] + kw[None, :]
         inside = mask_m[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
@@ -57,7 +58,7 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
             s = tl.load(s_ptr + n * C_in + ci, mask=mask_k, other=0)
             b = (compute_type(b) * compute_type(s)[:, None]).to(a.dtype)
         acc = tl.dot(a, b.to(a.dtype), acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
-    offs_out = n * C_out * H_out * W_out + offs_n[None, :] * (H_out * W_out) + offs_m[:, None]
+    offs_out = n * C_out * H_out * W_out + offs_n[None, :].to(tl.int64) * (H_out * W_out) + offs_m[:, None]
     mask = mask_m[:, None] & mask_n[None, :]
     if NEED_RAW:
         tl.store(raw_ptr + offs_out, acc.to(raw_ptr.dtype.element_ty), mask=mask)
@@ -92,47 +93,55 @@ def _modconv_demod_kernel(d_ptr, s_ptr, w2_ptr, C_in, C_out, eps, ACC: tl.conste
 
 
 @triton.jit
-def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, C_in, H, W, C_out, H_out, W_out, stride,
-                          pad_h, pad_w, KH: tl.constexpr, KW: tl.constexpr, HAS_XS: tl.constexpr,
+def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, split, C_in, H, W, C_out, H_out, W_out,
+                          stride, pad_h, pad_w, KH: tl.constexpr, KW: tl.constexpr, HAS_XS: tl.constexpr,
                           HAS_GS: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
-    """dw[o, k] = Σ_n Σ_p (g[n, o, p] · gs[n, o]) · (x[n, i(k), p·stride − pad + offset(k)] · xs[n, i(k)]):
-    GEMM with M = output channels, N = I·kh·kw, reduced over batch and output pixels; scales applied as loaded."""
+    """dw[z, o, k] = Σ_{n ≡ z mod split} Σ_p (g[n, o, p] · gs[n, o]) · (x[n, i(k), p·stride − pad + offset(k)] ·
+    xs[n, i(k)]): GEMM with M = output channels, N = I·kh·kw, reduced over output pixels and the samples of
+    slice z (grid axis 2; the host sums the ``split`` slices, so few-channel layers still fill the GPU)."""
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    z = tl.program_id(2)
     K = C_in * KH * KW
     mask_o, mask_k = offs_o < C_out, offs_k < K
-    ci, kh, kw = offs_k // (KH * KW), (offs_k // KW) % KH, offs_k % KW
+    ci, kh, kw = (offs_k // (KH * KW)).to(tl.int64), (offs_k // KW) % KH, offs_k % KW
     acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=ACC)
-    zero64 = tl.program_id(0).to(tl.int64) * 0  # the sample index in int64 (plane offsets can pass 2**31)
-    for n in range(0, batch):
+    zero64 = z.to(tl.int64) * 0  # the sample index in int64 (plane offsets can pass 2**31)
+    for n in range(z, batch, split):
         n64 = zero64 + n
         g_base = g_ptr + n64 * C_out * H_out * W_out
         x_base = x_ptr + n64 * C_in * H * W
+        if HAS_GS:
+            gs = compute_type(tl.load(gs_ptr + n64 * C_out + offs_o, mask=mask_o, other=0))
+        if HAS_XS:
+            xs = compute_type(tl.load(xs_ptr + n64 * C_in + ci, mask=mask_k, other=0))
         for p0 in range(0, H_out * W_out, BLOCK_P):
             offs_p = p0 + tl.arange(0, BLOCK_P)
             mask_p = offs_p < H_out * W_out
-            g = tl.load(g_base + offs_o[:, None] * (H_out * W_out) + offs_p[None, :],
+            g = tl.load(g_base + offs_o[:, None].to(tl.int64) * (H_out * W_out) + offs_p[None, :],
                         mask=mask_o[:, None] & mask_p[None, :], other=0)
             hi = ((offs_p // W_out) * stride - pad_h)[:, None] + kh[None, :]
             wi = ((offs_p % W_out) * stride - pad_w)[:, None] + kw[None, :]
             inside = mask_p[:, None] & mask_k[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
             a = tl.load(x_base + ci[None, :] * (H * W) + hi * W + wi, mask=inside, other=0)
             if HAS_GS:
-                gs = tl.load(gs_ptr + n64 * C_out + offs_o, mask=mask_o, other=0)
-                g = (compute_type(g) * compute_type(gs)[:, None]).to(a.dtype)
+                g = (compute_type(g) * gs[:, None]).to(a.dtype)
             if HAS_XS:
-                xs = tl.load(xs_ptr + n64 * C_in + ci, mask=mask_k, other=0)
-                a = (compute_type(a) * compute_type(xs)[None, :]).to(g.dtype)
+                a = (compute_type(a) * xs[None, :]).to(g.dtype)
             acc = tl.dot(g.to(a.dtype), a, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
-    tl.store(dw_ptr + offs_o[:, None] * K + offs_k[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=mask_o[:, None] & mask_k[None, :])
+    tl.store(dw_ptr + z.to(tl.int64) * C_out * K + offs_o[:, None] * K + offs_k[None, :],
+             acc.to(dw_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_k[None, :])
 
 
-def supports(weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
+def supports(x: torch.Tensor, weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
     """The kernel runs direct convolutions of any stride, and transposed ones of stride 1 (the input gradient
-    of a stride-1 convolution) as direct convolutions with the flipped, transposed weight."""
-    return not transposed or stride == 1
+    of a stride-1 convolution) as direct convolutions with the flipped, transposed weight; the batch rides on
+    grid axis 2, so at most 65535 samples per call (others take the torch-convolution route)."""
+    return (not transposed or stride == 1) and x.shape[0] <= _MAX_GRID_Z
+
+
+_MAX_GRID_Z = 65535
 
 
 def _accumulator(dtype: torch.dtype):
@@ -225,16 +234,33 @@ def weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transpose
     batch, c_in, h, w = x.shape
     c_out, h_out, w_out = g.shape[1:]
     kh, kw = weight_shape[2:]
-    dw = x.new_empty(weight_shape)
     k = c_in * kh * kw
-    if dw.numel() == 0 or batch * h_out * w_out == 0:
-        return dw.zero_()
-    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]), triton.cdiv(k, meta["BLOCK_K"])),
+    if math.prod(weight_shape) == 0 or batch * h_out * w_out == 0:
+        return x.new_zeros(weight_shape)
+    split = _wgrad_split(x, batch, c_out, k)
+    # split > 1: per-slice partial sums in the accumulator dtype, summed here (deterministic, no atomics)
+    dw = x.new_empty(weight_shape) if split == 1 else x.new_empty((split, *weight_shape), dtype=_torch_acc(x.dtype))
+    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]), triton.cdiv(k, meta["BLOCK_K"]), split),
             dw, x, x if x_scale is None else x_scale.contiguous(), g, g if g_scale is None else g_scale.contiguous(),
-            batch, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
+            batch, split, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
             HAS_XS=x_scale is not None, HAS_GS=g_scale is not None, ACC=_accumulator(x.dtype),
             INPUT_PRECISION=_input_precision(x))
-    return dw
+    return dw if split == 1 else dw.sum(0).to(x.dtype)
+
+
+def _wgrad_split(x: torch.Tensor, batch: int, c_out: int, k: int) -> int:
+    """How many slices the weight gradient's batch reduction is split into: enough programs for about two per SM
+    (estimated with 64×64 tiles), at most one slice per sample. Under the interpreter: 2 when the batch allows
+    (so that the CPU tests cover the split)."""
+    if not x.is_cuda:
+        return min(batch, 2)
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    tiles = triton.cdiv(c_out, 64) * triton.cdiv(k, 64)
+    return max(1, min(batch, triton.cdiv(2 * sms, tiles)))
+
+
+def _torch_acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
