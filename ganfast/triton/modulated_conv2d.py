@@ -158,7 +158,8 @@ def _input_precision(x: torch.Tensor) -> str | None:
 # Tile candidates for GPUs, chosen by Triton's autotuner per shape class at first use. Not measured here (no
 # GPU was available when this was written); the interpreter (CPU tests) runs one small tile instead.
 _FWD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4),
-              (128, 128, 64, 8, 3), (64, 64, 64, 4, 3)]
+              (128, 128, 64, 8, 3), (64, 64, 64, 4, 3),
+              (16, 128, 64, 4, 3), (32, 64, 32, 4, 3)]  # small M: 4×4 and 8×8 layers have 16 and 64 pixels
 _WGRAD_TILES = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3),
                 (64, 64, 64, 4, 3)]
 _INTERPRETER_TILE = (16, 16, 16)
