@@ -30,9 +30,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: same errno (and OSError subclass), with the file named
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Creates the output directory ``path`` if needed, checks that it is writable and removes the temporary
+    files killed runs left in it; a clear ``OSError`` when it cannot be used."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the output directory {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"the output directory {path} is not writable")
+    remove_stale_temps(path)
     return path
 
 

@@ -49,8 +49,8 @@ def _cmd_train(args) -> int:
     trainer, default_steps = build_trainer(args.dataset, args.out, seed=args.seed, resolution=args.resolution,
                                            model=args.model, overrides=_train_overrides(args), device=device,
                                            progress=not args.no_progress)
-    if args.resume:
-        trainer.resume()
+    if args.resume and not trainer.resume(missing_ok=True) and trainer.rank == 0:
+        print(f"resume: no checkpoint in {args.out} yet; starting the run from step 0")
     total = args.steps if args.steps is not None else default_steps
     if args.kimg is not None:
         total = -(-int(args.kimg * 1000) // trainer.config.batch_size)
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--kimg", type=float, help="total thousands of real images shown")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, help="global batch (default: 256 for 2-D data, 64 for images)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
+                   "(none yet, e.g. killed before the first snapshot: start afresh)")
     p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
                    help="default: mlp for 2-D data, dcgan for images")
     p.add_argument("--pl-weight", type=float, help="path-length penalty weight (stylegan2; 0: off)")

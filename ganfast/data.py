@@ -114,12 +114,20 @@ def _images_to_tensor(images: list, resolution: int) -> torch.Tensor:
 
 
 def image_folder(path: str, resolution: int) -> torch.Tensor:
-    """All PNG/JPEG images under the folder ``path`` (recursively, sorted by path), see :func:`_images_to_tensor`."""
+    """All PNG/JPEG images under the folder ``path`` (recursively, sorted by path), see :func:`_images_to_tensor`.
+
+    Symbolic links to folders are not followed; a file (or link) that resolves to a place outside ``path`` is
+    refused with a ValueError, so a data folder cannot make ganfast read files elsewhere."""
     from PIL import Image
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(path)
                    for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise ValueError(f"dataset: no PNG/JPEG images found under {path!r}")
+    root = os.path.realpath(path)
+    for f in files:
+        if os.path.commonpath([root, os.path.realpath(f)]) != root:
+            raise ValueError(f"dataset: {f!r} is a link to {os.path.realpath(f)!r}, outside the data folder "
+                             f"{path!r}; copy the image into the folder or point --dataset at its real folder")
     images = []
     for f in files:
         with Image.open(f) as img:
@@ -128,10 +136,21 @@ def image_folder(path: str, resolution: int) -> torch.Tensor:
     return _images_to_tensor(images, resolution)
 
 
+def _check_member_name(archive: str, name: str) -> None:
+    """Refuses a zip member whose name would escape the archive's root if extracted ("zip slip")."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise ValueError(f"dataset: {archive!r} has a member {name!r} whose path escapes the archive root "
+                         "(absolute, drive-qualified or with '..'); refusing the archive")
+
+
 def image_zip(path: str, resolution: int) -> torch.Tensor:
-    """All PNG/JPEG members of the zip file ``path`` (sorted by name)."""
+    """All PNG/JPEG members of the zip file ``path`` (sorted by name). Members are decoded in memory (nothing is
+    extracted); an archive with a member path escaping its root is refused all the same."""
     from PIL import Image
     with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            _check_member_name(path, name)
         names = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise ValueError(f"dataset: no PNG/JPEG images found in {path!r}")

@@ -38,7 +38,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ._io import atomic_write, remove_stale_temps
+from ._io import atomic_write, prepare_output_dir
 from .nn.noise import per_sample_noise
 
 __all__ = ["FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard", "sample", "seed_latents",
@@ -269,14 +269,7 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     index, count = parse_shard(shard)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(f"cannot create the output directory {out}: {exc.strerror}") from exc
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"the output directory {out} is not writable")
-    remove_stale_temps(out)
+    out = prepare_output_dir(out)
     units = _plan(parse_seeds(seeds), fmt, out, shard_size)[index::count]
     todo = [u for u in units if not _is_complete(u, fmt)]
     skipped = sum(len(u.seeds) for u in units) - sum(len(u.seeds) for u in todo)

@@ -1,5 +1,8 @@
 """Checkpoints: one ``.safetensors`` file holding every tensor, with everything else as JSON in its metadata.
 
+Loading never unpickles: the tensors are safetensors, everything else JSON, and a model is rebuilt only from
+a class exported by ``ganfast.models``. A damaged or tampered file gives a ``ValueError`` naming it.
+
 The file is written to a temporary name in the same folder, flushed to disk and moved into place with
 ``os.replace``, so a crash never leaves a half-written checkpoint under the final name.
 
@@ -13,7 +16,7 @@ import json
 import os
 
 import torch
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import safe_open, save
 
 from .._io import atomic_write
 
@@ -78,24 +81,56 @@ def _read_meta(path: str) -> dict:
         raise ValueError(f"checkpoint: {path!r} is not a readable safetensors file ({exc})") from None
     if raw is None:
         raise ValueError(f"checkpoint: {path!r} is not a ganfast checkpoint (no 'ganfast' metadata)")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint: {path!r} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"checkpoint: {path!r} has damaged metadata (not JSON: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"checkpoint: {path!r} has format {found!r}; expected {FORMAT!r}")
+    if not (isinstance(meta.get("optimizers"), dict) and isinstance(meta.get("extra"), dict)):
+        raise ValueError(f"checkpoint: {path!r} has damaged metadata (no 'optimizers'/'extra' objects)")
     return meta
+
+
+def _read_tensors(path: str, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors whose keys start with ``prefix``, keys without it."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except Exception as exc:  # e.g. a truncated file or a header whose offsets do not match the data
+        raise ValueError(f"checkpoint: {path!r} has damaged tensor data ({exc})") from None
+
+
+def _load_state(path: str, name: str, target, state) -> None:
+    """``target.load_state_dict(state)`` (a module or an optimizer), a mismatch reported as a ValueError."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint: {path!r} does not fit {name!r}: {exc}") from None
 
 
 def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     restore_rng: bool = True) -> dict:
     """Loads what :func:`save_checkpoint` wrote into ``modules``/``optimizers`` (strictly); returns ``extra``."""
     meta = _read_meta(path)
-    tensors = load_file(path)
+    tensors = _read_tensors(path)
     for name, module in modules.items():
         prefix = f"{name}/"
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        _load_state(path, name, module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     for name, opt in optimizers.items():
-        opt.load_state_dict(_unflatten_optimizer(name, meta["optimizers"][name], tensors))
+        if name not in meta["optimizers"]:
+            raise ValueError(f"checkpoint: {path!r} holds no state for the optimizer {name!r}")
+        try:
+            state = _unflatten_optimizer(name, meta["optimizers"][name], tensors)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"checkpoint: {path!r} has damaged state for the optimizer {name!r} ({exc!r})") from None
+        _load_state(path, name, opt, state)
     if restore_rng:
-        torch.set_rng_state(tensors["rng/torch"])
+        rng = tensors.get("rng/torch")
+        if rng is None or rng.dtype != torch.uint8:
+            raise ValueError(f"checkpoint: {path!r} holds no valid 'rng/torch' state")
+        torch.set_rng_state(rng)
         if torch.cuda.is_available():
             states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda"))]
             if states:
@@ -109,15 +144,17 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema",
     weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients."""
     from ..models._spec import build_model
     path = checkpoint_path(path)
-    spec = _read_meta(path)["extra"].get("models", {}).get("G")
+    models = _read_meta(path)["extra"].get("models")
+    spec = models.get("G") if isinstance(models, dict) else None
     if spec is None:
         raise ValueError(f"checkpoint: {path!r} holds no model spec for G (a generator that is not one of "
                          "ganfast.models); build it yourself and use load_checkpoint")
-    G = build_model(spec)
-    prefix = f"{which}/"
-    with safe_open(path, framework="pt") as f:
-        state = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    try:
+        G = build_model(spec)
+    except (TypeError, ValueError) as exc:  # a class outside ganfast.models, or arguments it does not take
+        raise ValueError(f"checkpoint: {path!r} has an unusable model spec for G: {exc}") from None
+    state = _read_tensors(path, prefix=f"{which}/")
     if not state:
         raise ValueError(f"checkpoint: {path!r} has no weights for {which!r}")
-    G.load_state_dict(state)
+    _load_state(path, which, G, state)
     return G.to(device).eval().requires_grad_(False)

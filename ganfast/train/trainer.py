@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from .. import losses
+from .._io import atomic_write, prepare_output_dir
 from ..data import DataOrder, Dataset
 from ..models._spec import model_spec
 from . import step as steps
@@ -104,7 +105,8 @@ class Trainer:
         real = dataset.data[torch.randperm(len(dataset), generator=gen)[:min(num_fixed, len(dataset))]]
         self.real_diversity = diversity(real)
         self._tick_stats: list[dict] = []
-        os.makedirs(out_dir, exist_ok=True)
+        if self.rank == 0:
+            prepare_output_dir(out_dir)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _latents(self, phase: int) -> torch.Tensor:
@@ -235,15 +237,44 @@ class Trainer:
         if self.world_size > 1:
             dist.barrier()
 
-    def resume(self, path: str | None = None) -> None:
-        """Loads a checkpoint written by :meth:`save` and continues from its step."""
+    def resume(self, path: str | None = None, missing_ok: bool = False) -> bool:
+        """Loads a checkpoint written by :meth:`save` and continues from its step; ``stats.jsonl`` keeps only the
+        records of the ticks the checkpoint includes (a run killed after writing a tick's record but before its
+        checkpoint would otherwise repeat it). With ``missing_ok``, a missing checkpoint (a run killed before its
+        first one) starts the run afresh, with an empty ``stats.jsonl``. Returns whether a checkpoint was loaded."""
         path = path or os.path.join(self.out_dir, CHECKPOINT_NAME)
-        if not os.path.isfile(path):
+        found = os.path.isfile(path)
+        if found:
+            extra = load_checkpoint(path, self._modules(), self._optimizers())
+            missing = {"world_size", "data_order", "step", "nimg", "tick", "best_diversity"} - extra.keys()
+            if missing:
+                raise ValueError(f"resume: {path!r} is not a Trainer checkpoint (no {sorted(missing)})")
+            if extra["world_size"] != self.world_size:
+                raise ValueError(f"resume: the checkpoint was written by {extra['world_size']} processes, "
+                                 f"this run has {self.world_size}; the data order would differ")
+            self.order.load_state_dict(extra["data_order"])
+            self.step, self.nimg, self.tick = extra["step"], extra["nimg"], extra["tick"]
+            self.best_diversity = extra["best_diversity"]
+        elif not missing_ok:
             raise FileNotFoundError(f"resume: no checkpoint at {path!r}")
-        extra = load_checkpoint(path, self._modules(), self._optimizers())
-        if extra["world_size"] != self.world_size:
-            raise ValueError(f"resume: the checkpoint was written by {extra['world_size']} processes, "
-                             f"this run has {self.world_size}; the data order would differ")
-        self.order.load_state_dict(extra["data_order"])
-        self.step, self.nimg, self.tick = extra["step"], extra["nimg"], extra["tick"]
-        self.best_diversity = extra["best_diversity"]
+        if self.rank == 0:
+            self._trim_stats()
+        return found
+
+    def _trim_stats(self) -> None:
+        """Drops the ``stats.jsonl`` records of ticks after ``self.tick`` and a torn last line (atomically)."""
+        stats = os.path.join(self.out_dir, STATS)
+        if not os.path.isfile(stats):
+            return
+        with open(stats) as f:
+            lines = f.read().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the kill
+                continue
+            if line.endswith("\n") and record.get("tick", 0) <= self.tick:
+                kept.append(line)
+        if kept != lines:
+            atomic_write(stats, lambda f: f.write("".join(kept).encode()))

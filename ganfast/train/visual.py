@@ -1,10 +1,12 @@
-"""Sample pictures written with Pillow: image grids, and scatter plots for 2-D data."""
+"""Sample pictures written with Pillow (atomically): image grids, and scatter plots for 2-D data."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import torch
+
+from .._io import atomic_write
 
 
 def save_image_grid(images: torch.Tensor, path: str, columns: int | None = None, scale: int = 1,
@@ -24,7 +26,8 @@ def save_image_grid(images: torch.Tensor, path: str, columns: int | None = None,
         top, left = gap + r * (h + gap), gap + col * (w + gap)
         grid[:, top:top + h, left:left + w] = x[i]
     array = grid.permute(1, 2, 0).numpy()
-    Image.fromarray(array[:, :, 0] if c == 1 else array, "L" if c == 1 else "RGB").save(path)
+    image = Image.fromarray(array[:, :, 0] if c == 1 else array, "L" if c == 1 else "RGB")
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_scatter(points: torch.Tensor, path: str, modes: torch.Tensor | None = None, size: int = 512,
@@ -48,4 +51,4 @@ def save_scatter(points: torch.Tensor, path: str, modes: torch.Tensor | None = N
         px, py = to_pixel(x, y)
         draw.line((px - 4, py, px + 4, py), fill="red")
         draw.line((px, py - 4, px, py + 4), fill="red")
-    img.save(path)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))

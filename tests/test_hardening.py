@@ -1,0 +1,458 @@
+"""Hardening: kill -9 and resume (training, sampling), a full disk and unwritable output, tampered checkpoints,
+hostile data sets (zip slip, links out of a folder, pickled arrays), memory growth over many op calls and ops
+called from two threads at once. What needs a GPU (CUDA memory growth, CUDA-graph capture) is not here."""
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+import ganfast
+from ganfast.models import MLPGenerator
+from ganfast.models._spec import model_spec
+from ganfast.train.checkpoint import load_checkpoint, load_generator, save_checkpoint
+
+TRAIN_ARGS = ["--dataset", "ring8", "--steps", "150", "--batch-size", "32", "--tick", "5", "--snapshot-ticks", "1",
+              "--threads", "1", "--no-progress"]
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def _stats(folder: Path) -> list[dict]:
+    records = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("img_per_s")  # the only field that depends on the clock
+    return records
+
+
+def _wait_for(condition, proc, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _kill(proc) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _assert_whole_checkpoint(path: Path) -> None:
+    """A checkpoint that exists is complete: every tensor reads back and its metadata is a ganfast checkpoint."""
+    if path.exists():
+        load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            assert json.loads(f.metadata()["ganfast"])["format"] == "ganfast-checkpoint-1"
+
+
+def small_trainer(out: Path):
+    from ganfast.data import load_dataset
+    from ganfast.train import Trainer, TrainConfig
+    torch.manual_seed(0)
+    config = TrainConfig(batch_size=16, tick_steps=3, snapshot_ticks=2, num_fixed=16)
+    return Trainer(MLPGenerator(hidden=16, depth=1), ganfast.models.MLPDiscriminator(hidden=16, depth=1),
+                   load_dataset("ring8"), str(out), config, progress=False)
+
+
+# -- faults: kill -9 and resume -----------------------------------------------------------------------------------
+@pytest.mark.usefixtures("one_thread")
+def test_training_killed_repeatedly_resumes_exactly(tmp_path):
+    from ganfast.cli import main
+    straight, run = tmp_path / "straight", tmp_path / "killed"
+    assert main(["train", "--out", str(straight)] + TRAIN_ARGS) == 0
+    command = [sys.executable, "-m", "ganfast.cli", "train", "--out", str(run), "--resume"] + TRAIN_ARGS
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(8)
+    records = lambda: len((run / "stats.jsonl").read_text().splitlines()) if (run / "stats.jsonl").exists() else 0
+    kills = 0
+    for attempt in range(4):
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if attempt == 0:
+            time.sleep(0.3)  # still importing: killed before its first checkpoint, so --resume starts afresh
+        else:
+            target = records() + rng.randint(1, 6)  # then at a random point a few ticks further on
+            _wait_for(lambda: records() >= target, proc)
+            time.sleep(rng.uniform(0.0, 0.05))
+        kills += proc.poll() is None
+        _kill(proc)
+        _assert_whole_checkpoint(run / "checkpoint.safetensors")
+    assert kills >= 3, "the run finished before it could be killed"
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(str(straight / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _stats(run) == _stats(straight)                       # nothing lost, nothing duplicated
+    assert [r["tick"] for r in _stats(run)] == list(range(1, 31))
+    assert not _temp_files(run)
+
+
+def test_resume_trims_stats_and_starts_afresh_without_checkpoint(tmp_path):
+    trainer = small_trainer(tmp_path)
+    trainer.train(6)                                             # ticks 1 and 2, checkpoint at tick 2
+    stats = tmp_path / "stats.jsonl"
+    good = stats.read_text()
+    with open(stats, "a") as f:                                  # as if killed after tick 3's record, mid-tick 4's
+        f.write(json.dumps({"tick": 3, "step": 9}) + "\n" + '{"tick": 4, "st')
+    resumed = small_trainer(tmp_path)
+    assert resumed.resume() and resumed.tick == 2
+    assert stats.read_text() == good
+    (tmp_path / "checkpoint.safetensors").unlink()
+    fresh = small_trainer(tmp_path)
+    assert fresh.resume(missing_ok=True) is False and fresh.step == 0
+    assert stats.read_text() == ""
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fresh.resume()
+
+
+SAMPLE_SCRIPT = textwrap.dedent("""
+    import sys, time, torch, ganfast
+
+    class SlowG(torch.nn.Module):
+        z_dim = 8
+
+        def __init__(self, delay):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc, self.delay = torch.nn.Linear(8, 3 * 16), delay
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            time.sleep(self.delay)
+            return torch.tanh(self.fc(z)).view(-1, 3, 4, 4)
+
+    ganfast.write_samples(SlowG(float(sys.argv[2])), "0-79", sys.argv[1], fmt=sys.argv[3], batch_size=2,
+                          shard_size=4, progress=False)
+""")
+
+
+@pytest.mark.parametrize("fmt,pattern", [("png", "*.png"), ("npz", "*.npz")])
+def test_sampling_killed_repeatedly_resumes(tmp_path, fmt, pattern):
+    script, out = tmp_path / "sample.py", tmp_path / "out"
+    script.write_text(SAMPLE_SCRIPT)
+    rng = random.Random(fmt)
+    count = lambda: len(list(out.rglob(pattern)))
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(script), str(out), "0.02", fmt])
+        target = count() + rng.randint(1, 4)
+        _wait_for(lambda: count() >= target, proc)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        _kill(proc)
+    subprocess.run([sys.executable, str(script), str(out), "0", fmt], check=True, timeout=300)
+    namespace: dict = {}
+    exec(SAMPLE_SCRIPT.split("ganfast.write_samples")[0], namespace)
+    expected = np.concatenate([b.images for b in ganfast.sample(namespace["SlowG"](0.0), "0-79")])
+    if fmt == "png":
+        files = sorted(out.rglob("*.png"))
+        assert [f.name for f in files] == [f"seed{s:08d}.png" for s in range(80)]
+        got = np.stack([np.asarray(Image.open(f)) for f in files])
+    else:
+        got, seeds = [], []
+        for f in sorted(out.glob("*.npz")):
+            with np.load(f) as data:
+                got.append(data["images"])
+                seeds.append(data["seeds"])
+        got = np.concatenate(got)
+        np.testing.assert_array_equal(np.concatenate(seeds), np.arange(80))
+    np.testing.assert_array_equal(got, expected)
+    assert not _temp_files(out)
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = small_trainer(tmp_path)
+    trainer.train(6)
+    path = tmp_path / "checkpoint.safetensors"
+    before = path.read_bytes()
+    trainer.train_step()
+    monkeypatch.setattr(os, "fsync", _no_space)                  # the disk fills up while the file is written
+    with pytest.raises(OSError, match=r"could not write .*checkpoint\.safetensors: No space left") as info:
+        trainer.save()
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and not _temp_files(tmp_path)
+    monkeypatch.undo()
+    resumed = small_trainer(tmp_path)
+    resumed.resume()
+    assert resumed.step == 6
+
+
+def test_full_disk_while_sampling(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", _no_space)
+
+    class ImageG(torch.nn.Module):
+        z_dim = 4
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            return torch.tanh(z[:, :3, None, None].expand(-1, 3, 2, 2))
+
+    with pytest.raises(OSError, match="No space left") as info:
+        ganfast.write_samples(ImageG(), "0-7", tmp_path, fmt="npz", shard_size=4, progress=False, workers=1)
+    assert info.value.errno == errno.ENOSPC
+    assert not list(tmp_path.iterdir())                          # no partial shard, no temporary file
+
+
+def test_unwritable_output_directory(tmp_path, monkeypatch):
+    from ganfast.cli import main
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="cannot create the output directory"):
+        main(["train", "--out", str(blocker / "run")] + TRAIN_ARGS)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if "readonly" in str(p) else real_access(p, mode))
+    with pytest.raises(PermissionError, match="is not writable"):
+        main(["train", "--out", str(tmp_path / "readonly")] + TRAIN_ARGS)
+
+
+# -- hostile files: checkpoints --------------------------------------------------------------------------------
+def _generator_checkpoint(path: Path, G=None, spec=None) -> Path:
+    G = G or MLPGenerator(z_dim=4, hidden=8, depth=1)
+    opt = torch.optim.Adam(G.parameters())
+    G(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    save_checkpoint(str(path), {"G_ema": G}, {"opt": opt}, {"models": {"G": spec or model_spec(G)}})
+    return path
+
+
+def _header_span(blob: bytes) -> tuple[int, int]:
+    return 8, 8 + int.from_bytes(blob[:8], "little")
+
+
+def _loaders(path):
+    G = MLPGenerator(z_dim=4, hidden=8, depth=1)
+    yield lambda: load_generator(path)
+    yield lambda: load_checkpoint(str(path), {"G_ema": G}, {"opt": torch.optim.Adam(G.parameters())},
+                                  restore_rng=False)
+
+
+def test_checkpoint_loads_back(tmp_path):
+    path = _generator_checkpoint(tmp_path / "ok.safetensors")
+    G = load_generator(path)
+    assert isinstance(G, MLPGenerator) and not G.training
+    for load in _loaders(path):
+        load()
+
+
+@pytest.mark.parametrize("damage", ["header_length", "header_not_json", "metadata_not_json", "format", "truncated",
+                                    "truncated_header", "empty"])
+def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+    blob = bytearray(path.read_bytes())
+    start, end = _header_span(blob)
+    if damage == "header_length":
+        blob[:8] = (len(blob) * 4).to_bytes(8, "little")
+    elif damage == "header_not_json":
+        blob[start] = ord("x")
+    elif damage == "metadata_not_json":
+        at = blob.index(b'"ganfast":"{', start) + len('"ganfast":"')
+        blob[at] = ord("[")
+    elif damage == "format":
+        at = blob.index(b"ganfast-checkpoint-1", start)
+        blob[at + len("ganfast-checkpoint-")] = ord("9")
+    elif damage == "truncated":
+        blob = blob[:end + (len(blob) - end) // 2]
+    elif damage == "truncated_header":
+        blob = blob[:end // 2]
+    else:
+        blob = bytearray()
+    path.write_bytes(bytes(blob))
+    for load in _loaders(path):
+        with pytest.raises(ValueError, match="checkpoint: "):
+            load()
+
+
+def test_random_header_flips_never_crash(tmp_path):
+    """A flipped byte in the header or metadata either still loads (e.g. a float in the optimizer's settings
+    changed) or raises a ValueError naming the checkpoint: never another exception, never an unpickling."""
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+    clean = path.read_bytes()
+    start, end = _header_span(clean)
+    rng = random.Random(0)
+    errors = 0
+    for _ in range(40):
+        blob = bytearray(clean)
+        at = rng.randrange(start, end)
+        blob[at] ^= rng.randrange(1, 256)
+        path.write_bytes(bytes(blob))
+        for load in _loaders(path):
+            try:
+                load()
+            except ValueError as exc:
+                assert str(exc).startswith("checkpoint: "), exc
+                errors += 1
+    assert errors > 20
+
+
+def test_checkpoint_with_wrong_shapes_or_foreign_class(tmp_path):
+    small = MLPGenerator(z_dim=4, hidden=8, depth=1)
+    wrong = _generator_checkpoint(tmp_path / "wrong.safetensors", G=MLPGenerator(z_dim=4, hidden=16, depth=1),
+                                  spec=model_spec(small))     # weights of another size than the spec says
+    for load in _loaders(wrong):
+        with pytest.raises(ValueError, match="(?s)does not fit 'G_ema'.*size mismatch"):
+            load()
+    for name in ("Trainer", "os.system", "BuildableModule", "Module", "__builtins__"):
+        path = _generator_checkpoint(tmp_path / f"{name}.safetensors", spec={"class": name, "kwargs": {}})
+        with pytest.raises(ValueError, match=f"names '{re.escape(name)}', which is not a model in ganfast.models"):
+            load_generator(path)
+    path = _generator_checkpoint(tmp_path / "kwargs.safetensors",
+                                 spec={"class": "MLPGenerator", "kwargs": {"evil": "__import__('os')"}})
+    with pytest.raises(ValueError, match="unusable model spec"):
+        load_generator(path)
+    meta = {"format": "ganfast-checkpoint-1", "optimizers": {}, "extra": {"models": "G"}}
+    (tmp_path / "meta.safetensors").write_bytes(save({"x": torch.zeros(1)}, metadata={"ganfast": json.dumps(meta)}))
+    with pytest.raises(ValueError, match="no model spec"):
+        load_generator(tmp_path / "meta.safetensors")
+
+
+def test_nothing_in_ganfast_unpickles():
+    """No ``pickle``, no ``torch.load`` without ``weights_only=True``, no ``np.load(allow_pickle=True)``."""
+    sources = sorted(Path(ganfast.__file__).parent.rglob("*.py"))
+    assert len(sources) > 20
+    for source in sources:
+        text = source.read_text()
+        assert not re.search(r"\b(c?pickle|dill|marshal|shelve)\b", text), source
+        assert "allow_pickle=True" not in text and "weights_only=False" not in text, source
+        for call in re.finditer(r"torch\.load\(", text):
+            args = text[call.end():text.find(")", call.end())]
+            assert "weights_only=True" in args, f"{source}: torch.load without weights_only=True"
+
+
+# -- hostile files: data sets ------------------------------------------------------------------------------------
+def _png_bytes(value: int) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((4, 4), value, np.uint8), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["../escape.png", "a/../../escape.png", "/etc/escape.png", "C:/escape.png",
+                                  "..\\escape.png"])
+def test_zip_slip_is_refused(tmp_path, name):
+    from ganfast.data import load_dataset
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ok.png", _png_bytes(10))
+        zf.writestr(zipfile.ZipInfo(name), _png_bytes(20))
+    assert name in zipfile.ZipFile(path).namelist()
+    with pytest.raises(ValueError, match="escapes the archive root"):
+        load_dataset(str(path), resolution=16)
+
+
+def test_zip_with_safe_names_loads(tmp_path):
+    from ganfast.data import load_dataset
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a/one.png", _png_bytes(0))
+        zf.writestr("two..png", _png_bytes(255))               # '..' inside a name is harmless
+    data = load_dataset(str(path), resolution=16).data
+    assert data.shape == (2, 1, 16, 16) and data[0].max() == -1 and data[1].min() == 1
+
+
+def test_folder_links_out_of_the_root(tmp_path):
+    from ganfast.data import load_dataset
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "a.png").write_bytes(_png_bytes(0))
+    (outside / "secret.png").write_bytes(_png_bytes(255))
+    (root / "sub" / "inside-link.png").symlink_to(root / "a.png")      # a link within the root is fine
+    (root / "linked-dir").symlink_to(outside, target_is_directory=True)  # folder links are not followed
+    assert load_dataset(str(root), resolution=16).data.shape == (2, 1, 16, 16)
+    (root / "b.png").symlink_to(outside / "secret.png")
+    with pytest.raises(ValueError, match="outside the data folder"):
+        load_dataset(str(root), resolution=16)
+
+
+def test_pickled_npz_is_refused(tmp_path):
+    from ganfast.data import load_dataset
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load_dataset(str(path))
+
+
+# -- resources -------------------------------------------------------------------------------------------------------
+def _op_calls():
+    """One small call per op and variant through the C++ extension (forward, and backward where it has one)."""
+    from ganfast.ops import bias_act, grad_penalty, setup_filter, upfirdn2d
+    from ganfast.ops.spectral_norm import power_iteration
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
+    b = torch.randn(4, generator=gen, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1])
+    w = torch.randn(8, 12, generator=gen)
+    u0, v0 = torch.randn(8, generator=gen), torch.randn(12, generator=gen)
+
+    def bias_act_call():
+        y = bias_act(x, b, act="lrelu", clamp=1.0, impl="ext")
+        dx, db = torch.autograd.grad(y.square().sum(), (x, b))
+        return y.detach(), dx, db
+
+    def upfirdn2d_call():
+        y = upfirdn2d(x, f, up=2, padding=[2, 1], impl="ext")
+        return y.detach(), torch.autograd.grad(y.sum(), x)[0]
+
+    def grad_penalty_call():
+        term, norm = grad_penalty(x, center=1.0, impl="ext")
+        return term.detach(), norm.detach(), torch.autograd.grad(term.sum(), x)[0]
+
+    def power_call():
+        u, v = u0.clone(), v0.clone()
+        (result,) = power_iteration([w], [u], [v], dims=[0], n_power_iterations=[2], eps=[1e-12], u_first=[True],
+                                    impl="ext")
+        return result.sigma, u, v
+
+    return {"bias_act": bias_act_call, "upfirdn2d": upfirdn2d_call, "grad_penalty": grad_penalty_call,
+            "spectral_norm_power": power_call}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+@pytest.mark.usefixtures("one_thread")
+def test_no_memory_growth_over_many_calls():
+    assert ganfast.info()["extension_loaded"]
+    for name, call in _op_calls().items():
+        for _ in range(300):                                     # warm-up: caches, allocator pools
+            call()
+        before = _rss_bytes()
+        for _ in range(10_000):
+            call()
+        grown = _rss_bytes() - before
+        assert grown < 2 << 20, f"{name}: RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"
+
+
+def test_ops_from_two_threads_at_once():
+    calls = _op_calls()
+    expected = {name: call() for name, call in calls.items()}
+
+    def work(_):
+        return [(name, call()) for _ in range(25) for name, call in calls.items()]
+
+    with ThreadPoolExecutor(2) as pool:
+        for results in pool.map(work, range(4)):
+            for name, got in results:
+                for a, b in zip(got, expected[name]):
+                    assert torch.equal(a, b), name
