@@ -25,18 +25,19 @@ from ganfast.ops.spectral_norm import power_iteration
 from ganfast.ops.upfirdn2d import output_size
 from ganfast.reference.losses import grad_penalty as grad_penalty_ref
 from ganfast.reference.losses import sample_lerp as sample_lerp_ref
+from ganfast.reference.modulated_conv2d import demod_coefficients
 from ganfast.reference.spectral_norm import power_iteration as power_iteration_ref
 
 _COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-settings.register_profile("ganfast-ci", max_examples=20, **_COMMON)
+settings.register_profile("ganfast-ci", max_examples=25, **_COMMON)
 settings.register_profile("ganfast-dev", max_examples=300, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ganfast-ci"))
 
 IMPLS = available_impls()
 HOST_IMPLS = ["ref"] + [i for i in IMPLS if i == "ext"]
 TRITON = "triton" in IMPLS
-TRITON_EXAMPLES = 4
+TRITON_EXAMPLES = settings.default.max_examples // 5  # interpreted kernels are slow: 5 examples in CI
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # the Triton interpreter has no bfloat16 arithmetic (tests/test_upfirdn2d.py); on a GPU every dtype runs
 TRITON_DTYPES = DTYPES if DEVICE.type == "cuda" else DTYPES[:3]
@@ -250,7 +251,7 @@ def check_upfirdn2d(data, impl, max_side):
 def check_conv2d_resample(data, impl, max_side):
     del impl  # conv2d_resample has no impl argument: its filtering steps take upfirdn2d's auto choice
     gen = generator(data)
-    dtype = data.draw(st.sampled_from([torch.float64, torch.float32]), label="dtype")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     groups = data.draw(st.integers(1, 2), label="groups")
     c_in, c_out = groups * data.draw(st.integers(1, 2), label="C/g"), groups * data.draw(st.integers(1, 2), label="O/g")
     kh, kw = data.draw(st.integers(1, 3), label="kh"), data.draw(st.integers(1, 3), label="kw")
@@ -272,8 +273,9 @@ def check_conv2d_resample(data, impl, max_side):
         return
     out = conv2d_resample(x.view, w.view, f, up, down, padding, groups, **flips)
     assert out.dtype == dtype
-    assert_close(out, ref, dtype, "conv2d_resample")
-    check_grads([out], [ref], (x.leaf, w.leaf), (x.leaf64, w.leaf64), dtype, gen, "conv2d_resample")
+    factor = 1.0 if dtype in (torch.float64, torch.float32) else 2.0
+    assert_close(out, ref, dtype, "conv2d_resample", factor)
+    check_grads([out], [ref], (x.leaf, w.leaf), (x.leaf64, w.leaf64), dtype, gen, "conv2d_resample", 2 * factor)
 
 
 def check_modulated_conv2d(data, impl, max_side):
@@ -289,16 +291,17 @@ def check_modulated_conv2d(data, impl, max_side):
     flip_weight = data.draw(st.booleans(), label="flip_weight")
     fused = data.draw(st.booleans(), label="fused_modconv")
     x = draw_input(data, gen, shape, dtype)
-    w = draw_input(data, gen, [c_out, c_in, k, k], torch.float32 if dtype != torch.float64 else dtype,
-                   layouts=["contiguous", "permuted", "strided"])
-    s = draw_input(data, gen, [batch, c_in], torch.float32 if dtype != torch.float64 else dtype,
-                   layouts=["contiguous", "strided", "expanded"])
+    # StyleGAN keeps float32 weights and styles under float16 activations; same-dtype parameters work too
+    param_dtype = data.draw(st.sampled_from([dtype, torch.float32 if dtype != torch.float64 else dtype]),
+                            label="weight dtype")
+    w = draw_input(data, gen, [c_out, c_in, k, k], param_dtype, layouts=["contiguous", "permuted", "strided"])
+    s = draw_input(data, gen, [batch, c_in], param_dtype, layouts=["contiguous", "strided", "expanded"])
     geometry = dict(up=up, down=down, padding=padding, resample_filter=f, flip_weight=flip_weight)
     try:
         ref = reference.modulated_conv2d(x.view64, w.view64, s.view64, None, demodulate=demodulate,
                                          fused_modconv=fused, **geometry)
-    except (ValueError, RuntimeError):
-        with pytest.raises(CLEAR_ERRORS + (RuntimeError,)):
+    except (ValueError, RuntimeError):  # the geometry leaves nothing to convolve
+        with pytest.raises(ValueError, match="output would be"):
             modulated_conv2d(x.view, w.view, s.view, None, demodulate=demodulate, impl=impl, **geometry)
         return
     fused_epilogue = data.draw(st.booleans(), label="bias_act variant")
@@ -330,6 +333,9 @@ def check_modulated_conv2d(data, impl, max_side):
     assert out.dtype == dtype
     factor = 1.0 if dtype in (torch.float64, torch.float32) else 2.0
     assert_close(out, ref, dtype, "modulated_conv2d", factor)
+    if demodulate and dtype != torch.float64 and \
+            demod_coefficients(w.view64, s.view64).max() > 5:
+        return  # a nearly vanishing Σ(w·s)²: the gradient cancels to rounding noise in low precision
     eps = torch.finfo(dtype).eps * 64
     if clamp is not None and ((ref.detach().abs() - clamp).abs() < eps * clamp).any():
         return  # an output within rounding of the clamp: its gradient may go either way
@@ -491,6 +497,10 @@ def _bad_calls():
         "sample_lerp shapes": lambda impl: sample_lerp(x4, x4[:, :2], s[:, 0], impl=impl),
         "sample_lerp eps length": lambda impl: sample_lerp(x4, x4, b3, impl=impl),
         "sample_lerp eps dtype": lambda impl: sample_lerp(x4, x4, s[:, 0].float(), impl=impl),
+        "sample_lerp ext": lambda impl: sample_lerp(x4, x4, s[:, 0], impl="ext"),
+        "power_iteration triton": lambda impl: power_iteration([w], [torch.zeros(4, dtype=torch.float64)],
+                                                               [torch.zeros(27, dtype=torch.float64)], [0], [1],
+                                                               [1e-12], [True], impl="triton"),
     }
 
 
@@ -550,3 +560,15 @@ def test_modulated_conv2d_bias_act_strided_bias(impl, down):
     ref = modulated_conv2d_bias_act(x, w, s, bias=bias.contiguous(), down=down, padding=1, resample_filter=f,
                                     act="lrelu", impl="ref")
     assert rel_err(out, ref) < 1e-12
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_modulated_conv2d_empty_output_is_an_error(impl):
+    """A 1×1 input, 3×3 kernel and down=2 leave no output pixel: a ValueError for every impl (Triton's kernel used
+    to return an empty tensor while torch's convolution raised)."""
+    x = torch.randn(1, 1, 1, 1, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(1, 1, 3, 3, dtype=torch.float64, device=DEVICE)
+    s = torch.ones(1, 1, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(ValueError, match="output would be 0x0"):
+        modulated_conv2d(x, w, s, down=2, padding=1, resample_filter=setup_filter([1, 3, 3, 1], device=DEVICE),
+                         impl=impl)
