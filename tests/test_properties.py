@@ -272,7 +272,7 @@ def check_conv2d_resample(data, impl, max_side):
     out = conv2d_resample(x.view, w.view, f, up, down, padding, groups, **flips)
     assert out.dtype == dtype
     factor = 1.0 if dtype in (torch.float64, torch.float32) else 2.0
-    assert_close(out, ref, dtype, "conv2d_resample", factor)
+    assert_close(out, ref, dtype, "conv2d_resample", factor, floor=0.0 if factor == 1 else ref.numel() ** 0.5)
     check_grads([out], [ref], (x.leaf, w.leaf), (x.leaf64, w.leaf64), dtype, gen, "conv2d_resample", 2 * factor)
 
 
@@ -335,7 +335,8 @@ def check_modulated_conv2d(data, impl, max_side):
                                **geometry)
     assert out.dtype == dtype
     factor = 1.0 if dtype in (torch.float64, torch.float32) else 2.0
-    assert_close(out, ref, dtype, "modulated_conv2d", factor)
+    # low precision: an output that cancels to ~0 (few terms) is compared against unit-RMS values, not itself
+    assert_close(out, ref, dtype, "modulated_conv2d", factor, floor=0.0 if factor == 1 else ref.numel() ** 0.5)
     if demodulate and dtype != torch.float64 and \
             demod_coefficients(w.view64, s.view64).max() > 5:
         return  # a nearly vanishing Σ(w·s)²: the gradient cancels to rounding noise in low precision
