@@ -281,7 +281,8 @@ def check_modulated_conv2d(data, impl, max_side):
     dtype = data.draw(st.sampled_from(dtypes_for(impl)), label="dtype")
     batch, c_in, c_out = (data.draw(st.integers(1, 3), label=n) for n in ("N", "I", "O"))
     k = data.draw(st.integers(1, 3), label="k")
-    shape = [batch, c_in, data.draw(st.integers(1, max_side), label="H"), data.draw(st.integers(1, max_side), label="W")]
+    shape = [batch, c_in, data.draw(st.integers(1, max_side), label="H"),
+             data.draw(st.integers(1, max_side), label="W")]
     up, down = data.draw(st.integers(1, 2), label="up"), data.draw(st.integers(1, 2), label="down")
     f = None if up == down == 1 else setup_filter([1, 3, 3, 1], device=DEVICE)
     padding = data.draw(st.integers(0, 1), label="padding") if up == down == 1 else k // 2
