@@ -45,7 +45,7 @@ def _launch(impl: str, order: int, x: torch.Tensor, b: torch.Tensor | None, g: t
             clamp: float | None) -> torch.Tensor:
     """Runs the elementwise pass of ``order`` with the chosen backend; returns a tensor laid out like x."""
     x = dense(x)
-    b = None if b is None else b.contiguous()  # the kernels index b[c] directly
+    b = None if b is None else b.contiguous()  # the kernels read b with stride 1 (callers of the op may pass views)
     g, h, y = (same_layout(t, x) for t in (g, h, y))
     out = torch.empty_like(x)
     clamp = -1.0 if clamp is None else _clamp_in(x.dtype, clamp)
@@ -201,7 +201,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         dim = check_dim(dim, x.ndim)
         if b.shape[0] != x.shape[dim]:
             raise ValueError(f"b has length {b.shape[0]} but x.shape[{dim}] is {x.shape[dim]}")
-        b = b.contiguous()
     else:
         dim = 0  # without b, dim plays no part (as in StyleGAN2-ADA)
     variant = None if clamp is not None and act in _CPU_EXT_ACTS else "other"

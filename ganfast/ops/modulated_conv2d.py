@@ -363,6 +363,10 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
             x, pad = F.pad(x, [px0, px1, py0, py1]), [0, 0]
         geom = (down, pad, False, [0, 0])
         out_shape = (x.shape[0], w.shape[0], *_out_hw(x.shape[2:], w, *geom))
+        if min(out_shape[2:]) < 1:  # torch's conv raises here, the Triton kernel would return an empty tensor
+            raise ValueError(f"modulated_conv2d output would be {out_shape[2]}x{out_shape[3]} (H x W) for input "
+                             f"{x.shape[2]}x{x.shape[3]}, kernel {kh}x{kw}, down={down}, padding={padding}: "
+                             f"it must be at least 1x1")
         noise = _check_noise(noise, out_shape)
         y, _ = _modconv(x, oriented_weight(w, flip_weight), s, dcoefs, geom, need_raw, chosen, noise, bias, act,
                         alpha, gain, clamp)

@@ -218,7 +218,7 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
                                     batch),
             y, raw if need_raw else y, x, weight, x if in_scale is None else in_scale.contiguous(),
             x if out_scale is None else out_scale.contiguous(), x if noise is None else noise,
-            x if bias is None else bias, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
+            x if bias is None else bias.contiguous(), c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
             *noise_strides, *scalars, KH=kh, KW=kw, HAS_S=in_scale is not None, HAS_D=out_scale is not None,
             HAS_NOISE=noise is not None, HAS_B=bias is not None, ACT=act_code, HAS_CLAMP=clamp is not None,
             NEED_RAW=need_raw, ACC=_accumulator(x.dtype), INPUT_PRECISION=_input_precision(x))

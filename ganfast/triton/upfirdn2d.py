@@ -20,8 +20,8 @@ from ._common import compute_type
 @triton.jit
 def _axis_phase(o, down, pad0, shift, UP: tl.constexpr):
     """(first input pixel i0, its tap t0) of outputs o along one axis; ``shift``·UP ≥ pad0 keeps the integer
-    division's numerator non-negative, so it floors."""
-    start = o * down - pad0
+    division's numerator non-negative, so it floors. In 64 bits: o·down passes 2³¹ on inputs that tall."""
+    start = o.to(tl.int64) * down - pad0
     first = (start + UP - 1 + shift * UP) // UP - shift
     return first, first * UP - start
 
