@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save
 import ganfast
 from ganfast.models import MLPGenerator
 from ganfast.models._spec import model_spec
-from ganfast.train.checkpoint import load_checkpoint, load_generator, save_checkpoint
+from ganfast.train.checkpoint import FORMAT, load_checkpoint, load_generator, save_checkpoint
 
 TRAIN_ARGS = ["--dataset", "ring8", "--steps", "150", "--batch-size", "32", "--tick", "5", "--snapshot-ticks", "1",
               "--threads", "1", "--no-progress"]
@@ -59,7 +59,7 @@ def _assert_whole_checkpoint(path: Path) -> None:
     if path.exists():
         load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
-            assert json.loads(f.metadata()["ganfast"])["format"] == "ganfast-checkpoint-1"
+            assert json.loads(f.metadata()["ganfast"])["format"] == FORMAT
 
 
 def small_trainer(out: Path):
@@ -266,7 +266,7 @@ def test_damaged_checkpoint_gives_clear_error(tmp_path, damage):
         at = blob.index(b'"ganfast":"{', start) + len('"ganfast":"')
         blob[at] = ord("[")
     elif damage == "format":
-        at = blob.index(b"ganfast-checkpoint-1", start)
+        at = blob.index(FORMAT.encode(), start)
         blob[at + len("ganfast-checkpoint-")] = ord("9")
     elif damage == "truncated":
         blob = blob[:end + (len(blob) - end) // 2]
@@ -306,9 +306,11 @@ def test_checkpoint_with_wrong_shapes_or_foreign_class(tmp_path):
     small = MLPGenerator(z_dim=4, hidden=8, depth=1)
     wrong = _generator_checkpoint(tmp_path / "wrong.safetensors", G=MLPGenerator(z_dim=4, hidden=16, depth=1),
                                   spec=model_spec(small))     # weights of another size than the spec says
-    for load in _loaders(wrong):
-        with pytest.raises(ValueError, match="(?s)does not fit 'G_ema'.*size mismatch"):
-            load()
+    generator, checkpoint = _loaders(wrong)
+    with pytest.raises(ValueError, match=r"model spec for G does not fit its weights \(.*'net.0.weight'"):
+        generator()
+    with pytest.raises(ValueError, match="(?s)does not fit 'G_ema'.*size mismatch"):
+        checkpoint()
     for name in ("Trainer", "os.system", "BuildableModule", "Module", "__builtins__"):
         path = _generator_checkpoint(tmp_path / f"{name}.safetensors", spec={"class": name, "kwargs": {}})
         with pytest.raises(ValueError, match=f"names '{re.escape(name)}', which is not a model in ganfast.models"):
@@ -321,6 +323,79 @@ def test_checkpoint_with_wrong_shapes_or_foreign_class(tmp_path):
     (tmp_path / "meta.safetensors").write_bytes(save({"x": torch.zeros(1)}, metadata={"ganfast": json.dumps(meta)}))
     with pytest.raises(ValueError, match="no model spec"):
         load_generator(tmp_path / "meta.safetensors")
+
+
+def _rewrite(path: Path, change) -> None:
+    """Rewrites a checkpoint after ``change(tensors, meta)`` edits its tensors and parsed metadata in place."""
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["ganfast"])
+    change(tensors, meta)
+    path.write_bytes(save(tensors, metadata={"ganfast": json.dumps(meta)}))
+
+
+def test_changed_tensor_values_fail_their_digest(tmp_path):
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+    blob = bytearray(path.read_bytes())
+    start, end = _header_span(blob)
+    first, _ = json.loads(blob[start:end])["G_ema/net.0.weight"]["data_offsets"]
+    blob[end + first + 1] ^= 0x10                               # one bit of a weight
+    path.write_bytes(bytes(blob))
+    for load in _loaders(path):
+        with pytest.raises(ValueError, match="is damaged: tensor '.*' fails its SHA-256 check"):
+            load()
+
+
+@pytest.mark.parametrize("change", ["tensor_added", "digest_removed", "digests_missing", "digest_not_str"])
+def test_tensors_and_digests_must_agree(tmp_path, change):
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+    edits = {"tensor_added": lambda t, m: t.update({"G_ema/extra": torch.zeros(2)}),
+             "digest_removed": lambda t, m: m["digests"].pop("G_ema/net.0.bias"),
+             "digests_missing": lambda t, m: m.pop("digests"),
+             "digest_not_str": lambda t, m: m["digests"].update({"G_ema/net.0.bias": 7})}
+    _rewrite(path, edits[change])
+    message = {"tensor_added": "tensors and its digests differ|spec for G does not fit its weights",
+               "digest_removed": "tensors and its digests differ"}.get(change, "'digests'")
+    for load in _loaders(path):
+        with pytest.raises(ValueError, match=message):
+            load()
+
+
+def test_first_format_loads_unverified(tmp_path):
+    """Checkpoints written before digests existed (format 1) still load."""
+    G = MLPGenerator(z_dim=4, hidden=8, depth=1)
+    path = _generator_checkpoint(tmp_path / "old.safetensors", G=G)
+
+    def first_format(tensors, meta):
+        del meta["digests"]
+        meta["format"] = "ganfast-checkpoint-1"
+    _rewrite(path, first_format)
+    loaded = load_generator(path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
+
+
+@pytest.mark.parametrize("kwargs, message", [({"hidden": 10 ** 7}, "does not fit its weights"),
+                                             ({"depth": 10 ** 8}, "registers more than 72 parameters and buffers")])
+def test_hostile_model_arguments_allocate_nothing(tmp_path, kwargs, message):
+    """Arguments that would need terabytes (or 10^8 layers) are refused before any memory is allocated: the
+    model is sized on the meta device and must match the stored weights."""
+    spec = {"class": "MLPGenerator", "kwargs": {"z_dim": 4, "hidden": 8, "depth": 1, **kwargs}}
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors", spec=spec)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        load_generator(path)
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("model", ["StyleGAN2Generator", "SNGANGenerator", "DCGANGenerator"])
+def test_every_generator_round_trips(tmp_path, model):
+    import ganfast.models
+    G = getattr(ganfast.models, model)()
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(str(path), {"G_ema": G}, {}, {"models": {"G": model_spec(G)}})
+    loaded = load_generator(path)
+    assert type(loaded) is type(G)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
 
 
 def test_nothing_in_ganfast_unpickles():

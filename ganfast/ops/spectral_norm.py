@@ -189,8 +189,10 @@ def _check_like(name: str, t: torch.Tensor, other_name: str, other: torch.Tensor
 
 
 def _check_disjoint(named: list[tuple[str, torch.Tensor]]) -> None:
-    """Every u and v is written in place by its own weight's block: no two may share memory."""
-    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for name, t in named)
+    """Every u and v is written in place by its own weight's block: no two may share memory (meta tensors have
+    none)."""
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for name, t in named
+                   if t.device.type != "meta")
     for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
         if start < end:
             raise ValueError(f"{first} and {second} share memory (each u and v is updated in place)")

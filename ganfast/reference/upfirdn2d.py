@@ -62,7 +62,7 @@ def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_fil
     becomes its 2-D outer product. ``normalize`` divides by the sum of the taps; ``gain`` multiplies by
     gain**(f.ndim / 2), so that the 2-D filter's overall gain is ``gain`` either way.
     """
-    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
+    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32, device=device)
     if f.ndim > 2 or f.numel() == 0:
         raise ValueError(f"f must be a scalar, 1-D or 2-D array of taps, got shape {tuple(f.shape)}")
     if f.ndim == 0:
@@ -77,7 +77,7 @@ def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_fil
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
-    return (f * gain ** (f.ndim / 2)).to(device=device)
+    return f * gain ** (f.ndim / 2)
 
 
 def upsample_padding(f: torch.Tensor | None, up: IntOrPair, padding: IntOrPair) -> list[int]:

@@ -1,17 +1,22 @@
 """Checkpoints: one ``.safetensors`` file holding every tensor, with everything else as JSON in its metadata.
 
 Loading never unpickles: the tensors are safetensors, everything else JSON, and a model is rebuilt only from
-a class exported by ``ganfast.models``. A damaged or tampered file gives a ``ValueError`` naming it.
+a class exported by ``ganfast.models``. Every tensor's SHA-256 (of its dtype, shape and bytes) is stored in the
+metadata and checked as it is read. A damaged or tampered file gives a ``ValueError`` naming it. (A digest
+catches damage, not a forger, who can rewrite it; a forged file still runs no code.)
 
 The file is written to a temporary name in the same folder, flushed to disk and moved into place with
 ``os.replace``, so a crash never leaves a half-written checkpoint under the final name.
 
 Tensor keys: ``<name>/<state_dict key>`` for each module, ``<name>/state/<param index>/<key>`` for each
 optimizer's tensors, ``rng/<name>`` for RNG states. Metadata key ``ganfast``: a JSON object with the
-optimizers' ``param_groups`` and non-tensor state, and whatever ``extra`` the caller passes.
+optimizers' ``param_groups`` and non-tensor state, the tensors' ``digests`` and whatever ``extra`` the caller
+passes. Files of the first format (no digests) still load, unverified.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 
@@ -20,8 +25,16 @@ from safetensors.torch import safe_open, save
 
 from .._io import atomic_write
 
-FORMAT = "ganfast-checkpoint-1"
+FORMAT = "ganfast-checkpoint-2"
+_UNVERIFIED_FORMAT = "ganfast-checkpoint-1"  # the same without digests
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the checkpoint inside a run directory
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 (hex) of a tensor's dtype, shape and bytes in row-major order."""
+    h = hashlib.sha256(f"{t.dtype}{list(t.shape)}".encode())
+    h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def _flatten_optimizer(name: str, state: dict, tensors: dict) -> dict:
@@ -59,7 +72,8 @@ def save_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda{i}"] = s
-    meta = {"format": FORMAT, "optimizers": opt_meta, "extra": extra}
+    digests = {key: tensor_digest(value) for key, value in tensors.items()}
+    meta = {"format": FORMAT, "optimizers": opt_meta, "digests": digests, "extra": extra}
     blob = save(tensors, metadata={"ganfast": json.dumps(meta)})
     atomic_write(path, lambda f: f.write(blob))
 
@@ -85,21 +99,41 @@ def _read_meta(path: str) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"checkpoint: {path!r} has damaged metadata (not JSON: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, _UNVERIFIED_FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else meta
         raise ValueError(f"checkpoint: {path!r} has format {found!r}; expected {FORMAT!r}")
     if not (isinstance(meta.get("optimizers"), dict) and isinstance(meta.get("extra"), dict)):
         raise ValueError(f"checkpoint: {path!r} has damaged metadata (no 'optimizers'/'extra' objects)")
+    digests = meta.setdefault("digests", None) if meta["format"] == _UNVERIFIED_FORMAT else meta.get("digests")
+    if digests is not None and not (isinstance(digests, dict) and all(isinstance(v, str) for v in digests.values())):
+        raise ValueError(f"checkpoint: {path!r} has damaged metadata ('digests' is not an object of strings)")
+    if digests is None and meta["format"] == FORMAT:
+        raise ValueError(f"checkpoint: {path!r} has damaged metadata (no 'digests')")
     return meta
 
 
-def _read_tensors(path: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The tensors whose keys start with ``prefix``, keys without it."""
+def _open_tensors(path: str, read):
+    """``read(f)`` on the file opened with ``safe_open``, its errors reported as a ValueError naming it."""
     try:
         with safe_open(path, framework="pt") as f:
-            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+            return read(f)
     except Exception as exc:  # e.g. a truncated file or a header whose offsets do not match the data
         raise ValueError(f"checkpoint: {path!r} has damaged tensor data ({exc})") from None
+
+
+def _read_tensors(path: str, meta: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors whose keys start with ``prefix`` (keys without it), checked against their digests."""
+    tensors = _open_tensors(path, lambda f: {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
+    digests = meta["digests"]
+    if digests is not None:
+        listed = {k for k in digests if k.startswith(prefix)}
+        if listed != tensors.keys():
+            odd = sorted(listed.symmetric_difference(tensors))[:4]
+            raise ValueError(f"checkpoint: {path!r} is damaged: its tensors and its digests differ (e.g. {odd})")
+        for key, value in tensors.items():
+            if tensor_digest(value) != digests[key]:
+                raise ValueError(f"checkpoint: {path!r} is damaged: tensor {key!r} fails its SHA-256 check")
+    return {k[len(prefix):]: v for k, v in tensors.items()}
 
 
 def _load_state(path: str, name: str, target, state) -> None:
@@ -114,7 +148,7 @@ def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
                     restore_rng: bool = True) -> dict:
     """Loads what :func:`save_checkpoint` wrote into ``modules``/``optimizers`` (strictly); returns ``extra``."""
     meta = _read_meta(path)
-    tensors = _read_tensors(path)
+    tensors = _read_tensors(path, meta)
     for name, module in modules.items():
         prefix = f"{name}/"
         _load_state(path, name, module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -138,23 +172,60 @@ def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
     return meta["extra"]
 
 
+@contextlib.contextmanager
+def _registration_budget(limit: int):
+    """Raises ValueError once more than ``limit`` parameters and buffers are registered on modules."""
+    count = 0
+
+    def count_one(module, name, tensor):
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise ValueError(f"it registers more than {limit} parameters and buffers")
+
+    handles = [torch.nn.modules.module.register_module_parameter_registration_hook(count_one),
+               torch.nn.modules.module.register_module_buffer_registration_hook(count_one)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _build_to_fit(path: str, spec, stored: dict[str, list[int]]) -> torch.nn.Module:
+    """``build_model(spec)``, once its state-dict shapes are known to be ``stored``'s: the model is first built
+    on the meta device (no memory), within a registration budget, so that arguments changed in the file cannot
+    make ganfast allocate more than the file holds."""
+    from ..models._spec import build_model
+    try:
+        with _registration_budget(2 * len(stored) + 64), torch.device("meta"):
+            probe = build_model(spec)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:  # a foreign class, bad arguments
+        raise ValueError(f"checkpoint: {path!r} has an unusable model spec for G: {exc}") from None
+    expected = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    if expected != stored:
+        odd = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))[:4]
+        raise ValueError(f"checkpoint: {path!r}: its model spec for G does not fit its weights "
+                         f"(differing entries, e.g. {odd})")
+    return build_model(spec)
+
+
 def load_generator(path: str | os.PathLike, which: str = "G_ema",
                    device: str | torch.device = "cpu") -> torch.nn.Module:
     """The generator of a training run, rebuilt from the model spec in its checkpoint and loaded with the
     weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients."""
-    from ..models._spec import build_model
     path = checkpoint_path(path)
-    models = _read_meta(path)["extra"].get("models")
+    meta = _read_meta(path)
+    models = meta["extra"].get("models")
     spec = models.get("G") if isinstance(models, dict) else None
     if spec is None:
         raise ValueError(f"checkpoint: {path!r} holds no model spec for G (a generator that is not one of "
                          "ganfast.models); build it yourself and use load_checkpoint")
-    try:
-        G = build_model(spec)
-    except (TypeError, ValueError) as exc:  # a class outside ganfast.models, or arguments it does not take
-        raise ValueError(f"checkpoint: {path!r} has an unusable model spec for G: {exc}") from None
-    state = _read_tensors(path, prefix=f"{which}/")
-    if not state:
+    prefix = f"{which}/"
+    stored = _open_tensors(path, lambda f: {k[len(prefix):]: list(f.get_slice(k).get_shape())
+                                            for k in f.keys() if k.startswith(prefix)})
+    if not stored:
         raise ValueError(f"checkpoint: {path!r} has no weights for {which!r}")
-    _load_state(path, which, G, state)
+    G = _build_to_fit(path, spec, stored)
+    _load_state(path, which, G, _read_tensors(path, meta, prefix))
     return G.to(device).eval().requires_grad_(False)
