@@ -1,6 +1,6 @@
-"""Hardening: kill -9 and resume (training, sampling), a full disk and unwritable output, tampered checkpoints,
-hostile data sets (zip slip, links out of a folder, pickled arrays), memory growth over many op calls and ops
-called from two threads at once. What needs a GPU (CUDA memory growth, CUDA-graph capture) is not here."""
+"""Hardening: kill -9 and resume (training, sampling), a full disk and unwritable output, tampered checkpoints and
+hostile model arguments, hostile data sets (zip slip, links out of a folder, pickled arrays). Memory growth, two
+threads and CUDA-graph capture of the ops are in test_op_resources.py."""
 import errno
 import json
 import os
@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -463,71 +462,3 @@ def test_pickled_npz_is_refused(tmp_path):
     np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_dataset(str(path))
-
-
-# -- resources -------------------------------------------------------------------------------------------------------
-def _op_calls():
-    """One small call per op and variant through the C++ extension (forward, and backward where it has one)."""
-    from ganfast.ops import bias_act, grad_penalty, setup_filter, upfirdn2d
-    from ganfast.ops.spectral_norm import power_iteration
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, 6, 6, generator=gen, requires_grad=True)
-    b = torch.randn(4, generator=gen, requires_grad=True)
-    f = setup_filter([1, 3, 3, 1])
-    w = torch.randn(8, 12, generator=gen)
-    u0, v0 = torch.randn(8, generator=gen), torch.randn(12, generator=gen)
-
-    def bias_act_call():
-        y = bias_act(x, b, act="lrelu", clamp=1.0, impl="ext")
-        dx, db = torch.autograd.grad(y.square().sum(), (x, b))
-        return y.detach(), dx, db
-
-    def upfirdn2d_call():
-        y = upfirdn2d(x, f, up=2, padding=[2, 1], impl="ext")
-        return y.detach(), torch.autograd.grad(y.sum(), x)[0]
-
-    def grad_penalty_call():
-        term, norm = grad_penalty(x, center=1.0, impl="ext")
-        return term.detach(), norm.detach(), torch.autograd.grad(term.sum(), x)[0]
-
-    def power_call():
-        u, v = u0.clone(), v0.clone()
-        (result,) = power_iteration([w], [u], [v], dims=[0], n_power_iterations=[2], eps=[1e-12], u_first=[True],
-                                    impl="ext")
-        return result.sigma, u, v
-
-    return {"bias_act": bias_act_call, "upfirdn2d": upfirdn2d_call, "grad_penalty": grad_penalty_call,
-            "spectral_norm_power": power_call}
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
-@pytest.mark.usefixtures("one_thread")
-def test_no_memory_growth_over_many_calls():
-    assert ganfast.info()["extension_loaded"]
-    for name, call in _op_calls().items():
-        for _ in range(300):                                     # warm-up: caches, allocator pools
-            call()
-        before = _rss_bytes()
-        for _ in range(10_000):
-            call()
-        grown = _rss_bytes() - before
-        assert grown < 2 << 20, f"{name}: RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"
-
-
-def test_ops_from_two_threads_at_once():
-    calls = _op_calls()
-    expected = {name: call() for name, call in calls.items()}
-
-    def work(_):
-        return [(name, call()) for _ in range(25) for name, call in calls.items()]
-
-    with ThreadPoolExecutor(2) as pool:
-        for results in pool.map(work, range(4)):
-            for name, got in results:
-                for a, b in zip(got, expected[name]):
-                    assert torch.equal(a, b), name
