@@ -2,7 +2,7 @@
 the dtypes and flag values its host launcher uses: there is no GPU here, and the interpreter the other tests run
 under cannot see GPU-only compile errors (types that differ between branches in float64, constexpr misuse, ...).
 
-Run as a script (in a subprocess without TRITON_INTERPRET) it compiles everything and prints ``compiled N``.
+Each compile's shared memory must fit an sm_90 block. Run as a script (in a subprocess without TRITON_INTERPRET) it compiles everything and prints ``compiled N``.
 The argument types are those Triton's launcher specialises to: ``*<dtype>`` for tensors, ``fp32`` for Python
 floats, ``i32`` for ints (``i64`` from 2**31 on), and an int equal to 1 becomes the constant 1 (unit strides,
 stride-1 convolutions, ...); each table below follows the calls in its module's host launcher.
@@ -16,6 +16,7 @@ import pytest
 
 DTYPES = ("fp16", "bf16", "fp32", "fp64")
 COMPILED = []  # the kernels compiled, in order
+SM90_SHARED_BYTES = 227 * 1024  # shared memory one block may opt in to on an H100/H200
 
 
 def _arithmetic(dtype: str) -> str:
@@ -39,8 +40,12 @@ def compile_for_gpu(fn, pointers: dict, ints=(), floats=(), constexprs=None, one
     if sorted(kinds) != sorted(fn.arg_names) or described != len(kinds):
         raise AssertionError(f"{fn.__name__}: table describes {sorted(kinds)}, kernel takes {sorted(fn.arg_names)}")
     aligned = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in pointers}  # as torch allocates
-    triton.compile(ASTSource(fn=fn, signature={name: kinds[name] for name in fn.arg_names}, constexprs=constexprs,
-                             attrs=aligned), target=GPUTarget("cuda", 90, 32), options=options)
+    kernel = triton.compile(ASTSource(fn=fn, signature={name: kinds[name] for name in fn.arg_names},
+                                      constexprs=constexprs, attrs=aligned),
+                            target=GPUTarget("cuda", 90, 32), options=options)
+    if kernel.metadata.shared > SM90_SHARED_BYTES:  # the launch would fail with OutOfResources
+        raise AssertionError(f"{fn.__name__} {constexprs}: {kernel.metadata.shared} bytes of shared memory per "
+                             f"block, more than the {SM90_SHARED_BYTES} an sm_90 block may have")
     COMPILED.append(fn.__name__)
 
 
