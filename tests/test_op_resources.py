@@ -6,6 +6,8 @@ bias_act, grad_penalty) on small fixed inputs. On CPU, the host-sync test runs t
 formulas, which CUDA shares, under a dispatcher-level watcher; the CUDA-only tests need a GPU and are skipped
 without one.
 """
+import ctypes
+import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
@@ -167,9 +169,20 @@ def _cuda_bytes() -> int:
     return torch.cuda.memory_allocated()
 
 
+def _release_free_heap() -> None:
+    """Hands the C heap's free pages back to the OS (glibc), so that a leak shows in RSS instead of filling
+    memory freed by earlier tests."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS is then a looser measure
+        pass
+
+
 def _growth_over_many_calls(call: OpCall, measure: Callable[[], int], calls: int = 10_000) -> int:
     for _ in range(300):                                         # warm-up: caches, allocator pools, compiles
         call.run()
+    _release_free_heap()
     before = measure()
     for _ in range(calls):
         call.run()
@@ -224,7 +237,9 @@ def test_ops_from_two_threads_at_once(device):
             for results in pool.map(work, range(4)):
                 for name, got in results:
                     for a, b in zip(got, expected[name]):
-                        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=f"{impl} {name}")
+                        # torch's convolutions may split their sums differently in another thread
+                        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()),
+                                                   msg=lambda m: f"{impl} {name}: {m}")
 
 
 # -- CUDA-graph capture -------------------------------------------------------------------------------------------
