@@ -20,9 +20,9 @@ would), and splits each global batch between data-parallel ranks.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 
@@ -34,6 +34,7 @@ RING8_RADIUS, RING8_STD = 2.0, 0.02
 GRID25_SPACING, GRID25_STD = 2.0, 0.05
 MIXTURE_SIZE = 1 << 16  # points drawn once per seed for a 2-D mixture data set
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MAX_MEMBER_BYTES = 1 << 28  # 256 MiB: no image of a GAN data set is larger uncompressed
 
 
 @dataclass
@@ -97,19 +98,46 @@ def digits_with_labels(resolution: int = 16) -> tuple[torch.Tensor, torch.Tensor
     return (x.clamp(0, 1) * 2 - 1).contiguous(), torch.from_numpy(bunch.target).long()
 
 
-def _images_to_tensor(images: list, resolution: int) -> torch.Tensor:
-    """PIL images -> ``(N, C, resolution, resolution)`` in [-1, 1], centre-cropped to squares."""
+def _open_image(name: str, source):
+    """``source`` (a path or binary file) as a lazily decoded PIL image. An unreadable file, or one of more
+    pixels than Pillow's decompression-bomb warning allows (``PIL.Image.MAX_IMAGE_PIXELS``, about 89M), is a
+    ValueError naming ``name``."""
     from PIL import Image
-    grey = all(img.mode in ("L", "LA", "1", "I", "I;16") for img in images)
-    arrays = []
-    for img in images:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValueError(f"dataset: {name!r} is not a readable image of a sane size ({exc})") from None
+
+
+def _square_array(name: str, img, resolution: int, grey: bool) -> np.ndarray:
+    """One image decoded, converted to L or RGB, centre-cropped to a square and resized: (C, r, r) uint8."""
+    from PIL import Image
+    try:
         img = img.convert("L" if grey else "RGB")
-        w, h = img.size
-        side = min(w, h)
-        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-        img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
-        a = np.asarray(img, dtype=np.uint8)
-        arrays.append(a[None] if grey else a.transpose(2, 0, 1))
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
+        raise ValueError(f"dataset: {name!r} is not a readable image ({exc})") from None
+    w, h = img.size
+    side = min(w, h)
+    img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    a = np.asarray(img.resize((resolution, resolution), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return a[None] if grey else a.transpose(2, 0, 1)
+
+
+def _images_to_tensor(names: list[str], open_source, resolution: int) -> torch.Tensor:
+    """The images ``open_source(name)`` gives -> ``(N, C, resolution, resolution)`` in [-1, 1], RGB unless every
+    image is greyscale. Headers are read first (for the mode), then images are decoded one at a time, so memory
+    holds one full-size image, not the whole set."""
+    modes = []
+    for name in names:
+        with _open_image(name, open_source(name)) as img:
+            modes.append(img.mode)
+    grey = all(mode in ("L", "LA", "1", "I", "I;16") for mode in modes)
+    arrays = []
+    for name in names:
+        with _open_image(name, open_source(name)) as img:
+            arrays.append(_square_array(name, img, resolution, grey))
     return torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
 
 
@@ -118,7 +146,6 @@ def image_folder(path: str, resolution: int) -> torch.Tensor:
 
     Symbolic links to folders are not followed; a file (or link) that resolves to a place outside ``path`` is
     refused with a ValueError, so a data folder cannot make ganfast read files elsewhere."""
-    from PIL import Image
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(path)
                    for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
@@ -128,38 +155,33 @@ def image_folder(path: str, resolution: int) -> torch.Tensor:
         if os.path.commonpath([root, os.path.realpath(f)]) != root:
             raise ValueError(f"dataset: {f!r} is a link to {os.path.realpath(f)!r}, outside the data folder "
                              f"{path!r}; copy the image into the folder or point --dataset at its real folder")
-    images = []
-    for f in files:
-        with Image.open(f) as img:
-            img.load()
-            images.append(img)
-    return _images_to_tensor(images, resolution)
+    return _images_to_tensor(files, lambda f: f, resolution)
 
 
-def _check_member_name(archive: str, name: str) -> None:
-    """Refuses a zip member whose name would escape the archive's root if extracted ("zip slip")."""
+def _check_member(archive: str, info: zipfile.ZipInfo) -> None:
+    """Refuses a zip member whose name would escape the archive's root if extracted ("zip slip"), and one
+    whose uncompressed size is beyond any image's (a zip bomb)."""
+    name = info.filename
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
         raise ValueError(f"dataset: {archive!r} has a member {name!r} whose path escapes the archive root "
                          "(absolute, drive-qualified or with '..'); refusing the archive")
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ValueError(f"dataset: {archive!r} has a member {name!r} of {info.file_size} bytes uncompressed, "
+                         f"more than the {MAX_MEMBER_BYTES} an image may have; refusing the archive")
 
 
 def image_zip(path: str, resolution: int) -> torch.Tensor:
     """All PNG/JPEG members of the zip file ``path`` (sorted by name). Members are decoded in memory (nothing is
-    extracted); an archive with a member path escaping its root is refused all the same."""
-    from PIL import Image
+    extracted); an archive with a member path escaping its root, or a member too large to be an image, is
+    refused all the same."""
     with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            _check_member_name(path, name)
+        for info in zf.infolist():
+            _check_member(path, info)
         names = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise ValueError(f"dataset: no PNG/JPEG images found in {path!r}")
-        images = []
-        for n in names:
-            img = Image.open(io.BytesIO(zf.read(n)))
-            img.load()
-            images.append(img)
-    return _images_to_tensor(images, resolution)
+        return _images_to_tensor(names, zf.open, resolution)
 
 
 def npz_array(path: str, resolution: int | None = None) -> torch.Tensor:

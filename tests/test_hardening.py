@@ -411,10 +411,10 @@ def test_nothing_in_ganfast_unpickles():
 
 
 # -- hostile files: data sets ------------------------------------------------------------------------------------
-def _png_bytes(value: int) -> bytes:
+def _png_bytes(value: int, side: int = 4) -> bytes:
     import io
     buffer = io.BytesIO()
-    Image.fromarray(np.full((4, 4), value, np.uint8), "L").save(buffer, format="PNG")
+    Image.fromarray(np.full((side, side), value, np.uint8), "L").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -454,6 +454,41 @@ def test_folder_links_out_of_the_root(tmp_path):
     (root / "b.png").symlink_to(outside / "secret.png")
     with pytest.raises(ValueError, match="outside the data folder"):
         load_dataset(str(root), resolution=16)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_an_image", "bomb"])
+@pytest.mark.parametrize("container", ["folder", "zip"])
+def test_broken_or_oversized_images_name_the_file(tmp_path, monkeypatch, damage, container):
+    """A truncated image, a non-image with an image's name, or one of more pixels than Pillow's
+    decompression-bomb limit (lowered here to 100 for a 16×16 picture) is a ValueError naming the file."""
+    from ganfast.data import load_dataset
+    png = _png_bytes(7, side=16)
+    bad = {"truncated": png[:len(png) // 2 + 8], "not_an_image": b"GIF89a not really", "bomb": png}[damage]
+    if damage == "bomb":
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    if container == "folder":
+        path = tmp_path / "data"
+        path.mkdir()
+        (path / "good.png").write_bytes(_png_bytes(1))
+        (path / "bad.png").write_bytes(bad)
+    else:
+        path = tmp_path / "data.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("good.png", _png_bytes(1))
+            zf.writestr("bad.png", bad)
+    with pytest.raises(ValueError, match=r"dataset: '[^']*bad\.png' is not a readable image"):
+        load_dataset(str(path), resolution=16)
+
+
+def test_zip_bomb_member_is_refused(tmp_path, monkeypatch):
+    from ganfast import data
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ok.png", _png_bytes(1))
+        zf.writestr("huge.png", bytes(1 << 16))                 # 64 KiB of zeros, deflated to a few hundred bytes
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 1 << 15)
+    with pytest.raises(ValueError, match="'huge.png' of 65536 bytes uncompressed"):
+        data.load_dataset(str(path), resolution=16)
 
 
 def test_pickled_npz_is_refused(tmp_path):
