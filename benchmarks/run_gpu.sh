@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Build, test and benchmark ganfast on a GPU machine in one go (torch, triton, pybind11, scikit-build-core,
+# Build, test and benchmark ganfast on a GPU machine (torch, triton, pybind11, scikit-build-core and
 # pytest-benchmark already installed, offline). Results land in benchmarks/results/<date>-<gpu>/ (or $OUT).
+# Stages: `run_gpu.sh [build] [test] [bench]` (default: all three, in that order); on a machine that stays up
+# between calls, each stage can run in its own call (the install persists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+stages=${*:-build test bench}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '_')
 dest=${OUT:-benchmarks/results/$(date +%Y-%m-%d)-${gpu}}
 mkdir -p "$dest"
 
-pip install --no-build-isolation --no-deps . 2>&1 | tail -3
-{
-  echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-  python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-  echo "date: $(date -u +%FT%TZ)"
-  ganfast info
-} | tee "$dest/env.txt"
-
-pytest tests -q -p no:cacheprovider 2>&1 | tee "$dest/tests.log" | tail -5
-pytest benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-json "$dest/bench.json" \
-  --benchmark-columns=median,iqr,ops 2>&1 | tail -40
-python benchmarks/summarize.py "$dest/bench.json" | tee "$dest/SUMMARY.md"
+if [[ " $stages " == *" build "* ]]; then
+  pip install --no-build-isolation --no-deps . 2>&1 | tail -3
+  {
+    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+    python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+    echo "date: $(date -u +%FT%TZ)"
+    ganfast info
+  } | tee "$dest/env.txt"
+fi
+if [[ " $stages " == *" test "* ]]; then
+  pytest tests -q -p no:cacheprovider --durations=15 -rs 2>&1 | tee "$dest/tests.log" | tail -30
+fi
+if [[ " $stages " == *" bench "* ]]; then
+  pytest benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-json "$dest/bench.json" \
+    --benchmark-columns=median,iqr,ops 2>&1 | tee "$dest/bench.log" | tail -40
+  python benchmarks/summarize.py "$dest/bench.json" | tee "$dest/SUMMARY.md"
+fi
