@@ -1,7 +1,8 @@
 // upfirdn2d on CUDA: each block computes a tile of output pixels of one (n, c) plane at a time. It stages
 // the input pixels the tile reads (at most axis_span(...) per axis, csrc/upfirdn2d.h) and the filter taps
 // in shared memory, converted to the arithmetic type, then every output pixel gathers only the taps its
-// polyphase window meets. Planes are walked with a grid stride along z. Index math shared with the CPU kernel.
+// polyphase window meets. Tiles of a plane run along x (row-major), planes are walked with a grid stride along
+// z. Index math shared with the CPU kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -58,7 +59,8 @@ __global__ void __launch_bounds__(kThreads) upfirdn2d_tiled_kernel(Upfirdn2dArgs
   const S* x = static_cast<const S*>(a.x);
   S* out = static_cast<S*>(a.out);
 
-  const int64_t oy0 = int64_t(blockIdx.y) * tile.h, ox0 = int64_t(blockIdx.x) * tile.w;
+  const int64_t tiles_w = (a.out_w + tile.w - 1) / tile.w;
+  const int64_t oy0 = int64_t(blockIdx.x) / tiles_w * tile.h, ox0 = int64_t(blockIdx.x) % tiles_w * tile.w;
   const int th = int(a.out_h - oy0 < tile.h ? a.out_h - oy0 : tile.h);
   const int tw = int(a.out_w - ox0 < tile.w ? a.out_w - ox0 : tile.w);
   const int n_taps = int(a.taps_h * a.taps_w);
@@ -105,8 +107,10 @@ template <typename T>
 Tile choose_tile(const Upfirdn2dArgs& a) {
   int64_t h = std::min<int64_t>(kMaxTileH, a.out_h), w = std::min<int64_t>(kMaxTileW, a.out_w);
   for (;;) {
-    const Tile t{int(h), int(w), int(axis_span(h, a.up_y, a.down_y, a.taps_h)),
-                 int(axis_span(w, a.up_x, a.down_x, a.taps_w))};
+    // spans clamped to kSharedBytes before they become ints (large down factors make them pass 2**31): a span
+    // that long never fits, so the clamp changes no decision
+    const Tile t{int(h), int(w), int(std::min(axis_span(h, a.up_y, a.down_y, a.taps_h), kSharedBytes)),
+                 int(std::min(axis_span(w, a.up_x, a.down_x, a.taps_w), kSharedBytes))};
     if (shared_bytes<T>(a, t) <= kSharedBytes) return t;
     if (h == 1 && w == 1)
       fail("upfirdn2d: the filter (" + std::to_string(a.taps_h) + "x" + std::to_string(a.taps_w) +
@@ -121,9 +125,12 @@ void launch_typed(const Upfirdn2dArgs& a, int device, cudaStream_t stream) {
   const Tile t = choose_tile<T>(a);
   int max_grid_z = 0;
   GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
-  const dim3 grid(unsigned((a.out_w + t.w - 1) / t.w), unsigned((a.out_h + t.h - 1) / t.h),
-                  unsigned(std::min<int64_t>(a.batch * a.channels, max_grid_z)));
-  if ((a.out_h + t.h - 1) / t.h > 65535) fail("upfirdn2d: output too tall for the CUDA kernel's grid");
+  const int64_t tiles = ((a.out_h + t.h - 1) / t.h) * ((a.out_w + t.w - 1) / t.w);
+  if (tiles > 0x7fffffff)
+    fail("upfirdn2d: an output plane of " + std::to_string(a.out_h) + "x" + std::to_string(a.out_w) + " needs " +
+         std::to_string(tiles) + " tiles of " + std::to_string(t.h) + "x" + std::to_string(t.w) +
+         ", more than one CUDA grid holds (2**31 - 1)");
+  const dim3 grid(unsigned(tiles), 1, unsigned(std::min<int64_t>(a.batch * a.channels, max_grid_z)));
   upfirdn2d_tiled_kernel<S><<<grid, kThreads, size_t(shared_bytes<T>(a, t)), stream>>>(a, t);
   GANFAST_CUDA_CHECK_LAUNCH("upfirdn2d_tiled_kernel");
 }

@@ -1,6 +1,7 @@
 """Hardening: kill -9 and resume (training, sampling), a full disk and unwritable output, tampered checkpoints and
-hostile model arguments, hostile data sets (zip slip, links out of a folder, pickled arrays). Memory growth, two
-threads and CUDA-graph capture of the ops are in test_op_resources.py."""
+hostile model arguments, hostile data sets (zip slip, links out of a folder, broken images, bombs, pickled arrays),
+sizes past 2**31 elements and CUDA's grid limits. Memory growth, two threads and CUDA-graph capture of the ops are
+in test_op_resources.py."""
 import errno
 import json
 import os
@@ -497,3 +498,158 @@ def test_pickled_npz_is_refused(tmp_path):
     np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_dataset(str(path))
+
+
+# -- large sizes -----------------------------------------------------------------------------------------------------
+# Sizes past 2**31 elements, and grids past CUDA's 65535 programs on axes 1 and 2. Nothing here allocates more than
+# a few MiB: logically huge inputs are expanded (stride-0) views, and grid limits are lowered by monkeypatching
+# the launchers' MAX_GRID_YZ so that the grid-stride loops of the Triton kernels run on tiny shapes.
+class _GridRecorder:
+    """Stands in for a @triton.jit kernel: records each launch's grid, then launches the kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return self.kernel[grid]
+
+
+def _record(monkeypatch, module, *names) -> dict:
+    recorders = {name: _GridRecorder(getattr(module, name)) for name in names}
+    for name, recorder in recorders.items():
+        monkeypatch.setattr(module, name, recorder)
+    return recorders
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def test_large_penalty_grids_walk_samples_and_grow_chunks(monkeypatch):
+    """grad_penalty (forward, backward) and sample_lerp with more samples than grid axis 1 takes (the launchers'
+    limit lowered to 3): the kernels stride over the samples; a sample longer than 3 chunks gets longer chunks."""
+    from ganfast.ops import grad_penalty, sample_lerp
+    from ganfast.reference.losses import grad_penalty as grad_penalty_ref
+    from ganfast.reference.losses import sample_lerp as sample_lerp_ref
+    from ganfast.triton import penalty
+    monkeypatch.setattr(penalty, "MAX_GRID_YZ", 3)
+    grids = _record(monkeypatch, penalty, "_grad_penalty_fwd_kernel", "_grad_penalty_bwd_kernel",
+                    "_sample_lerp_fwd_kernel")
+    for shape in [(7, 3, 5, 5), (2, 5 * penalty.REDUCE_CHUNK + 7)]:  # 7 samples; 2 samples of 5+ chunks
+        g = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        term, norm = grad_penalty(g, center=1.0, impl="triton")
+        want_term, want_norm = grad_penalty_ref(g, 1.0)
+        assert _rel(term, want_term) < 1e-13 and _rel(norm, want_norm) < 1e-13
+        w = torch.randn(shape[0], dtype=torch.float64)
+        got, want = (torch.autograd.grad((w * t).sum(), g)[0] for t in (term, want_term))
+        assert _rel(got, want) < 1e-12
+    a, b, eps = torch.randn(7, 3, 4), torch.randn(7, 3, 4), torch.rand(7)
+    assert _rel(sample_lerp(a, b, eps, impl="triton"), sample_lerp_ref(a, b, eps)) < 1e-6
+    launched = [grid for recorder in grids.values() for grid in recorder.grids]
+    assert len(launched) == 5 and all(grid[1] <= 3 for grid in launched), launched
+    assert grids["_grad_penalty_fwd_kernel"].grids[1] == (2, 3)  # 5+ chunks' worth in 3 longer ones
+
+
+def test_large_upfirdn2d_grid_walks_planes(monkeypatch):
+    """Triton upfirdn2d with more (n, c) planes than grid axis 1 takes (limit lowered to 2): 2-D grid, planes
+    grid-strided, several tiles per plane (tiles on axis 0, so wide images never meet the 65535 limit)."""
+    from ganfast.ops import setup_filter, upfirdn2d
+    from ganfast.reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
+    from ganfast.triton import upfirdn2d as triton_upfirdn2d
+    monkeypatch.setattr(triton_upfirdn2d, "MAX_GRID_YZ", 2)
+    grids = _record(monkeypatch, triton_upfirdn2d, "_upfirdn2d_fwd_kernel")["_upfirdn2d_fwd_kernel"].grids
+    x = torch.randn(5, 1, 9, 70, dtype=torch.float64).to(memory_format=torch.channels_last)
+    f = setup_filter([1, 3, 3, 1]).double()
+    for kwargs in [dict(up=2, padding=[2, 1]), dict(down=2, padding=1)]:
+        assert _rel(upfirdn2d(x, f, impl="triton", **kwargs), upfirdn2d_ref(x, f, **kwargs)) < 1e-13
+    assert grids == [(6, 2), (1, 2)]  # 17x141 outputs: 2x3 tiles of 16x64; 4x35: one tile of 4x64
+
+
+def test_large_upfirdn2d_of_an_expanded_input_past_2_pow_32_elements():
+    """Triton upfirdn2d of an expanded (stride-0) input of 2·3·3·2**32 logical elements, downsampled by 2**28
+    along x: sizes and o·down products past 2**31 (the polyphase math is 64-bit), nothing materialised. (The C++
+    CPU kernel lays whole input rows out per task, so rows of 2**32 pixels are a MemoryError there.)"""
+    from ganfast.ops import upfirdn2d
+    values = torch.randn(1, 3, 1, 1, dtype=torch.float64)
+    x = values.expand(2, 3, 3, 2**32)
+    f = torch.tensor([0.25, 0.75], dtype=torch.float64)  # sums to 1: every output is its channel's value
+    y = upfirdn2d(x, f, down=[2**28, 1], impl="triton")
+    assert y.shape == (2, 3, 2, 16)
+    assert torch.allclose(y, values.expand_as(y), rtol=1e-15, atol=0)
+
+
+def test_large_modconv_sizes_take_the_torch_route(monkeypatch):
+    """Planes or weights of 2**31 elements or more are beyond the Triton convolution kernels' 32-bit index
+    products: supports()/weight_grad_supports() say so (meta tensors: nothing allocated), and with the limit
+    lowered, the modulated convolution and its gradients still match the reference through the torch route."""
+    from ganfast.ops import modulated_conv2d
+    from ganfast.reference import modulated_conv2d as modulated_conv2d_ref
+    from ganfast.triton import modulated_conv2d as triton_modconv
+    meta = dict(device="meta")
+    w3 = torch.empty(4, 3, 3, 3, **meta)
+    assert triton_modconv.supports(torch.empty(2, 3, 64, 64, **meta), w3, 1, [1, 1], False, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 3, 2**16, 2**15, **meta), w3, 1, [1, 1], False, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 3, 2**16, 2**15 - 2, **meta), w3, 1, [0, 0], True, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 2**16, 4, 4, **meta), torch.empty(2**15, 2**16, 1, 1, **meta),
+                                       1, [0, 0], False, [0, 0])
+    assert not triton_modconv.weight_grad_supports(torch.empty(1, 3, 2**16, 2**15, **meta),
+                                                   torch.empty(1, 4, 8, 8, **meta), (4, 3, 3, 3))
+    calls = []
+    monkeypatch.setattr(triton_modconv, "INT32_LIMIT", 30)  # every 5x7 plane now counts as too large
+    for name in ("modconv", "weight_grad"):
+        monkeypatch.setattr(triton_modconv, name, lambda *a, _name=name, **k: calls.append(_name))
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    out, ref = modulated_conv2d(x, w, s, padding=1, impl="triton"), modulated_conv2d_ref(x, w, s, padding=1)
+    assert _rel(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
+        assert _rel(got, want) < 1e-12
+    assert calls == []
+
+
+def test_large_modconv_flattened_grids():
+    """The Triton convolution kernels put (pixel tiles × channel tiles) on grid axis 0: several tiles of each
+    (20 output channels, 6x7 pixels, 45 = I·kh·kw rows for 16-wide interpreter tiles), forward and gradients."""
+    from ganfast.ops import modulated_conv2d
+    from ganfast.reference import modulated_conv2d as modulated_conv2d_ref
+    x = torch.randn(3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(20, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(3, 1, 6, 7, dtype=torch.float64)
+    out = modulated_conv2d(x, w, s, noise, padding=1, impl="triton")
+    ref = modulated_conv2d_ref(x, w, s, noise, padding=1)
+    assert _rel(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
+        assert _rel(got, want) < 1e-12
+
+
+@pytest.mark.skipif(not ganfast._ext.cuda_compiled(), reason="the extension was built without CUDA")
+def test_large_cuda_launchers_reject_what_one_grid_cannot_hold():
+    """The CUDA launchers check sizes before touching the device: a clear ValueError, never a wrapped grid."""
+    from ganfast import _ext
+    with pytest.raises(ValueError, match="batch too large"):
+        _ext._C.grad_penalty_fwd_cuda(0, 2**31, 1, -1.0, 8, 8, 8, 0, 0)
+    with pytest.raises(ValueError, match="too many weights"):
+        _ext._C.spectral_norm_cuda(0, 2**31, 8, 8, 0, 0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error path where no GPU is usable")
+@pytest.mark.skipif(not ganfast._ext.cuda_compiled(), reason="the extension was built without CUDA")
+def test_large_cuda_launchers_raise_clear_errors_without_a_device():
+    """Every CUDA entry point turns a failing CUDA call into a RuntimeError naming the call (no crash, no
+    silent no-op)."""
+    from ganfast import _ext
+    calls = {
+        "bias_act_cuda": (0, 2, 0, 4, 1, 1, 0.2, 1.0, -1.0, 8, 8, 0, 0, 0, 0),
+        "upfirdn2d_cuda": (0, [1, 1, 2, 2, 2, 2], [1, 1, 1, 1], [0, 0], [1, 1], [4, 4, 2, 1], [4, 4, 2, 1], 8, 8, 8),
+        "grad_penalty_fwd_cuda": (0, 2, 2, -1.0, 8, 8, 8),
+        "grad_penalty_bwd_cuda": (0, 2, 2, -1.0, 8, 8, 8, 8, 8),
+        "spectral_norm_cuda": (0, 1, 8, 8),
+    }
+    for name, args in calls.items():
+        with pytest.raises(RuntimeError, match="ganfast CUDA error in"):
+            getattr(_ext._C, name)(*args, 0, 0)

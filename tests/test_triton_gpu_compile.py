@@ -76,7 +76,8 @@ def _upfirdn2d():
     (unit strides: contiguous or channels_last), pads and shifts; up/down 1 or 2 with StyleGAN's 4-tap filter."""
     from ganfast.triton import upfirdn2d as m
 
-    ints = ("channels in_h in_w out_h out_w sxn sxc sxh sxw son soc soh sow pad_x0 pad_y0 shift_x shift_y").split()
+    ints = ("planes channels in_h in_w out_h out_w sxn sxc sxh sxw son soc soh sow pad_x0 pad_y0 shift_x shift_y"
+            ).split()
     layouts = [(["sxw", "sow", "shift_x", "shift_y"], []),  # contiguous, pad < up
                (["sxc", "soc"], ["sxn", "son"]),  # channels_last, samples of 2**31 elements or more
                ([], [])]
@@ -111,9 +112,9 @@ def _penalty():
                                 ["chunks"], center, dict(HAS_CENTER=has_center, CHUNKS_P2=4))
             compile_for_gpu(m._grad_penalty_bwd_kernel, dict(out_ptr=dtype, g_ptr=dtype, dterm_ptr=acc,
                                                              dnorm_ptr=acc, norm_ptr=acc),
-                            ["per_sample"], center, dict(HAS_CENTER=has_center, BLOCK=m.SCALE_BLOCK), **size)
+                            ["batch", "per_sample"], center, dict(HAS_CENTER=has_center, BLOCK=m.SCALE_BLOCK), **size)
         compile_for_gpu(m._sample_lerp_fwd_kernel, {k: dtype for k in ("out_ptr", "a_ptr", "b_ptr", "eps_ptr")},
-                        ["per_sample"], (), dict(BLOCK=m.SCALE_BLOCK), **size)
+                        ["batch", "per_sample"], (), dict(BLOCK=m.SCALE_BLOCK), **size)
 
 
 def _modulated_conv2d():

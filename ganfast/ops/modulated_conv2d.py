@@ -150,7 +150,8 @@ def _modconv_weight_grad_op(x: torch.Tensor, x_scale: torch.Tensor | None, g: to
                             transposed: bool, output_padding: list[int], impl: str) -> torch.Tensor:
     if impl == "triton":
         from ..triton import modulated_conv2d as triton_modconv
-        return triton_modconv.weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed)
+        if triton_modconv.weight_grad_supports(x, g, weight_shape):
+            return triton_modconv.weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed)
     xs, gs = _scale(x, x_scale), _scale(g, g_scale)
     if transposed:  # raw = conv_transpose(x, w) is the adjoint of conv(·, w): the roles of x and g swap
         xs, gs = gs, xs

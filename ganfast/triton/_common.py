@@ -4,6 +4,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+MAX_GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2 (program_id(1), program_id(2)); axis 0 allows 2**31 − 1
+
 
 def split_f64(value: float) -> tuple[float, float]:
     """``value`` as hi + lo, both exactly representable in float32 (≈48 significant bits together).

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..reference.modulated_conv2d import DEMOD_EPS
-from ._common import compute_type, split_f64
+from ._common import MAX_GRID_YZ, compute_type, split_f64
 from .bias_act import act_gain_clamp
 
 
@@ -35,7 +35,8 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """y[n, o, p] = clamp(act(d[n,o] · Σ_k (w[o,k] · s[n,i(k)]) · x[n, i(k), p + offset(k)] + noise + b[o])
     · gain); raw = the sum itself."""
-    pid_m, pid_n, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    tiles_m = tl.cdiv(H_out * W_out, BLOCK_M)  # grid: (pixel tiles × channel tiles, 1, samples)
+    pid_m, pid_n, n = tl.program_id(0) % tiles_m, tl.program_id(0) // tiles_m, tl.program_id(2).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m, mask_n = offs_m < H_out * W_out, offs_n < C_out
@@ -65,9 +66,9 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
     z = acc
     if HAS_D:
         z = z * compute_type(tl.load(d_ptr + n * C_out + offs_n, mask=mask_n, other=0))[None, :]
-    if HAS_NOISE:
-        ho, wo = offs_m // W_out, offs_m % W_out
-        z += compute_type(tl.load(noise_ptr + n * noise_sn + offs_n[None, :] * noise_sc + ho[:, None] * noise_sh
+    if HAS_NOISE:  # int64 offsets: noise is any view of y's shape (a sample of it may pass 2**31 elements)
+        ho, wo, o = (offs_m // W_out).to(tl.int64), (offs_m % W_out).to(tl.int64), offs_n.to(tl.int64)
+        z += compute_type(tl.load(noise_ptr + n * noise_sn + o[None, :] * noise_sc + ho[:, None] * noise_sh
                                   + wo[:, None] * noise_sw, mask=mask, other=0))
     if HAS_B:
         z += compute_type(tl.load(b_ptr + offs_n, mask=mask_n, other=0))[None, :]
@@ -79,7 +80,9 @@ def _modconv_fwd_kernel(y_ptr, raw_ptr, x_ptr, w_ptr, s_ptr, d_ptr, noise_ptr, b
 def _modconv_demod_kernel(d_ptr, s_ptr, w2_ptr, C_in, C_out, eps, ACC: tl.constexpr, BLOCK_O: tl.constexpr,
                           BLOCK_I: tl.constexpr):
     """d[n, o] = rsqrt(Σ_i s[n, i]² · W2[o, i] + eps)."""
-    n, offs_o = tl.program_id(0).to(tl.int64), tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    tiles_o = tl.cdiv(C_out, BLOCK_O)  # grid: (samples × channel tiles,)
+    n = (tl.program_id(0) // tiles_o).to(tl.int64)
+    offs_o = (tl.program_id(0) % tiles_o).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)  # int64: W2 may be large
     mask_o = offs_o < C_out
     acc = tl.zeros([BLOCK_O], dtype=ACC)
     for i0 in range(0, C_in, BLOCK_I):
@@ -99,11 +102,12 @@ def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, split, C_
                           BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr):
     """dw[z, o, k] = Σ_{n ≡ z mod split} Σ_p (g[n, o, p] · gs[n, o]) · (x[n, i(k), p·stride − pad + offset(k)] ·
     xs[n, i(k)]): GEMM with M = output channels, N = I·kh·kw, reduced over output pixels and the samples of
-    slice z (grid axis 2; the host sums the ``split`` slices, so few-channel layers still fill the GPU)."""
-    offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    z = tl.program_id(2)
+    slice z (grid axis 1; the host sums the ``split`` slices, so few-channel layers still fill the GPU)."""
     K = C_in * KH * KW
+    tiles_o = tl.cdiv(C_out, BLOCK_O)  # grid: (channel tiles × K tiles, slices)
+    offs_o = (tl.program_id(0) % tiles_o) * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_k = (tl.program_id(0) // tiles_o) * BLOCK_K + tl.arange(0, BLOCK_K)
+    z = tl.program_id(1)
     mask_o, mask_k = offs_o < C_out, offs_k < K
     ci, kh, kw = (offs_k // (KH * KW)).to(tl.int64), (offs_k // KW) % KH, offs_k % KW
     acc = tl.zeros([BLOCK_O, BLOCK_K], dtype=ACC)
@@ -130,18 +134,38 @@ def _modconv_wgrad_kernel(dw_ptr, x_ptr, xs_ptr, g_ptr, gs_ptr, batch, split, C_
             if HAS_XS:
                 a = (compute_type(a) * xs[None, :]).to(g.dtype)
             acc = tl.dot(g.to(a.dtype), a, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
-    tl.store(dw_ptr + z.to(tl.int64) * C_out * K + offs_o[:, None] * K + offs_k[None, :],
+    tl.store(dw_ptr + z.to(tl.int64) * C_out * K + offs_o[:, None].to(tl.int64) * K + offs_k[None, :],
              acc.to(dw_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_k[None, :])
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor, stride: int, padding, transposed: bool, output_padding) -> bool:
     """The kernel runs direct convolutions of any stride, and transposed ones of stride 1 (the input gradient
     of a stride-1 convolution) as direct convolutions with the flipped, transposed weight; the batch rides on
-    grid axis 2, so at most 65535 samples per call (others take the torch-convolution route)."""
-    return (not transposed or stride == 1) and x.shape[0] <= _MAX_GRID_Z
+    grid axis 2, so at most 65535 samples per call, and its 32-bit index products need planes and a weight of
+    fewer than 2**31 elements (others take the torch-convolution route)."""
+    if transposed and stride != 1:
+        return False
+    kh, kw = weight.shape[2:]
+    pad = [kh - 1 - padding[0], kw - 1 - padding[1]] if transposed else padding
+    h_out, w_out = _output_hw(x.shape[2], x.shape[3], kh, kw, stride, pad)
+    return x.shape[0] <= MAX_GRID_YZ and _fits_int32(x.shape[2] * x.shape[3], h_out * w_out, weight.numel())
 
 
-_MAX_GRID_Z = 65535
+def weight_grad_supports(x: torch.Tensor, g: torch.Tensor, weight_shape) -> bool:
+    """Whether the weight-gradient kernel's 32-bit index products (planes of x and g, K = I·kh·kw) fit."""
+    return _fits_int32(x.shape[2] * x.shape[3], g.shape[2] * g.shape[3], math.prod(weight_shape))
+
+
+INT32_LIMIT = 2**31  # the kernels multiply plane sizes, pixel and weight indices in int32 (offsets are int64)
+
+
+def _fits_int32(*counts: int) -> bool:
+    return max(counts) < INT32_LIMIT
+
+
+def _output_hw(h: int, w: int, kh: int, kw: int, stride: int, padding) -> tuple[int, int]:
+    """The output size of the direct convolution the forward kernel runs."""
+    return (h + 2 * padding[0] - kh) // stride + 1, (w + 2 * padding[1] - kw) // stride + 1
 
 
 def _accumulator(dtype: torch.dtype):
@@ -204,7 +228,7 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
     batch, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     weight = weight.reshape(c_out, -1).t().contiguous()  # (K, O): the weight tile's rows load coalesced
-    h_out, w_out = (h + 2 * padding[0] - kh) // stride + 1, (w + 2 * padding[1] - kw) // stride + 1
+    h_out, w_out = _output_hw(h, w, kh, kw, stride, padding)
     y = x.new_empty(batch, c_out, h_out, w_out)
     raw = torch.empty_like(y) if need_raw else x.new_empty(0)
     if y.numel() == 0:
@@ -214,8 +238,8 @@ def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transp
         noise = noise.expand(y.shape)
         noise_strides = noise.stride()
     scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(0.0 if clamp is None else clamp))
-    _launch("fwd", x, lambda meta: (triton.cdiv(h_out * w_out, meta["BLOCK_M"]), triton.cdiv(c_out, meta["BLOCK_N"]),
-                                    batch),
+    _launch("fwd", x, lambda meta: (triton.cdiv(h_out * w_out, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),
+                                    1, batch),
             y, raw if need_raw else y, x, weight, x if in_scale is None else in_scale.contiguous(),
             x if out_scale is None else out_scale.contiguous(), x if noise is None else noise,
             x if bias is None else bias.contiguous(), c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1],
@@ -241,7 +265,7 @@ def weight_grad(x, x_scale, g, g_scale, weight_shape, stride, padding, transpose
     split = _wgrad_split(x, batch, c_out, k)
     # split > 1: per-slice partial sums in the accumulator dtype, summed here (deterministic, no atomics)
     dw = x.new_empty(weight_shape) if split == 1 else x.new_empty((split, *weight_shape), dtype=_torch_acc(x.dtype))
-    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]), triton.cdiv(k, meta["BLOCK_K"]), split),
+    _launch("wgrad", x, lambda meta: (triton.cdiv(c_out, meta["BLOCK_O"]) * triton.cdiv(k, meta["BLOCK_K"]), split),
             dw, x, x if x_scale is None else x_scale.contiguous(), g, g if g_scale is None else g_scale.contiguous(),
             batch, split, c_in, h, w, c_out, h_out, w_out, stride, padding[0], padding[1], KH=kh, KW=kw,
             HAS_XS=x_scale is not None, HAS_GS=g_scale is not None, ACC=_accumulator(x.dtype),
@@ -273,7 +297,7 @@ def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
         return d
     block_o = 32 if styles.is_cuda else 16
     with _on_device(styles):
-        _modconv_demod_kernel[(batch, triton.cdiv(c_out, block_o))](
+        _modconv_demod_kernel[(batch * triton.cdiv(c_out, block_o),)](
             d, styles, w2, c_in, c_out, DEMOD_EPS, ACC=_accumulator(styles.dtype), BLOCK_O=block_o,
             BLOCK_I=128 if styles.is_cuda else 16)
     return d
