@@ -21,9 +21,10 @@ would), and splits each global batch between data-parallel ranks.
 from __future__ import annotations
 
 import math
+import contextlib
 import os
-import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,26 +99,36 @@ def digits_with_labels(resolution: int = 16) -> tuple[torch.Tensor, torch.Tensor
     return (x.clamp(0, 1) * 2 - 1).contiguous(), torch.from_numpy(bunch.target).long()
 
 
-def _open_image(name: str, source):
-    """``source`` (a path or binary file) as a lazily decoded PIL image. An unreadable file, or one of more
-    pixels than Pillow's decompression-bomb warning allows (``PIL.Image.MAX_IMAGE_PIXELS``, about 89M), is a
-    ValueError naming ``name``."""
+@contextlib.contextmanager
+def _image_errors(name: str):
+    """Reading or decoding errors of the image ``name`` (a broken or truncated file, a bad zip member) as a
+    ValueError naming it."""
     from PIL import Image
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ValueError(f"dataset: {name!r} is not a readable image of a sane size ({exc})") from None
+        yield
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, zipfile.BadZipFile,
+            Image.DecompressionBombError) as exc:
+        raise ValueError(f"dataset: {name!r} is not a readable PNG/JPEG image of a sane size ({exc})") from None
+
+
+def _open_image(name: str, source):
+    """``source`` (a path or binary file) as a lazily decoded PIL image: PNG or JPEG only (whatever its name,
+    no other decoder runs), of at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89M: Pillow's
+    decompression-bomb limit)."""
+    from PIL import Image
+    with _image_errors(name):
+        img = Image.open(source, formats=["PNG", "JPEG"])
+        if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):
+            img.close()
+            raise ValueError(f"{img.width}x{img.height} pixels, more than PIL.Image.MAX_IMAGE_PIXELS")
+    return img
 
 
 def _square_array(name: str, img, resolution: int, grey: bool) -> np.ndarray:
     """One image decoded, converted to L or RGB, centre-cropped to a square and resized: (C, r, r) uint8."""
     from PIL import Image
-    try:
+    with _image_errors(name):
         img = img.convert("L" if grey else "RGB")
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
-        raise ValueError(f"dataset: {name!r} is not a readable image ({exc})") from None
     w, h = img.size
     side = min(w, h)
     img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))

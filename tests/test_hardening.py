@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save
 import ganfast
 from ganfast.models import MLPGenerator
 from ganfast.models._spec import model_spec
-from ganfast.train.checkpoint import FORMAT, load_checkpoint, load_generator, save_checkpoint
+from ganfast.train.checkpoint import FORMAT, load_checkpoint, load_generator, save_checkpoint, tensor_digest
+from support import DEVICE, available_impls
 
 TRAIN_ARGS = ["--dataset", "ring8", "--steps", "150", "--batch-size", "32", "--tick", "5", "--snapshot-ticks", "1",
               "--threads", "1", "--no-progress"]
@@ -374,17 +375,69 @@ def test_first_format_loads_unverified(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
 
 
-@pytest.mark.parametrize("kwargs, message", [({"hidden": 10 ** 7}, "does not fit its weights"),
-                                             ({"depth": 10 ** 8}, "registers more than 72 parameters and buffers")])
-def test_hostile_model_arguments_allocate_nothing(tmp_path, kwargs, message):
-    """Arguments that would need terabytes (or 10^8 layers) are refused before any memory is allocated: the
-    model is sized on the meta device and must match the stored weights."""
-    spec = {"class": "MLPGenerator", "kwargs": {"z_dim": 4, "hidden": 8, "depth": 1, **kwargs}}
+_MLP = {"z_dim": 4, "hidden": 8, "depth": 1}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"class": "MLPGenerator", "kwargs": {**_MLP, "hidden": 10 ** 7}}, "argument beyond any model's: 10000000"),
+    ({"class": "MLPGenerator", "kwargs": {**_MLP, "depth": 10 ** 9}}, "argument beyond any model's"),
+    ({"class": "StyleGAN2Generator", "kwargs": {"num_fp16_res": -1e308}}, "argument beyond any model's"),
+    ({"class": "MLPGenerator", "kwargs": {**_MLP, "z_dim": [[[[[1]]]]]}}, "argument beyond any model's"),
+    ({"class": "MLPGenerator", "kwargs": {**_MLP, "hidden": 1 << 20}}, "does not fit its weights"),
+    ({"class": "MLPGenerator", "kwargs": {**_MLP, "depth": 1 << 20}}, "registers more than 72 parameters and buffers"),
+    ({"class": "StyleGAN2Generator", "kwargs": {"channel_base": 0}}, "unusable model spec for G: ZeroDivisionError"),
+])
+def test_hostile_model_arguments_allocate_nothing(tmp_path, spec, message):
+    """Arguments that would need terabytes, 10^9 layers or huge numbers are refused before anything is built;
+    sane-looking ones are sized on the meta device (a 2^20-wide layer of 4 TiB, 2^20 layers: refused after 72
+    registrations) and must match the stored weights; arithmetic errors on them are ValueErrors too."""
     path = _generator_checkpoint(tmp_path / "ckpt.safetensors", spec=spec)
     started = time.perf_counter()
     with pytest.raises(ValueError, match=message):
         load_generator(path)
     assert time.perf_counter() - started < 5
+
+
+def test_weights_in_another_dtype_are_refused(tmp_path):
+    """Weights stored as uint8 (digests rewritten to match) would load lossily as float32: refused."""
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+
+    def to_bytes(tensors, meta):
+        key = "G_ema/net.0.weight"
+        tensors[key] = tensors[key].to(torch.uint8)
+        meta["digests"][key] = tensor_digest(tensors[key])
+    _rewrite(path, to_bytes)
+    for load in _loaders(path):
+        with pytest.raises(ValueError, match="stores G_ema/net.0.weight as torch.uint8, but the model holds "
+                                             "torch.float32"):
+            load()
+
+
+def test_loaded_state_does_not_follow_the_file(tmp_path):
+    """Tensors are copied out of the file: rewriting it afterwards changes nothing already loaded."""
+    path = _generator_checkpoint(tmp_path / "ckpt.safetensors")
+    G = MLPGenerator(z_dim=4, hidden=8, depth=1)
+    opt = torch.optim.Adam(G.parameters())
+    load_checkpoint(str(path), {"G_ema": G}, {"opt": opt}, restore_rng=False)
+    before = [t.clone() for t in (*G.state_dict().values(), *opt.state[next(iter(opt.state))].values())]
+    with open(path, "r+b") as f:                                 # in place: a memory map would see it
+        start, end = _header_span(f.read())
+        f.seek(end)
+        f.write(bytes(os.path.getsize(path) - end))
+    after = [*G.state_dict().values(), *opt.state[next(iter(opt.state))].values()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_registration_budget_counts_only_its_own_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ganfast.train.checkpoint import _registration_budget
+    with _registration_budget(2):
+        with ThreadPoolExecutor(1) as pool:                       # another thread's modules are not counted
+            assert pool.submit(lambda: torch.nn.Linear(3, 3)).result().weight.shape == (3, 3)
+        torch.nn.Linear(3, 3)                                    # weight and bias: 2 registrations
+        with pytest.raises(ValueError, match="registers more than 2"):
+            torch.nn.Linear(3, 3)
 
 
 @pytest.mark.parametrize("model", ["StyleGAN2Generator", "SNGANGenerator", "DCGANGenerator"])
@@ -412,10 +465,10 @@ def test_nothing_in_ganfast_unpickles():
 
 
 # -- hostile files: data sets ------------------------------------------------------------------------------------
-def _png_bytes(value: int, side: int = 4) -> bytes:
+def _png_bytes(value: int, side: int = 4, fmt: str = "PNG") -> bytes:
     import io
     buffer = io.BytesIO()
-    Image.fromarray(np.full((side, side), value, np.uint8), "L").save(buffer, format="PNG")
+    Image.fromarray(np.full((side, side), value, np.uint8), "L").save(buffer, format=fmt)
     return buffer.getvalue()
 
 
@@ -457,14 +510,16 @@ def test_folder_links_out_of_the_root(tmp_path):
         load_dataset(str(root), resolution=16)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_an_image", "bomb"])
+@pytest.mark.parametrize("damage", ["truncated", "not_an_image", "other_format", "bomb"])
 @pytest.mark.parametrize("container", ["folder", "zip"])
 def test_broken_or_oversized_images_name_the_file(tmp_path, monkeypatch, damage, container):
-    """A truncated image, a non-image with an image's name, or one of more pixels than Pillow's
-    decompression-bomb limit (lowered here to 100 for a 16×16 picture) is a ValueError naming the file."""
+    """A truncated image, a non-image or a picture of another format (a GIF) with a PNG's name, or one of more
+    pixels than Pillow's decompression-bomb limit (lowered here to 100 for a 16×16 picture) is a ValueError
+    naming the file."""
     from ganfast.data import load_dataset
     png = _png_bytes(7, side=16)
-    bad = {"truncated": png[:len(png) // 2 + 8], "not_an_image": b"GIF89a not really", "bomb": png}[damage]
+    bad = {"truncated": png[:len(png) // 2 + 8], "not_an_image": b"not an image at all",
+           "other_format": _png_bytes(7, side=16, fmt="GIF"), "bomb": png}[damage]
     if damage == "bomb":
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     if container == "folder":
@@ -477,7 +532,21 @@ def test_broken_or_oversized_images_name_the_file(tmp_path, monkeypatch, damage,
         with zipfile.ZipFile(path, "w") as zf:
             zf.writestr("good.png", _png_bytes(1))
             zf.writestr("bad.png", bad)
-    with pytest.raises(ValueError, match=r"dataset: '[^']*bad\.png' is not a readable image"):
+    with pytest.raises(ValueError, match=r"dataset: '[^']*bad\.png' is not a readable PNG/JPEG image"):
+        load_dataset(str(path), resolution=16)
+
+
+def test_zip_member_failing_its_crc_names_it(tmp_path):
+    from ganfast.data import load_dataset
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:                      # stored: the PNG's bytes appear as they are
+        zf.writestr("good.png", _png_bytes(1))
+        zf.writestr("bad.png", _png_bytes(9, side=16))
+    blob = bytearray(path.read_bytes())
+    at = blob.rindex(b"IDAT") + 6
+    blob[at] ^= 0x01                                            # inside bad.png's image data
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"'bad\.png' is not a readable PNG/JPEG image"):
         load_dataset(str(path), resolution=16)
 
 
@@ -566,6 +635,19 @@ def test_large_upfirdn2d_grid_walks_planes(monkeypatch):
     assert grids == [(6, 2), (1, 2)]  # 17x141 outputs: 2x3 tiles of 16x64; 4x35: one tile of 4x64
 
 
+@pytest.mark.parametrize("impl", available_impls())
+def test_upfirdn2d_many_tiles_per_plane(impl):
+    """Outputs of several tiles in both directions for every kernel (CUDA tiles are at most 32x64, Triton's
+    16x64): 69x151 from up=2, channels_last and contiguous."""
+    from ganfast.ops import setup_filter, upfirdn2d
+    from ganfast.reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
+    f = setup_filter([1, 3, 3, 1], device=DEVICE).double()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 3, 35, 75, dtype=torch.float64, device=DEVICE).to(memory_format=layout)
+        y = upfirdn2d(x, f, up=2, padding=[2, 1], impl=impl)
+        assert y.shape == (2, 3, 69, 151) and _rel(y, upfirdn2d_ref(x, f, up=2, padding=[2, 1])) < 1e-13
+
+
 def test_large_upfirdn2d_of_an_expanded_input_past_2_pow_32_elements():
     """Triton upfirdn2d of an expanded (stride-0) input of 2·3·3·2**32 logical elements, downsampled by 2**28
     along x: sizes and o·down products past 2**31 (the polyphase math is 64-bit), nothing materialised. (The C++
@@ -610,11 +692,14 @@ def test_large_modconv_sizes_take_the_torch_route(monkeypatch):
     assert calls == []
 
 
-def test_large_modconv_flattened_grids():
+def test_large_modconv_flattened_grids(monkeypatch):
     """The Triton convolution kernels put (pixel tiles × channel tiles) on grid axis 0: several tiles of each
     (20 output channels, 6x7 pixels, 45 = I·kh·kw rows for 16-wide interpreter tiles), forward and gradients."""
     from ganfast.ops import modulated_conv2d
     from ganfast.reference import modulated_conv2d as modulated_conv2d_ref
+    from ganfast.triton import modulated_conv2d as triton_modconv
+    grids = _record(monkeypatch, triton_modconv, "_modconv_fwd_kernel", "_modconv_wgrad_kernel",
+                    "_modconv_demod_kernel")
     x = torch.randn(3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(20, 5, 3, 3, dtype=torch.float64, requires_grad=True)
     s = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
@@ -625,6 +710,10 @@ def test_large_modconv_flattened_grids():
     dy = torch.randn_like(ref)
     for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
         assert _rel(got, want) < 1e-12
+    launched = {name: recorder.grids for name, recorder in grids.items()}
+    assert (6, 1, 3) in launched["_modconv_fwd_kernel"]         # 3 pixel tiles (42 of 16) x 2 channel tiles
+    assert (6,) in launched["_modconv_demod_kernel"]            # 3 samples x 2 channel tiles
+    assert {grid[0] for grid in launched["_modconv_wgrad_kernel"]} == {6}  # 2 channel tiles x 3 K tiles (45 of 16)
 
 
 @pytest.mark.skipif(not ganfast._ext.cuda_compiled(), reason="the extension was built without CUDA")

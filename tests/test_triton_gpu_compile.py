@@ -2,7 +2,8 @@
 the dtypes and flag values its host launcher uses: there is no GPU here, and the interpreter the other tests run
 under cannot see GPU-only compile errors (types that differ between branches in float64, constexpr misuse, ...).
 
-Each compile's shared memory must fit an sm_90 block. Run as a script (in a subprocess without TRITON_INTERPRET) it compiles everything and prints ``compiled N``.
+Each compile's shared memory must fit an sm_90 block. Run as a script (in a subprocess without
+TRITON_INTERPRET) it compiles everything and prints ``compiled N``.
 The argument types are those Triton's launcher specialises to: ``*<dtype>`` for tensors, ``fp32`` for Python
 floats, ``i32`` for ints (``i64`` from 2**31 on), and an int equal to 1 becomes the constant 1 (unit strides,
 stride-1 convolutions, ...); each table below follows the calls in its module's host launcher.

@@ -78,6 +78,7 @@ def _out_offsets(us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor]) -> tupl
 _EPS_BITS: dict[float, int] = {}
 _DESCRIPTORS: dict[tuple, torch.Tensor] = {}  # packed SNMatrix records by content: pointers persist across steps
 _MAX_DESCRIPTORS = 256
+_CAPTURED_DESCRIPTORS: dict[tuple, torch.Tensor] = {}  # records read by captured CUDA graphs: kept for good
 
 
 def _eps_bits(eps: float) -> int:
@@ -94,13 +95,20 @@ def _descriptors(weights, us, vs, dims, n_iters, eps, u_first, offsets) -> torch
                      _eps_bits(e)))
     device = weights[0].device
     key = (device, *rows)
-    table = _DESCRIPTORS.get(key)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    table = _DESCRIPTORS.get(key, _CAPTURED_DESCRIPTORS.get(key))
     if table is None:
+        if capturing:  # the copy below would wait for the device, which a capture forbids
+            raise RuntimeError("spectral_norm: power_iteration met weights or u/v vectors it has not seen before "
+                               "while a CUDA graph is being captured; run it once with the same tensors before "
+                               "capturing (the usual warm-up)")
         if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
             _DESCRIPTORS.clear()
         table = torch.tensor(rows, dtype=torch.int64).to(device)
         _DESCRIPTORS[key] = table
-    if table.is_cuda:  # a kernel on this stream reads it: keep it alive for that stream after eviction
+    if capturing:  # a captured graph reads this address at every replay: never free it
+        _CAPTURED_DESCRIPTORS[key] = table
+    elif table.is_cuda:  # a kernel on this stream reads it: keep it alive for that stream after eviction
         table.record_stream(torch.cuda.current_stream(device))
     return table
 

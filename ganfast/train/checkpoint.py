@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import threading
 
 import torch
 from safetensors.torch import safe_open, save
@@ -97,11 +99,11 @@ def _read_meta(path: str) -> dict:
         raise ValueError(f"checkpoint: {path!r} is not a ganfast checkpoint (no 'ganfast' metadata)")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"checkpoint: {path!r} has damaged metadata (not JSON: {exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
+        raise ValueError(f"checkpoint: {path!r} has damaged metadata (not JSON: {exc!r})") from None
     if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, _UNVERIFIED_FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else meta
-        raise ValueError(f"checkpoint: {path!r} has format {found!r}; expected {FORMAT!r}")
+        raise ValueError(f"checkpoint: {path!r} has format {found!r}; expected {FORMAT!r} or {_UNVERIFIED_FORMAT!r}")
     if not (isinstance(meta.get("optimizers"), dict) and isinstance(meta.get("extra"), dict)):
         raise ValueError(f"checkpoint: {path!r} has damaged metadata (no 'optimizers'/'extra' objects)")
     digests = meta.setdefault("digests", None) if meta["format"] == _UNVERIFIED_FORMAT else meta.get("digests")
@@ -122,8 +124,9 @@ def _open_tensors(path: str, read):
 
 
 def _read_tensors(path: str, meta: dict, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The tensors whose keys start with ``prefix`` (keys without it), checked against their digests."""
-    tensors = _open_tensors(path, lambda f: {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
+    """The tensors whose keys start with ``prefix`` (keys without it), checked against their digests. They are
+    copied out of the file's memory map first, so that a later change to the file cannot reach them."""
+    tensors = _open_tensors(path, lambda f: {k: f.get_tensor(k).clone() for k in f.keys() if k.startswith(prefix)})
     digests = meta["digests"]
     if digests is not None:
         listed = {k for k in digests if k.startswith(prefix)}
@@ -137,7 +140,14 @@ def _read_tensors(path: str, meta: dict, prefix: str = "") -> dict[str, torch.Te
 
 
 def _load_state(path: str, name: str, target, state) -> None:
-    """``target.load_state_dict(state)`` (a module or an optimizer), a mismatch reported as a ValueError."""
+    """``target.load_state_dict(state)`` (a module or an optimizer), a mismatch reported as a ValueError. A
+    module's entries must be stored in the dtypes it holds (load_state_dict would convert them silently)."""
+    if isinstance(target, torch.nn.Module):
+        held = target.state_dict()
+        for key, value in state.items():
+            if key in held and held[key].dtype != value.dtype:
+                raise ValueError(f"checkpoint: {path!r} stores {name}/{key} as {value.dtype}, but the model holds "
+                                 f"{held[key].dtype}")
     try:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -172,13 +182,41 @@ def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
     return meta["extra"]
 
 
+MAX_SPEC_NUMBER = 1 << 20  # no argument of a ganfast model is that large (channels, resolution, layers)
+
+
+def _check_spec_values(path: str, value, depth: int = 0) -> None:
+    """Refuses model arguments beyond any real model's before anything is built from them: numbers of magnitude
+    over MAX_SPEC_NUMBER (a layer count of 10**9 makes lists before any weight exists), non-finite floats, strings
+    over 256 characters, lists or objects of over 64 entries or nested over 4 deep."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        fits = math.isfinite(value) and abs(value) <= MAX_SPEC_NUMBER
+    elif isinstance(value, str):
+        fits = len(value) <= 256
+    elif isinstance(value, (list, dict)):
+        fits = depth < 4 and len(value) <= 64
+        if fits:
+            for item in value.values() if isinstance(value, dict) else value:
+                _check_spec_values(path, item, depth + 1)
+    else:
+        fits = False
+    if not fits:
+        raise ValueError(f"checkpoint: {path!r} has a model spec for G with an argument beyond any model's: "
+                         f"{repr(value)[:80]}")
+
+
 @contextlib.contextmanager
 def _registration_budget(limit: int):
-    """Raises ValueError once more than ``limit`` parameters and buffers are registered on modules."""
-    count = 0
+    """Raises ValueError once more than ``limit`` parameters and buffers are registered on modules by this
+    thread (the hooks are process-wide; other threads' modules are not counted)."""
+    count, owner = 0, threading.get_ident()
 
     def count_one(module, name, tensor):
         nonlocal count
+        if threading.get_ident() != owner:
+            return
         count += 1
         if count > limit:
             raise ValueError(f"it registers more than {limit} parameters and buffers")
@@ -193,15 +231,16 @@ def _registration_budget(limit: int):
 
 
 def _build_to_fit(path: str, spec, stored: dict[str, list[int]]) -> torch.nn.Module:
-    """``build_model(spec)``, once its state-dict shapes are known to be ``stored``'s: the model is first built
-    on the meta device (no memory), within a registration budget, so that arguments changed in the file cannot
-    make ganfast allocate more than the file holds."""
+    """``build_model(spec)``, once its state-dict shapes are known to be ``stored``'s: the arguments are checked
+    for sane sizes, then the model is built on the meta device (no memory for weights) within a registration
+    budget, so that arguments changed in the file cannot make ganfast allocate much more than the file holds."""
     from ..models._spec import build_model
+    _check_spec_values(path, spec)
     try:
         with _registration_budget(2 * len(stored) + 64), torch.device("meta"):
             probe = build_model(spec)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:  # a foreign class, bad arguments
-        raise ValueError(f"checkpoint: {path!r} has an unusable model spec for G: {exc}") from None
+    except Exception as exc:  # a foreign class, bad arguments, arithmetic on them (zero channels, ...)
+        raise ValueError(f"checkpoint: {path!r} has an unusable model spec for G: {exc!r}") from None
     expected = {k: list(v.shape) for k, v in probe.state_dict().items()}
     if expected != stored:
         odd = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))[:4]
