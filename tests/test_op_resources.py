@@ -173,8 +173,8 @@ def _cuda_bytes() -> int:
 
 
 def _release_free_heap() -> None:
-    """Hands the C heap's free pages back to the OS (glibc), so that a leak shows in RSS instead of filling
-    memory freed by earlier tests."""
+    """Hands the C heap's free pages back to the OS (glibc) before each reading, so that RSS counts memory in
+    use: a leak cannot hide in pages freed by earlier tests, nor a call's freed temporaries count as growth."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -189,6 +189,7 @@ def _growth_over_many_calls(call: OpCall, measure: Callable[[], int], calls: int
     before = measure()
     for _ in range(calls):
         call.run()
+    _release_free_heap()
     return measure() - before
 
 
