@@ -3,8 +3,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+
+
+def _number(kind, low: float, strict: bool = False):
+    """An argparse type: an int (``kind=int``) or a finite float, at least ``low`` (above it if ``strict``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+    return parse
+
+
+POSITIVE_INT, NONNEGATIVE_INT = _number(int, 1), _number(int, 0)
+POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
 def _cmd_info(args) -> int:
@@ -136,65 +155,71 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--shape", action="append", help="NxCxHxW, repeatable (default: per-device StyleGAN shapes)")
     p.add_argument("--dtype", action="append", choices=["float32", "bfloat16", "float16"], help="repeatable")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=POSITIVE_INT, default=20)
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("train", help="train a GAN: ring8, grid25, digits or your own images / .npz")
     p.add_argument("--dataset", required=True, help="ring8, grid25, digits, an image folder, a .zip or a .npz")
     p.add_argument("--out", required=True, help="run folder: stats.jsonl, samples-*.png, checkpoint.safetensors")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="total steps (default: 8000 for 2-D data, 3000 for images)")
-    length.add_argument("--kimg", type=float, help="total thousands of real images shown")
+    length.add_argument("--steps", type=NONNEGATIVE_INT, help="total steps (default: 8000 for 2-D data, 3000 for images)")
+    length.add_argument("--kimg", type=POSITIVE, help="total thousands of real images shown")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, help="global batch (default: 256 for 2-D data, 64 for images)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(none yet, e.g. killed before the first snapshot: start afresh)")
     p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
                    help="default: mlp for 2-D data, dcgan for images")
-    p.add_argument("--pl-weight", type=float, help="path-length penalty weight (stylegan2; 0: off)")
+    p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
     p.add_argument("--resolution", type=int, default=16, choices=[16, 32], help="image size (default 16)")
     p.add_argument("--loss", choices=["logistic", "hinge", "wasserstein", "least_squares"],
                    help="adversarial loss (default: logistic, the non-saturating one); wasserstein adds WGAN-GP")
-    p.add_argument("--lr", type=float, help="Adam learning rate of G and D")
-    p.add_argument("--r1-gamma", type=float, help="R1 weight (0: off)")
-    p.add_argument("--r1-interval", type=int, help="lazy R1: every this many steps")
-    p.add_argument("--ema-kimg", type=float, help="EMA generator half-life in thousands of images")
+    p.add_argument("--lr", type=POSITIVE, help="Adam learning rate of G and D")
+    p.add_argument("--r1-gamma", type=NONNEGATIVE, help="R1 weight (0: off)")
+    p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")
+    p.add_argument("--ema-kimg", type=NONNEGATIVE, help="EMA generator half-life in thousands of images")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for G and D")
-    p.add_argument("--tick", type=int, help="steps per tick (one stats.jsonl record)")
-    p.add_argument("--snapshot-ticks", type=int, help="ticks between sample pictures and checkpoints")
+    p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record)")
+    p.add_argument("--snapshot-ticks", type=POSITIVE_INT, help="ticks between sample pictures and checkpoints")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default 1 when training on the CPU)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sample", help="write images from a trained generator: png, npz or webdataset shards")
     p.add_argument("--checkpoint", required=True, help="a run folder or its checkpoint.safetensors")
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
     p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2 generators)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 generators)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], help="StyleGAN2 generators (default const)")
     p.add_argument("--shard", default="0/1", help="i/n: write the i-th of n disjoint shards (torchrun splits further)")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per npz/tar file")
+    p.add_argument("--shard-size", type=POSITIVE_INT, default=1000, help="images per npz/tar file")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype")
     p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema", help="which generator of the checkpoint")
-    p.add_argument("--workers", type=int, default=4, help="threads encoding and writing files")
+    p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
     p.add_argument("--compile", action="store_true", help="torch.compile the generator")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)
     p = sub.add_parser("demo", help="the README's main job: train a GAN on the digits and show what it learnt")
     p.add_argument("--out", default="ganfast-demo", help="run folder (default ./ganfast-demo)")
-    p.add_argument("--steps", type=int, help="training steps (default 3000: a few minutes on a CPU)")
+    p.add_argument("--steps", type=POSITIVE_INT, help="training steps (default 3000: a few minutes on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default 1 when training on the CPU)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
     if args.command in ("train", "demo"):
         _set_threads(args.threads, args.device)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:  # what users can fix (bad input, files, folders) as one line; the rest as it is
+        from ganfast._dispatch import ImplNotSupportedError
+        if os.environ.get("GANFAST_DEBUG") or not isinstance(exc, (ValueError, OSError, ImplNotSupportedError)):
+            raise
+        parser.exit(2, f"ganfast {args.command}: error: {exc} (GANFAST_DEBUG=1 shows the traceback)\n")
 
 
 if __name__ == "__main__":

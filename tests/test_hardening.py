@@ -212,16 +212,51 @@ def test_full_disk_while_sampling(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())                          # no partial shard, no temporary file
 
 
-def test_unwritable_output_directory(tmp_path, monkeypatch):
+def _cli_error(argv, capsys) -> str:
+    """What ``ganfast <argv>`` prints when it refuses its input (exit status 2, no traceback)."""
     from ganfast.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unwritable_output_directory(tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(OSError, match="cannot create the output directory"):
-        main(["train", "--out", str(blocker / "run")] + TRAIN_ARGS)
+    with pytest.raises(OSError, match="cannot create the output directory"):  # the API raises ...
+        small_trainer(blocker / "run")
+    message = _cli_error(["train", "--out", str(blocker / "run")] + TRAIN_ARGS, capsys)  # ... the CLI, one line
+    assert re.match("ganfast train: error: .*cannot create the output directory", message)
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if "readonly" in str(p) else real_access(p, mode))
     with pytest.raises(PermissionError, match="is not writable"):
-        main(["train", "--out", str(tmp_path / "readonly")] + TRAIN_ARGS)
+        small_trainer(tmp_path / "readonly")
+    assert "is not writable" in _cli_error(["train", "--out", str(tmp_path / "readonly")] + TRAIN_ARGS, capsys)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-1"], "argument --steps: must be >= 0, got '-1'"),
+    (["--tick", "0"], "argument --tick: must be >= 1, got '0'"),
+    (["--snapshot-ticks", "0"], "argument --snapshot-ticks: must be >= 1"),
+    (["--batch-size", "x"], "argument --batch-size: expected an integer, got 'x'"),
+    (["--lr", "nan"], "argument --lr: must be > 0, got 'nan'"),
+    (["--r1-gamma", "-1"], "argument --r1-gamma: must be >= 0"),
+    (["--kimg", "0"], "argument --kimg: must be > 0"),
+    (["--batch-size", "100000"], "ganfast train: error: batch_size (100000) exceeds the data set size"),
+])
+def test_cli_refuses_bad_values_naming_them(tmp_path, capsys, args, message):
+    argv = ["train", "--dataset", "ring8", "--out", str(tmp_path / "run"), "--no-progress"] + args
+    assert message in _cli_error(argv, capsys)
+
+
+@pytest.mark.parametrize("field, value", [("tick_steps", 0), ("snapshot_ticks", 0), ("batch_size", 2.5),
+                                          ("lr_g", float("nan")), ("r1_gamma", -1.0), ("betas", (0.5, 1.0)),
+                                          ("ema_rampup", 0.0), ("loss", "hinged")])
+def test_train_config_names_the_bad_field(field, value):
+    from ganfast.train.trainer import TrainConfig
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
 
 
 # -- hostile files: checkpoints --------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_bad_arguments(tmp_path):
         ganfast.write_samples(G, "0-3", blocker / "sub", progress=False)
 
 
-def test_cli_sample_from_a_training_run(tmp_path):
+def test_cli_sample_from_a_training_run(tmp_path, capsys):
     from ganfast.cli import main
     from ganfast.data import load_dataset
     from ganfast.models import DCGANGenerator, SNGANDiscriminator
@@ -229,8 +229,9 @@ def test_cli_sample_from_a_training_run(tmp_path):
     np.testing.assert_array_equal(seeds, np.arange(6))
     np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, "0-5"))[1])
     assert images.shape == (6, 16, 16, 1)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--seeds", "0-1", "--out", str(tmp_path / "x")])
+    assert "ganfast sample: error: checkpoint: no checkpoint at" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_generator(tmp_path / "bad.safetensors")

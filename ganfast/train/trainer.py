@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -52,6 +53,25 @@ class TrainConfig:
     snapshot_ticks: int = 10
     collapse_ratio: float = 0.5
     num_fixed: int = 64
+
+    def __post_init__(self):
+        """Each field checked, so that a bad value is a ValueError naming it, not a crash steps later."""
+        steps.check_loss(self.loss)
+        for name in ("batch_size", "r1_interval", "pl_interval", "tick_steps", "snapshot_ticks", "num_fixed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        for name, positive in (("lr_g", True), ("lr_d", True), ("r1_gamma", False), ("gp_weight", False),
+                               ("pl_weight", False), ("ema_kimg", False), ("collapse_ratio", False)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or
+                                                                                 not positive and value == 0)):
+                raise ValueError(f"TrainConfig.{name} must be a finite number {'>' if positive else '>='} 0, "
+                                 f"got {value!r}")
+        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.ema_rampup is not None and not self.ema_rampup > 0:
+            raise ValueError(f"TrainConfig.ema_rampup must be None or > 0, got {self.ema_rampup!r}")
 
 
 def _world() -> tuple[int, int]:
@@ -134,6 +154,8 @@ class Trainer:
 
     def train(self, total_steps: int) -> None:
         """Trains until ``self.step == total_steps`` (ticks, snapshots and the final checkpoint included)."""
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
+            raise ValueError(f"total_steps must be an integer >= 0, got {total_steps!r}")
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
