@@ -2,7 +2,8 @@
 # Build, test and benchmark ganfast on a GPU machine (torch, triton, pybind11, scikit-build-core and
 # pytest-benchmark already installed, offline). Results land in benchmarks/results/<date>-<gpu>/ (or $OUT).
 # Stages: `run_gpu.sh [build] [test] [bench]` (default: all three, in that order); on a machine that stays up
-# between calls, each stage can run in its own call (the install persists).
+# between calls, each stage can run in its own call (the install persists). $TEST_ARGS / $BENCH_ARGS are passed
+# to pytest (e.g. TEST_ARGS="tests/test_op_resources.py" to split the tests over calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -21,10 +22,12 @@ if [[ " $stages " == *" build "* ]]; then
   } | tee "$dest/env.txt"
 fi
 if [[ " $stages " == *" test "* ]]; then
-  pytest tests -q -p no:cacheprovider --durations=15 -rs 2>&1 | tee "$dest/tests.log" | tail -30
+  # shellcheck disable=SC2086
+  pytest ${TEST_ARGS:-tests} -q -p no:cacheprovider --durations=15 -rs 2>&1 | tee -a "$dest/tests.log" | tail -30
 fi
 if [[ " $stages " == *" bench "* ]]; then
-  pytest benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-json "$dest/bench.json" \
+  # shellcheck disable=SC2086
+  pytest ${BENCH_ARGS:-benchmarks} -q -p no:cacheprovider --benchmark-enable --benchmark-json "$dest/bench.json" \
     --benchmark-columns=median,iqr,ops 2>&1 | tee "$dest/bench.log" | tail -40
   python benchmarks/summarize.py "$dest/bench.json" | tee "$dest/SUMMARY.md"
 fi
