@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import zipfile
@@ -144,7 +145,7 @@ SAMPLE_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("fmt,pattern", [("png", "*.png"), ("npz", "*.npz")])
+@pytest.mark.parametrize("fmt,pattern", [("png", "*.png"), ("npz", "*.npz"), ("webdataset", "*.tar")])
 def test_sampling_killed_repeatedly_resumes(tmp_path, fmt, pattern):
     script, out = tmp_path / "sample.py", tmp_path / "out"
     script.write_text(SAMPLE_SCRIPT)
@@ -164,7 +165,7 @@ def test_sampling_killed_repeatedly_resumes(tmp_path, fmt, pattern):
         files = sorted(out.rglob("*.png"))
         assert [f.name for f in files] == [f"seed{s:08d}.png" for s in range(80)]
         got = np.stack([np.asarray(Image.open(f)) for f in files])
-    else:
+    elif fmt == "npz":
         got, seeds = [], []
         for f in sorted(out.glob("*.npz")):
             with np.load(f) as data:
@@ -172,6 +173,14 @@ def test_sampling_killed_repeatedly_resumes(tmp_path, fmt, pattern):
                 seeds.append(data["seeds"])
         got = np.concatenate(got)
         np.testing.assert_array_equal(np.concatenate(seeds), np.arange(80))
+    else:
+        got, names = [], []
+        for f in sorted(out.glob("*.tar")):
+            with tarfile.open(f) as tar:
+                names += tar.getnames()
+                got += [np.asarray(Image.open(tar.extractfile(m))) for m in tar.getmembers() if m.name.endswith(".png")]
+        assert names == [f"{s:08d}.{ext}" for s in range(80) for ext in ("png", "json")]
+        got = np.stack(got)
     np.testing.assert_array_equal(got, expected)
     assert not _temp_files(out)
 
