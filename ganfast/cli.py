@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, help="ring8, grid25, digits, an image folder, a .zip or a .npz")
     p.add_argument("--out", required=True, help="run folder: stats.jsonl, samples-*.png, checkpoint.safetensors")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=NONNEGATIVE_INT, help="total steps (default: 8000 for 2-D data, 3000 for images)")
+    length.add_argument("--steps", type=NONNEGATIVE_INT,
+                        help="total steps (default: 8000 for 2-D data, 3000 for images)")
     length.add_argument("--kimg", type=POSITIVE, help="total thousands of real images shown")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
