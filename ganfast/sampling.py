@@ -16,6 +16,9 @@ Output layout (every file written atomically, see ``ganfast._io``):
     webdataset  DIR/seeds00000000-00000999.tar        (``%08d.png`` + ``%08d.json`` per seed)
 A rerun of the same command skips the files that exist and writes the rest. ``shard=(i, n)`` takes every n-th
 file of the seed list starting at the i-th, so shards never overlap and their union is the whole set.
+``DIR/ganfast-samples.json`` records what the files depend on (the generator's weights, the seed list, the
+format and shard size, truncation, noise mode, dtype); a run into a folder written with other settings is
+refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
 Pipeline: latents are made on the host, the generator runs under no_grad (optionally autocast to bf16/fp16 and
 torch.compile), images are converted to uint8 NHWC on the device and copied into pinned host memory
@@ -24,9 +27,11 @@ does not wait on the disk.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import json
+import math
 import os
 import tarfile
 import time
@@ -45,6 +50,7 @@ __all__ = ["FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard
            "write_samples"]
 
 FORMATS = ("png", "npz", "webdataset")
+MANIFEST = "ganfast-samples.json"  # the settings a sample folder was written with
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
 _NOISE_SEED_OFFSET = 2 ** 32  # seed s draws its layer noise from torch.Generator().manual_seed(2**32 + s)
@@ -141,11 +147,18 @@ def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = 64,
     z_dim = getattr(G, "z_dim", None)
     if not isinstance(z_dim, int):
         raise TypeError(f"G must be a generator module with an int attribute z_dim; {type(G).__name__} has none")
+    if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, (int, float)) or \
+            not math.isfinite(truncation_psi):
+        raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
     kwargs = _generator_kwargs(G, truncation_psi, noise_mode)
+    return _generate(G, seeds, batch_size, z_dim, kwargs, _sample_dtype(dtype), compile)
+
+
+def _sample_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     dtype = _DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
     if dtype not in _DTYPES.values():
         raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
-    return _generate(G, seeds, batch_size, z_dim, kwargs, dtype, compile)
+    return dtype
 
 
 def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int, kwargs: dict, dtype: torch.dtype,
@@ -256,12 +269,49 @@ class SampleReport:
                 + (f"; {self.skipped} already there were skipped" if self.skipped else ""))
 
 
+def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, sample_kwargs: dict) -> dict:
+    """What the files of a sample folder depend on (not the shard, batch size, workers or compile): the
+    generator's weights (its state dict), the seed list (count and SHA-256), the layout and the sampling options."""
+    from .train.checkpoint import tensor_digest
+    weights = hashlib.sha256()
+    for key, value in G.state_dict().items():
+        weights.update(f"{key}:{tensor_digest(value)};".encode())
+    dtype = _sample_dtype(sample_kwargs.get("dtype"))
+    return {"generator": f"sha256:{weights.hexdigest()} of its state dict",
+            "seeds": f"{len(seeds)} seeds, sha256:{hashlib.sha256(np.asarray(seeds, np.int64).tobytes()).hexdigest()}",
+            "format": fmt, "shard_size": None if fmt == "png" else shard_size,
+            "truncation_psi": float(sample_kwargs.get("truncation_psi", 1.0)),
+            "noise_mode": sample_kwargs.get("noise_mode"),
+            "dtype": next(name for name, d in _DTYPES.items() if d == dtype)}
+
+
+def _claim_folder(out: Path, settings: dict) -> None:
+    """Records ``settings`` in ``out``'s manifest, or checks them against the one there: a folder holds samples
+    of one kind only (a mismatch is a ValueError naming the setting)."""
+    path = out / MANIFEST
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable sample manifest ({exc}); remove it with the samples "
+                             "it describes, or use another folder") from None
+        for key, value in settings.items():
+            if not isinstance(recorded, dict) or recorded.get(key) != value:
+                old = recorded.get(key) if isinstance(recorded, dict) else recorded
+                raise ValueError(f"{out} holds samples written with {key}={old!r}, but this run has "
+                                 f"{key}={value!r}; use another folder (or remove it to start afresh)")
+        return
+    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+
+
 def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.PathLike, fmt: str = "png",
                   batch_size: int = 64, shard: str | tuple[int, int] = (0, 1), shard_size: int = 1000,
                   workers: int = 4, png_compress_level: int = 1, progress: bool = True,
                   **sample_kwargs) -> SampleReport:
     """Samples the seeds of this shard into files under ``out`` (layout in the module docstring), skipping files
-    an earlier run completed. ``sample_kwargs`` go to :func:`sample` (truncation_psi, noise_mode, dtype, compile). PNG compression level 1 is lossless like any other, and several times faster to encode than 6."""
+    an earlier run completed; ``out`` must hold samples of the same settings or none (``MANIFEST``).
+    ``sample_kwargs`` go to :func:`sample` (truncation_psi, noise_mode, dtype, compile). PNG compression level 1
+    is lossless like any other, and several times faster to encode than 6."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if not isinstance(shard_size, int) or shard_size < 1:
@@ -269,8 +319,11 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     index, count = parse_shard(shard)
+    seeds = parse_seeds(seeds)
+    sample(G, seeds[:1], **sample_kwargs)  # checks the sampling options before anything is written
     out = prepare_output_dir(out)
-    units = _plan(parse_seeds(seeds), fmt, out, shard_size)[index::count]
+    _claim_folder(out, _settings(G, seeds, fmt, shard_size, sample_kwargs))
+    units = _plan(seeds, fmt, out, shard_size)[index::count]
     todo = [u for u in units if not _is_complete(u, fmt)]
     skipped = sum(len(u.seeds) for u in units) - sum(len(u.seeds) for u in todo)
     meta = {k: sample_kwargs[k] for k in ("truncation_psi", "noise_mode") if sample_kwargs.get(k) is not None}

@@ -145,6 +145,40 @@ def test_rerun_after_failure_finishes_the_rest(tmp_path):
     np.testing.assert_array_equal(images, expected)
 
 
+@pytest.mark.parametrize("psi", [float("nan"), float("inf"), "0.5"])
+def test_truncation_must_be_a_finite_number(tmp_path, psi):
+    with pytest.raises(ValueError, match="truncation_psi must be a finite number"):
+        ganfast.sample(TinyG(), "0-1", truncation_psi=psi)
+    with pytest.raises(ValueError, match="truncation_psi must be a finite number"):
+        ganfast.write_samples(TinyG(), "0-1", tmp_path / "out", truncation_psi=psi, progress=False)
+    assert not (tmp_path / "out").exists()                      # refused before anything is written
+
+
+def test_a_folder_holds_samples_of_one_kind(tmp_path):
+    """A rerun with the same settings resumes (any shard); other settings or weights are refused by name."""
+    G, out = TinyG(), tmp_path / "out"
+    base = dict(fmt="npz", shard_size=2, progress=False)
+    ganfast.write_samples(G, "0-9", out, shard=(0, 2), **base)
+    assert ganfast.write_samples(G, "0-9", out, shard=(1, 2), batch_size=3, **base).skipped == 0
+    assert ganfast.write_samples(G, "0-9", out, **base).skipped == 10
+    changes = [("seeds", dict(seeds="0-11")), ("truncation_psi", dict(truncation_psi=0.5)),
+               ("format", dict(fmt="webdataset")), ("shard_size", dict(shard_size=5)), ("dtype", dict(dtype="bf16"))]
+    for key, change in changes:
+        kwargs = {"seeds": "0-9", **base, **change}
+        with pytest.raises(ValueError, match=f"holds samples written with {key}="):
+            ganfast.write_samples(G, kwargs.pop("seeds"), out, **kwargs)
+    other = TinyG()
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="holds samples written with generator="):
+        ganfast.write_samples(other, "0-9", out, **base)
+    (out / ganfast.sampling.MANIFEST).write_text("{not json")
+    with pytest.raises(ValueError, match="is not a readable sample manifest"):
+        ganfast.write_samples(G, "0-9", out, **base)
+    seeds, _ = _npz_contents(out)
+    np.testing.assert_array_equal(seeds, np.arange(10))       # nothing was added by the refused runs
+
+
 def test_kill_mid_run_then_resume(tmp_path):
     script = tmp_path / "run.py"
     out = tmp_path / "out"
