@@ -205,11 +205,19 @@ def npz_array(path: str, resolution: int | None = None) -> torch.Tensor:
             a = archive[keys[0]]
         else:
             raise ValueError(f"dataset: {path!r} holds arrays {keys}; name the data array 'x'")
+    if a.dtype.kind not in "uif" or a.size == 0:
+        raise ValueError(f"dataset: the array in {path!r} must be a non-empty array of real numbers; got {a.dtype} "
+                         f"of shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"dataset: the array in {path!r} holds NaN or inf")
     if a.ndim == 2 and a.shape[1] == 2:
         return torch.from_numpy(a.astype(np.float32))
     if a.ndim != 4:
         raise ValueError(f"dataset: the array in {path!r} must be (N, 2), (N, C, H, W) or (N, H, W, C); "
                          f"got shape {a.shape}")
+    if a.dtype != np.uint8 and (a.min() < -1 or a.max() > 1):
+        raise ValueError(f"dataset: the images in {path!r} hold values in [{a.min()}, {a.max()}]; give uint8 in "
+                         "[0, 255] or numbers in [-1, 1]")
     if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
         a = a.transpose(0, 3, 1, 2)
     x = torch.from_numpy(np.ascontiguousarray(a))

@@ -605,6 +605,21 @@ def test_zip_bomb_member_is_refused(tmp_path, monkeypatch):
         data.load_dataset(str(path), resolution=16)
 
 
+@pytest.mark.parametrize("array, message", [
+    (np.array([[0.0, np.nan]] * 4), "holds NaN or inf"),
+    (np.full((4, 1, 8, 8), np.inf, np.float32), "holds NaN or inf"),
+    (np.zeros((0, 2)), "non-empty array of real numbers"),
+    (np.zeros((4, 2), np.complex64), "non-empty array of real numbers"),
+    (np.full((4, 8, 8, 3), 255.0), r"values in \[255.0, 255.0\]; give uint8"),
+    (np.full((4, 1, 8, 8), 300, np.uint16), r"values in \[300, 300\]; give uint8"),
+])
+def test_npz_arrays_that_would_train_on_garbage_are_refused(tmp_path, array, message):
+    from ganfast.data import load_dataset
+    np.savez(tmp_path / "data.npz", x=array)
+    with pytest.raises(ValueError, match=message):
+        load_dataset(str(tmp_path / "data.npz"), resolution=8)
+
+
 def test_pickled_npz_is_refused(tmp_path):
     from ganfast.data import load_dataset
     path = tmp_path / "data.npz"
