@@ -8,21 +8,24 @@ import os
 import sys
 
 
-def _number(kind, low: float, strict: bool = False):
-    """An argparse type: an int (``kind=int``) or a finite float, at least ``low`` (above it if ``strict``)."""
+def _number(kind, low: float, strict: bool = False, high: float = math.inf):
+    """An argparse type: an int (``kind=int``) or a finite float in [low, high] (above ``low`` if ``strict``)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text!r}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < low or (strict and value == low) or value > high:
+            bound = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
         return value
     return parse
 
 
-POSITIVE_INT, NONNEGATIVE_INT = _number(int, 1), _number(int, 0)
+POSITIVE_INT, SEED = _number(int, 1), _number(int, 0, high=2**32 - 1)
 POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
@@ -72,7 +75,7 @@ def _cmd_train(args) -> int:
         print(f"resume: no checkpoint in {args.out} yet; starting the run from step 0")
     total = args.steps if args.steps is not None else default_steps
     if args.kimg is not None:
-        total = -(-int(args.kimg * 1000) // trainer.config.batch_size)
+        total = max(1, -(-int(args.kimg * 1000) // trainer.config.batch_size))
     trainer.train(total)
     if trainer.rank == 0:
         print(f"done: {trainer.step} steps, {trainer.nimg / 1000:.1f} kimg; stats in "
@@ -162,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True, help="ring8, grid25, digits, an image folder, a .zip or a .npz")
     p.add_argument("--out", required=True, help="run folder: stats.jsonl, samples-*.png, checkpoint.safetensors")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=NONNEGATIVE_INT,
+    length.add_argument("--steps", type=POSITIVE_INT,
                         help="total steps (default: 8000 for 2-D data, 3000 for images)")
     length.add_argument("--kimg", type=POSITIVE, help="total thousands of real images shown")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(none yet, e.g. killed before the first snapshot: start afresh)")
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="the README's main job: train a GAN on the digits and show what it learnt")
     p.add_argument("--out", default="ganfast-demo", help="run folder (default ./ganfast-demo)")
     p.add_argument("--steps", type=POSITIVE_INT, help="training steps (default 3000: a few minutes on a CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as exc:  # what users can fix (bad input, files, folders) as one line; the rest as it is
         from ganfast._dispatch import ImplNotSupportedError
-        if os.environ.get("GANFAST_DEBUG") or not isinstance(exc, (ValueError, OSError, ImplNotSupportedError)):
+        if os.environ.get("GANFAST_DEBUG", "0") not in ("", "0") or \
+                not isinstance(exc, (ValueError, OSError, ImplNotSupportedError)):
             raise
         parser.exit(2, f"ganfast {args.command}: error: {exc} (GANFAST_DEBUG=1 shows the traceback)\n")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import contextlib
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def npz_array(path: str, resolution: int | None = None) -> torch.Tensor:
     if a.dtype.kind not in "uif" or a.size == 0:
         raise ValueError(f"dataset: the array in {path!r} must be a non-empty array of real numbers; got {a.dtype} "
                          f"of shape {a.shape}")
-    if not np.isfinite(a).all():
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise ValueError(f"dataset: the array in {path!r} holds NaN or inf")
     if a.ndim == 2 and a.shape[1] == 2:
         return torch.from_numpy(a.astype(np.float32))
@@ -218,6 +219,10 @@ def npz_array(path: str, resolution: int | None = None) -> torch.Tensor:
     if a.dtype != np.uint8 and (a.min() < -1 or a.max() > 1):
         raise ValueError(f"dataset: the images in {path!r} hold values in [{a.min()}, {a.max()}]; give uint8 in "
                          "[0, 255] or numbers in [-1, 1]")
+    if a.dtype != np.uint8 and a.min() >= 0:
+        warnings.warn(f"dataset: the images in {path!r} hold no negative value (range [{a.min()}, {a.max()}]): "
+                      "if they are in [0, 1], scale them to [-1, 1] (x * 2 - 1), the range generators produce",
+                      stacklevel=2)
     if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
         a = a.transpose(0, 3, 1, 2)
     x = torch.from_numpy(np.ascontiguousarray(a))

@@ -16,9 +16,8 @@ Output layout (every file written atomically, see ``ganfast._io``):
     webdataset  DIR/seeds00000000-00000999.tar        (``%08d.png`` + ``%08d.json`` per seed)
 A rerun of the same command skips the files that exist and writes the rest. ``shard=(i, n)`` takes every n-th
 file of the seed list starting at the i-th, so shards never overlap and their union is the whole set.
-``DIR/ganfast-samples.json`` records what the files depend on (the generator's weights, the seed list, the
-format and shard size, truncation, noise mode, dtype); a run into a folder written with other settings is
-refused, so one folder never mixes two kinds of samples or holds a seed twice.
+``DIR/ganfast-samples.json`` records what the files depend on (see ``_settings``); a run into a folder written
+with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
 Pipeline: latents are made on the host, the generator runs under no_grad (optionally autocast to bf16/fp16 and
 torch.compile), images are converted to uint8 NHWC on the device and copied into pinned host memory
@@ -269,39 +268,56 @@ class SampleReport:
                 + (f"; {self.skipped} already there were skipped" if self.skipped else ""))
 
 
+def _options(G: torch.nn.Module, sample_kwargs: dict) -> dict:
+    """The truncation and noise mode G is actually called with (its defaults filled in)."""
+    kwargs = _generator_kwargs(G, sample_kwargs.get("truncation_psi", 1.0), sample_kwargs.get("noise_mode"))
+    return {"truncation_psi": float(kwargs.get("truncation_psi", 1.0)), "noise_mode": kwargs.get("noise_mode")}
+
+
 def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, sample_kwargs: dict) -> dict:
     """What the files of a sample folder depend on (not the shard, batch size, workers or compile): the
-    generator's weights (its state dict), the seed list (count and SHA-256), the layout and the sampling options."""
+    generator's weights (its state dict), the layout, the sampling options and, where files group several seeds
+    (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own name)."""
     from .train.checkpoint import tensor_digest
     weights = hashlib.sha256()
     for key, value in G.state_dict().items():
         weights.update(f"{key}:{tensor_digest(value)};".encode())
+    grouped = fmt != "png"
+    seed_list = hashlib.sha256(np.asarray(seeds, np.int64).tobytes()).hexdigest()
     dtype = _sample_dtype(sample_kwargs.get("dtype"))
-    return {"generator": f"sha256:{weights.hexdigest()} of its state dict",
-            "seeds": f"{len(seeds)} seeds, sha256:{hashlib.sha256(np.asarray(seeds, np.int64).tobytes()).hexdigest()}",
-            "format": fmt, "shard_size": None if fmt == "png" else shard_size,
-            "truncation_psi": float(sample_kwargs.get("truncation_psi", 1.0)),
-            "noise_mode": sample_kwargs.get("noise_mode"),
+    return {"generator": f"sha256:{weights.hexdigest()} of its state dict", "format": fmt,
+            "seeds": f"{len(seeds)} seeds, sha256:{seed_list}" if grouped else None,
+            "shard_size": shard_size if grouped else None, **_options(G, sample_kwargs),
             "dtype": next(name for name, d in _DTYPES.items() if d == dtype)}
+
+
+def _holds_samples(out: Path) -> bool:
+    return any(p.is_file() and p.name != MANIFEST and not p.name.startswith(".") for p in out.rglob("*"))
 
 
 def _claim_folder(out: Path, settings: dict) -> None:
     """Records ``settings`` in ``out``'s manifest, or checks them against the one there: a folder holds samples
-    of one kind only (a mismatch is a ValueError naming the setting)."""
+    of one kind only (a mismatch is a ValueError naming the setting). The manifest is created exclusively (a hard link of a finished file), so of several processes starting
+    at once one writes it and the others compare against it. A folder with samples but no manifest (written
+    before manifests existed) is adopted as it is."""
     path = out / MANIFEST
-    if path.exists():
+    if not path.exists():
         try:
-            recorded = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable sample manifest ({exc}); remove it with the samples "
-                             "it describes, or use another folder") from None
-        for key, value in settings.items():
-            if not isinstance(recorded, dict) or recorded.get(key) != value:
-                old = recorded.get(key) if isinstance(recorded, dict) else recorded
-                raise ValueError(f"{out} holds samples written with {key}={old!r}, but this run has "
-                                 f"{key}={value!r}; use another folder (or remove it to start afresh)")
-        return
-    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+            atomic_write(path, lambda f: f.write(json.dumps(settings, indent=1).encode()), exclusive=True)
+        except FileExistsError:  # another process claimed the folder first: compare below
+            pass
+    try:
+        recorded = json.loads(path.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable sample manifest ({exc}); remove it with the samples it "
+                         "describes, or use another folder") from None
+    for key, value in settings.items():
+        if recorded.get(key) != value:
+            what = "holds samples written" if _holds_samples(out) else "was claimed (it holds no samples yet)"
+            raise ValueError(f"{out} {what} with {key}={recorded.get(key)!r}, but this run has {key}={value!r}; "
+                             f"use another folder, or remove it (or its {MANIFEST}, if empty) to start afresh")
 
 
 def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.PathLike, fmt: str = "png",
@@ -320,13 +336,13 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     index, count = parse_shard(shard)
     seeds = parse_seeds(seeds)
-    sample(G, seeds[:1], **sample_kwargs)  # checks the sampling options before anything is written
+    sample(G, seeds[:1], batch_size, **sample_kwargs)  # checks the sampling options before anything is written
     out = prepare_output_dir(out)
     _claim_folder(out, _settings(G, seeds, fmt, shard_size, sample_kwargs))
     units = _plan(seeds, fmt, out, shard_size)[index::count]
     todo = [u for u in units if not _is_complete(u, fmt)]
     skipped = sum(len(u.seeds) for u in units) - sum(len(u.seeds) for u in todo)
-    meta = {k: sample_kwargs[k] for k in ("truncation_psi", "noise_mode") if sample_kwargs.get(k) is not None}
+    meta = {k: v for k, v in _options(G, sample_kwargs).items() if v is not None}
     todo_seeds = [s for u in todo for s in u.seeds]
     started = time.perf_counter()
     bar = _progress_bar(len(todo_seeds), progress)

@@ -218,7 +218,7 @@ def test_full_disk_while_sampling(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left") as info:
         ganfast.write_samples(ImageG(), "0-7", tmp_path, fmt="npz", shard_size=4, progress=False, workers=1)
     assert info.value.errno == errno.ENOSPC
-    assert not list(tmp_path.iterdir())                          # no partial shard, no temporary file
+    assert not list(tmp_path.iterdir())                          # no partial shard or manifest, no temporary file
 
 
 def _cli_error(argv, capsys) -> str:
@@ -245,13 +245,16 @@ def test_unwritable_output_directory(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "-1"], "argument --steps: must be >= 0, got '-1'"),
+    (["--steps", "-1"], "argument --steps: must be >= 1, got '-1'"),
     (["--tick", "0"], "argument --tick: must be >= 1, got '0'"),
     (["--snapshot-ticks", "0"], "argument --snapshot-ticks: must be >= 1"),
     (["--batch-size", "x"], "argument --batch-size: expected an integer, got 'x'"),
-    (["--lr", "nan"], "argument --lr: must be > 0, got 'nan'"),
+    (["--lr", "nan"], "argument --lr: must be a finite number, got 'nan'"),
     (["--r1-gamma", "-1"], "argument --r1-gamma: must be >= 0"),
     (["--kimg", "0"], "argument --kimg: must be > 0"),
+    (["--lr", "inf"], "argument --lr: must be a finite number, got 'inf'"),
+    (["--steps", "0"], "argument --steps: must be >= 1"),
+    (["--seed", "99999999999999"], "argument --seed: must be >= 0 and <= 4294967295"),
     (["--batch-size", "100000"], "ganfast train: error: batch_size (100000) exceeds the data set size"),
 ])
 def test_cli_refuses_bad_values_naming_them(tmp_path, capsys, args, message):
@@ -261,11 +264,25 @@ def test_cli_refuses_bad_values_naming_them(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("field, value", [("tick_steps", 0), ("snapshot_ticks", 0), ("batch_size", 2.5),
                                           ("lr_g", float("nan")), ("r1_gamma", -1.0), ("betas", (0.5, 1.0)),
-                                          ("ema_rampup", 0.0), ("loss", "hinged")])
+                                          ("betas", ("a", "b")), ("ema_rampup", 0.0), ("ema_rampup", "x"),
+                                          ("bf16", "no"), ("seed", 1.5), ("loss", "hinged")])
 def test_train_config_names_the_bad_field(field, value):
     from ganfast.train.trainer import TrainConfig
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_train_config_takes_numpy_and_torch_scalars(tmp_path):
+    from ganfast.train.trainer import TrainConfig
+    cfg = TrainConfig(batch_size=np.int64(16), lr_g=np.float32(1e-3), lr_d=torch.tensor(2e-3),
+                      tick_steps=torch.tensor(3), betas=[0.0, np.float64(0.99)], bf16=np.bool_(False))
+    assert (cfg.batch_size, cfg.tick_steps, cfg.betas) == (16, 3, (0.0, 0.99)) and type(cfg.batch_size) is int
+    assert cfg.lr_g == pytest.approx(1e-3) and type(cfg.lr_d) is float and cfg.bf16 is False
+    trainer = small_trainer(tmp_path)
+    trainer.train(np.int64(1))
+    assert trainer.step == 1
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 0, got 2.0"):
+        trainer.train(2.0)
 
 
 # -- hostile files: checkpoints --------------------------------------------------------------------------------
@@ -618,6 +635,27 @@ def test_npz_arrays_that_would_train_on_garbage_are_refused(tmp_path, array, mes
     np.savez(tmp_path / "data.npz", x=array)
     with pytest.raises(ValueError, match=message):
         load_dataset(str(tmp_path / "data.npz"), resolution=8)
+
+
+def test_npz_images_in_zero_one_get_a_warning(tmp_path):
+    from ganfast.data import load_dataset
+    np.savez(tmp_path / "data.npz", x=np.full((4, 1, 8, 8), 0.5, np.float32))
+    with pytest.warns(UserWarning, match=r"scale them to \[-1, 1\]"):
+        load_dataset(str(tmp_path / "data.npz"), resolution=8)
+
+
+def test_temporary_files_of_other_machines_are_kept(tmp_path):
+    """A shared output folder: stale temporary files of this machine's dead processes go, another machine's
+    (whose processes this one cannot see) stay."""
+    from ganfast._io import TMP_MARK, remove_stale_temps, temp_path
+    dead = 2 ** 22 + 12345                                       # beyond pid_max's default: no such process
+    mine = temp_path(tmp_path / "a.npz")
+    mine = mine.with_name(mine.name.rpartition("-")[0] + f"-{dead}")
+    theirs, legacy = tmp_path / f".b.npz{TMP_MARK}other_host-{dead}", tmp_path / f".c.npz{TMP_MARK}{dead}"
+    for f in (mine, theirs, legacy):
+        f.write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path) == 2
+    assert [f.exists() for f in (mine, theirs, legacy)] == [False, True, False]
 
 
 def test_pickled_npz_is_refused(tmp_path):

@@ -117,7 +117,7 @@ def test_png_and_webdataset_read_back(tmp_path, channels):
                          "00001000.json"]
         meta = json.load(tar.extractfile("00000999.json"))
         decoded = np.asarray(Image.open(tar.extractfile("00000999.png")))
-    assert meta == {"seed": 999, "truncation_psi": 1.0}
+    assert meta == {"seed": 999, "truncation_psi": 1.0, "noise_mode": "const"}  # what G was called with
     np.testing.assert_array_equal(decoded.reshape(expected[1].shape), expected[1])
     assert (tmp_path / "wds" / "seeds00001001-00001001.tar").exists()
 
@@ -177,6 +177,38 @@ def test_a_folder_holds_samples_of_one_kind(tmp_path):
         ganfast.write_samples(G, "0-9", out, **base)
     seeds, _ = _npz_contents(out)
     np.testing.assert_array_equal(seeds, np.arange(10))       # nothing was added by the refused runs
+
+
+def test_manifest_records_what_g_is_called_with(tmp_path):
+    """noise_mode None means G's default ("const" for TinyG): the same samples, so the same folder; png files
+    are one seed each, so a longer seed list extends a png folder."""
+    G, out = TinyG(), tmp_path / "png"
+    ganfast.write_samples(G, "0-3", out, progress=False)
+    assert ganfast.write_samples(G, "0-7", out, noise_mode="const", progress=False).skipped == 4
+    with pytest.raises(ValueError, match="noise_mode='const', but this run has noise_mode='random'"):
+        ganfast.write_samples(G, "0-7", out, noise_mode="random", progress=False)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        ganfast.write_samples(G, "0-7", tmp_path / "never", batch_size=0, progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_concurrent_claims_of_one_folder(tmp_path, monkeypatch):
+    """Two runs starting at once with different settings: the manifest is created exclusively, so the one that
+    comes second compares against the first's and is refused, even before any sample exists."""
+    import os
+    out = tmp_path / "out"
+    out.mkdir()
+    link = os.link
+    settings = ganfast.sampling._settings(TinyG(), list(range(4)), "npz", 2, {})
+
+    def other_run_first(src, dst):  # the other run's manifest lands between our check and our link
+        (out / ganfast.sampling.MANIFEST).write_text(json.dumps({**settings, "dtype": "bf16"}))
+        return link(src, dst)
+    monkeypatch.setattr(os, "link", other_run_first)
+    with pytest.raises(ValueError, match=r"was claimed \(it holds no samples yet\) with dtype='bf16'"):
+        ganfast.write_samples(TinyG(), "0-3", out, fmt="npz", shard_size=2, progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == [ganfast.sampling.MANIFEST]  # no temporary file left
 
 
 def test_kill_mid_run_then_resume(tmp_path):

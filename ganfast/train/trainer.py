@@ -5,11 +5,13 @@ import copy
 import dataclasses
 import json
 import math
+import operator
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -55,23 +57,43 @@ class TrainConfig:
     num_fixed: int = 64
 
     def __post_init__(self):
-        """Each field checked, so that a bad value is a ValueError naming it, not a crash steps later."""
+        """Each field checked and made a plain Python value (numpy or torch scalars from a sweep are fine), so
+        that a bad value is a ValueError naming it, not a crash steps later."""
         steps.check_loss(self.loss)
         for name in ("batch_size", "r1_interval", "pl_interval", "tick_steps", "snapshot_ticks", "num_fixed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+            setattr(self, name, _checked_number(name, getattr(self, name), integer=True, low=1))
+        self.seed = _checked_number("seed", self.seed, integer=True, low=0)
         for name, positive in (("lr_g", True), ("lr_d", True), ("r1_gamma", False), ("gp_weight", False),
                                ("pl_weight", False), ("ema_kimg", False), ("collapse_ratio", False)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or
-                                                                                 not positive and value == 0)):
-                raise ValueError(f"TrainConfig.{name} must be a finite number {'>' if positive else '>='} 0, "
-                                 f"got {value!r}")
-        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            setattr(self, name, _checked_number(name, getattr(self, name), low=0, strict=positive))
+        try:
+            betas = tuple(_checked_number("betas", b, low=0) for b in self.betas)
+        except TypeError:
+            betas = ()
+        if len(betas) != 2 or max(betas) >= 1:
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.ema_rampup is not None and not self.ema_rampup > 0:
-            raise ValueError(f"TrainConfig.ema_rampup must be None or > 0, got {self.ema_rampup!r}")
+        self.betas = betas
+        if self.ema_rampup is not None:
+            self.ema_rampup = _checked_number("ema_rampup", self.ema_rampup, low=0, strict=True)
+        if not isinstance(self.bf16, (bool, np.bool_)):
+            raise ValueError(f"TrainConfig.bf16 must be True or False, got {self.bf16!r}")
+        self.bf16 = bool(self.bf16)
+
+
+def _checked_number(name: str, value, integer: bool = False, low: float = 0, strict: bool = False):
+    """``value`` as a Python int (``integer``) or float, finite and >= ``low`` (> if ``strict``); else a
+    ValueError naming ``TrainConfig.<name>``. Integers must be integral (numpy/torch integer scalars too)."""
+    kind = "an integer" if integer else "a finite number"
+    bound = f"{'>' if strict else '>='} {low:g}"
+    try:
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.numel() != 1):
+            raise TypeError
+        number = operator.index(value) if integer else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"TrainConfig.{name} must be {kind} {bound}, got {value!r}") from None
+    if not math.isfinite(number) or number < low or (strict and number == low):
+        raise ValueError(f"TrainConfig.{name} must be {kind} {bound}, got {value!r}")
+    return number
 
 
 def _world() -> tuple[int, int]:
@@ -154,8 +176,13 @@ class Trainer:
 
     def train(self, total_steps: int) -> None:
         """Trains until ``self.step == total_steps`` (ticks, snapshots and the final checkpoint included)."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
+        try:
+            steps_asked = operator.index(total_steps)
+        except TypeError:
+            steps_asked = -1
+        if steps_asked < 0:
             raise ValueError(f"total_steps must be an integer >= 0, got {total_steps!r}")
+        total_steps = steps_asked
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
