@@ -14,6 +14,7 @@ from . import nn  # noqa: E402
 from .nn.utils import convert_spectral_norm  # noqa: E402
 from .patch import StyleGANPatch, patch_stylegan  # noqa: E402
 from .sampling import sample, write_samples  # noqa: E402
+from .validate import validate  # noqa: E402
 
 __all__ = ["ImplNotSupportedError", "StyleGANPatch", "convert_spectral_norm", "info", "losses", "nn", "ops",
-           "patch_stylegan", "reference", "sample", "use_impl", "write_samples", "__version__"]
+           "patch_stylegan", "reference", "sample", "use_impl", "validate", "write_samples", "__version__"]

@@ -1,17 +1,13 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019) in a feature space."""
+"""Improved precision and recall (Kynkäänniemi et al. 2019) in a feature space, by blocked distances."""
 from __future__ import annotations
 
 import torch
 
-
-def _radii(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance from each row to its k-th nearest other row."""
-    d = torch.cdist(features, features)
-    return d.kthvalue(k + 1, dim=1).values  # the 0 distance to itself is the first
+from .neighbours import ball_counts, knn_radii
 
 
 def _inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-    return (torch.cdist(queries, centres) <= radii.unsqueeze(0)).any(dim=1)
+    return ball_counts(queries, centres, radii) > 0
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict:
@@ -24,6 +20,6 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
         if t.dim() != 2 or t.shape[0] <= k:
             raise ValueError(f"{name} must be (N, F) features with N > k={k}; got shape {tuple(t.shape)}")
     real, fake = real.double(), fake.double()
-    precision = _inside(fake, real, _radii(real, k)).double().mean().item()
-    recall = _inside(real, fake, _radii(fake, k)).double().mean().item()
+    precision = _inside(fake, real, knn_radii(real, k)).double().mean().item()
+    recall = _inside(real, fake, knn_radii(fake, k)).double().mean().item()
     return {"precision": precision, "recall": recall}
