@@ -99,7 +99,7 @@ class _Collector:
             raise ValueError(f"synthetic: {name!r} holds {'x'.join(map(str, batch.shape[1:]))} (CxHxW) images but "
                              f"those read before are {'x'.join(map(str, self.images.shape[1:]))}; "
                              f"all images of a set must have one size")
-        self.images[self.n:self.n + len(batch)] = torch.from_numpy(batch)
+        self.images[self.n:self.n + len(batch)].numpy()[...] = batch
         self.n += len(batch)
 
 

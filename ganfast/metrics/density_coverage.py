@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .neighbours import ball_counts, knn_radii, nearest_neighbours
+from .neighbours import ball_counts, knn_radii, nearest_neighbours, within
 
 
 def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5,
@@ -23,5 +23,5 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5,
     radii = knn_radii(real, k, device=device)
     density = ball_counts(fake, real, radii, device=device).double().sum().item() / (k * fake.shape[0])
     nearest_fake = nearest_neighbours(real, fake, k=1, device=device)[0][:, 0]
-    coverage = (nearest_fake <= radii).double().mean().item()
+    coverage = within(nearest_fake, radii).double().mean().item()
     return {"density": density, "coverage": coverage}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 BLOCK = 2048
+BOUNDARY_RTOL = 1e-9  # balls are closed: the point defining a radius lies on it, whatever the rounding of blocks
 _RESIDENT_BYTES = 2 << 30  # references up to 2 GiB (float64) are moved to the device once, larger ones per block
 
 
@@ -72,6 +73,11 @@ def nearest_neighbours(queries: torch.Tensor, refs: torch.Tensor, k: int = 1, ex
     return torch.cat(best_d), torch.cat(best_i)
 
 
+def within(distances: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """``distances <= radii`` for closed balls, with the tolerance of :func:`ball_counts`."""
+    return distances.square() <= radii.square() * (1 + BOUNDARY_RTOL)
+
+
 def knn_radii(points: torch.Tensor, k: int, **kw) -> torch.Tensor:
     """Distance from each row of ``points`` to its k-th nearest other row (the radius of its k-NN ball)."""
     return nearest_neighbours(points, points, k=k, exclude_self=True, **kw)[0][:, -1]
@@ -79,14 +85,18 @@ def knn_radii(points: torch.Tensor, k: int, **kw) -> torch.Tensor:
 
 def ball_counts(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int = BLOCK,
                 device: str | torch.device | None = None) -> torch.Tensor:
-    """For each query, how many of the balls B(centres[i], radii[i]) (closed) contain it: int64 ``(Nq,)``."""
+    """For each query, how many of the balls B(centres[i], radii[i]) contain it: int64 ``(Nq,)``.
+
+    Balls are closed, with a relative tolerance of ``BOUNDARY_RTOL`` on the squared radius: distances of one pair
+    computed in blocks of other shapes can differ in the last bits, and a point on the boundary (such as the k-th
+    neighbour that defines a k-NN radius) must count as inside."""
     q_all, c_all = _rows(queries, "queries"), _rows(centres, "centres")
     if q_all.shape[1] != c_all.shape[1]:
         raise ValueError(f"queries and centres differ in dimension: {q_all.shape[1]} vs {c_all.shape[1]}")
     if radii.shape != (c_all.shape[0],):
         raise ValueError(f"radii must be ({c_all.shape[0]},); got {tuple(radii.shape)}")
     device = torch.device(device) if device is not None else q_all.device
-    r2_all = radii.to(device, torch.float64).square()
+    r2_all = radii.to(device, torch.float64).square() * (1 + BOUNDARY_RTOL)
     counts = []
     for q_start in range(0, q_all.shape[0], block):
         q = q_all[q_start:q_start + block].to(device, torch.float64)
