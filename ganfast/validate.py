@@ -9,6 +9,8 @@
   (:func:`ganfast.metrics.digits_extractor`) when the real data is the embedded ``digits``; otherwise the
   pixels themselves, area-downsampled to at most 16×16 (``"pixels"``): no learnt features ship with ganfast,
   so such numbers compare runs on the same data, not across papers. ``report["features"]`` names the space.
+  FD and KID are in that space's units (KID's cubic kernel grows with the feature scale: with the digit
+  features it runs to the hundreds); KID, being unbiased, can be slightly negative.
 - **Utility** (labelled data, the Classification Accuracy Score of Ravuri & Vinyals 2019): one small CNN
   trained on the synthetic images (TSTR) and one trained on the real ones (TRTR), same architecture, seed,
   batch size and number of steps, both tested on the same real images: the holdout when it is labelled,
@@ -87,8 +89,10 @@ def _decode(name: str, data: bytes | str) -> np.ndarray:
 class _Collector:
     """Fills one preallocated uint8 tensor image by image, checking every image has the first one's shape."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, progress: bool):
+        from tqdm.auto import tqdm
         self.count, self.images, self.n = count, None, 0
+        self.bar = tqdm(total=count, desc="reading", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
 
     def add(self, name: str, images: np.ndarray) -> None:
         """``images``: one (C, H, W) image or a (N, C, H, W) batch, uint8."""
@@ -101,6 +105,9 @@ class _Collector:
                              f"all images of a set must have one size")
         self.images[self.n:self.n + len(batch)].numpy()[...] = batch
         self.n += len(batch)
+        self.bar.update(len(batch))
+        if self.n == self.count:
+            self.bar.close()
 
 
 def _npz_count(path: str) -> int:
@@ -118,8 +125,8 @@ def _npz_count(path: str) -> int:
     return shape[0]
 
 
-def _read_npz(files: list[str], root: str) -> tuple[torch.Tensor, list, list[str]]:
-    collector, labels, ids = _Collector(sum(_npz_count(f) for f in files)), [], []
+def _read_npz(files: list[str], root: str, progress: bool) -> tuple[torch.Tensor, list, list[str]]:
+    collector, labels, ids = _Collector(sum(_npz_count(f) for f in files), progress), [], []
     for f in files:
         with np.load(f) as shard:
             images = shard["images"]
@@ -133,7 +140,7 @@ def _read_npz(files: list[str], root: str) -> tuple[torch.Tensor, list, list[str
     return collector.images, labels, ids
 
 
-def _read_tars(files: list[str], root: str) -> tuple[torch.Tensor, list, list[str]]:
+def _read_tars(files: list[str], root: str, progress: bool) -> tuple[torch.Tensor, list, list[str]]:
     members = {}
     for f in files:
         try:
@@ -142,7 +149,7 @@ def _read_tars(files: list[str], root: str) -> tuple[torch.Tensor, list, list[st
         except (tarfile.TarError, OSError) as exc:
             raise ValueError(f"synthetic: {f!r} is not a readable tar shard ({exc})") from None
     count = sum(1 for names in members.values() for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
-    collector, labels, ids = _Collector(count), [], []
+    collector, labels, ids = _Collector(count, progress), [], []
     for f, names in members.items():
         with tarfile.open(f) as tar:
             for name in names:
@@ -162,8 +169,8 @@ def _read_tars(files: list[str], root: str) -> tuple[torch.Tensor, list, list[st
     return collector.images, labels, ids
 
 
-def _read_pngs(files: list[str], root: str) -> tuple[torch.Tensor, list, list[str]]:
-    collector, labels, ids = _Collector(len(files)), [], []
+def _read_pngs(files: list[str], root: str, progress: bool) -> tuple[torch.Tensor, list, list[str]]:
+    collector, labels, ids = _Collector(len(files), progress), [], []
     for f in files:
         collector.add(f, _decode(f, f))
         rel = os.path.relpath(f, root)
@@ -188,7 +195,7 @@ def _class_labels(raw: list, source: str) -> tuple[torch.Tensor | None, str | No
     return torch.from_numpy(values.astype(np.int64)), None
 
 
-def read_samples(path: str) -> tuple[ImageSet, str | None]:
+def read_samples(path: str, progress: bool = False) -> tuple[ImageSet, str | None]:
     """A folder written by ``ganfast sample`` in any format (png, npz, webdataset; labelled layouts included:
     npz ``labels``, webdataset json ``"class"``, png ``class<K>/`` folders), a single npz shard, or any folder of
     PNG/JPEG images, as an :class:`ImageSet`; and a note when labels exist but are not class indices."""
@@ -211,7 +218,7 @@ def read_samples(path: str) -> tuple[ImageSet, str | None]:
     kind = kinds.pop()
     reader = {"npz": _read_npz, "tar": _read_tars, "img": _read_pngs}[kind]
     chosen = [f for f in files if f.lower().endswith({"npz": (".npz",), "tar": (".tar",)}.get(kind, IMAGE_EXTENSIONS))]
-    images, raw, ids = reader(chosen, root)
+    images, raw, ids = reader(chosen, root, progress)
     if images is None or len(images) == 0:
         raise ValueError(f"synthetic: {path!r} holds no images")
     labels, note = _class_labels(raw, path)
@@ -260,7 +267,7 @@ def _load_real(spec, resolution: int, name: str) -> tuple[ImageSet, str | None]:
     return ImageSet(images, labels, [f"{name}[{i}]" for i in range(len(images))], source), note
 
 
-def _generate(checkpoint: str, seeds: str, weights: str, device: torch.device) -> ImageSet:
+def _generate(checkpoint: str, seeds: str, weights: str, device: torch.device, progress: bool) -> ImageSet:
     """Samples of a run folder's (or checkpoint's) generator for ``seeds``, generated in memory."""
     from .sampling import parse_seeds, sample
     from .train.checkpoint import load_generator
@@ -269,9 +276,10 @@ def _generate(checkpoint: str, seeds: str, weights: str, device: torch.device) -
         raise ValueError(f"synthetic: the generator in {checkpoint!r} is conditional; write labelled samples with "
                          f"`ganfast sample --checkpoint {checkpoint} --seeds {seeds} --out DIR` and validate DIR")
     seed_list = parse_seeds(seeds)
-    batches = list(sample(G, seed_list, batch_size=256))
-    images = torch.from_numpy(np.concatenate([b.images for b in batches])).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images, None, [f"seed{s}" for s in seed_list], f"{checkpoint} seeds {seeds}")
+    collector = _Collector(len(seed_list), progress)
+    for batch in sample(G, seed_list, batch_size=256):
+        collector.add(checkpoint, batch.images.transpose(0, 3, 1, 2))
+    return ImageSet(collector.images, None, [f"seed{s}" for s in seed_list], f"{checkpoint} seeds {seeds}")
 
 
 def _subsample(images: ImageSet, limit: int | None, seed: int) -> ImageSet:
@@ -310,9 +318,16 @@ def _feature_space(features: str | None, real: ImageSet, real_spec, device: torc
            f"give an Inception file for FID-comparable numbers)"), pixels
 
 
-def _features(extract, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([extract(images[i:i + batch]) for i in range(0, len(images), batch)])
+def _features(extract, images: torch.Tensor, progress: bool = False, batch: int = 512) -> torch.Tensor:
+    """Features of uint8 images, ``batch`` at a time on the extractor's device, kept there as float32."""
+    from tqdm.auto import tqdm
+    out = []
+    with torch.no_grad(), tqdm(total=len(images), desc="features", unit="img", disable=not progress, leave=False,
+                               dynamic_ncols=True) as bar:
+        for i in range(0, len(images), batch):
+            out.append(extract(images[i:i + batch]).float())
+            bar.update(len(out[-1]))
+    return torch.cat(out)
 
 
 def _fidelity(real: torch.Tensor, fake: torch.Tensor, seed: int, device: torch.device) -> dict:
@@ -402,35 +417,30 @@ def _utility(synthetic: ImageSet, real: ImageSet, holdout: ImageSet | None, clas
     tstr, tstr_k = _accuracy(train_and_test(synthetic, test, classes, steps, seed, device), test.labels, classes)
     trtr, trtr_k = _accuracy(train_and_test(train_real, test, classes, steps, seed, device), test.labels, classes)
     return {"tstr_accuracy": tstr, "trtr_accuracy": trtr, "tstr_trtr_ratio": _ratio(tstr, trtr),
-            "utility_test_set": f"{len(test)} real images: {test_name}",
+            "utility_test_set": f"{len(test)} real images ({test_name})",
             "utility_classifier": f"small CNN, {steps} Adam steps of batch 64, seed {seed}, images at most "
                                   f"{CLASSIFIER_SIZE} px", "per_class_utility": (tstr_k, trtr_k)}
 
 
 # ---- privacy ---------------------------------------------------------------------------------------------------
 
-def _privacy(synthetic: ImageSet, real: ImageSet, holdout: ImageSet | None, space: str, extract,
+def _privacy(synthetic: ImageSet, real: ImageSet, holdout: ImageSet | None, rows: dict, space: str,
              device: torch.device, progress) -> dict:
-    """DCR of every synthetic image (and holdout image) to the training set; see the module docstring."""
+    """DCR of every synthetic image (and holdout image) to the training set; see the module docstring.
+
+    ``rows``: the vectors compared, per set ("synthetic", "real", "holdout"): features, or the flattened uint8
+    images for ``space == "pixels"`` (integers, exact in float64: copies are at distance 0; reported in [-1, 1]
+    units)."""
     from .metrics import nearest_neighbours
-    if space == "pixels":
-        # integer pixel values: exact in float64, so copies are at distance 0; reported in [-1, 1] units
-        def rows(x: ImageSet):
-            return x.images.flatten(1)
-        scale = 1 / 127.5
-    else:
-        def rows(x: ImageSet):
-            return _features(extract, x.images).cpu()
-        scale = 1.0
-    train_rows = rows(real)
-    dcr, nearest = nearest_neighbours(rows(synthetic), train_rows, device=device, progress=progress)
+    scale = 1 / 127.5 if space == "pixels" else 1.0
+    dcr, nearest = nearest_neighbours(rows["synthetic"], rows["real"], device=device, progress=progress)
     dcr, nearest = dcr[:, 0] * scale, nearest[:, 0]
-    out = {"privacy_space": "pixels ([-1, 1] units, Euclidean)" if space == "pixels" else "features",
-           "dcr_median": float(dcr.median()), "dcr_5th_percentile": float(torch.quantile(dcr, MEMORIZED_QUANTILE)),
+    out = {"privacy_space": "pixels ([-1, 1] units, Euclidean)" if space == "pixels" else "features (Euclidean)",
+           "dcr_median": float(dcr.median()), "dcr_5th_percentile": float(np.quantile(dcr.numpy(), MEMORIZED_QUANTILE)),
            "exact_copies": float((dcr == 0).double().mean())}
     if holdout is not None:
-        hold = nearest_neighbours(rows(holdout), train_rows, device=device, progress=progress)[0][:, 0] * scale
-        threshold = float(torch.quantile(hold, MEMORIZED_QUANTILE))
+        hold = nearest_neighbours(rows["holdout"], rows["real"], device=device, progress=progress)[0][:, 0] * scale
+        threshold = float(np.quantile(hold.numpy(), MEMORIZED_QUANTILE))
         flagged = (dcr < threshold).nonzero().flatten()
         out.update(memorized_share=float((dcr < threshold).double().mean()), memorized_threshold=threshold,
                    holdout_dcr_median=float(hold.median()),
@@ -446,8 +456,9 @@ def _privacy(synthetic: ImageSet, real: ImageSet, holdout: ImageSet | None, spac
                                  "memorised (memorized_share is null); exact copies and the closest pairs are listed "
                                  "for inspection"))
         listed = dcr.argsort()[:NEAR_DUPLICATES_LISTED]
-    out["near_duplicates"] = [{"synthetic": synthetic.ids[i], "synthetic_index": i, "train_index": int(nearest[i]),
-                               "distance": float(dcr[i])} for i in listed[:NEAR_DUPLICATES_LISTED].tolist()]
+    out["near_duplicates"] = [{"synthetic": synthetic.ids[i], "synthetic_index": i, "train": real.ids[nearest[i]],
+                               "train_index": int(nearest[i]), "distance": float(dcr[i])}
+                              for i in listed[:NEAR_DUPLICATES_LISTED].tolist()]
     out["near_duplicates_found"] = len(listed) if holdout is not None else None
     out["_pairs"] = [(i, int(nearest[i])) for i in listed[:PICTURE_PAIRS].tolist()]
     return out
@@ -510,22 +521,24 @@ def summary(report: dict) -> str:
              "pixels     histogram TV distance per channel " + ", ".join(_fmt(t) for t in report["pixel_tv_distance"])]
     if report["tstr_accuracy"] is not None:
         lines.append(f"utility    TSTR {_fmt(report['tstr_accuracy'])}   TRTR {_fmt(report['trtr_accuracy'])}   "
-                     f"ratio {_fmt(report['tstr_trtr_ratio'])}   (tested on {report['utility_test_set']})")
+                     f"ratio {_fmt(report['tstr_trtr_ratio'])}   tested on {report['utility_test_set']}")
     else:
         lines.append(f"utility    n/a: {report['utility_note']}")
     if report["memorized_share"] is not None:
-        lines.append(f"privacy    memorized_share {_fmt(report['memorized_share'])} (share of synthetic images closer "
-                     f"to the training set than 95% of the holdout; ~0.05 expected without copying)")
+        lines.append(f"privacy    memorized_share {_fmt(report['memorized_share'])} (closer to the training set than "
+                     f"95% of the holdout; ~0.05 without copying)")
         lines.append(f"           DCR median {_fmt(report['dcr_median'])} vs holdout {_fmt(report['holdout_dcr_median'])}"
                      f"; threshold {_fmt(report['memorized_threshold'])}; near-duplicates "
                      f"{report['near_duplicates_found']}; exact copies {_fmt(report['exact_copies'])}")
     else:
         lines.append(f"privacy    DCR median {_fmt(report['dcr_median'])}; exact copies {_fmt(report['exact_copies'])}; "
-                     f"memorized_share n/a (no holdout: give --holdout with real images the generator never saw)")
+                     f"memorized_share n/a (no holdout: give real images G never saw)")
     per_class = report.get("per_class") or {}
-    if per_class:
-        lines.append("per class  " + "  ".join(
-            f"{k}: FD {_fmt(v.get('fd'), 1)} TSTR {_fmt(v.get('tstr_accuracy'), 2)}" for k, v in per_class.items()))
+    cells = [f"{k}: FD {_fmt(v.get('fd'), 1)} TSTR {_fmt(v.get('tstr_accuracy'), 2)}" for k, v in per_class.items()]
+    if len(cells) > 20:
+        cells = cells[:20] + [f"... {len(cells) - 20} more classes in report.md"]
+    for start in range(0, len(cells), 5):
+        lines.append(("per class  " if start == 0 else " " * 11) + "   ".join(cells[start:start + 5]))
     lines += [f"  note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
@@ -546,11 +559,22 @@ def _markdown(report: dict) -> str:
         text += ["", "## Per class", "", "| class | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         text += [f"| {k} | " + " | ".join(_fmt(v.get(key), 4 if key == "kid" else 3) for key in keys) + " |"
                  for k, v in report["per_class"].items()]
-    text += ["", "## Privacy", "", report.get("privacy_note") or
-             f"memorized_share: share of synthetic images strictly closer (DCR, {report['privacy_space']}) to the "
-             f"training set than the holdout's 5th percentile.", "",
-             "![near duplicates: synthetic | nearest training image](near_duplicates.png)", "",
-             "## Pixel statistics", "", "![per-channel pixel histograms](pixel_histograms.png)", ""]
+    text += ["", "## Privacy", "", (f"DCR: distance of each synthetic image to its nearest training image, "
+             f"{report['privacy_space']}. memorized_share: share of synthetic images strictly closer than the "
+             f"holdout's 5th percentile ({_fmt(report['memorized_threshold'])})."), ""]
+    text += [report["privacy_note"], ""] if report.get("privacy_note") else []
+    pairs = report["near_duplicates"]
+    if pairs:
+        title = "Near-duplicates" if report["memorized_share"] is not None else "Closest pairs"
+        text += [f"{title} ({len(pairs)} listed, closest first; picture: the first {min(len(pairs), PICTURE_PAIRS)}):",
+                 "", "| synthetic | nearest training image | distance |", "|---|---|---|"]
+        text += [f"| {d['synthetic']} | {d['train']} | {d['distance']:.4g} |" for d in pairs[:10]]
+        text += ["", "![synthetic | nearest training image](near_duplicates.png)", ""]
+    else:
+        text += ["No synthetic image is closer to the training set than the holdout's 5th percentile.", ""]
+    text += ["## Pixel statistics", "", "Total-variation distance of the per-channel histograms: "
+             + ", ".join(_fmt(t) for t in report["pixel_tv_distance"]) + ".", "",
+             "![per-channel pixel histograms](pixel_histograms.png)", ""]
     text += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] if report["notes"] else []
     return "\n".join(text) + "\n"
 
@@ -575,8 +599,8 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     from tqdm.auto import tqdm
     if privacy_space not in ("pixels", "features"):
         raise ValueError(f"privacy_space must be 'pixels' or 'features'; got {privacy_space!r}")
-    if max_samples is not None and max_samples < 2:
-        raise ValueError(f"max_samples must be >= 2; got {max_samples}")
+    if max_samples is not None and max_samples < 6:
+        raise ValueError(f"max_samples must be >= 6; got {max_samples}")
     if not isinstance(utility_steps, int) or utility_steps < 1:
         raise ValueError(f"utility_steps must be an int >= 1; got {utility_steps!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -591,13 +615,13 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     if seeds is not None:
         if not isinstance(synthetic, (str, os.PathLike)):
             raise ValueError("seeds: give a run folder or checkpoint as synthetic to generate from")
-        syn = _generate(os.fspath(synthetic), seeds, weights, device)
+        syn = _generate(os.fspath(synthetic), seeds, weights, device, progress)
     elif isinstance(synthetic, (str, os.PathLike)):
         if os.path.isfile(os.path.join(synthetic, "checkpoint.safetensors")) or \
                 os.fspath(synthetic).endswith(".safetensors"):
             raise ValueError(f"synthetic: {os.fspath(synthetic)!r} is a training run; give --seeds to generate "
                              f"samples from it, or a folder written by `ganfast sample`")
-        syn, note = read_samples(os.fspath(synthetic))
+        syn, note = read_samples(os.fspath(synthetic), progress)
         notes += [note] if note else []
     else:
         syn, note = _load_real(synthetic, 0, "synthetic")
@@ -627,7 +651,7 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
 
     stage("features")
     feature_name, extract = _feature_space(features, real_set, real, device)
-    f_syn, f_real = _features(extract, syn.images), _features(extract, real_set.images)
+    f_syn, f_real = _features(extract, syn.images, progress), _features(extract, real_set.images, progress)
     bar.update()
 
     stage("fidelity")
@@ -675,7 +699,13 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     stage("privacy")
     with tqdm(total=len(syn) + (len(hold) if hold else 0), desc="nearest training images", unit="img",
               disable=not progress, leave=False, dynamic_ncols=True) as nn_bar:
-        privacy = _privacy(syn, real_set, hold, privacy_space, extract, device, nn_bar)
+        if privacy_space == "pixels":
+            rows = {"synthetic": syn.images.flatten(1), "real": real_set.images.flatten(1),
+                    "holdout": hold.images.flatten(1) if hold is not None else None}
+        else:
+            rows = {"synthetic": f_syn, "real": f_real,
+                    "holdout": _features(extract, hold.images) if hold is not None else None}
+        privacy = _privacy(syn, real_set, hold, rows, privacy_space, device, nn_bar)
     pairs = privacy.pop("_pairs")
     report.update(privacy)
     bar.update()

@@ -159,6 +159,8 @@ def test_read_labelled_layouts(tmp_path):
     for fmt in ("npz", "wds"):
         got, _ = read_samples(str(tmp_path / fmt))
         assert torch.equal(got.images, images) and torch.equal(got.labels, labels), fmt
+    one, _ = read_samples(str(tmp_path / "npz" / "seeds00000006-00000011.npz"))  # a single shard
+    assert torch.equal(one.images, images[6:]) and one.ids[0] == "seeds00000006-00000011.npz#seed6"
     got, _ = read_samples(str(tmp_path / "png"))  # sorted by path: class folders first
     order = sorted(range(12), key=lambda s: (labels[s].item(), s))
     assert torch.equal(got.images, images[order]) and torch.equal(got.labels, labels[order])
@@ -221,6 +223,13 @@ def test_planted_duplicate_is_found_and_memorisation_measured(tmp_path):
     fresh = validate(_blobs(30, 3), train, holdout=holdout, progress=False)
     assert fresh["memorized_share"] <= 0.2
     assert report["fd"] > 0 and copies["precision"] == 1.0
+    in_features = validate(train[:30], train, holdout=holdout, privacy_space="features", progress=False)
+    assert in_features["memorized_share"] == 1.0 and in_features["privacy_space"].startswith("features")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| synthetic[11] | real[42] | 0 |" in md and "near_duplicates.png" in md
+    small = validate(synthetic, train, holdout=holdout, max_samples=12, seed=3, progress=False)
+    assert (small["n_synthetic"], small["n_real"], small["n_holdout"]) == (12, 12, 12)
+    assert any("subsampled" in note for note in small["notes"])
 
 
 def test_without_holdout_memorized_share_is_null():
@@ -251,7 +260,7 @@ def test_tstr_and_trtr_on_a_labelled_folder(tmp_path):
     report = validate(str(tmp_path / "syn"), real, holdout=hold, utility_steps=60, progress=False)
     assert report["tstr_accuracy"] >= 0.9 and report["trtr_accuracy"] >= 0.9
     assert report["tstr_trtr_ratio"] == pytest.approx(report["tstr_accuracy"] / report["trtr_accuracy"])
-    assert report["utility_test_set"].startswith("24 real images: the holdout")
+    assert report["utility_test_set"].startswith("24 real images (the holdout)")
     assert set(report["per_class"]) == {"0", "1", "2", "3"}
     assert report["per_class"]["2"]["n_synthetic"] == 10 and report["per_class"]["2"]["tstr_accuracy"] is not None
     assert "fd" in report["per_class"]["0"]  # 10 per class on both sides: per-class fidelity
