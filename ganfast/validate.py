@@ -241,8 +241,8 @@ def _load_real(spec, resolution: int, name: str) -> tuple[ImageSet, str | None]:
     """Real images as an :class:`ImageSet`: ``spec`` is anything ``ganfast train --dataset`` takes (loaded at
     ``resolution``; labels from the data set when it has class labels, the digits' classes for ``digits``), or
     an ``(images, labels)`` pair / an images tensor or array. Also a note when labels are not class indices."""
-    from .data import digits_with_labels, load_dataset
-    source = spec if isinstance(spec, str) else f"<{name} array>"
+    from .data import load_dataset
+    source = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else f"<{name} array>"
     if isinstance(spec, (tuple, list)):
         images, labels = spec
     elif isinstance(spec, (torch.Tensor, np.ndarray)):
@@ -252,7 +252,8 @@ def _load_real(spec, resolution: int, name: str) -> tuple[ImageSet, str | None]:
         if dataset.is_2d:
             raise ValueError(f"{name}: {spec!r} is a 2-D point set; validate compares images")
         images, labels = dataset.data, getattr(dataset, "labels", None)
-        if labels is None and spec == "digits":
+        if labels is None and spec == "digits":  # data sets without a labels attribute: the digits' classes
+            from .data import digits_with_labels
             labels = digits_with_labels(resolution)[1]
     note = None
     if labels is not None:
