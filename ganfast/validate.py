@@ -342,16 +342,19 @@ def _fidelity(real: torch.Tensor, fake: torch.Tensor, seed: int, device: torch.d
     return out
 
 
-def _pixel_stats(real: torch.Tensor, fake: torch.Tensor) -> dict:
-    """Per-channel 256-bin histograms (frequencies) of the uint8 values, their total-variation distance, means."""
+def _pixel_stats(real: torch.Tensor, fake: torch.Tensor, chunk: int = 4096) -> dict:
+    """Per-channel 256-bin histograms (frequencies) of the uint8 values, counted ``chunk`` images at a time; their
+    total-variation distance and the channel means (0-255)."""
     def hist(x):
-        return [torch.bincount(x[:, ch].flatten().long(), minlength=256).double() / x[:, ch].numel()
-                for ch in range(x.shape[1])]
+        counts = torch.zeros(x.shape[1], 256, dtype=torch.float64)
+        for i in range(0, len(x), chunk):
+            for ch in range(x.shape[1]):
+                counts[ch] += torch.bincount(x[i:i + chunk, ch].flatten().long(), minlength=256)
+        return counts / counts.sum(1, keepdim=True)
     hr, hf = hist(real), hist(fake)
+    values = torch.arange(256, dtype=torch.float64)
     return {"tv_distance": [float((a - b).abs().sum() / 2) for a, b in zip(hr, hf)],
-            "mean_real": [float(real[:, ch].double().mean()) for ch in range(real.shape[1])],
-            "mean_synthetic": [float(fake[:, ch].double().mean()) for ch in range(fake.shape[1])],
-            "histograms": (hr, hf)}
+            "mean_real": (hr @ values).tolist(), "mean_synthetic": (hf @ values).tolist(), "histograms": (hr, hf)}
 
 
 # ---- utility ---------------------------------------------------------------------------------------------------
@@ -656,8 +659,8 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     bar.update()
 
     stage("fidelity")
-    report = {"synthetic": syn.source, "real": real_set.source, "holdout": hold.source if hold else None,
-              "n_synthetic": len(syn), "n_real": len(real_set), "n_holdout": len(hold) if hold else None,
+    report = {"synthetic": syn.source, "real": real_set.source, "holdout": hold.source if hold is not None else None,
+              "n_synthetic": len(syn), "n_real": len(real_set), "n_holdout": len(hold) if hold is not None else None,
               "features": feature_name, **_fidelity(f_real, f_syn, seed, device)}
     pixels = _pixel_stats(real_set.images, syn.images)
     report.update(pixel_tv_distance=pixels["tv_distance"], pixel_mean_real=pixels["mean_real"],
@@ -698,7 +701,7 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     bar.update()
 
     stage("privacy")
-    with tqdm(total=len(syn) + (len(hold) if hold else 0), desc="nearest training images", unit="img",
+    with tqdm(total=len(syn) + (len(hold) if hold is not None else 0), desc="nearest training images", unit="img",
               disable=not progress, leave=False, dynamic_ncols=True) as nn_bar:
         if privacy_space == "pixels":
             rows = {"synthetic": syn.images.flatten(1), "real": real_set.images.flatten(1),
@@ -715,8 +718,11 @@ def validate(synthetic, real, holdout=None, out: str | None = None, *, max_sampl
     report["notes"] = notes
     if out is not None:
         os.makedirs(out, exist_ok=True)
+        picture = os.path.join(out, "near_duplicates.png")
         if pairs:
-            _pairs_picture(os.path.join(out, "near_duplicates.png"), syn, real_set, pairs)
+            _pairs_picture(picture, syn, real_set, pairs)
+        elif os.path.exists(picture):  # from an earlier report in this folder
+            os.remove(picture)
         _histogram_picture(os.path.join(out, "pixel_histograms.png"), pixels["histograms"])
         with open(os.path.join(out, "report.json"), "w") as f:
             json.dump(report, f, indent=2)

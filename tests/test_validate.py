@@ -344,3 +344,18 @@ def test_cli_report_and_errors(tmp_path, capsys):
                      str(tmp_path / "inception.pt"))
     assert "inception.pt" in err
     assert os.path.isdir(tmp_path / "rep")
+
+
+def test_pixel_statistics_match_numpy():
+    from ganfast.validate import _pixel_stats
+    gen = torch.Generator().manual_seed(4)
+    real = torch.randint(0, 256, (7, 3, 4, 4), generator=gen, dtype=torch.uint8)
+    fake = torch.randint(100, 256, (5, 3, 4, 4), generator=gen, dtype=torch.uint8)
+    stats = _pixel_stats(real, fake, chunk=3)
+    for ch in range(3):
+        hr = np.bincount(real[:, ch].numpy().ravel(), minlength=256) / real[:, ch].numel()
+        hf = np.bincount(fake[:, ch].numpy().ravel(), minlength=256) / fake[:, ch].numel()
+        assert stats["tv_distance"][ch] == pytest.approx(np.abs(hr - hf).sum() / 2, rel=1e-12)
+        assert stats["mean_real"][ch] == pytest.approx(real[:, ch].double().mean().item(), rel=1e-12)
+        assert stats["mean_synthetic"][ch] == pytest.approx(fake[:, ch].double().mean().item(), rel=1e-12)
+    assert _pixel_stats(real, real.clone())["tv_distance"] == [0.0, 0.0, 0.0]
