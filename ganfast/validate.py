@@ -417,7 +417,8 @@ def _utility(synthetic: ImageSet, real: ImageSet, holdout: ImageSet | None, clas
         order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
         cut = max(1, len(real) // 5)
         test, train_real = real.subset(order[:cut].sort().values), real.subset(order[cut:].sort().values)
-        test_name = "a seeded 20% split of the real data (TRTR trains on the other 80%)"
+        test_name = ("a seeded 20% split of the real data, TRTR training on the other 80%; the generator may have "
+                     "seen them, give a labelled holdout for an unbiased test")
     tstr, tstr_k = _accuracy(train_and_test(synthetic, test, classes, steps, seed, device), test.labels, classes)
     trtr, trtr_k = _accuracy(train_and_test(train_real, test, classes, steps, seed, device), test.labels, classes)
     return {"tstr_accuracy": tstr, "trtr_accuracy": trtr, "tstr_trtr_ratio": _ratio(tstr, trtr),
