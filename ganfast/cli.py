@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("train", "demo"):
         _set_threads(args.threads, args.device)
+        import warnings
+        warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # data set notices, one line
     try:
         return args.func(args)
     except Exception as exc:  # what users can fix (bad input, files, folders) as one line; the rest as it is

@@ -705,12 +705,16 @@ class DataOrder:
         return self.data[self.next_indices()]
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "index": self.index, "batch_size": self.batch_size}
+        return {"seed": self.seed, "epoch": self.epoch, "index": self.index, "batch_size": self.batch_size,
+                "size": len(self.data)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
             raise ValueError(f"data order: checkpoint has seed={state['seed']}, batch_size={state['batch_size']}; "
                              f"this run has seed={self.seed}, batch_size={self.batch_size}")
+        if state.get("size", len(self.data)) != len(self.data):
+            raise ValueError(f"data order: the checkpoint walked a data set of {state['size']} samples, this run's has "
+                             f"{len(self.data)} (another data set, resolution or --mirror setting?)")
         self.epoch, self.index, self._perms = state["epoch"], state["index"], {}
 
 

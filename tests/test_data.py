@@ -331,6 +331,8 @@ def test_data_order_epochs_and_resume():
     assert not all(torch.equal(a, b) for a, b in zip(first, _batches(other, 2)))
     with pytest.raises(ValueError, match="seed"):
         other.load_state_dict(state)
+    with pytest.raises(ValueError, match="a data set of 10 samples, this run's has 12"):
+        data.DataOrder(torch.arange(12), batch_size=4, seed=5).load_state_dict(state)
 
 
 def test_data_order_ranks_split_the_global_batch():

@@ -252,10 +252,13 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU."""
+        """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU, in chunks of the training batch (a
+        size the device's memory is known to hold)."""
         z = self.fixed_z if z is None else z
+        chunk = self.config.batch_size // self.world_size
         with self._rng_untouched():
-            return torch.cat([self.G_ema(z[i:i + 512].to(self.device)).float().cpu() for i in range(0, len(z), 512)])
+            return torch.cat([self.G_ema(z[i:i + chunk].to(self.device)).float().cpu()
+                              for i in range(0, len(z), chunk)])
 
     def _rng_untouched(self):
         """Monitoring (samples, evaluations) may draw random numbers (e.g. StyleGAN2's layer noise) without moving
