@@ -25,8 +25,8 @@ def _number(kind, low: float, strict: bool = False, high: float = math.inf):
     return parse
 
 
-POSITIVE_INT, SEED = _number(int, 1), _number(int, 0, high=2**32 - 1)
-NONNEGATIVE_INT = _number(int, 0)
+POSITIVE_INT, SEED, NONNEGATIVE_INT = _number(int, 1), _number(int, 0, high=2**32 - 1), _number(int, 0)
+POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
 def _resolution(text: str) -> int:
@@ -35,7 +35,6 @@ def _resolution(text: str) -> int:
     if value & (value - 1):
         raise argparse.ArgumentTypeError(f"must be a power of two (4, 8, ..., 1024), got {text!r}")
     return value
-POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
 def _cmd_info(args) -> int:
@@ -75,9 +74,8 @@ def _train_overrides(args) -> dict:
 def _cmd_train(args) -> int:
     import torch.distributed as dist
 
-    from ganfast.train.run import build_trainer, init_distributed
+    from ganfast.train.run import build_trainer, describe, init_distributed
     device = init_distributed() if args.device is None else args.device
-    from ganfast.train.run import describe
     trainer, default_steps = build_trainer(args.dataset, args.out, seed=args.seed, resolution=args.resolution,
                                            model=args.model, overrides=_train_overrides(args), device=device,
                                            progress=not args.no_progress, mirror=args.mirror, cbase=args.cbase,

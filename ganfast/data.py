@@ -291,13 +291,16 @@ class _Zip:
         self.path = path
         self.zf = zipfile.ZipFile(path)
         self.lock = threading.Lock()
-        for info in self.zf.infolist():
-            _check_member(path, info)
         infos = sorted((i for i in self.zf.infolist() if i.filename.lower().endswith(IMAGE_EXTENSIONS)),
                        key=lambda i: i.filename)
-        if not infos:
+        try:
+            for info in self.zf.infolist():
+                _check_member(path, info)
+            if not infos:
+                raise ValueError(f"dataset: no PNG/JPEG images found in {path!r}")
+        except ValueError:
             self.zf.close()
-            raise ValueError(f"dataset: no PNG/JPEG images found in {path!r}")
+            raise
         self.infos = infos
         self.names = [i.filename for i in infos]
         self.labels_where = f"{LABELS_FILE!r} in {path!r}"
@@ -445,7 +448,7 @@ def _write_cache(path: Path, shape: tuple[int, ...], chunks) -> torch.Tensor:
         np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
         written = 0
         for chunk in chunks:
-            f.write(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
+            f.write(np.ascontiguousarray(chunk, dtype=np.uint8).data)
             written += len(chunk)
         assert written == shape[0]
 
