@@ -297,6 +297,7 @@ def test_stylegan2_auto_config_and_model_sizes():
     assert stylegan2_auto(1024)["model"]["channel_base"] == 32768 and stylegan2_auto(1024)["config"]["lr_g"] == 0.002
     assert stylegan2_auto(64, world_size=8)["config"]["batch_size"] == 64                # capped at 64
     assert stylegan2_auto(64, batch_size=4)["config"]["r1_gamma"] == pytest.approx(0.0002 * 64 ** 2 / 4)
+    assert stylegan2_auto(64, batch_size=6)["model"]["mbstd_group_size"] == 2                 # divides the batch
     from ganfast.data import Dataset
     ds = Dataset("tiny", torch.zeros(4, 3, 64, 64, dtype=torch.uint8))
     G, D = build_models("stylegan2", ds, cbase=256, cmax=8, map_layers=1, fp16_res=2, auto=stylegan2_auto(64)["model"])
@@ -324,3 +325,22 @@ def test_cli_train_on_a_zip_prints_the_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args[:-1] + ["--resolution", "48"])
     assert "must be a power of two" in capsys.readouterr().err
+
+
+def test_next_real_gives_the_labels_of_its_images(tmp_path):
+    """With a discriminator that takes labels (c_dim > 0), each real batch comes with its images' one-hot labels,
+    x-flipped copies keeping theirs; without, the labels are None."""
+    from ganfast.data import DataOrder
+    ds = load_dataset(_noise_zip(tmp_path / "noise.zip", n=12), mirror=True)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, channel_max=4, mapping_layers=1, img_channels=3)
+    D = StyleGAN2Discriminator(channel_max=4, img_channels=3, c_dim=ds.c_dim)
+    trainer = Trainer(G, D, ds, str(tmp_path / "run"), TrainConfig(batch_size=8, num_fixed=4), progress=False)
+    reference = DataOrder(ds, 8, seed=0)
+    for _ in range(4):
+        real, real_c = trainer._next_real()
+        indices = reference.next_indices()
+        assert torch.equal(real, ds.batch(indices)) and torch.equal(real_c, ds.label_vectors(indices))
+        assert torch.equal(real_c.argmax(1), ds.labels[indices % 12]) and real_c.shape == (8, 3)
+    unconditional = Trainer(G, StyleGAN2Discriminator(channel_max=4, img_channels=3), ds, str(tmp_path / "run2"),
+                            TrainConfig(batch_size=8, num_fixed=4), progress=False)
+    assert unconditional._next_real()[1] is None

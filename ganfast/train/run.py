@@ -1,6 +1,7 @@
 """What ``ganfast train`` and ``ganfast demo`` build: per-data-set defaults, models, evaluators, DDP setup."""
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -32,17 +33,18 @@ CPU_SIZED_MAX_RESOLUTION = 32  # StyleGAN2 above this uses StyleGAN2-ADA's ``aut
 def stylegan2_auto(resolution: int, world_size: int = 1, batch_size: int | None = None) -> dict:
     """StyleGAN2-ADA's ``auto`` configuration for a resolution (Karras et al. 2020, "Training Generative
     Adversarial Networks with Limited Data", its train.py): global batch min(4096 / res, 32) per GPU (at most 64
-    in all), minibatch-std groups of min(per-GPU batch, 4), channel base 16384 (32768 from 512 px) with at most
-    512 channels, 2 mapping layers, 512-dimensional z and w, float16 in the 4 highest resolutions clamped to
-    ±256, learning rate 0.0025 (0.002 at 1024 px), R1 γ = 0.0002 · res² / batch, EMA half-life batch · 10 / 32
-    kimg with a 5% ramp-up, path length weight 2. ``batch_size`` replaces the batch (γ and EMA follow it).
+    in all), minibatch-std groups of 4 samples (fewer when the per-GPU batch is not a multiple of 4), channel
+    base 16384 (32768 from 512 px) with at most 512 channels, 2 mapping layers, 512-dimensional z and w, float16
+    in the 4 highest resolutions clamped to ±256, learning rate 0.0025 (0.002 at 1024 px), R1 γ = 0.0002 · res² /
+    batch, EMA half-life batch · 10 / 32 kimg with a 5% ramp-up, path length weight 2. ``batch_size`` replaces the
+    batch (γ and EMA follow it).
 
     Returns ``{"model": G/D keyword arguments, "config": TrainConfig fields}``."""
     batch = batch_size or max(min(world_size * min(4096 // resolution, 32), 64), world_size)
     lr = 0.002 if resolution >= 1024 else 0.0025
     model = {"z_dim": 512, "w_dim": 512, "channel_base": 32768 if resolution >= 512 else 16384, "channel_max": 512,
              "mapping_layers": 2, "num_fp16_res": 4, "conv_clamp": 256,
-             "mbstd_group_size": max(1, min(batch // world_size, 4))}
+             "mbstd_group_size": math.gcd(max(batch // world_size, 1), 4)}
     config = {"batch_size": batch, "lr_g": lr, "lr_d": lr, "betas": (0.0, 0.99),
               "r1_gamma": 0.0002 * resolution ** 2 / batch, "r1_interval": 16, "pl_weight": 2.0, "pl_interval": 4,
               "ema_kimg": batch * 10 / 32, "ema_rampup": 0.05}
