@@ -648,7 +648,7 @@ def load_dataset(name: str, resolution: int | None = None, seed: int = 0, mirror
                        mirror=mirror)
     if name == "digits":
         images, labels = digits_with_labels(resolution or 16)
-        return Dataset(name, to_uint8(images), labels=labels, mirror=mirror, report="embedded")
+        return Dataset(name, to_uint8(images), labels=labels, mirror=mirror, report="embedded, nothing to decode")
     if not os.path.exists(name):
         raise ValueError(f"dataset must be 'ring8', 'grid25', 'digits', an image folder, a .zip or a .npz file; "
                          f"got {name!r}, which does not exist")
