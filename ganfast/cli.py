@@ -25,8 +25,16 @@ def _number(kind, low: float, strict: bool = False, high: float = math.inf):
     return parse
 
 
-POSITIVE_INT, SEED = _number(int, 1), _number(int, 0, high=2**32 - 1)
+POSITIVE_INT, SEED, NONNEGATIVE_INT = _number(int, 1), _number(int, 0, high=2**32 - 1), _number(int, 0)
 POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
+
+
+def _resolution(text: str) -> int:
+    """An argparse type: a power of two from 4 to 1024."""
+    value = _number(int, 4, high=1024)(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two (4, 8, ..., 1024), got {text!r}")
+    return value
 
 
 def _cmd_info(args) -> int:
@@ -66,11 +74,14 @@ def _train_overrides(args) -> dict:
 def _cmd_train(args) -> int:
     import torch.distributed as dist
 
-    from ganfast.train.run import build_trainer, init_distributed
+    from ganfast.train.run import build_trainer, describe, init_distributed
     device = init_distributed() if args.device is None else args.device
     trainer, default_steps = build_trainer(args.dataset, args.out, seed=args.seed, resolution=args.resolution,
                                            model=args.model, overrides=_train_overrides(args), device=device,
-                                           progress=not args.no_progress)
+                                           progress=not args.no_progress, mirror=args.mirror, cbase=args.cbase,
+                                           cmax=args.cmax, map_layers=args.map, fp16_res=args.fp16_res)
+    if trainer.rank == 0:
+        print(describe(trainer), flush=True)
     if args.resume and not trainer.resume(missing_ok=True) and trainer.rank == 0:
         print(f"resume: no checkpoint in {args.out} yet; starting the run from step 0")
     total = args.steps if args.steps is not None else default_steps
@@ -184,9 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(none yet, e.g. killed before the first snapshot: start afresh)")
     p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
-                   help="default: mlp for 2-D data, dcgan for images")
+                   help="default: mlp for 2-D data, dcgan for 16-128 px images, else stylegan2 (above 32 px with "
+                   "StyleGAN2-ADA's auto widths, batch and R1 gamma)")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
-    p.add_argument("--resolution", type=int, default=16, choices=[16, 32], help="image size (default 16)")
+    p.add_argument("--resolution", type=_resolution, help="image size, a power of two (default: the data set's "
+                   "own, 16 for digits); other sizes are resized, non-square images centre-cropped")
+    p.add_argument("--mirror", action="store_true", help="add x-flipped copies of the images (doubles the set)")
+    p.add_argument("--cbase", type=POSITIVE_INT, help="stylegan2: channel base (channels = min(cbase / res, cmax)); "
+                   "dcgan/sngan: base width")
+    p.add_argument("--cmax", type=POSITIVE_INT, help="stylegan2: most channels of a layer")
+    p.add_argument("--map", type=POSITIVE_INT, help="stylegan2: mapping network layers")
+    p.add_argument("--fp16-res", type=NONNEGATIVE_INT, help="stylegan2: float16 in this many highest "
+                   "resolutions (CUDA only)")
     p.add_argument("--loss", choices=["logistic", "hinge", "wasserstein", "least_squares"],
                    help="adversarial loss (default: logistic, the non-saturating one); wasserstein adds WGAN-GP")
     p.add_argument("--lr", type=POSITIVE, help="Adam learning rate of G and D")
@@ -248,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("train", "demo", "validate"):
         _set_threads(args.threads, args.device)
+        import warnings
+        warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # data set notices, one line
     try:
         return args.func(args)
     except Exception as exc:  # what users can fix (bad input, files, folders) as one line; the rest as it is

@@ -23,3 +23,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """ganfast's caches (decoded data sets, the digits classifier) go to this session's temporary folder, never
+    to the user's ~/.cache; subprocesses inherit it."""
+    if "GANFAST_CACHE" not in os.environ:
+        monkeypatch.setenv("GANFAST_CACHE", str(tmp_path_factory.getbasetemp() / "ganfast-cache"))

@@ -23,16 +23,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_models_shapes():
     z = torch.randn(3, 16)
     assert MLPGenerator()(z).shape == (3, 2) and MLPDiscriminator()(torch.randn(3, 2)).shape == (3,)
-    for res in (16, 32):
-        G = DCGANGenerator(z_dim=8, resolution=res, channels=3)
+    for res in (16, 32, 64, 128):
+        G = DCGANGenerator(z_dim=8, resolution=res, channels=3, base_channels=4)
         x = G(torch.randn(2, 8))
         assert x.shape == (2, 3, res, res) and x.abs().max() <= 1
-        for D in (DCGANDiscriminator(res, 3), SNGANDiscriminator(res, 3)):
+        for D in (DCGANDiscriminator(res, 3, base_channels=2), SNGANDiscriminator(res, 3, base_channels=2)):
             assert D(x).shape == (2,)
     sn = SNGANDiscriminator(16, 1)
     assert any("parametrizations.weight" in k for k in sn.state_dict())
-    with pytest.raises(ValueError, match="resolution"):
-        DCGANGenerator(resolution=64)
+    for res in (8, 256):
+        with pytest.raises(ValueError, match="resolution"):
+            DCGANGenerator(resolution=res)
 
 
 def test_ema():
@@ -87,8 +88,8 @@ def test_bf16_autocast_step():
     assert all(torch.isfinite(torch.tensor(stats[k])) for k in ("loss_d", "r1", "grad_norm_d"))
 
 
-def _trainer(name, out, model, **config):
-    ds = load_dataset(name, seed=0)
+def _trainer(name, out, model, mirror=False, **config):
+    ds = load_dataset(name, seed=0, mirror=mirror)
     torch.manual_seed(0)
     if model == "mlp":
         G, D = MLPGenerator(hidden=32, depth=2), MLPDiscriminator(hidden=32, depth=2)
@@ -97,20 +98,48 @@ def _trainer(name, out, model, **config):
         D = StyleGAN2Discriminator(channel_max=8)
         config = {"pl_weight": 2.0, "pl_interval": 2, **config}
     else:
-        G, D = DCGANGenerator(z_dim=8, base_channels=8), SNGANDiscriminator(base_channels=4)
+        channels = ds.sample_shape[0]
+        G = DCGANGenerator(z_dim=8, base_channels=8, channels=channels)
+        D = SNGANDiscriminator(base_channels=4, channels=channels)
     cfg = TrainConfig(**{"batch_size": 16, "r1_gamma": 0.5, "r1_interval": 2, "ema_kimg": 0.1, "tick_steps": 3,
                          "snapshot_ticks": 2, "num_fixed": 16, **config})
     return Trainer(G, D, ds, str(out), cfg, progress=False)
 
 
-@pytest.mark.parametrize("name,model", [("ring8", "mlp"), ("digits", "sngan"), ("digits", "stylegan2")])
-def test_resume_is_exact(tmp_path, name, model):
+def _noise_zip(path, n=24, side=16, labels=True):
+    """A zip of ``n`` random RGB PNGs in StyleGAN2-ADA's layout, with 3 class labels."""
+    import io
+    import zipfile
+
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        names = [f"{i // 10:05d}/img{i:08d}.png" for i in range(n)]
+        for name in names:
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            zf.writestr(name, buffer.getvalue())
+        zf.writestr("dataset.json", json.dumps({"labels": [[m, i % 3] for i, m in enumerate(names)] if labels
+                                                else None}))
+    return str(path)
+
+
+@pytest.mark.parametrize("name,model", [("ring8", "mlp"), ("digits", "sngan"), ("digits", "stylegan2"),
+                                        ("zip", "sngan")])
+def test_resume_is_exact(tmp_path, monkeypatch, name, model):
+    """A run resumed from its checkpoint ends bit-identical to the uninterrupted run; the zip case has x-flips
+    and reads its images from the cache when resumed (nothing decoded again)."""
+    from ganfast import data
+    mirror = name == "zip"
+    if name == "zip":
+        name = _noise_zip(tmp_path / "noise.zip")
     n = 5
-    straight = _trainer(name, tmp_path / "straight", model)
+    straight = _trainer(name, tmp_path / "straight", model, mirror=mirror)
     straight.train(2 * n)
-    first = _trainer(name, tmp_path / "resumed", model)
+    first = _trainer(name, tmp_path / "resumed", model, mirror=mirror)
     first.train(n)
-    resumed = _trainer(name, tmp_path / "resumed", model)
+    monkeypatch.setattr(data, "decode_image", None)              # a resume decodes nothing: the cache has it all
+    resumed = _trainer(name, tmp_path / "resumed", model, mirror=mirror)
     resumed.resume()
     assert resumed.step == n and resumed.nimg == n * 16
     resumed.train(2 * n)
@@ -161,31 +190,39 @@ _DDP_SCRIPT = textwrap.dedent("""
     import torch.distributed as dist
     torch.set_num_threads(1)
     device = init_distributed()
-    out = sys.argv[1]
-    trainer, _ = build_trainer("ring8", out, overrides={"batch_size": 32, "tick_steps": 4, "snapshot_ticks": 1},
-                               device=device, progress=False)
+    out, dataset = sys.argv[1], sys.argv[2]
+    trainer, _ = build_trainer(dataset, out, overrides={"batch_size": 32 if dataset == "ring8" else 8,
+                               "tick_steps": 4, "snapshot_ticks": 1}, device=device, progress=False,
+                               mirror=dataset != "ring8")
     initial = {k: v.clone() for k, v in trainer.G.state_dict().items()}
     trainer.train(8)
     changed = any(not torch.equal(initial[k], v) for k, v in trainer.G.state_dict().items())
     save_file({k: v.contiguous() for k, v in trainer.G.state_dict().items()},
               f"{out}/G-rank{dist.get_rank()}.safetensors", metadata={"changed": str(changed),
-              "world": str(dist.get_world_size())})
+              "world": str(dist.get_world_size()), "report": trainer.dataset.report.split(" (")[0]})
     dist.destroy_process_group()
 """)
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("dataset", ["ring8", "zip"])
+def test_ddp_two_cpu_processes(tmp_path, dataset):
+    """Two ranks stay in sync; with a zip (x-flips on), rank 0 decodes it into the cache and rank 1 reads it."""
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
+    if dataset == "zip":
+        dataset = _noise_zip(tmp_path / "noise.zip", n=12)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+                           str(script), str(tmp_path), dataset], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = []
     for rank in range(2):
         path = str(tmp_path / f"G-rank{rank}.safetensors")
         with safe_open(path, framework="pt") as f:
-            assert f.metadata() == {"changed": "True", "world": "2"}
+            meta = f.metadata()
+            assert meta.pop("report").startswith("" if dataset == "ring8" else "decoded 12 images" if rank == 0
+                                                 else "cache hit")
+            assert meta == {"changed": "True", "world": "2"}
         states.append(load_file(path))
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key       # the ranks stay in sync
@@ -234,3 +271,76 @@ def test_cli_demo_small(tmp_path, monkeypatch, capsys):
     assert os.path.isfile(metrics["samples"]) and metrics["samples"] in capsys.readouterr().out
     record = json.loads((out / "stats.jsonl").read_text().splitlines()[-1])
     assert {"fd", "precision", "recall"} <= record.keys()
+
+
+def test_training_holds_images_as_uint8(tmp_path, monkeypatch):
+    """The data set stays uint8 (memory-mapped from the cache); only batches and the handful of fixed reals are
+    ever converted to float."""
+    from ganfast import data
+    sizes = []
+    to_float = data.to_float
+    monkeypatch.setattr(data, "to_float", lambda x: sizes.append(x.shape[0]) or to_float(x))
+    trainer = _trainer(_noise_zip(tmp_path / "noise.zip", n=40), tmp_path / "run", "sngan", mirror=True,
+                       batch_size=8, num_fixed=4)
+    assert trainer.dataset.data.dtype == torch.uint8 and len(trainer.dataset) == 80
+    trainer.train(3)
+    assert sizes and max(sizes) == 8
+
+
+def test_stylegan2_auto_config_and_model_sizes():
+    from ganfast.train.run import build_models, stylegan2_auto
+    auto = stylegan2_auto(256)
+    assert auto["config"]["batch_size"] == 16 and auto["config"]["r1_gamma"] == pytest.approx(0.0002 * 256 ** 2 / 16)
+    assert auto["config"]["ema_kimg"] == pytest.approx(5.0) and auto["config"]["lr_g"] == 0.0025
+    assert auto["model"]["channel_base"] == 16384 and auto["model"]["channel_max"] == 512
+    assert auto["model"]["mapping_layers"] == 2 and auto["model"]["mbstd_group_size"] == 4
+    assert stylegan2_auto(1024)["model"]["channel_base"] == 32768 and stylegan2_auto(1024)["config"]["lr_g"] == 0.002
+    assert stylegan2_auto(64, world_size=8)["config"]["batch_size"] == 64                # capped at 64
+    assert stylegan2_auto(64, batch_size=4)["config"]["r1_gamma"] == pytest.approx(0.0002 * 64 ** 2 / 4)
+    assert stylegan2_auto(64, batch_size=6)["model"]["mbstd_group_size"] == 2                 # divides the batch
+    from ganfast.data import Dataset
+    ds = Dataset("tiny", torch.zeros(4, 3, 64, 64, dtype=torch.uint8))
+    G, D = build_models("stylegan2", ds, cbase=256, cmax=8, map_layers=1, fp16_res=2, auto=stylegan2_auto(64)["model"])
+    assert G.z_dim == 512 and len(G.mapping.layers) == 1 and G.blocks[-1].use_fp16 and not G.blocks[0].use_fp16
+    assert max(b.conv1.weight.shape[0] for b in G.blocks) == 8 and G.blocks[-1].conv1.weight.shape[0] == 4
+    assert G(torch.randn(2, 512)).shape == (2, 3, 64, 64) and D(torch.randn(4, 3, 64, 64)).shape == (4, 1)
+    G, D = build_models("dcgan", Dataset("tiny", torch.zeros(4, 1, 64, 64, dtype=torch.uint8)), cbase=4)
+    assert G(torch.randn(2, 64)).shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="--map, --fp16-res and --cmax apply to stylegan2"):
+        build_models("sngan", ds, map_layers=2)
+
+
+def test_cli_train_on_a_zip_prints_the_run(tmp_path, capsys):
+    from ganfast.cli import main
+    zipped = _noise_zip(tmp_path / "noise.zip", n=16, side=32)
+    args = ["train", "--dataset", zipped, "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "8",
+            "--model", "stylegan2", "--cbase", "64", "--cmax", "4", "--map", "1", "--mirror", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dataset   {zipped}: 16 images, 32x32, 3 channels, x-flips: 32 in all" in out
+    assert "labels    3 classes" in out and "decoding  decoded 16 images in" in out
+    assert "model     G StyleGAN2Generator" in out and "device    cpu, 1 threads, batch 8" in out
+    assert main(args + ["--resume", "--steps", "3"]) == 0
+    assert "decoding  cache hit, no decoding" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args[:-1] + ["--resolution", "48"])
+    assert "must be a power of two" in capsys.readouterr().err
+
+
+def test_next_real_gives_the_labels_of_its_images(tmp_path):
+    """With a discriminator that takes labels (c_dim > 0), each real batch comes with its images' one-hot labels,
+    x-flipped copies keeping theirs; without, the labels are None."""
+    from ganfast.data import DataOrder
+    ds = load_dataset(_noise_zip(tmp_path / "noise.zip", n=12), mirror=True)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, channel_max=4, mapping_layers=1, img_channels=3)
+    D = StyleGAN2Discriminator(channel_max=4, img_channels=3, c_dim=ds.c_dim)
+    trainer = Trainer(G, D, ds, str(tmp_path / "run"), TrainConfig(batch_size=8, num_fixed=4), progress=False)
+    reference = DataOrder(ds, 8, seed=0)
+    for _ in range(4):
+        real, real_c = trainer._next_real()
+        indices = reference.next_indices()
+        assert torch.equal(real, ds.batch(indices)) and torch.equal(real_c, ds.label_vectors(indices))
+        assert torch.equal(real_c.argmax(1), ds.labels[indices % 12]) and real_c.shape == (8, 3)
+    unconditional = Trainer(G, StyleGAN2Discriminator(channel_max=4, img_channels=3), ds, str(tmp_path / "run2"),
+                            TrainConfig(batch_size=8, num_fixed=4), progress=False)
+    assert unconditional._next_real()[1] is None

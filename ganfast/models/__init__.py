@@ -1,4 +1,4 @@
-"""Generators and discriminators built on ganfast ops: an MLP GAN for 2-D data, DCGAN and SNGAN at 16/32 px,
+"""Generators and discriminators built on ganfast ops: an MLP GAN for 2-D data, DCGAN and SNGAN at 16-128 px,
 and StyleGAN2 (mapping + skip synthesis generator, resnet discriminator).
 
 Every generator maps latents ``z`` of shape ``(N, z_dim)`` to samples and has a ``z_dim`` attribute; every

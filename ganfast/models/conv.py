@@ -1,4 +1,4 @@
-"""DCGAN (Radford et al. 2016) and SNGAN (Miyato et al. 2018) convolutional G/D for 16 and 32 px images.
+"""DCGAN (Radford et al. 2016) and SNGAN (Miyato et al. 2018) convolutional G/D for 16 to 128 px images.
 
 Generator: z -> linear to ``(ch·2^(S−1), 4, 4)`` -> S stride-2 4×4 transposed convolutions, each halving the
 channels, with batch norm + ReLU -> 3×3 convolution to the image channels -> tanh, where S = log2(res / 4).
@@ -19,7 +19,7 @@ from torch import nn
 from ._sn import spectral_norm
 from ._spec import BuildableModule
 
-RESOLUTIONS = (16, 32)
+RESOLUTIONS = (16, 32, 64, 128)
 
 
 def _stages(resolution: int) -> int:

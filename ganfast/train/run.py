@@ -1,6 +1,7 @@
 """What ``ganfast train`` and ``ganfast demo`` build: per-data-set defaults, models, evaluators, DDP setup."""
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -9,6 +10,7 @@ import torch.distributed as dist
 from ..data import Dataset, load_dataset
 from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator,
                       StyleGAN2Discriminator, StyleGAN2Generator)
+from ..models.conv import RESOLUTIONS as CONV_RESOLUTIONS
 from .trainer import TrainConfig, Trainer
 
 # Defaults tuned on CPU (a busy shared 2-core machine, 1 thread): ring8 seed 0 had 8/8 modes from step 1000 and
@@ -19,22 +21,51 @@ DEFAULTS_2D = dict(model="mlp", steps=8000, config=TrainConfig(
 DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(
     batch_size=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.99), r1_gamma=0.1, r1_interval=16, ema_kimg=2.0,
     tick_steps=250, snapshot_ticks=4))
-# StyleGAN2 (16-32 px, CPU-sized widths): R1 γ and lazy intervals as StyleGAN2-ADA's small-data configs, path
+# StyleGAN2 (up to 32 px, CPU-sized widths; above, StyleGAN2-ADA's auto configuration: stylegan2_auto): R1 γ and lazy intervals as StyleGAN2-ADA's small-data configs, path
 # length on; not tuned here (the demo uses DCGAN, which trains faster on a CPU).
 DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
     batch_size=32, lr_g=2.5e-3, lr_d=2.5e-3, betas=(0.0, 0.99), r1_gamma=0.05, r1_interval=16, pl_weight=2.0,
     pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4))
 MODELS = ("mlp", "dcgan", "sngan", "stylegan2")
+CPU_SIZED_MAX_RESOLUTION = 32  # StyleGAN2 above this uses StyleGAN2-ADA's ``auto`` configuration
+
+
+def stylegan2_auto(resolution: int, world_size: int = 1, batch_size: int | None = None) -> dict:
+    """StyleGAN2-ADA's ``auto`` configuration for a resolution (Karras et al. 2020, "Training Generative
+    Adversarial Networks with Limited Data", its train.py): global batch min(4096 / res, 32) per GPU (at most 64
+    in all), minibatch-std groups of 4 samples (fewer when the per-GPU batch is not a multiple of 4), channel
+    base 16384 (32768 from 512 px) with at most 512 channels, 2 mapping layers, 512-dimensional z and w, float16
+    in the 4 highest resolutions clamped to ±256, learning rate 0.0025 (0.002 at 1024 px), R1 γ = 0.0002 · res² /
+    batch, EMA half-life batch · 10 / 32 kimg with a 5% ramp-up, path length weight 2. ``batch_size`` replaces the
+    batch (γ and EMA follow it).
+
+    Returns ``{"model": G/D keyword arguments, "config": TrainConfig fields}``."""
+    batch = batch_size or max(min(world_size * min(4096 // resolution, 32), 64), world_size)
+    lr = 0.002 if resolution >= 1024 else 0.0025
+    model = {"z_dim": 512, "w_dim": 512, "channel_base": 32768 if resolution >= 512 else 16384, "channel_max": 512,
+             "mapping_layers": 2, "num_fp16_res": 4, "conv_clamp": 256,
+             "mbstd_group_size": math.gcd(max(batch // world_size, 1), 4)}
+    config = {"batch_size": batch, "lr_g": lr, "lr_d": lr, "betas": (0.0, 0.99),
+              "r1_gamma": 0.0002 * resolution ** 2 / batch, "r1_interval": 16, "pl_weight": 2.0, "pl_interval": 4,
+              "ema_kimg": batch * 10 / 32, "ema_rampup": 0.05}
+    return {"model": model, "config": config}
 
 
 def defaults(dataset: Dataset, model: str | None = None) -> dict:
-    if model == "stylegan2":
+    """Default model, step count and TrainConfig: DCGAN for images it supports (16-128 px), else StyleGAN2."""
+    if dataset.is_2d:
+        return DEFAULTS_2D
+    if model == "stylegan2" or (model is None and dataset.sample_shape[-1] not in CONV_RESOLUTIONS):
         return {"model": "stylegan2", **DEFAULTS_STYLEGAN2}
-    return DEFAULTS_2D if dataset.is_2d else DEFAULTS_IMAGE
+    return DEFAULTS_IMAGE
 
 
-def build_models(model: str, dataset: Dataset, z_dim: int | None = None):
-    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels)."""
+def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbase: int | None = None,
+                 cmax: int | None = None, map_layers: int | None = None, fp16_res: int | None = None,
+                 auto: dict | None = None):
+    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels). StyleGAN2 takes
+    ``auto`` keyword arguments (:func:`stylegan2_auto`), then the channel base / maximum, mapping layers and
+    float16 resolutions given here; DCGAN/SNGAN take ``cbase`` as their base width."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
@@ -46,10 +77,20 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None):
         raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan' or 'stylegan2'")
     channels, resolution, _ = dataset.sample_shape
     if model == "stylegan2":
-        return (StyleGAN2Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels),
-                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels))
-    G = DCGANGenerator(z_dim or 64, resolution, channels)
-    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels)
+        kw = dict(auto or {})
+        given = {"channel_base": cbase, "channel_max": cmax, "mapping_layers": map_layers, "num_fp16_res": fp16_res}
+        kw.update({k: v for k, v in given.items() if v is not None})
+        mbstd = kw.pop("mbstd_group_size", 4)
+        z_dim = z_dim or kw.pop("z_dim", 64)
+        shared = {k: kw[k] for k in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp") if k in kw}
+        return (StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, img_channels=channels, **kw),
+                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, mbstd_group_size=mbstd,
+                                       **shared))
+    if map_layers is not None or fp16_res is not None or cmax is not None:
+        raise ValueError(f"--map, --fp16-res and --cmax apply to stylegan2; {model} takes --cbase (base width)")
+    widths = {} if cbase is None else {"base_channels": cbase}
+    G = DCGANGenerator(z_dim or 64, resolution, channels, **widths)
+    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels, **widths)
     return G, D
 
 
@@ -66,19 +107,59 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
-def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int = 16, model: str | None = None,
-                  overrides: dict | None = None, device=None, progress: bool = True,
-                  eval_samples: int = 1000) -> tuple[Trainer, int]:
-    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields."""
-    dataset = load_dataset(dataset_name, resolution=resolution, seed=seed)
+def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int | None = None,
+                  model: str | None = None, overrides: dict | None = None, device=None, progress: bool = True,
+                  eval_samples: int = 1000, mirror: bool = False, cbase: int | None = None, cmax: int | None = None,
+                  map_layers: int | None = None, fp16_res: int | None = None,
+                  cache_dir: str | None = None) -> tuple[Trainer, int]:
+    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields.
+
+    Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    for turn in (0, 1):
+        if (rank == 0) == (turn == 0):
+            dataset = load_dataset(dataset_name, resolution=resolution, seed=seed, mirror=mirror, cache_dir=cache_dir)
+        if world_size > 1 and turn == 0:
+            dist.barrier()
     base = defaults(dataset, model)
-    config = TrainConfig(**{**base["config"].__dict__, **(overrides or {}), "seed": seed})
+    model = model or base["model"]
+    fields, auto = dict(base["config"].__dict__), None
+    if model == "stylegan2" and dataset.sample_shape[-1] > CPU_SIZED_MAX_RESOLUTION:
+        auto = stylegan2_auto(dataset.sample_shape[-1], world_size, (overrides or {}).get("batch_size"))
+        fields.update(auto["config"])
+    config = TrainConfig(**{**fields, **(overrides or {}), "seed": seed})
     torch.manual_seed(seed)
-    G, D = build_models(model or base["model"], dataset)
+    G, D = build_models(model, dataset, cbase=cbase, cmax=cmax, map_layers=map_layers, fp16_res=fp16_res,
+                        auto=auto and auto["model"])
     evaluate = None
     if dataset.name == "digits":
         from ..metrics import digits_extractor
         from .evaluators import image_evaluator
-        evaluate = image_evaluator(dataset.data, digits_extractor(resolution), G.z_dim, eval_samples, seed)
+        real = dataset.batch(torch.arange(dataset.num_stored))  # the 1797 digits: small enough as float
+        evaluate = image_evaluator(real, digits_extractor(dataset.sample_shape[-1]), G.z_dim, eval_samples, seed)
     trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress)
     return trainer, base["steps"]
+
+
+def describe(trainer: Trainer) -> str:
+    """The block ``ganfast train`` prints at start: data, labels, models, device, threads, batch."""
+    ds, cfg = trainer.dataset, trainer.config
+    if ds.is_2d:
+        data = f"{ds.num_stored} points in 2-D"
+    else:
+        channels, height, width = ds.sample_shape
+        data = f"{ds.num_stored} images, {width}x{height}, {channels} channel{'s' if channels > 1 else ''}"
+        if ds.mirror:
+            data += f", x-flips: {len(ds)} in all"
+    labels = "none" if ds.labels is None else f"{ds.num_classes} classes" if ds.num_classes else \
+        f"vectors of {ds.c_dim}"
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("G", trainer.G), ("D", trainer.D))}
+    per_rank = f" ({cfg.batch_size // trainer.world_size} per rank x {trainer.world_size})" \
+        if trainer.world_size > 1 else ""
+    lines = [f"dataset   {ds.name}: {data}", f"labels    {labels}"]
+    if ds.report:
+        lines.append(f"decoding  {ds.report}")
+    lines += [f"model     G {type(trainer.G).__name__} {params['G'] / 1e6:.2f}M parameters, "
+              + f"D {type(trainer.D).__name__} {params['D'] / 1e6:.2f}M parameters",
+              f"device    {trainer.device}, {torch.get_num_threads()} threads, batch {cfg.batch_size}{per_rank}"]
+    return "\n".join(lines)

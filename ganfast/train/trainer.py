@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from .. import losses
 from .._io import atomic_write, prepare_output_dir
-from ..data import DataOrder, Dataset
+from ..data import BatchLoader, DataOrder, Dataset
 from ..models._spec import model_spec
 from . import step as steps
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -138,14 +138,14 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.path_length = losses.PathLengthPenalty().to(self.device) if cfg.pl_weight > 0 else None
         self.dataset, self.out_dir, self.evaluate, self.progress = dataset, out_dir, evaluate, progress
-        self.order = DataOrder(dataset.data, cfg.batch_size, cfg.seed, self.rank, self.world_size)
+        self.order = DataOrder(dataset, cfg.batch_size, cfg.seed, self.rank, self.world_size)
+        self.loader = BatchLoader(dataset, self.order, self.device)
         self.step, self.nimg, self.tick = 0, 0, 0
         self.best_diversity = 0.0
         gen = torch.Generator().manual_seed(cfg.seed + 7919)
         num_fixed = 2048 if dataset.is_2d else cfg.num_fixed
         self.fixed_z = torch.randn(num_fixed, G.z_dim, generator=gen)
-        real = dataset.data[torch.randperm(len(dataset), generator=gen)[:min(num_fixed, len(dataset))]]
-        self.real_diversity = diversity(real)
+        self.real_diversity = diversity(dataset.batch(torch.randperm(len(dataset), generator=gen)[:num_fixed]))
         self._tick_stats: list[dict] = []
         if self.rank == 0:
             prepare_output_dir(out_dir)
@@ -156,10 +156,18 @@ class Trainer:
         gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + self.step) * 1024 + self.rank) * 2 + phase)
         return torch.randn(cfg.batch_size // self.world_size, self.G.z_dim, generator=gen).to(self.device)
 
+    def _next_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's next real batch on the device (images float in [-1, 1]) and, when D takes labels
+        (``D.c_dim`` > 0), their label vectors ``(B, c_dim)`` (else None)."""
+        real, indices = self.loader.next()
+        if not getattr(self.D, "c_dim", 0):
+            return real, None
+        return real, self.dataset.label_vectors(indices).to(self.device)
+
     def train_step(self) -> dict:
         """One D step, one G step and the EMA update; returns the step's statistics."""
         cfg = self.config
-        real = self.order.next_batch().to(self.device)
+        real, _ = self._next_real()
         regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
         stats = steps.d_step(self.G, self.D, self.opt_d, real, self._latents(0), loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
@@ -244,10 +252,13 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU."""
+        """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU, in chunks of the training batch (a
+        size the device's memory is known to hold)."""
         z = self.fixed_z if z is None else z
+        chunk = self.config.batch_size // self.world_size
         with self._rng_untouched():
-            return torch.cat([self.G_ema(z[i:i + 512].to(self.device)).float().cpu() for i in range(0, len(z), 512)])
+            return torch.cat([self.G_ema(z[i:i + chunk].to(self.device)).float().cpu()
+                              for i in range(0, len(z), chunk)])
 
     def _rng_untouched(self):
         """Monitoring (samples, evaluations) may draw random numbers (e.g. StyleGAN2's layer noise) without moving
