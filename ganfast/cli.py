@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(none yet, e.g. killed before the first snapshot: start afresh)")
-    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
+    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r"],
                    help="default: mlp for 2-D data, dcgan for images")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
     p.add_argument("--resolution", type=int, default=16, choices=[16, 32], help="image size (default 16)")

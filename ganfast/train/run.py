@@ -8,7 +8,8 @@ import torch.distributed as dist
 
 from ..data import Dataset, load_dataset
 from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator,
-                      StyleGAN2Discriminator, StyleGAN2Generator)
+                      StyleGAN2Discriminator, StyleGAN2Generator, StyleGAN3Generator)
+from ..models.stylegan3 import STYLEGAN3_CONFIGS
 from .trainer import TrainConfig, Trainer
 
 # Defaults tuned on CPU (a busy shared 2-core machine, 1 thread): ring8 seed 0 had 8/8 modes from step 1000 and
@@ -24,17 +25,23 @@ DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(
 DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
     batch_size=32, lr_g=2.5e-3, lr_d=2.5e-3, betas=(0.0, 0.99), r1_gamma=0.05, r1_interval=16, pl_weight=2.0,
     pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4))
-MODELS = ("mlp", "dcgan", "sngan", "stylegan2")
+# StyleGAN3 as NVlabs trains it: no path-length penalty; R1 and the rest as StyleGAN2 here (not tuned either).
+DEFAULTS_STYLEGAN3 = dict(steps=3000, config=TrainConfig(**{**DEFAULTS_STYLEGAN2["config"].__dict__,
+                                                             "pl_weight": 0.0}))
+MODELS = ("mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r")
 
 
 def defaults(dataset: Dataset, model: str | None = None) -> dict:
     if model == "stylegan2":
         return {"model": "stylegan2", **DEFAULTS_STYLEGAN2}
+    if model in ("stylegan3-t", "stylegan3-r"):
+        return {"model": model, **DEFAULTS_STYLEGAN3}
     return DEFAULTS_2D if dataset.is_2d else DEFAULTS_IMAGE
 
 
-def build_models(model: str, dataset: Dataset, z_dim: int | None = None):
-    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels)."""
+def build_models(model: str, dataset: Dataset, z_dim: int | None = None, batch_size: int = 32):
+    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels); ``batch_size`` sets
+    StyleGAN3's magnitude EMA decay as NVlabs' training does (half-life 20k images)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
@@ -43,11 +50,17 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None):
         return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0]), \
             MLPDiscriminator(dataset.sample_shape[0])
     if model == "mlp":
-        raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan' or 'stylegan2'")
+        raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan', 'stylegan2' or 'stylegan3-*'")
     channels, resolution, _ = dataset.sample_shape
     if model == "stylegan2":
         return (StyleGAN2Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels),
                 StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels))
+    if model.startswith("stylegan3"):
+        config, widen = STYLEGAN3_CONFIGS[model[-1]], 2 if model == "stylegan3-r" else 1  # R: twice the channels
+        G = StyleGAN3Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels,
+                               channel_base=1024 * widen, channel_max=64 * widen,
+                               magnitude_ema_beta=0.5 ** (batch_size / 20e3), **config)
+        return G, StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels)
     G = DCGANGenerator(z_dim or 64, resolution, channels)
     D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels)
     return G, D
@@ -74,7 +87,7 @@ def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int
     base = defaults(dataset, model)
     config = TrainConfig(**{**base["config"].__dict__, **(overrides or {}), "seed": seed})
     torch.manual_seed(seed)
-    G, D = build_models(model or base["model"], dataset)
+    G, D = build_models(model or base["model"], dataset, batch_size=config.batch_size)
     evaluate = None
     if dataset.name == "digits":
         from ..metrics import digits_extractor
