@@ -125,9 +125,9 @@ def test_synthesis_input_transform_equivariance():
         torch.testing.assert_close(layer(w), torch.rot90(y, -1, (2, 3)), rtol=0, atol=1e-5)
 
 
-def _tiny(config="t", resolution=16, c_dim=0, **kwargs):
+def _tiny(config="t", resolution=16, c_dim=0, img_channels=3, **kwargs):
     torch.manual_seed(0)
-    return StyleGAN3Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=resolution, img_channels=3,
+    return StyleGAN3Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=resolution, img_channels=img_channels,
                               channel_base=64, channel_max=8, num_layers=3, margin_size=2,
                               conv_kernel=3 if config == "t" else 1, use_radial_filters=config == "r", **kwargs)
 
@@ -183,24 +183,44 @@ def test_errors():
         _tiny().synthesis.layers[0](torch.randn(1, 8, 5, 5), torch.randn(1, 8))
 
 
+def test_cli_builds_t_and_r():
+    from ganfast.data import load_dataset
+    from ganfast.models import StyleGAN2Discriminator
+    from ganfast.train.run import build_models, defaults
+    digits = load_dataset("digits")
+    G, D = build_models("stylegan3-r", digits, batch_size=40)
+    assert isinstance(G, StyleGAN3Generator) and isinstance(D, StyleGAN2Discriminator)
+    assert G.init_kwargs["conv_kernel"] == 1 and G.init_kwargs["use_radial_filters"]
+    assert G.synthesis.layers[0].magnitude_ema_beta == pytest.approx(0.5 ** (40 / 20e3))
+    T, _ = build_models("stylegan3-t", digits)
+    assert T.init_kwargs["conv_kernel"] == 3 and G.init_kwargs["channel_max"] == 2 * T.init_kwargs["channel_max"]
+    assert defaults(digits, "stylegan3-t")["config"].pl_weight == 0
+
+
 def test_train_checkpoint_and_sample(tmp_path):
-    """A few steps of ``ganfast train --model stylegan3-t`` on the digits, the generator rebuilt from the
-    checkpoint, and ``ganfast sample``'s images depending on the seed only."""
+    """A few Trainer steps on the digits, the generator rebuilt from the checkpoint by ``load_generator``, and
+    ``ganfast sample``'s images depending on the seed only."""
     from ganfast.cli import main
-    from ganfast.train import load_generator
+    from ganfast.data import load_dataset
+    from ganfast.models import StyleGAN2Discriminator
+    from ganfast.train import Trainer, TrainConfig, load_generator
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--model", "stylegan3-t", "--out", str(run), "--steps", "2",
-                 "--batch-size", "4", "--tick", "2", "--no-progress", "--threads", "1"]) == 0
+    G = _tiny(img_channels=1)
+    D = StyleGAN2Discriminator(img_resolution=16, img_channels=1, channel_base=64, channel_max=8)
+    trainer = Trainer(G, D, load_dataset("digits"), str(run), TrainConfig(batch_size=4, tick_steps=2, num_fixed=4,
+                                                                           r1_interval=2), progress=False)
+    trainer.train(2)
     records = [json.loads(line) for line in open(run / "stats.jsonl")]
     assert records[-1]["step"] == 2 and math.isfinite(records[-1]["loss_g"])
-    G = load_generator(run)
-    assert isinstance(G, StyleGAN3Generator) and G.synthesis.layers[0].conv_kernel == 3
-    assert G.synthesis.layers[0].magnitude_ema.item() != 1  # the trained buffers came back too
-    batches = list(ganfast.sample(G, "0-5", batch_size=4))
-    again = list(ganfast.sample(G, [5, 3], batch_size=2))
-    images = np.concatenate([b.images for b in batches])
+    loaded = load_generator(run)
+    assert isinstance(loaded, StyleGAN3Generator)
+    for key, value in trainer.G_ema.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded.synthesis.layers[0].magnitude_ema.item() != 1  # trained buffers came back too
+    images = np.concatenate([b.images for b in ganfast.sample(loaded, "0-5", batch_size=4)])
+    again = np.concatenate([b.images for b in ganfast.sample(loaded, [5, 3], batch_size=2)])
     assert images.shape == (6, 16, 16, 1)
-    np.testing.assert_array_equal(again[0].images, images[[5, 3]])
+    np.testing.assert_array_equal(again, images[[5, 3]])
     assert main(["sample", "--checkpoint", str(run), "--seeds", "0-5", "--out", str(tmp_path / "npz"),
                  "--format", "npz", "--no-progress"]) == 0
     with np.load(next((tmp_path / "npz").glob("*.npz"))) as data:

@@ -70,7 +70,7 @@ class StyleGAN3Generator(BuildableModule):
     config R (``STYLEGAN3_CONFIGS``)."""
 
     def __init__(self, z_dim: int = 64, c_dim: int = 0, w_dim: int = 64, img_resolution: int = 16,
-                 img_channels: int = 1, channel_base: int = 1024, channel_max: int = 64, num_layers: int = 6,
+                 img_channels: int = 1, channel_base: int = 1024, channel_max: int = 32, num_layers: int = 6,
                  num_critical: int = 2, margin_size: int = 10, output_scale: float = 0.25, conv_kernel: int = 3,
                  use_radial_filters: bool = False, filter_size: int = 6, lrelu_upsampling: int = 2,
                  first_cutoff: float = 2, first_stopband: float = 2 ** 2.1, last_stopband_rel: float = 2 ** 0.3,

@@ -58,7 +58,7 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, batch_s
     if model.startswith("stylegan3"):
         config, widen = STYLEGAN3_CONFIGS[model[-1]], 2 if model == "stylegan3-r" else 1  # R: twice the channels
         G = StyleGAN3Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels,
-                               channel_base=1024 * widen, channel_max=64 * widen,
+                               channel_base=1024 * widen, channel_max=32 * widen,
                                magnitude_ema_beta=0.5 ** (batch_size / 20e3), **config)
         return G, StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels)
     G = DCGANGenerator(z_dim or 64, resolution, channels)
