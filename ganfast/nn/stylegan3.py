@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
 from .stylegan import FullyConnectedLayer
 
@@ -239,7 +240,6 @@ class AliasFreeSynthesisLayer(torch.nn.Module):
         """x (N, in_channels, in_size, in_size), w (N, w_dim) → (N, out_channels, out_size, out_size) in float16
         for ``use_fp16`` layers on CUDA (unless ``force_fp32``), else float32. ``noise_mode`` is accepted and
         ignored (StyleGAN3 has no noise inputs); ``update_emas`` None: in training mode."""
-        from ..ops import filtered_lrelu
         expected = (self.in_channels, self.in_size, self.in_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
