@@ -203,7 +203,7 @@ def test_train_checkpoint_and_sample(tmp_path):
     from ganfast.cli import main
     from ganfast.data import load_dataset
     from ganfast.models import StyleGAN2Discriminator
-    from ganfast.train import Trainer, TrainConfig, load_generator
+    from ganfast.train import TrainConfig, Trainer, load_generator
     run = tmp_path / "run"
     G = _tiny(img_channels=1)
     D = StyleGAN2Discriminator(img_resolution=16, img_channels=1, channel_base=64, channel_max=8)

@@ -4,7 +4,6 @@ import that the patch must rebind."""
 import math
 
 import torch
-
 from torch_utils.ops import filtered_lrelu
 from torch_utils.ops.filtered_lrelu import filtered_lrelu as flrelu  # noqa: F401
 
