@@ -35,8 +35,7 @@ from .upfirdn2d import _empty_output
 __all__ = ["filtered_lrelu"]
 
 # auto on CPU: the fused C++ kernel; on CUDA: the CUDA kernel first, Triton second (not yet measured on a GPU).
-_OP = register_op("filtered_lrelu", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")},
-                  lambda impl, device, dtype: [] if impl == "ref" else ["the fused kernels are not built yet"])
+_OP = register_op("filtered_lrelu", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
 
 # ---- geometry -----------------------------------------------------------------------------------------------------
