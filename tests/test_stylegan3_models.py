@@ -74,7 +74,7 @@ def test_lowpass_filter_equals_scipy(numtaps, cutoff, width, fs):
 
 
 def test_layer_schedule_of_the_paper():
-    """StyleGAN3's 1024² configuration (paper, appendix F): 14 layers, sizes and widths per layer."""
+    """StyleGAN3's 1024² configuration (14 layers, channel_base 32768): sizes, rates and widths per layer."""
     s = layer_schedule(1024, 3, 32768, 512, 14)
     assert s.sizes == (36, 36, 52, 52, 84, 148, 148, 276, 276, 532, 1044, 1044, 1044, 1024, 1024)
     assert s.sampling_rates == (16, 16, 32, 32, 64, 128, 128, 256, 256, 512, 1024, 1024, 1024, 1024, 1024)

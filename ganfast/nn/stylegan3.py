@@ -99,7 +99,7 @@ class LayerSchedule:
 def layer_schedule(img_resolution: int, img_channels: int, channel_base: int, channel_max: int, num_layers: int,
                    num_critical: int = 2, first_cutoff: float = 2, first_stopband: float = 2 ** 2.1,
                    last_stopband_rel: float = 2 ** 0.3, margin_size: int = 10) -> LayerSchedule:
-    """The StyleGAN3 schedule (paper, appendix F; NVlabs' defaults): cutoffs and stopbands grow geometrically from
+    """The StyleGAN3 schedule (paper, section 3.2 and appendix; NVlabs' defaults): cutoffs and stopbands grow geometrically from
     (first_cutoff, first_stopband) to (img_resolution/2, img_resolution/2 · last_stopband_rel) over the first
     num_layers − num_critical layers and stay there (the last ``num_critical`` layers are critically sampled);
     s = the power of two ≥ 2·f_t, at most img_resolution; f_h = max(f_t, s/2) − f_c; size = s + 2·margin_size
