@@ -172,6 +172,10 @@ def test_generator_ganfast_ops_match_reference_and_backward():
     G.train()
     G(z).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.synthesis.parameters())
+    G.zero_grad()
+    ws = G.mapping(z)
+    ganfast.losses.PathLengthPenalty()(G.synthesis(ws), ws).backward()  # double backward through the layers
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in G.synthesis.layers)
 
 
 def test_errors():
