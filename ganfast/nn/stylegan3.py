@@ -99,7 +99,7 @@ class LayerSchedule:
 def layer_schedule(img_resolution: int, img_channels: int, channel_base: int, channel_max: int, num_layers: int,
                    num_critical: int = 2, first_cutoff: float = 2, first_stopband: float = 2 ** 2.1,
                    last_stopband_rel: float = 2 ** 0.3, margin_size: int = 10) -> LayerSchedule:
-    """The StyleGAN3 schedule (paper, section 3.2 and appendix; NVlabs' defaults): cutoffs and stopbands grow geometrically from
+    """The StyleGAN3 schedule (the paper's appendix; NVlabs' defaults): cutoffs and stopbands grow geometrically from
     (first_cutoff, first_stopband) to (img_resolution/2, img_resolution/2 · last_stopband_rel) over the first
     num_layers − num_critical layers and stay there (the last ``num_critical`` layers are critically sampled);
     s = the power of two ≥ 2·f_t, at most img_resolution; f_h = max(f_t, s/2) − f_c; size = s + 2·margin_size
@@ -154,8 +154,9 @@ class SynthesisInput(torch.nn.Module):
 
     @torch.no_grad()
     def set_transform(self, rotate: float = 0.0, translate: tuple[float, float] = (0.0, 0.0)) -> None:
-        """Rotates the generated image by ``rotate`` radians (counter-clockwise about its centre) and then
-        translates it by ``translate`` (x, y) in units of the image: the ``transform`` buffer holds the inverse."""
+        """Rotates the generated image about its centre by ``rotate`` radians, from the x axis towards the y axis
+        (rows run down, so clockwise as displayed), then translates it by ``translate`` = (x, y) in image widths
+        (1/sampling_rate moves the features by one of their pixels). The ``transform`` buffer holds the inverse."""
         c, s = math.cos(rotate), math.sin(rotate)
         m = torch.tensor([[c, -s, translate[0]], [s, c, translate[1]], [0, 0, 1]], dtype=torch.float64)
         self.transform.copy_(torch.linalg.inv(m).to(self.transform.dtype))
