@@ -92,7 +92,7 @@ def _filtered_lrelu_kernel(
                          input_precision=PRECISION)
         else:
             mid = tl.zeros((MT_Y, MT_X), dtype=xv.dtype)
-            for ty in tl.static_range(T1H):
+            for ty in range(T1H):  # a loop, not unrolled: one set of dot buffers
                 ux_row = _band(taps1_ptr + ty * T1W, ii_x, jj_x, UP, 1, cx, T1W).to(xv.dtype)
                 sel = tl.trans(_select(ii_y, jj_y, UP, 1, cy, ty, xv))
                 mid += tl.dot(sel, tl.dot(xv, ux_row, input_precision=PRECISION), input_precision=PRECISION)
@@ -127,7 +127,7 @@ def _filtered_lrelu_kernel(
                          input_precision=PRECISION)
         else:
             out = tl.zeros((BO_Y, BO_X), dtype=mid.dtype)
-            for ty in tl.static_range(T2H):
+            for ty in range(T2H):
                 dx_row = _band(taps2_ptr + ty * T2W, jj_x, oo_x, 1, DOWN, 0, T2W).to(mid.dtype)
                 sel = tl.trans(_select(jj_y, oo_y, 1, DOWN, 0, ty, mid))
                 out += tl.dot(sel, tl.dot(mid, dx_row, input_precision=PRECISION), input_precision=PRECISION)
