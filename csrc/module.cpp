@@ -6,6 +6,7 @@
 #include <array>
 
 #include "bias_act.h"
+#include "filtered_lrelu.h"
 #include "upfirdn2d.h"
 #include "grad_penalty.h"
 #include "spectral_norm.h"
@@ -87,6 +88,77 @@ ganfast::Upfirdn2dArgs make_upfirdn2d_args(int dtype, const std::array<int64_t, 
 }  // namespace
 // ---- end upfirdn2d ----------------------------------------------------------------------------------------------
 
+// ---- filtered_lrelu ---------------------------------------------------------------------------------------------
+namespace {
+
+// sizes: (N, C, in_h, in_w, mid_h, mid_w, out_h, out_w); scaling: (up, down); pads: (pad1_x, pad1_y, pad2_x,
+// pad2_y); taps1/taps2: (taps_h, taps_w, separable); strides of x and out in elements (see csrc/filtered_lrelu.h).
+ganfast::FilteredLreluArgs make_filtered_lrelu_args(int dtype, int mode, const std::array<int64_t, 8>& sizes,
+                                                    const std::array<int64_t, 2>& scaling, const Shape4& pads,
+                                                    const std::array<int64_t, 3>& taps1_shape,
+                                                    const std::array<int64_t, 3>& taps2_shape, double gain,
+                                                    double slope, double clamp, const Shape4& x_stride,
+                                                    const Shape4& out_stride, uintptr_t out, uintptr_t x,
+                                                    uintptr_t bias, uintptr_t mask, uintptr_t taps1, uintptr_t taps2) {
+  ganfast::FilteredLreluArgs a{};
+  a.dtype = dtype, a.mode = mode;
+  a.batch = sizes[0], a.channels = sizes[1], a.in_h = sizes[2], a.in_w = sizes[3];
+  a.mid_h = sizes[4], a.mid_w = sizes[5], a.out_h = sizes[6], a.out_w = sizes[7];
+  a.up = scaling[0], a.down = scaling[1];
+  a.pad1_x = pads[0], a.pad1_y = pads[1], a.pad2_x = pads[2], a.pad2_y = pads[3];
+  a.taps1_h = taps1_shape[0], a.taps1_w = taps1_shape[1], a.sep1 = taps1_shape[2] != 0;
+  a.taps2_h = taps2_shape[0], a.taps2_w = taps2_shape[1], a.sep2 = taps2_shape[2] != 0;
+  a.gain = gain, a.slope = slope, a.clamp = clamp;
+  for (int d = 0; d < 4; ++d) a.x_stride[d] = x_stride[d], a.out_stride[d] = out_stride[d];
+  a.out = reinterpret_cast<void*>(out);
+  a.x = reinterpret_cast<const void*>(x);
+  a.bias = reinterpret_cast<const void*>(bias);
+  a.mask = reinterpret_cast<uint8_t*>(mask);
+  a.taps1 = reinterpret_cast<const void*>(taps1);
+  a.taps2 = reinterpret_cast<const void*>(taps2);
+  return a;
+}
+
+#define GANFAST_FILTERED_LRELU_PYARGS                                                                           \
+  py::arg("dtype"), py::arg("mode"), py::arg("sizes"), py::arg("scaling"), py::arg("pads"), py::arg("taps1_shape"), \
+      py::arg("taps2_shape"), py::arg("gain"), py::arg("slope"), py::arg("clamp"), py::arg("x_stride"),          \
+      py::arg("out_stride"), py::arg("out"), py::arg("x"), py::arg("bias"), py::arg("mask"), py::arg("taps1"),   \
+      py::arg("taps2")
+
+void bind_filtered_lrelu(py::module_& m) {
+  m.def(
+      "filtered_lrelu_cpu",
+      [](int dtype, int mode, const std::array<int64_t, 8>& sizes, const std::array<int64_t, 2>& scaling,
+         const Shape4& pads, const std::array<int64_t, 3>& taps1_shape, const std::array<int64_t, 3>& taps2_shape,
+         double gain, double slope, double clamp, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t bias, uintptr_t mask, uintptr_t taps1, uintptr_t taps2) {
+        ganfast::filtered_lrelu_cpu(make_filtered_lrelu_args(dtype, mode, sizes, scaling, pads, taps1_shape,
+                                                             taps2_shape, gain, slope, clamp, x_stride, out_stride,
+                                                             out, x, bias, mask, taps1, taps2));
+      },
+      GANFAST_FILTERED_LRELU_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "filtered_lrelu pass on host memory (see csrc/filtered_lrelu.h for the modes).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "filtered_lrelu_cuda",
+      [](int dtype, int mode, const std::array<int64_t, 8>& sizes, const std::array<int64_t, 2>& scaling,
+         const Shape4& pads, const std::array<int64_t, 3>& taps1_shape, const std::array<int64_t, 3>& taps2_shape,
+         double gain, double slope, double clamp, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t bias, uintptr_t mask, uintptr_t taps1, uintptr_t taps2, int device,
+         uintptr_t stream) {
+        ganfast::filtered_lrelu_cuda(make_filtered_lrelu_args(dtype, mode, sizes, scaling, pads, taps1_shape,
+                                                              taps2_shape, gain, slope, clamp, x_stride, out_stride,
+                                                              out, x, bias, mask, taps1, taps2),
+                                     device, stream);
+      },
+      GANFAST_FILTERED_LRELU_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "filtered_lrelu pass on device memory, launched on `stream` of `device`.");
+#endif
+}
+
+}  // namespace
+// ---- end filtered_lrelu -----------------------------------------------------------------------------------------
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ganfast compiled kernels (torch-free; call through ganfast.ops)";
 
@@ -123,6 +195,7 @@ PYBIND11_MODULE(_C, m) {
       "upfirdn2d on device memory, launched on `stream` of `device`.");
 #endif
   // ---- end upfirdn2d ----
+  bind_filtered_lrelu(m);
   // ---- grad_penalty (issue 5) ----
   m.def(
       "grad_penalty_fwd_cpu",

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(none yet, e.g. killed before the first snapshot: start afresh)")
-    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2"],
+    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r"],
                    help="default: mlp for 2-D data, dcgan for 16-128 px images, else stylegan2 (above 32 px with "
                    "StyleGAN2-ADA's auto widths, batch and R1 gamma)")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")

@@ -3,20 +3,23 @@ code base.
 
     import training.networks            # the code base first (it imports torch_utils.ops.*)
     handle = ganfast.patch_stylegan()
-    ...                                  # bias_act, upfirdn2d & co, conv2d_resample, modulated_conv2d are ganfast's
+    ...                                  # bias_act, upfirdn2d & co, conv2d_resample, modulated_conv2d and
+                                         # filtered_lrelu are ganfast's
     handle.undo()                        # or: with ganfast.patch_stylegan(): ...
 
 Replaced (where the module is imported): ``torch_utils.ops.bias_act.bias_act``; ``torch_utils.ops.upfirdn2d``'s
 ``upfirdn2d``, ``upsample2d``, ``downsample2d`` and ``filter2d`` (``setup_filter`` stays: it only builds a
-tensor); ``torch_utils.ops.conv2d_resample.conv2d_resample``; ``modulated_conv2d`` in ``training.networks`` and
-``training.networks_stylegan2``. Every other imported module that bound one of these functions by name
-(``from torch_utils.ops.bias_act import bias_act``) is rebound too. The replacements take the originals'
-arguments, ``impl`` included: ``impl="ref"`` asks for ganfast's reference, anything else for ganfast's default
-(or the ``impl`` given to ``patch_stylegan``).
+tensor); ``torch_utils.ops.conv2d_resample.conv2d_resample``; ``torch_utils.ops.filtered_lrelu.filtered_lrelu``
+(StyleGAN3's alias-free layers); ``modulated_conv2d`` in ``training.networks`` and ``training.networks_stylegan2``.
+Every other imported module that bound one of these functions by name
+(``from torch_utils.ops.bias_act import bias_act``) is rebound too. The replacements take the originals' arguments,
+``impl`` included: ``impl="ref"`` asks for ganfast's reference, anything else for ganfast's default (or the
+``impl`` given to ``patch_stylegan``).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import warnings
 from types import ModuleType
@@ -68,10 +71,16 @@ def _replacements(default: str | None) -> dict[tuple[str, str], Callable]:
                                     resample_filter=resample_filter, demodulate=demodulate, flip_weight=flip_weight,
                                     fused_modconv=fused_modconv, impl=choose(impl))
 
+    def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
+                       clamp=None, flip_filter=False, impl="cuda"):
+        return ops.filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                                  clamp=clamp, flip_filter=flip_filter, impl=choose(impl))
+
     fir = "torch_utils.ops.upfirdn2d"
     table = {("torch_utils.ops.bias_act", "bias_act"): bias_act,
              **{(fir, fn.__name__): fn for fn in (upfirdn2d, upsample2d, downsample2d, filter2d)},
              ("torch_utils.ops.conv2d_resample", "conv2d_resample"): conv2d_resample,
+             ("torch_utils.ops.filtered_lrelu", "filtered_lrelu"): filtered_lrelu,
              ("training.networks", "modulated_conv2d"): modulated_conv2d,
              ("training.networks_stylegan2", "modulated_conv2d"): modulated_conv2d}
     for fn in table.values():
@@ -119,7 +128,8 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
         if callable(original) and not getattr(original, "__ganfast_patch__", False):
             originals[id(original)] = (original, replacement)
     if not originals:
-        warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample} or "
+        warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,"
+                      "filtered_lrelu} or "
                       "training.networks[_stylegan2] is imported (or they are patched already); nothing was "
                       "replaced. Import the code base first.", RuntimeWarning, stacklevel=2)
     bindings = []

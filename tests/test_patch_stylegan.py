@@ -1,5 +1,6 @@
-"""ganfast.patch_stylegan() on a tiny stand-in code base with StyleGAN2-ADA's module names
-(tests/stylegan_standin: torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample}, training.networks, ...)."""
+"""ganfast.patch_stylegan() on a tiny stand-in code base with StyleGAN2-ADA's and StyleGAN3's module names
+(tests/stylegan_standin: torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,filtered_lrelu}, training.networks,
+training.networks_stylegan3, ...)."""
 import sys
 import warnings
 from pathlib import Path
@@ -15,8 +16,10 @@ PACKAGES = ("torch_utils", "training")
 TARGETS = [("torch_utils.ops.bias_act", "bias_act"), ("torch_utils.ops.upfirdn2d", "upfirdn2d"),
            ("torch_utils.ops.upfirdn2d", "upsample2d"), ("torch_utils.ops.upfirdn2d", "downsample2d"),
            ("torch_utils.ops.upfirdn2d", "filter2d"), ("torch_utils.ops.conv2d_resample", "conv2d_resample"),
+           ("torch_utils.ops.filtered_lrelu", "filtered_lrelu"),
            ("training.networks", "modulated_conv2d"), ("training.networks_stylegan2", "modulated_conv2d"),
-           ("training.loss", "bias_act"), ("training.loss", "fir")]  # the last two: bound by name elsewhere
+           ("training.loss", "bias_act"), ("training.loss", "fir"),
+           ("training.networks_stylegan3", "flrelu")]  # the last three: bound by name elsewhere
 
 
 def _forget_standin():
@@ -31,6 +34,7 @@ def standin(monkeypatch):
     import training.loss  # noqa: F401
     import training.networks
     import training.networks_stylegan2  # noqa: F401
+    import training.networks_stylegan3  # noqa: F401
     yield training.networks
     _forget_standin()
 
@@ -102,6 +106,56 @@ def test_patched_functions_accept_nvlabs_arguments(standin):
                                         resample_filter=f, demodulate=True, flip_weight=True, fused_modconv=False)
     torch.testing.assert_close(out, ganfast.reference.modulated_conv2d(x, w, styles, down=2, padding=1,
                                                                        resample_filter=f))
+
+
+def _alias_free_layer(radial):
+    """ganfast's StyleGAN3 layer (filters, padding and up/down from the paper's design), with non-trivial state."""
+    torch.manual_seed(2)
+    layer = ganfast.nn.AliasFreeSynthesisLayer(w_dim=4, in_channels=3, out_channels=4, in_size=12, out_size=12,
+                                               in_sampling_rate=16, out_sampling_rate=16, in_cutoff=2, out_cutoff=3,
+                                               in_half_width=6, out_half_width=5, use_radial_filters=radial)
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.magnitude_ema.fill_(2.0)
+    return layer.eval()
+
+
+@pytest.mark.parametrize("radial", [False, True])
+def test_patch_stylegan3_layer(standin, radial):
+    """A layer of the stand-in networks_stylegan3 calls ganfast's filtered_lrelu after the patch, with the same
+    numbers and gradients; ganfast's own AliasFreeSynthesisLayer computes what that NVlabs-style code does."""
+    from torch_utils.ops import filtered_lrelu
+    from training import networks_stylegan3
+    layer = _alias_free_layer(radial)
+    x, w = torch.randn(2, 3, 12, 12), torch.randn(2, 4)
+    with torch.no_grad():
+        nvlabs_style = networks_stylegan3.synthesis_layer(x, layer.weight, layer.affine(w), layer.bias,
+                                                          layer.up_filter, layer.down_filter, layer.up_factor,
+                                                          layer.down_factor, layer.padding, layer.magnitude_ema)
+        assert rel_err(layer(x, w), nvlabs_style) < 1e-5
+
+    def run():
+        torch.manual_seed(3)
+        leaves = [t.double().requires_grad_() for t in (x, layer.weight, layer.affine(w).detach(), layer.bias)]
+        y = networks_stylegan3.synthesis_layer(*leaves, layer.up_filter, layer.down_filter, layer.up_factor,
+                                               layer.down_factor, layer.padding, layer.magnitude_ema.double())
+        return (y, *torch.autograd.grad((y * y.detach().sin()).sum(), leaves))
+
+    def call_with_every_argument():
+        fu = ganfast.nn.design_lowpass_filter(8, 3, 4, 16)
+        fd = ganfast.nn.design_lowpass_filter(4, 2, 3, 8, radial=True)
+        return filtered_lrelu.filtered_lrelu(x=x.double(), fu=fu, fd=fd, b=torch.ones(3, dtype=torch.float64), up=2,
+                                             down=1, padding=[3, 2, 4, 1], gain=1.5, slope=0.1, clamp=0.9,
+                                             flip_filter=True, impl="cuda")
+
+    want, want_args = run(), call_with_every_argument()
+    with ganfast.patch_stylegan():
+        filtered_lrelu.CALLS.clear()
+        got, got_args = run(), call_with_every_argument()
+        assert filtered_lrelu.CALLS == []
+        assert networks_stylegan3.flrelu is filtered_lrelu.filtered_lrelu
+    for a, b in zip((*got, got_args), (*want, want_args)):
+        assert rel_err(a, b) < 1e-12
 
 
 def test_patch_without_code_base_warns_and_does_nothing():

@@ -160,6 +160,29 @@ def _modulated_conv2d():
         assert len(m._tuned(name).configs) >= 4
 
 
+def _filtered_lrelu():
+    """filtered_lrelu.filtered_lrelu: out, x, bias in x's dtype (placeholders: out), the mask uint8 (placeholder:
+    out), taps in the arithmetic type; StyleGAN3's geometry (up 2 or 4, down 2, 12- or 24-tap filters, separable
+    or a 2-D fu), the forward with and without the mask and clamp, and the mask's linear map (mode 1)."""
+    from ganfast.triton import filtered_lrelu as m
+
+    ints = ("planes channels in_h in_w mid_h mid_w out_h out_w mask_w sxn sxc sxh sxw son soc soh sow pad1_x pad1_y "
+            "pad2_x pad2_y shift_x shift_y valid_x valid_y tiles_x").split()
+    floats = "gain_hi gain_lo slope_hi slope_lo clamp_hi clamp_lo".split()
+    # (up, fu taps, separable fu, mode, write mask, ints equal to 1): contiguous x and out (unit x strides)
+    cases = [(2, 12, True, 0, True, ["sxw", "sow"]), (2, 12, True, 1, False, ["sxw", "sow"]),
+             (4, 24, True, 0, False, ["sxc", "soc"]), (2, 12, False, 0, True, [])]
+    for dtype in DTYPES:
+        for up, taps1, sep1, mode, write_mask, ones in cases if dtype == "fp32" else cases[:2]:
+            it, mt, bo, _ = m._axis_tile(taps1, 12, up, 2, False)
+            pointers = dict(out_ptr=dtype, x_ptr=dtype, bias_ptr=dtype, mask_ptr="u8" if mode or write_mask else dtype,
+                            taps1_ptr=_arithmetic(dtype), taps2_ptr=_arithmetic(dtype))
+            flags = dict(UP=up, DOWN=2, T1H=taps1, T1W=taps1, T2H=12, T2W=12, SEP1=sep1, SEP2=True, MODE=mode,
+                         HAS_BIAS=mode == 0, HAS_CLAMP=mode == 0, WRITE_MASK=write_mask, IT_Y=it, IT_X=it, MT_Y=mt,
+                         MT_X=mt, BO_Y=bo, BO_X=bo, PRECISION="ieee" if dtype in ("fp32", "fp64") else "tf32")
+            compile_for_gpu(m._filtered_lrelu_kernel, pointers, ints, floats, flags, ones, num_warps=8)
+
+
 def _kernels() -> set[str]:
     """Every kernel (a @triton.jit function named ``*_kernel``) in the modules of ganfast.triton."""
     import importlib
@@ -179,7 +202,7 @@ def _kernels() -> set[str]:
 
 def main() -> None:
     start = time.perf_counter()
-    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d):
+    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _filtered_lrelu):
         tables()
     missing = _kernels() - set(COMPILED)
     if missing:

@@ -1,5 +1,5 @@
 """Generators and discriminators built on ganfast ops: an MLP GAN for 2-D data, DCGAN and SNGAN at 16-128 px,
-and StyleGAN2 (mapping + skip synthesis generator, resnet discriminator).
+StyleGAN2 (mapping + skip synthesis generator, resnet discriminator) and the StyleGAN3 generator (T and R).
 
 Every generator maps latents ``z`` of shape ``(N, z_dim)`` to samples and has a ``z_dim`` attribute; every
 discriminator maps samples to logits (``(N,)``, or ``(N, 1)`` for StyleGAN2 as in StyleGAN2-ADA).
@@ -8,6 +8,8 @@ discriminator maps samples to logits (``(N,)``, or ``(N, 1)`` for StyleGAN2 as i
 from .conv import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator
 from .mlp import MLPDiscriminator, MLPGenerator
 from .stylegan2 import MappingNetwork, StyleGAN2Discriminator, StyleGAN2Generator
+from .stylegan3 import StyleGAN3Generator
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "MappingNetwork",
-           "SNGANDiscriminator", "SNGANGenerator", "StyleGAN2Discriminator", "StyleGAN2Generator"]
+           "SNGANDiscriminator", "SNGANGenerator", "StyleGAN2Discriminator", "StyleGAN2Generator",
+           "StyleGAN3Generator"]

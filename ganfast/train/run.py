@@ -9,8 +9,9 @@ import torch.distributed as dist
 
 from ..data import Dataset, load_dataset
 from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator,
-                      StyleGAN2Discriminator, StyleGAN2Generator)
+                      StyleGAN2Discriminator, StyleGAN2Generator, StyleGAN3Generator)
 from ..models.conv import RESOLUTIONS as CONV_RESOLUTIONS
+from ..models.stylegan3 import STYLEGAN3_CONFIGS
 from .trainer import TrainConfig, Trainer
 
 # Defaults tuned on CPU (a busy shared 2-core machine, 1 thread): ring8 seed 0 had 8/8 modes from step 1000 and
@@ -26,7 +27,10 @@ DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(
 DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
     batch_size=32, lr_g=2.5e-3, lr_d=2.5e-3, betas=(0.0, 0.99), r1_gamma=0.05, r1_interval=16, pl_weight=2.0,
     pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4))
-MODELS = ("mlp", "dcgan", "sngan", "stylegan2")
+# StyleGAN3 as NVlabs trains it: no path-length penalty; R1 and the rest as StyleGAN2 here (not tuned either).
+DEFAULTS_STYLEGAN3 = dict(steps=3000, config=TrainConfig(**{**DEFAULTS_STYLEGAN2["config"].__dict__,
+                                                             "pl_weight": 0.0}))
+MODELS = ("mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r")
 CPU_SIZED_MAX_RESOLUTION = 32  # StyleGAN2 above this uses StyleGAN2-ADA's ``auto`` configuration
 
 
@@ -57,15 +61,18 @@ def defaults(dataset: Dataset, model: str | None = None) -> dict:
         return DEFAULTS_2D
     if model == "stylegan2" or (model is None and dataset.sample_shape[-1] not in CONV_RESOLUTIONS):
         return {"model": "stylegan2", **DEFAULTS_STYLEGAN2}
+    if model in ("stylegan3-t", "stylegan3-r"):
+        return {"model": model, **DEFAULTS_STYLEGAN3}
     return DEFAULTS_IMAGE
 
 
 def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbase: int | None = None,
                  cmax: int | None = None, map_layers: int | None = None, fp16_res: int | None = None,
-                 auto: dict | None = None):
+                 auto: dict | None = None, batch_size: int = 32):
     """``(G, D)`` for a model name and a data set (its shape decides sizes and channels). StyleGAN2 takes
     ``auto`` keyword arguments (:func:`stylegan2_auto`), then the channel base / maximum, mapping layers and
-    float16 resolutions given here; DCGAN/SNGAN take ``cbase`` as their base width."""
+    float16 resolutions given here; DCGAN/SNGAN take ``cbase`` as their base width. ``batch_size`` sets
+    StyleGAN3's magnitude EMA decay as NVlabs' training does (half-life 20k images)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
@@ -74,7 +81,7 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
         return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0]), \
             MLPDiscriminator(dataset.sample_shape[0])
     if model == "mlp":
-        raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan' or 'stylegan2'")
+        raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan', 'stylegan2' or 'stylegan3-*'")
     channels, resolution, _ = dataset.sample_shape
     if model == "stylegan2":
         kw = dict(auto or {})
@@ -86,6 +93,12 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
         return (StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, img_channels=channels, **kw),
                 StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, mbstd_group_size=mbstd,
                                        **shared))
+    if model.startswith("stylegan3"):
+        config, widen = STYLEGAN3_CONFIGS[model[-1]], 2 if model == "stylegan3-r" else 1  # R: twice the channels
+        G = StyleGAN3Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels,
+                               channel_base=cbase or 1024 * widen, channel_max=cmax or 32 * widen,
+                               magnitude_ema_beta=0.5 ** (batch_size / 20e3), **config)
+        return G, StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels)
     if map_layers is not None or fp16_res is not None or cmax is not None:
         raise ValueError(f"--map, --fp16-res and --cmax apply to stylegan2; {model} takes --cbase (base width)")
     widths = {} if cbase is None else {"base_channels": cbase}
@@ -130,7 +143,7 @@ def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int
     config = TrainConfig(**{**fields, **(overrides or {}), "seed": seed})
     torch.manual_seed(seed)
     G, D = build_models(model, dataset, cbase=cbase, cmax=cmax, map_layers=map_layers, fp16_res=fp16_res,
-                        auto=auto and auto["model"])
+                        auto=auto and auto["model"], batch_size=config.batch_size)
     evaluate = None
     if dataset.name == "digits":
         from ..metrics import digits_extractor
