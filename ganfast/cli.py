@@ -1,4 +1,4 @@
-"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``validate`` and ``demo``."""
+"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``metrics``, ``validate``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -56,44 +56,137 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+# ``ganfast train`` options that define a run: stored in its checkpoint, taken from there by ``--resume`` (a
+# different value given with it is an error). Those mapping to TrainConfig fields are in _CONFIG_OPTIONS.
+_DEFINITION_OPTIONS = ("dataset", "model", "resolution", "mirror", "cbase", "cmax", "map", "fp16_res")
+_CONFIG_OPTIONS = {"seed": ("seed",), "batch_size": ("batch_size",), "loss": ("loss",), "lr": ("lr_g", "lr_d"),
+                   "r1_gamma": ("r1_gamma",), "r1_interval": ("r1_interval",), "ema_kimg": ("ema_kimg",),
+                   "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",)}
+# What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics
+# (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
+
+
 def _train_overrides(args) -> dict:
-    names = {"batch_size": "batch_size", "loss": "loss", "lr": ("lr_g", "lr_d"), "r1_gamma": "r1_gamma",
-             "r1_interval": "r1_interval", "ema_kimg": "ema_kimg", "tick": "tick_steps",
-             "snapshot_ticks": "snapshot_ticks", "pl_weight": "pl_weight"}
     overrides = {}
-    for arg, fields in names.items():
+    for arg, fields in _CONFIG_OPTIONS.items():
         value = getattr(args, arg)
-        if value is not None:
-            for field in (fields if isinstance(fields, tuple) else (fields,)):
-                overrides[field] = value
-    if args.bf16:
-        overrides["bf16"] = True
+        if value is not None and arg != "seed":
+            overrides.update(dict.fromkeys(fields, value))
+    if args.snap is not None:
+        overrides.update(snapshot_ticks=args.snap, keep_snapshots=True)
+    if args.metrics:
+        overrides["keep_snapshots"] = True
     return overrides
 
 
+def _option(name: str) -> str:
+    return "--" + {"map": "map", "tick": "tick"}.get(name, name.replace("_", "-"))
+
+
+def _same(given, stored) -> bool:
+    if isinstance(given, float) or isinstance(stored, float):
+        return stored is not None and math.isclose(float(given), float(stored), rel_tol=1e-12)
+    return given == stored
+
+
+def _resumed_run(args, checkpoint: str) -> dict:
+    """The keyword arguments of ``build_trainer`` that continue the run whose checkpoint this is: its stored
+    definition and TrainConfig (with --snap from the command line); a conflicting option given now is a
+    ValueError naming it."""
+    from ganfast.train.checkpoint import checkpoint_extra
+    extra = checkpoint_extra(checkpoint)
+    run, config = extra.get("run"), extra.get("config")
+    if not isinstance(run, dict) or not isinstance(config, dict) or not run:
+        raise ValueError(f"resume: {checkpoint} does not record its run's definition (written by an older "
+                         "ganfast); continue it with the Python API (Trainer.resume)")
+    given = {name: getattr(args, name) for name in (*_DEFINITION_OPTIONS, *_CONFIG_OPTIONS)
+             if getattr(args, name, None) is not None}
+    if "dataset" in given and given["dataset"] not in ("ring8", "grid25", "digits"):
+        given["dataset"] = os.path.abspath(given["dataset"])
+    if any(name in given and not _same(given[name], run.get(name)) for name in ("model", "resolution")):
+        shape = f"at {run['resolution']}x{run['resolution']} px" if run.get("resolution") else "on 2-D data"
+        asked = ", ".join(f"{_option(n)} {given[n]}" for n in ("model", "resolution") if n in given)
+        raise ValueError(f"resume: the checkpoint in {args.out} holds a {run['model']} model {shape}; "
+                         f"{asked} does not match it (drop the option, or start a new run)")
+    for name, value in given.items():
+        stored = [config.get(f) for f in _CONFIG_OPTIONS[name]] if name in _CONFIG_OPTIONS else [run.get(name)]
+        if not all(_same(value, s) for s in stored):
+            raise ValueError(f"resume: {_option(name)} {value} conflicts with the run's {stored[0]}; a resumed "
+                             "run keeps its definition (only --steps/--kimg, --snap, --device, --threads and "
+                             "--metrics may change)")
+    overrides = {k: v for k, v in config.items() if k not in ("seed", "snapshot_ticks", "keep_snapshots")}
+    overrides.update(snapshot_ticks=config.get("snapshot_ticks", 4), keep_snapshots=False)
+    overrides.update({k: v for k, v in _train_overrides(args).items() if k in ("snapshot_ticks", "keep_snapshots")})
+    return {"dataset_name": run["dataset"], "seed": config["seed"], "resolution": run.get("resolution"),
+            "model": run["model"], "mirror": run.get("mirror", False), "cbase": run.get("cbase"),
+            "cmax": run.get("cmax"), "map_layers": run.get("map"), "fp16_res": run.get("fp16_res"),
+            "overrides": overrides}
+
+
 def _cmd_train(args) -> int:
+    import shlex
+
     import torch.distributed as dist
 
+    from ganfast.train.checkpoint import CHECKPOINT_NAME
     from ganfast.train.run import build_trainer, describe, init_distributed
+    if args.resume and args.out is None:
+        raise ValueError("--resume continues the run in --out DIR; --outdir starts new runs")
+    if args.resume and args.init:
+        raise ValueError("--init starts a new run from another run's networks; --resume continues this one")
+    checkpoint = os.path.join(args.out, CHECKPOINT_NAME) if args.out else None
+    resuming = args.resume and os.path.isfile(checkpoint)
+    if args.out and not args.resume and os.path.isdir(args.out) and os.listdir(args.out):
+        raise ValueError(f"--out {args.out} is not empty (an earlier run?); add --resume to continue it, or use "
+                         "another folder (--outdir ROOT makes a new numbered one)")
+    if args.dataset is None and not resuming:
+        raise ValueError("--dataset is required (except with --resume of a run that has a checkpoint)")
     device = init_distributed() if args.device is None else args.device
-    trainer, default_steps = build_trainer(args.dataset, args.out, seed=args.seed, resolution=args.resolution,
-                                           model=args.model, overrides=_train_overrides(args), device=device,
-                                           progress=not args.no_progress, mirror=args.mirror, cbase=args.cbase,
-                                           cmax=args.cmax, map_layers=args.map, fp16_res=args.fp16_res)
+    if resuming:
+        definition = _resumed_run(args, checkpoint)
+    else:
+        definition = {"dataset_name": args.dataset, "seed": args.seed or 0, "resolution": args.resolution,
+                      "model": args.model, "mirror": bool(args.mirror), "cbase": args.cbase, "cmax": args.cmax,
+                      "map_layers": args.map, "fp16_res": args.fp16_res, "overrides": _train_overrides(args)}
+    hook = None
+    if args.metrics:
+        from ganfast.metrics.report import snapshot_metrics_hook
+        hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device)
+    trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
+                                           progress=not args.no_progress, snapshot_hook=hook, **definition)
+    out = trainer.out_dir
+    if args.init and trainer.rank == 0:
+        print(f"init: G, D and G_ema from {args.init}")
+    if args.init:
+        trainer.init_from(args.init)
+        trainer.run["init"] = os.path.abspath(args.init)
     if trainer.rank == 0:
         print(describe(trainer), flush=True)
-    if args.resume and not trainer.resume(missing_ok=True) and trainer.rank == 0:
-        print(f"resume: no checkpoint in {args.out} yet; starting the run from step 0")
+        print(f"run       {out}", flush=True)
+    if resuming:
+        trainer.resume()
+        if trainer.rank == 0:
+            print(f"resumed at step {trainer.step} (kimg {trainer.nimg / 1000:g}) from {out}", flush=True)
+    elif args.resume and trainer.rank == 0:
+        print(f"resume: no checkpoint in {out} yet; starting the run from step 0")
     total = args.steps if args.steps is not None else default_steps
     if args.kimg is not None:
         total = max(1, -(-int(args.kimg * 1000) // trainer.config.batch_size))
     trainer.train(total)
-    if trainer.rank == 0:
+    status = 0
+    if trainer.rank == 0 and trainer.interrupted:
+        again = f"ganfast train --out {shlex.quote(out)} --resume --steps {total}"
+        print(f"{trainer.interrupted}: stopped at step {trainer.step} (kimg {trainer.nimg / 1000:g}); saved "
+              f"G, D, G_ema, optimizers and RNG to {os.path.join(out, CHECKPOINT_NAME)}\nresume with: {again}",
+              flush=True)
+    elif trainer.rank == 0:
         print(f"done: {trainer.step} steps, {trainer.nimg / 1000:.1f} kimg; stats in "
-              f"{args.out}/stats.jsonl, checkpoint in {args.out}/checkpoint.safetensors")
+              f"{out}/stats.jsonl, checkpoint in {out}/checkpoint.safetensors")
+    if trainer.interrupted == "SIGINT":
+        status = 130  # Ctrl-C: the shell's convention (128 + SIGINT); SIGTERM exits 0 so a requeue just resumes
     if dist.is_initialized():
         dist.destroy_process_group()
-    return 0
+    return status
 
 
 def _cmd_demo(args) -> int:
@@ -105,7 +198,7 @@ def _cmd_demo(args) -> int:
     print(format_info(ganfast.info()).splitlines()[0])
     print("loading the digits; the metrics' digit classifier is trained on the first run, then cached")
     trainer, default_steps = build_trainer("digits", args.out, seed=args.seed, device=args.device,
-                                           progress=not args.no_progress)
+                                           progress=not args.no_progress, threads=args.threads)
     print(f"\n== demo: a DCGAN learns scikit-learn's handwritten digits (16x16) on {trainer.device} ==")
     steps = args.steps or default_steps
     before = trainer.evaluate(trainer.G_ema)
@@ -150,6 +243,30 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_metrics(args) -> int:
+    import glob
+
+    import torch
+
+    from ganfast.metrics.report import evaluate_snapshot
+    from ganfast.train.checkpoint import checkpoint_path
+    files = [args.run]
+    if os.path.isdir(args.run):
+        files = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors"))) or \
+            [checkpoint_path(args.run)]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache: dict = {}
+    for path in files:
+        for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception, device=device,
+                                        cache=cache):
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
+            print(f"{record['metric']} of {record['snapshot']} (kimg {record['kimg']:g}, {record['features']} "
+                  f"features): {shown}")
+    print(f"appended to {', '.join(f'metric-{n}.jsonl' for n in args.metrics)} in "
+          f"{os.path.dirname(os.path.abspath(files[0]))}")
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from ganfast.validate import summary, validate
     report = validate(args.synthetic, args.real, holdout=args.holdout, out=args.out, max_samples=args.max_samples,
@@ -161,18 +278,41 @@ def _cmd_validate(args) -> int:
     return 0
 
 
-def _set_threads(threads: int | None, device: str | None) -> None:
-    """CPU training defaults to 1 torch thread: these small models ran 10-15x faster with 1 than with 2 threads
-    on a busy 2-core machine (measured: ring8 12.4 vs 0.85 steps/s), and torchrun processes share the cores."""
-    import torch
-    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
-    if threads is not None or on_cpu:
-        torch.set_num_threads(threads or 1)
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows each option's default (those that are not None or False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=_Formatter, **kwargs)
+
+
+def _metric_list(text: str) -> list[str]:
+    """An argparse type: comma-separated metric names (``ganfast.metrics.report.parse_metric``)."""
+    from ganfast.metrics.report import parse_metric
+    names = [n for n in text.replace(" ", "").split(",") if n]
+    try:
+        for name in names:
+            parse_metric(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("no metric named")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ganfast import __version__
+    from ganfast.sampling import DEFAULT_SAMPLE_BATCH
     parser = argparse.ArgumentParser(prog="ganfast", description="Fused kernels for GAN training and sampling.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"ganfast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("info", help="what was built and which kernel each op uses")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_info)
@@ -184,23 +324,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("train", help="train a GAN: ring8, grid25, digits or your own images / .npz")
-    p.add_argument("--dataset", required=True, help="ring8, grid25, digits, an image folder, a .zip or a .npz")
-    p.add_argument("--out", required=True, help="run folder: stats.jsonl, samples-*.png, checkpoint.safetensors")
+    p.add_argument("--dataset", help="ring8, grid25, digits, an image folder, a .zip or a .npz (a resumed run "
+                   "knows its own)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the run folder (stats.jsonl, samples-*.png, checkpoint.safetensors); it must "
+                       "be empty or new, unless --resume")
+    where.add_argument("--outdir", help="a folder of runs: this run gets a new numbered folder <NNNNN>-<data>-<model>")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=POSITIVE_INT,
                         help="total steps (default: 8000 for 2-D data, 3000 for images)")
     length.add_argument("--kimg", type=POSITIVE, help="total thousands of real images shown")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, help="seed of the weights, latents and data order (default 0)")
     p.add_argument("--batch-size", type=POSITIVE_INT, help="global batch (default: 256 for 2-D data, 64 for images)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
-                   "(none yet, e.g. killed before the first snapshot: start afresh)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the "
+                   "run's own definition (none yet, e.g. killed before the first snapshot: start afresh)")
+    p.add_argument("--init", help="fine-tune: start from the G, D and G_ema of this run folder, checkpoint or "
+                   "network snapshot (not its optimizer state or step)")
     p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r"],
                    help="default: mlp for 2-D data, dcgan for 16-128 px images, else stylegan2 (above 32 px with "
                    "StyleGAN2-ADA's auto widths, batch and R1 gamma)")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
     p.add_argument("--resolution", type=_resolution, help="image size, a power of two (default: the data set's "
                    "own, 16 for digits); other sizes are resized, non-square images centre-cropped")
-    p.add_argument("--mirror", action="store_true", help="add x-flipped copies of the images (doubles the set)")
+    p.add_argument("--mirror", action="store_true", default=None,
+                   help="add x-flipped copies of the images (doubles the set)")
     p.add_argument("--cbase", type=POSITIVE_INT, help="stylegan2: channel base (channels = min(cbase / res, cmax)); "
                    "dcgan/sngan: base width")
     p.add_argument("--cmax", type=POSITIVE_INT, help="stylegan2: most channels of a layer")
@@ -213,9 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r1-gamma", type=NONNEGATIVE, help="R1 weight (0: off)")
     p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")
     p.add_argument("--ema-kimg", type=NONNEGATIVE, help="EMA generator half-life in thousands of images")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for G and D")
-    p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record)")
-    p.add_argument("--snapshot-ticks", type=POSITIVE_INT, help="ticks between sample pictures and checkpoints")
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast for G and D")
+    p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record; default: 500 for "
+                   "2-D data, 250 for images)")
+    p.add_argument("--snap", "--snapshot-ticks", type=POSITIVE_INT, dest="snap",
+                   help="ticks between sample pictures and checkpoints (default 4); given, each of them also keeps "
+                   "network-snapshot-<kimg>.safetensors")
+    p.add_argument("--metrics", type=_metric_list, help="comma-separated, computed at each snapshot into "
+                   "metric-<name>.jsonl: fid50k_full, kid50k_full, pr50k3_full, fd50k_full (digits features "
+                   "without an Inception file), or smaller counts such as fd2k, kid500")
+    p.add_argument("--inception", help="TorchScript Inception file for fid/kid/pr (default: $GANFAST_INCEPTION; "
+                   "nothing is downloaded)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
@@ -225,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
     p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"])
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
-    p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 generators)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULT_SAMPLE_BATCH)
+    p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 and StyleGAN3 "
+                   "generators)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], help="StyleGAN2 generators (default const)")
     p.add_argument("--shard", default="0/1", help="i/n: write the i-th of n disjoint shards (torchrun splits further)")
     p.add_argument("--shard-size", type=POSITIVE_INT, default=1000, help="images per npz/tar file")
@@ -237,6 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)
+    p = sub.add_parser("metrics", help="FID/KID/precision-recall of a run's network snapshots (or one file)")
+    p.add_argument("--run", required=True, help="a run folder (each network-snapshot-*.safetensors, else its "
+                   "checkpoint) or one snapshot / checkpoint file")
+    p.add_argument("--metrics", required=True, type=_metric_list, help="comma-separated, e.g. fid50k_full,"
+                   "kid50k_full,pr50k3_full; fd/kid/pr with small counts (fd1k) for quick checks")
+    p.add_argument("--data", help="the real data (default: the run's own data set)")
+    p.add_argument("--inception", help="TorchScript Inception file (default: $GANFAST_INCEPTION)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")
+    p.set_defaults(func=_cmd_metrics)
     p = sub.add_parser("validate", help="fidelity, utility (TSTR/TRTR) and privacy (memorisation) of synthetic data")
     p.add_argument("--synthetic", required=True, help="a `ganfast sample` folder (png, npz or webdataset), a folder "
                    "of images, or a run folder / checkpoint together with --seeds")
@@ -266,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    if args.command in ("train", "demo", "validate"):
-        _set_threads(args.threads, args.device)
+    if args.command in ("train", "demo", "validate", "metrics"):
+        from ganfast.train.trainer import set_threads
+        set_threads(args.threads, args.device)
         import warnings
         warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # data set notices, one line
     try:

@@ -197,6 +197,9 @@ def _image_errors(name: str):
     from PIL import Image
     try:
         yield
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"dataset: {name!r} is not a PNG or JPEG image (its bytes are neither, whatever its "
+                         "name says)") from None
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, zipfile.BadZipFile,
             Image.DecompressionBombError) as exc:
         raise ValueError(f"dataset: {name!r} is not a readable PNG/JPEG image of a sane size ({exc})") from None
@@ -289,7 +292,10 @@ class _Zip:
 
     def __init__(self, path: str):
         self.path = path
-        self.zf = zipfile.ZipFile(path)
+        try:
+            self.zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ValueError(f"dataset: {path!r} is not a readable zip file ({exc})") from None
         self.lock = threading.Lock()
         infos = sorted((i for i in self.zf.infolist() if i.filename.lower().endswith(IMAGE_EXTENSIONS)),
                        key=lambda i: i.filename)

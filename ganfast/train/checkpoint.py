@@ -268,3 +268,8 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema",
     G = _build_to_fit(path, spec, stored)
     _load_state(path, which, G, _read_tensors(path, meta, prefix))
     return G.to(device).eval().requires_grad_(False)
+
+
+def checkpoint_extra(path: str | os.PathLike) -> dict:
+    """The ``extra`` object of a checkpoint (a file or a run folder), read from its metadata without its tensors."""
+    return _read_meta(checkpoint_path(path))["extra"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -120,14 +121,35 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
-def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int | None = None,
+def new_run_folder(root: str, data: str, model: str) -> str:
+    """Creates ``root/<NNNNN>-<data>-<model>`` with the next free number (one above the highest there) and
+    returns it. ``os.mkdir`` fails when the name exists, so of runs starting at once each gets its own folder."""
+    os.makedirs(root, exist_ok=True)
+    data = re.sub(r"[^A-Za-z0-9_.]+", "_", os.path.splitext(os.path.basename(os.path.normpath(data)))[0]) or "data"
+    taken = [int(m.group(1)) for m in (re.match(r"(\d+)-", name) for name in os.listdir(root)) if m]
+    number = max(taken, default=-1) + 1
+    while True:
+        path = os.path.join(root, f"{number:05d}-{data}-{model}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            number += 1
+
+
+def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resolution: int | None = None,
                   model: str | None = None, overrides: dict | None = None, device=None, progress: bool = True,
                   eval_samples: int = 1000, mirror: bool = False, cbase: int | None = None, cmax: int | None = None,
                   map_layers: int | None = None, fp16_res: int | None = None,
-                  cache_dir: str | None = None) -> tuple[Trainer, int]:
-    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields.
+                  cache_dir: str | None = None, outdir: str | None = None, threads: int | None = None,
+                  snapshot_hook=None) -> tuple[Trainer, int]:
+    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields. With
+    ``outdir`` (and ``out`` None) the run gets a new numbered folder there (:func:`new_run_folder`). The run's
+    definition (data set, model and its options, resolution, x-flips) is kept in ``trainer.run``.
 
     Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
+    if (out is None) == (outdir is None):
+        raise ValueError("give either out (a run folder) or outdir (a folder of numbered runs)")
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     for turn in (0, 1):
         if (rank == 0) == (turn == 0):
@@ -150,7 +172,17 @@ def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int
         from .evaluators import image_evaluator
         real = dataset.batch(torch.arange(dataset.num_stored))  # the 1797 digits: small enough as float
         evaluate = image_evaluator(real, digits_extractor(dataset.sample_shape[-1]), G.z_dim, eval_samples, seed)
-    trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress)
+    if out is None:
+        made = [new_run_folder(outdir, dataset_name, model) if rank == 0 else None]
+        if world_size > 1:
+            dist.broadcast_object_list(made)
+        out = made[0]
+    builtin = dataset_name in ("ring8", "grid25", "digits")
+    run = {"dataset": dataset_name if builtin else os.path.abspath(dataset_name),
+           "model": model, "resolution": None if dataset.is_2d else dataset.sample_shape[-1], "mirror": mirror,
+           "cbase": cbase, "cmax": cmax, "map": map_layers, "fp16_res": fp16_res}
+    trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress,
+                      threads=threads, run=run, snapshot_hook=snapshot_hook)
     return trainer, base["steps"]
 
 

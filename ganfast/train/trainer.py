@@ -1,12 +1,15 @@
 """``Trainer``: the training loop over the functional step API, with EMA, ticks, snapshots and exact resume."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import math
 import operator
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,6 +27,9 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .visual import save_image_grid, save_scatter
 
 STATS = "stats.jsonl"
+SNAPSHOT_PATTERN = "network-snapshot-{kimg:06d}.safetensors"  # the networks kept every ``snapshot_ticks`` ticks
+RECALL_FLOOR = 0.1  # a k-NN recall of the real features below this raises the collapse alarm
+CLASS_COVERAGE_FLOOR = 0.05  # a class of which the fakes cover a smaller share of its reals counts as dropped
 
 
 @dataclass
@@ -34,7 +40,9 @@ class TrainConfig:
     half-life in kimg.
 
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
-    ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written.
+    ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written, and with
+    ``keep_snapshots`` a ``network-snapshot-<kimg>.safetensors`` (G, D, G_ema and their specs) that later
+    snapshots do not overwrite.
     """
 
     batch_size: int = 64
@@ -55,6 +63,7 @@ class TrainConfig:
     snapshot_ticks: int = 10
     collapse_ratio: float = 0.5
     num_fixed: int = 64
+    keep_snapshots: bool = False
 
     def __post_init__(self):
         """Each field checked and made a plain Python value (numpy or torch scalars from a sweep are fine), so
@@ -75,9 +84,10 @@ class TrainConfig:
         self.betas = betas
         if self.ema_rampup is not None:
             self.ema_rampup = _checked_number("ema_rampup", self.ema_rampup, low=0, strict=True)
-        if not isinstance(self.bf16, (bool, np.bool_)):
-            raise ValueError(f"TrainConfig.bf16 must be True or False, got {self.bf16!r}")
-        self.bf16 = bool(self.bf16)
+        for name in ("bf16", "keep_snapshots"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
+            setattr(self, name, bool(getattr(self, name)))
 
 
 def _checked_number(name: str, value, integer: bool = False, low: float = 0, strict: bool = False):
@@ -102,6 +112,33 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def set_threads(threads: int | None, device) -> None:
+    """The thread policy of ``ganfast train`` and of :class:`Trainer`: ``threads`` torch CPU threads when given,
+    else 1 when running on the CPU. These small models ran 10-15x faster with 1 than with 2 threads on a busy
+    2-core machine (measured: ring8 12.4 vs 0.85 steps/s), and torchrun processes share the cores."""
+    on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+    if threads is not None or on_cpu:
+        torch.set_num_threads(threads or 1)
+
+
+def check_device(device: torch.device) -> None:
+    """A ValueError naming the device when it is CUDA and this torch sees no CUDA device."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {str(device)!r} was asked for, but torch sees no CUDA device "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use cpu")
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process (MiB, from getrusage) and, on CUDA, peak allocated device memory."""
+    import resource
+    import sys
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    peak = {"peak_rss_mib": round(rss, 1)}
+    if device.type == "cuda":
+        peak["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / (1 << 20), 1)
+    return peak
+
+
 def diversity(samples: torch.Tensor) -> float:
     """Mean pairwise Euclidean distance between (flattened) samples: it falls when a generator collapses."""
     flat = samples.detach().double().flatten(1)
@@ -119,14 +156,35 @@ class Trainer:
     group is initialised) each rank takes ``batch_size / world_size`` samples and gradients are averaged.
 
     ``evaluate(G_ema) -> dict`` adds metrics to each tick's record (for 2-D mixtures the mode metrics are
-    computed without it).
+    computed without it); a ``recall`` it returns feeds the collapse alarm, as does a ``classes_dropped`` list.
+    ``snapshot_hook(path)`` runs after each network snapshot (``ganfast train --metrics``). ``threads``: torch
+    CPU threads, as :func:`set_threads` (1 on the CPU unless given). ``run`` is the run's definition as
+    ``ganfast train`` built it, stored in the checkpoint for ``--resume``.
+
+    :meth:`train` stops cleanly on SIGTERM or a first Ctrl-C (SIGINT): it finishes the step, writes the
+    checkpoint and sets ``interrupted`` to the signal's name; a second Ctrl-C raises KeyboardInterrupt.
     """
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, dataset: Dataset, out_dir: str,
                  config: TrainConfig | None = None, device: str | torch.device | None = None,
-                 evaluate: Callable[[torch.nn.Module], dict] | None = None, progress: bool = True):
+                 evaluate: Callable[[torch.nn.Module], dict] | None = None, progress: bool = True,
+                 threads: int | None = None, run: dict | None = None,
+                 snapshot_hook: Callable[[str], None] | None = None):
+        for name, value, kind in (("G", G, torch.nn.Module), ("D", D, torch.nn.Module), ("dataset", dataset, Dataset)):
+            if not isinstance(value, kind):
+                raise TypeError(f"Trainer: {name} must be a {kind.__module__}.{kind.__name__}, got "
+                                f"{type(value).__name__} (a tensor of samples becomes a data set with "
+                                f"ganfast.data.Dataset(name, tensor))")
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
         self.config = cfg = config or TrainConfig()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError as exc:
+            raise ValueError(f"device: {device!r} is not a device ({exc})") from None
+        check_device(self.device)
+        set_threads(threads, self.device)
+        self.run, self.snapshot_hook, self.interrupted = dict(run or {}), snapshot_hook, None
         self.rank, self.world_size = _world()
         if cfg.batch_size % self.world_size:
             raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the world size ({self.world_size})")
@@ -141,7 +199,7 @@ class Trainer:
         self.order = DataOrder(dataset, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.loader = BatchLoader(dataset, self.order, self.device)
         self.step, self.nimg, self.tick = 0, 0, 0
-        self.best_diversity = 0.0
+        self.best_diversity, self.best_recall = 0.0, 0.0
         gen = torch.Generator().manual_seed(cfg.seed + 7919)
         num_fixed = 2048 if dataset.is_2d else cfg.num_fixed
         self.fixed_z = torch.randn(num_fixed, G.z_dim, generator=gen)
@@ -183,7 +241,9 @@ class Trainer:
         return stats
 
     def train(self, total_steps: int) -> None:
-        """Trains until ``self.step == total_steps`` (ticks, snapshots and the final checkpoint included)."""
+        """Trains until ``self.step == total_steps`` (ticks, snapshots and the final checkpoint included), or until
+        SIGTERM / a first Ctrl-C: then the step in progress is finished, the checkpoint written and
+        ``self.interrupted`` set to "SIGTERM" or "SIGINT" (signals are caught only in the main thread)."""
         try:
             steps_asked = operator.index(total_steps)
         except TypeError:
@@ -192,35 +252,80 @@ class Trainer:
             raise ValueError(f"total_steps must be an integer >= 0, got {total_steps!r}")
         total_steps = steps_asked
         from tqdm.auto import tqdm
+        if self.step == 0 and self.rank == 0:
+            self.save_start_pictures()
         bar = tqdm(total=total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
         tick_start, tick_nimg = time.perf_counter(), self.nimg
-        while self.step < total_steps:
-            self._tick_stats.append(self.train_step())
-            bar.update(1)
-            if self.step % 10 == 0 or self.step == total_steps:
-                last = self._tick_stats[-1]
-                rate = (self.nimg - tick_nimg) / max(time.perf_counter() - tick_start, 1e-9)
-                bar.set_postfix_str(f"{rate:.0f} img/s, {self.nimg / 1000:.1f} kimg, "
-                                    f"G {last['loss_g']:.3f}, D {last['loss_d']:.3f}")
-            done = self.step == total_steps
-            if self.step % self.config.tick_steps == 0 or done:
-                elapsed = time.perf_counter() - tick_start
-                self._end_tick((self.nimg - tick_nimg) / max(elapsed, 1e-9), bar.write)
-                snapshot = self.tick % self.config.snapshot_ticks == 0
-                if snapshot or done:
-                    self.save_samples()
-                    self.save()
-                tick_start, tick_nimg = time.perf_counter(), self.nimg
+        self.interrupted = None
+        with self._stop_on_signals(bar.write) as stop:
+            while self.step < total_steps:
+                self._tick_stats.append(self.train_step())
+                bar.update(1)
+                if self.step % 10 == 0 or self.step == total_steps:
+                    last = self._tick_stats[-1]
+                    rate = (self.nimg - tick_nimg) / max(time.perf_counter() - tick_start, 1e-9)
+                    bar.set_postfix_str(f"{rate:.0f} img/s, {self.nimg / 1000:.1f} kimg, "
+                                        f"G {last['loss_g']:.3f}, D {last['loss_d']:.3f}")
+                done = self.step == total_steps
+                if self.step % self.config.tick_steps == 0 or done:
+                    elapsed = time.perf_counter() - tick_start
+                    self._end_tick(elapsed, self.nimg - tick_nimg, bar.write)
+                    snapshot = self.tick % self.config.snapshot_ticks == 0
+                    if snapshot or done:
+                        self.save_samples()
+                        self.save()
+                    if snapshot and self.config.keep_snapshots:
+                        self.save_snapshot()
+                    tick_start, tick_nimg = time.perf_counter(), self.nimg
+                if not done and self._agree(stop[0] is not None):
+                    self.interrupted = stop[0] or "SIGTERM"
+                    self.save()  # the partial tick's statistics are dropped; the run resumes exactly
+                    break
         bar.close()
 
+    def _agree(self, flag: bool) -> bool:
+        """Whether any rank has ``flag`` set (all ranks stop at the same step)."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return bool(t.item())
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self, log: Callable[[str], None]):
+        """Within it, SIGTERM and a first SIGINT set ``stop[0]`` to the signal's name (the loop then stops after
+        its step); a second SIGINT raises KeyboardInterrupt. Previous handlers are restored on exit."""
+        stop: list[str | None] = [None]
+        if threading.current_thread() is not threading.main_thread():
+            yield stop
+            return
+
+        def handle(signum, frame):
+            name = signal.Signals(signum).name
+            if name == "SIGINT" and stop[0] == "SIGINT":
+                raise KeyboardInterrupt
+            if stop[0] is None and self.rank == 0:
+                log(f"{name}: finishing step {self.step + 1}, then writing the checkpoint"
+                    + (" (Ctrl-C again aborts without saving)" if name == "SIGINT" else ""))
+            stop[0] = stop[0] or name
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield stop
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     # -- ticks: statistics, health monitors, evaluation ----------------------------------------------------------
-    def _end_tick(self, img_per_s: float, log: Callable[[str], None]) -> None:
+    def _end_tick(self, seconds: float, images: int, log: Callable[[str], None]) -> None:
         self.tick += 1
         rows, self._tick_stats = self._tick_stats, []
         if self.rank != 0:
             return
-        record = {"tick": self.tick, "step": self.step, "kimg": self.nimg / 1000, "img_per_s": img_per_s}
+        record = {"tick": self.tick, "step": self.step, "kimg": self.nimg / 1000, "time": time.time(),
+                  "sec_per_tick": seconds, "sec_per_kimg": seconds / max(images, 1) * 1000,
+                  "img_per_s": images / max(seconds, 1e-9), **peak_memory(self.device)}
         for key in ("loss_g", "loss_d", "r1", "d_real_acc", "d_fake_acc", "grad_norm_g", "grad_norm_d"):
             values = [r[key] for r in rows if key in r and r[key] == r[key] and abs(r[key]) != float("inf")]
             if values:
@@ -229,26 +334,45 @@ class Trainer:
         samples = self.sample()
         record["diversity"] = diversity(samples)
         record["diversity_real"] = self.real_diversity
-        self.best_diversity = max(self.best_diversity, record["diversity"])
-        record["collapse_alarm"] = record["diversity"] < self.config.collapse_ratio * self.best_diversity
         if self.dataset.modes is not None:
             from ..metrics import mixture_metrics
             record.update(mixture_metrics(samples, self.dataset.modes, self.dataset.std))
         if self.evaluate is not None:
             with self._rng_untouched():
                 record.update(self.evaluate(self.G_ema))
+        reasons = self._collapse_reasons(record)
+        record["collapse_alarm"] = bool(reasons)
         with open(os.path.join(self.out_dir, STATS), "a") as f:
             f.write(json.dumps(record) + "\n")
-        shown = {k: v for k, v in record.items() if k in ("kimg", "img_per_s", "loss_g", "loss_d", "d_real_acc",
-                                                              "d_fake_acc", "modes", "hq", "fd")}
+        shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
+                                                              "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
+                                                              "d_real_acc", "d_fake_acc", "modes", "hq", "fd",
+                                                              "recall")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
         if record["skipped_steps"]:
             log(f"warning: {record['skipped_steps']} updates skipped this tick (non-finite gradients)")
-        if record["collapse_alarm"]:
-            msg = (f"mode-collapse alarm: sample diversity {record['diversity']:.4g} fell below "
-                   f"{self.config.collapse_ratio} x its best {self.best_diversity:.4g}")
-            log("warning: " + msg)
+        if reasons:
+            log("warning: mode-collapse alarm: " + "; ".join(reasons))
+
+    def _collapse_reasons(self, record: dict) -> list[str]:
+        """Why this tick looks like mode collapse or mode dropping (empty: it does not): sample diversity fell
+        below ``collapse_ratio`` x its best; the recall of the real features by the fakes (k-NN) fell likewise or
+        is below ``RECALL_FLOOR``; classes of the data whose reals the fakes hardly cover (``classes_dropped``)."""
+        ratio, reasons = self.config.collapse_ratio, []
+        self.best_diversity = max(self.best_diversity, record["diversity"])
+        if record["diversity"] < ratio * self.best_diversity:
+            reasons.append(f"sample diversity {record['diversity']:.4g} fell below {ratio} x its best "
+                           f"{self.best_diversity:.4g}")
+        recall = record.get("recall")
+        if recall is not None:
+            self.best_recall = max(self.best_recall, recall)
+            if recall < RECALL_FLOOR or recall < ratio * self.best_recall:
+                reasons.append(f"recall of the real data {recall:.3g} (best {self.best_recall:.3g}, floor "
+                               f"{RECALL_FLOOR})")
+        if record.get("classes_dropped"):
+            reasons.append(f"classes the generator dropped: {record['classes_dropped']}")
+        return reasons
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,16 +389,26 @@ class Trainer:
         the training RNG: otherwise a run resumed after a snapshot would not repeat the uninterrupted run."""
         return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
+    def _save_picture(self, samples: torch.Tensor, path: str) -> None:
+        if self.dataset.is_2d:
+            save_scatter(samples, path, self.dataset.modes)
+        else:
+            save_image_grid(samples, path, scale=max(1, 64 // samples.shape[-1]))
+
+    def save_start_pictures(self) -> None:
+        """``reals.png`` (training samples, as many as the fixed latents) and ``fakes_init.png`` (G_ema before
+        training), to compare the later ``samples-*.png`` with."""
+        gen = torch.Generator().manual_seed(self.config.seed + 104723)
+        reals = self.dataset.batch(torch.randperm(len(self.dataset), generator=gen)[:len(self.fixed_z)])
+        self._save_picture(reals, os.path.join(self.out_dir, "reals.png"))
+        self._save_picture(self.sample(), os.path.join(self.out_dir, "fakes_init.png"))
+
     def save_samples(self) -> str | None:
         """Writes ``samples-<step>.png`` (image grid, or scatter plot for 2-D data); returns its path."""
         if self.rank != 0:
             return None
         path = os.path.join(self.out_dir, f"samples-{self.step:07d}.png")
-        samples = self.sample()
-        if self.dataset.is_2d:
-            save_scatter(samples, path, self.dataset.modes)
-        else:
-            save_image_grid(samples, path, scale=max(1, 64 // samples.shape[-1]))
+        self._save_picture(self.sample(), path)
         return path
 
     # -- checkpoints --------------------------------------------------------------------------------------------
@@ -285,17 +419,44 @@ class Trainer:
     def _optimizers(self) -> dict:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
+    def _extra(self) -> dict:
+        return {"step": self.step, "nimg": self.nimg, "tick": self.tick, "best_diversity": self.best_diversity,
+                "best_recall": self.best_recall, "data_order": self.order.state_dict(),
+                "config": dataclasses.asdict(self.config), "world_size": self.world_size, "run": self.run,
+                "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
+
     def save(self, path: str | None = None) -> None:
         """Writes the checkpoint (rank 0; other ranks wait for it)."""
         if self.rank == 0:
-            extra = {"step": self.step, "nimg": self.nimg, "tick": self.tick, "best_diversity": self.best_diversity,
-                     "data_order": self.order.state_dict(), "config": dataclasses.asdict(self.config),
-                     "world_size": self.world_size,
-                     "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
             save_checkpoint(path or os.path.join(self.out_dir, CHECKPOINT_NAME), self._modules(), self._optimizers(),
-                            extra)
+                            self._extra())
         if self.world_size > 1:
             dist.barrier()
+
+    def save_snapshot(self) -> str | None:
+        """Writes ``network-snapshot-<kimg>.safetensors``: G, D and G_ema with their model specs (no optimizer
+        state), which ``load_generator``, ``ganfast sample`` and ``ganfast metrics`` take like a checkpoint.
+        Returns its path on rank 0 after running ``snapshot_hook`` on it."""
+        path = None
+        if self.rank == 0:
+            path = os.path.join(self.out_dir, SNAPSHOT_PATTERN.format(kimg=self.nimg // 1000))
+            save_checkpoint(path, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {}, self._extra())
+            if self.snapshot_hook is not None:
+                with self._rng_untouched():
+                    self.snapshot_hook(path)
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    def init_from(self, path: str) -> None:
+        """Fine-tuning: G, D and G_ema take the weights of another run's checkpoint or snapshot (a file or a run
+        folder); the optimizers, step and RNG stay this run's own."""
+        from .checkpoint import checkpoint_path
+        load_checkpoint(checkpoint_path(path), {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {},
+                        restore_rng=False)
+        steps.broadcast_module(self.G)
+        steps.broadcast_module(self.D)
+        steps.broadcast_module(self.G_ema)
 
     def resume(self, path: str | None = None, missing_ok: bool = False) -> bool:
         """Loads a checkpoint written by :meth:`save` and continues from its step; ``stats.jsonl`` keeps only the
@@ -315,6 +476,7 @@ class Trainer:
             self.order.load_state_dict(extra["data_order"])
             self.step, self.nimg, self.tick = extra["step"], extra["nimg"], extra["tick"]
             self.best_diversity = extra["best_diversity"]
+            self.best_recall = extra.get("best_recall", 0.0)
         elif not missing_ok:
             raise FileNotFoundError(f"resume: no checkpoint at {path!r}")
         if self.rank == 0:
