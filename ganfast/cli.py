@@ -117,7 +117,7 @@ def _resumed_run(args, checkpoint: str) -> dict:
     overrides = {k: v for k, v in config.items() if k not in ("seed", "snapshot_ticks", "keep_snapshots")}
     overrides.update(snapshot_ticks=config.get("snapshot_ticks", 4), keep_snapshots=False)
     overrides.update({k: v for k, v in _train_overrides(args).items() if k in ("snapshot_ticks", "keep_snapshots")})
-    return {"dataset_name": run["dataset"], "seed": config["seed"], "resolution": run.get("resolution"),
+    return {"dataset_name": run["dataset"], "seed": config["seed"], "resolution": run.get("resolution_asked"),
             "model": run["model"], "mirror": run.get("mirror", False), "cbase": run.get("cbase"),
             "cmax": run.get("cmax"), "map_layers": run.get("map"), "fp16_res": run.get("fp16_res"),
             "overrides": overrides}
@@ -379,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="a run folder or its checkpoint.safetensors")
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
-    p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"])
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULT_SAMPLE_BATCH)
+    p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"], help="output files")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULT_SAMPLE_BATCH, help="images per generator call")
     p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 and StyleGAN3 "
                    "generators)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], help="StyleGAN2 generators (default const)")

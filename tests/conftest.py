@@ -18,7 +18,7 @@ def _seed():
 @pytest.fixture
 def one_thread():
     """One torch CPU thread for the test: small models train many times faster single-threaded on a shared CPU
-    (see ganfast.cli._set_threads); the previous setting is restored."""
+    (see ganfast.train.trainer.set_threads); the previous setting is restored."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -155,16 +155,18 @@ def test_truncation_must_be_a_finite_number(tmp_path, psi):
 
 
 def test_a_folder_holds_samples_of_one_kind(tmp_path):
-    """A rerun with the same settings resumes (any shard); other settings or weights are refused by name."""
+    """A rerun with the same settings resumes (any shard of as many); other settings, weights or numbers of shards
+    are refused by name."""
     G, out = TinyG(), tmp_path / "out"
     base = dict(fmt="npz", shard_size=2, progress=False)
     ganfast.write_samples(G, "0-9", out, shard=(0, 2), **base)
     assert ganfast.write_samples(G, "0-9", out, shard=(1, 2), batch_size=3, **base).skipped == 0
-    assert ganfast.write_samples(G, "0-9", out, **base).skipped == 10
+    assert ganfast.write_samples(G, "0-9", out, shard=(0, 2), **base).skipped == 5
     changes = [("seeds", dict(seeds="0-11")), ("truncation_psi", dict(truncation_psi=0.5)),
+               ("shards", dict(shard=(0, 1))),
                ("format", dict(fmt="webdataset")), ("shard_size", dict(shard_size=5)), ("dtype", dict(dtype="bf16"))]
     for key, change in changes:
-        kwargs = {"seeds": "0-9", **base, **change}
+        kwargs = {"seeds": "0-9", **base, "shard": (0, 2), **change}
         with pytest.raises(ValueError, match=f"holds samples written with {key}="):
             ganfast.write_samples(G, kwargs.pop("seeds"), out, **kwargs)
     other = TinyG()
@@ -240,7 +242,7 @@ def test_npz_of_other_seeds_is_not_overwritten(tmp_path):
     ganfast.write_samples(TinyG(), "0-3", tmp_path, fmt="npz", shard_size=4, progress=False)
     path = tmp_path / "seeds00000000-00000003.npz"
     np.savez(path, images=np.zeros((4, 4, 5, 3), np.uint8), seeds=np.array([0, 1, 2, 9]))
-    with pytest.raises(FileExistsError, match="other seeds"):
+    with pytest.raises(FileExistsError, match="holds seeds 0-2,9, not 0-3"):
         ganfast.write_samples(TinyG(), "0-3", tmp_path, fmt="npz", shard_size=4, progress=False)
 
 

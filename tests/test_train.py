@@ -162,7 +162,8 @@ def test_run_outputs_and_checkpoint_contents(tmp_path):
     for key in ("kimg", "img_per_s", "loss_g", "loss_d", "d_real_acc", "d_fake_acc", "grad_norm_g", "grad_norm_d",
                 "modes", "hq", "kl", "diversity", "collapse_alarm", "skipped_steps"):
         assert key in records[-1], key
-    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".png")) == ["samples-0000006.png",
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".png")) == ["fakes_init.png", "reals.png",
+                                                                            "samples-0000006.png",
                                                                             "samples-0000007.png"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]      # the atomic write left nothing
     tensors = load_file(str(tmp_path / "checkpoint.safetensors"))

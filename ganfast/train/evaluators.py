@@ -1,14 +1,32 @@
-"""Per-tick evaluations for image data: Fréchet distance and precision/recall in a feature space."""
+"""Per-tick evaluations for image data: Fréchet distance, precision/recall and per-class coverage in a feature
+space (a fake's class: that of its nearest real)."""
 from __future__ import annotations
 
 import torch
 
 from ..metrics import feature_stats, frechet_distance, precision_recall
 from ..metrics.frechet import Extractor, extract_features
+from ..metrics.neighbours import nearest_neighbours
+
+CLASS_COVERAGE_FLOOR = 0.1  # a class the fakes resemble less than this share of its due counts as dropped
 
 
-def image_evaluator(real: torch.Tensor, extractor: Extractor, z_dim: int, num_samples: int = 1000, seed: int = 0):
-    """A ``Trainer`` ``evaluate`` callback: ``{"fd", "precision", "recall"}`` of ``num_samples`` fakes vs ``real``.
+def class_coverage(real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """For each class c: the share of fakes whose nearest real feature vector is of class c, divided by c's share
+    of the reals (1: the generator draws the class as often as the data holds it; 0: never)."""
+    nearest = nearest_neighbours(fake.double(), real.double(), k=1)[1][:, 0]
+    classes = int(labels.max()) + 1
+    drawn = torch.bincount(labels[nearest], minlength=classes).double() / len(fake)
+    due = torch.bincount(labels, minlength=classes).double() / len(labels)
+    return (drawn / due.clamp_min(1e-12)).tolist()
+
+
+def image_evaluator(real: torch.Tensor, extractor: Extractor, z_dim: int, num_samples: int = 1000, seed: int = 0,
+                    labels: torch.Tensor | None = None):
+    """A ``Trainer`` ``evaluate`` callback: ``{"fd", "precision", "recall"}`` of ``num_samples`` fakes vs ``real``;
+    with class ``labels`` of the reals also ``class_coverage`` (per class, :func:`class_coverage`) and
+    ``classes_dropped`` (those below ``CLASS_COVERAGE_FLOOR``: the mode dropping the trainer's collapse alarm
+    reports).
 
     The fakes come from fixed latents (drawn from ``seed``), so successive ticks are comparable; the real
     features are computed once.
@@ -22,7 +40,12 @@ def image_evaluator(real: torch.Tensor, extractor: Extractor, z_dim: int, num_sa
         device = next(G.parameters()).device
         fake = torch.cat([G(z[i:i + 500].to(device)).float().cpu() for i in range(0, len(z), 500)])
         fake_features = extract_features(extractor, fake)
-        return {"fd": frechet_distance(real_stats, feature_stats(fake_features)),
-                **precision_recall(real_features, fake_features, k=3)}
+        record = {"fd": frechet_distance(real_stats, feature_stats(fake_features)),
+                  **precision_recall(real_features, fake_features, k=3)}
+        if labels is not None:
+            coverage = class_coverage(real_features, fake_features, labels)
+            record["class_coverage"] = coverage
+            record["classes_dropped"] = [c for c, share in enumerate(coverage) if share < CLASS_COVERAGE_FLOOR]
+        return record
 
     return evaluate

@@ -145,7 +145,8 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
                   snapshot_hook=None) -> tuple[Trainer, int]:
     """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields. With
     ``outdir`` (and ``out`` None) the run gets a new numbered folder there (:func:`new_run_folder`). The run's
-    definition (data set, model and its options, resolution, x-flips) is kept in ``trainer.run``.
+    definition (data set, model and its options, resolution and the one asked for, x-flips) is kept in
+    ``trainer.run``.
 
     Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
     if (out is None) == (outdir is None):
@@ -171,7 +172,8 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
         from ..metrics import digits_extractor
         from .evaluators import image_evaluator
         real = dataset.batch(torch.arange(dataset.num_stored))  # the 1797 digits: small enough as float
-        evaluate = image_evaluator(real, digits_extractor(dataset.sample_shape[-1]), G.z_dim, eval_samples, seed)
+        evaluate = image_evaluator(real, digits_extractor(dataset.sample_shape[-1]), G.z_dim, eval_samples, seed,
+                                   labels=dataset.labels)
     if out is None:
         made = [new_run_folder(outdir, dataset_name, model) if rank == 0 else None]
         if world_size > 1:
@@ -179,7 +181,8 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
         out = made[0]
     builtin = dataset_name in ("ring8", "grid25", "digits")
     run = {"dataset": dataset_name if builtin else os.path.abspath(dataset_name),
-           "model": model, "resolution": None if dataset.is_2d else dataset.sample_shape[-1], "mirror": mirror,
+           "model": model, "resolution": None if dataset.is_2d else dataset.sample_shape[-1],
+           "resolution_asked": resolution, "mirror": mirror,
            "cbase": cbase, "cmax": cmax, "map": map_layers, "fp16_res": fp16_res}
     trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress,
                       threads=threads, run=run, snapshot_hook=snapshot_hook)

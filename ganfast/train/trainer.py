@@ -29,7 +29,6 @@ from .visual import save_image_grid, save_scatter
 STATS = "stats.jsonl"
 SNAPSHOT_PATTERN = "network-snapshot-{kimg:06d}.safetensors"  # the networks kept every ``snapshot_ticks`` ticks
 RECALL_FLOOR = 0.1  # a k-NN recall of the real features below this raises the collapse alarm
-CLASS_COVERAGE_FLOOR = 0.05  # a class of which the fakes cover a smaller share of its reals counts as dropped
 
 
 @dataclass
@@ -41,7 +40,7 @@ class TrainConfig:
 
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written, and with
-    ``keep_snapshots`` a ``network-snapshot-<kimg>.safetensors`` (G, D, G_ema and their specs) that later
+    ``keep_snapshots`` also a ``network-snapshot-<kimg>.safetensors`` (G, D, G_ema and their specs) that later
     snapshots do not overwrite.
     """
 
@@ -275,7 +274,7 @@ class Trainer:
                     if snapshot or done:
                         self.save_samples()
                         self.save()
-                    if snapshot and self.config.keep_snapshots:
+                    if (snapshot or done) and self.config.keep_snapshots:
                         self.save_snapshot()
                     tick_start, tick_nimg = time.perf_counter(), self.nimg
                 if not done and self._agree(stop[0] is not None):
