@@ -60,6 +60,8 @@ def _train_overrides(args) -> dict:
                 overrides[field] = value
     if args.bf16:
         overrides["bf16"] = True
+    if args.cond:
+        overrides["cond"] = True
     return overrides
 
 
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")
     p.add_argument("--ema-kimg", type=NONNEGATIVE, help="EMA generator half-life in thousands of images")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for G and D")
+    p.add_argument("--cond", action="store_true", help="conditional GAN on the data set's labels (classes or "
+                   "label vectors); an error if it has none")
     p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record)")
     p.add_argument("--snapshot-ticks", type=POSITIVE_INT, help="ticks between sample pictures and checkpoints")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")

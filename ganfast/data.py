@@ -44,13 +44,35 @@ class Dataset:
     """An in-memory data set: ``data`` is ``(N, 2)`` points or ``(N, C, H, W)`` images in [-1, 1].
 
     ``modes``/``std`` are the mixture centres and standard deviation for the 2-D Gaussian mixtures (None
-    otherwise); the 2-D metrics use them.
+    otherwise); the 2-D metrics use them. ``labels``: None, int64 class indices ``(N,)`` (0..K-1) or float32
+    label vectors ``(N, D)``.
     """
 
     name: str
     data: torch.Tensor
     modes: torch.Tensor | None = None
     std: float | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def c_dim(self) -> int:
+        """0 without labels, the number of classes K for class labels, D for label vectors."""
+        if self.labels is None:
+            return 0
+        return int(self.labels.max()) + 1 if self.labels.dim() == 1 else self.labels.shape[1]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.c_dim if self.labels is not None and self.labels.dim() == 1 else None
+
+    def label_vectors(self, indices: torch.Tensor) -> torch.Tensor:
+        """float32 ``(len(indices), c_dim)``: one-hot rows for class labels, the label vectors themselves else."""
+        if self.labels is None:
+            return torch.zeros(len(indices), 0)
+        rows = self.labels[indices]
+        if rows.dim() == 1:
+            return F.one_hot(rows, self.c_dim).float()
+        return rows.float()
 
     @property
     def is_2d(self) -> bool:
@@ -244,7 +266,8 @@ def load_dataset(name: str, resolution: int = 16, seed: int = 0) -> Dataset:
         modes = grid25_modes()
         return Dataset(name, gaussian_mixture(modes, GRID25_STD, MIXTURE_SIZE, seed), modes, GRID25_STD)
     if name == "digits":
-        return Dataset(name, digits(resolution))
+        images, labels = digits_with_labels(resolution)
+        return Dataset(name, images, labels=labels)
     if os.path.isdir(name):
         return Dataset(name, image_folder(name, resolution))
     if not os.path.isfile(name):
@@ -281,12 +304,16 @@ class DataOrder:
             self._perm = torch.randperm(len(self.data), generator=gen)
         return self._perm
 
-    def next_batch(self) -> torch.Tensor:
+    def next_indices(self) -> torch.Tensor:
+        """The data set rows of this rank's share of the next batch."""
         if self.index + self.batch_size > len(self.data):
             self.epoch, self.index, self._perm = self.epoch + 1, 0, None
         rows = self._permutation()[self.index:self.index + self.batch_size]
         self.index += self.batch_size
-        return self.data[rows[self.rank::self.world_size]]
+        return rows[self.rank::self.world_size]
+
+    def next_batch(self) -> torch.Tensor:
+        return self.data[self.next_indices()]
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "epoch": self.epoch, "index": self.index, "batch_size": self.batch_size}

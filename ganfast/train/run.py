@@ -33,23 +33,24 @@ def defaults(dataset: Dataset, model: str | None = None) -> dict:
     return DEFAULTS_2D if dataset.is_2d else DEFAULTS_IMAGE
 
 
-def build_models(model: str, dataset: Dataset, z_dim: int | None = None):
-    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels)."""
+def build_models(model: str, dataset: Dataset, z_dim: int | None = None, c_dim: int = 0):
+    """``(G, D)`` for a model name and a data set (its shape decides sizes and channels); ``c_dim`` > 0 makes
+    them conditional on labels of that dimension."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
         if model != "mlp":
             raise ValueError(f"model: 2-D data needs 'mlp'; got {model!r}")
-        return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0]), \
-            MLPDiscriminator(dataset.sample_shape[0])
+        return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0], c_dim=c_dim), \
+            MLPDiscriminator(dataset.sample_shape[0], c_dim=c_dim)
     if model == "mlp":
         raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan' or 'stylegan2'")
     channels, resolution, _ = dataset.sample_shape
     if model == "stylegan2":
-        return (StyleGAN2Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels),
-                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels))
-    G = DCGANGenerator(z_dim or 64, resolution, channels)
-    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels)
+        return (StyleGAN2Generator(z_dim=z_dim or 64, c_dim=c_dim, img_resolution=resolution, img_channels=channels),
+                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, c_dim=c_dim))
+    G = DCGANGenerator(z_dim or 64, resolution, channels, c_dim=c_dim)
+    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels, c_dim=c_dim)
     return G, D
 
 
@@ -69,16 +70,25 @@ def init_distributed() -> torch.device:
 def build_trainer(dataset_name: str, out: str, *, seed: int = 0, resolution: int = 16, model: str | None = None,
                   overrides: dict | None = None, device=None, progress: bool = True,
                   eval_samples: int = 1000) -> tuple[Trainer, int]:
-    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields."""
+    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields (``cond``:
+    conditional models on the data set's labels)."""
     dataset = load_dataset(dataset_name, resolution=resolution, seed=seed)
     base = defaults(dataset, model)
     config = TrainConfig(**{**base["config"].__dict__, **(overrides or {}), "seed": seed})
+    if config.cond and dataset.labels is None:
+        raise ValueError(f"--cond: the data set {dataset_name!r} has no labels (give a dataset.json with labels, or "
+                         "a .npz with a 'labels' array)")
     torch.manual_seed(seed)
-    G, D = build_models(model or base["model"], dataset)
+    G, D = build_models(model or base["model"], dataset, c_dim=dataset.c_dim if config.cond else 0)
     evaluate = None
     if dataset.name == "digits":
-        from ..metrics import digits_extractor
+        from ..metrics import digits_extractor, digits_predictor
         from .evaluators import image_evaluator
-        evaluate = image_evaluator(dataset.data, digits_extractor(resolution), G.z_dim, eval_samples, seed)
+        fake_c = None
+        if config.cond:  # labels of data set rows drawn once, so successive ticks are comparable
+            rows = torch.randint(len(dataset), (eval_samples,), generator=torch.Generator().manual_seed(seed + 3))
+            fake_c = dataset.label_vectors(rows)
+        evaluate = image_evaluator(dataset.data, digits_extractor(resolution), G.z_dim, eval_samples, seed,
+                                   fake_c=fake_c, classify=digits_predictor(resolution) if config.cond else None)
     trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress)
     return trainer, base["steps"]
