@@ -239,6 +239,9 @@ def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
             raise ValueError(f"c must be a float tensor (one row per seed, {c_dim} columns); got {c.dtype} "
                              f"{tuple(c.shape)}")
         return c, None
+    if getattr(G, "label_vectors", False):
+        raise ValueError(f"{type(G).__name__} was trained on label vectors, not classes: give c as a float tensor "
+                         f"(one row of {c_dim} per seed) to ganfast.sample")
     c = parse_class(c)
     if isinstance(c, int):
         if c >= c_dim:

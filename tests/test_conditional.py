@@ -325,3 +325,18 @@ def test_cli_sample_class_from_a_conditional_run(tmp_path, capsys, one_thread):
         with pytest.raises(SystemExit):
             main(["sample", "--checkpoint", str(run), "--seeds", "0-1", "--out", str(tmp_path / "x"), "--class", bad])
         assert message in capsys.readouterr().err
+
+
+def test_label_vectors_train_and_must_be_given_when_sampling(tmp_path, one_thread):
+    vectors = torch.rand(32, 2)
+    dataset = Dataset("vectors", torch.rand(32, 1, 16, 16) * 2 - 1, labels=vectors)
+    assert dataset.c_dim == 2 and dataset.num_classes is None
+    torch.testing.assert_close(dataset.label_vectors(torch.tensor([3, 1])), vectors[[3, 1]])
+    trainer = _trainer(tmp_path, "dcgan", dataset, tick_steps=2, num_fixed=4)
+    trainer.train(2)
+    G = load_generator(tmp_path)
+    assert G.c_dim == 2 and G.label_vectors and not hasattr(G, "class_counts")
+    with pytest.raises(ValueError, match="trained on label vectors"):
+        ganfast.sample(G, "0-1")
+    batch = next(ganfast.sample(G, "0-1", c=vectors[:2]))
+    np.testing.assert_array_equal(batch.labels, vectors[:2].numpy())

@@ -254,7 +254,7 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema",
     """The generator of a training run, rebuilt from the model spec in its checkpoint and loaded with the
     weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients. A
     class-conditional generator also gets ``class_counts``: the training set's images per class (what
-    sampling draws labels from)."""
+    sampling draws labels from); one trained on label vectors gets ``label_vectors = True``."""
     path = checkpoint_path(path)
     meta = _read_meta(path)
     models = meta["extra"].get("models")
@@ -271,6 +271,8 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema",
     _load_state(path, which, G, _read_tensors(path, meta, prefix))
     labels = meta["extra"].get("labels")
     counts = labels.get("class_counts") if isinstance(labels, dict) else None
+    if isinstance(labels, dict) and labels.get("num_classes") is None and getattr(G, "c_dim", 0):
+        G.label_vectors = True  # trained on label vectors, not classes: sampling needs them given
     if counts is not None:
         if not (isinstance(counts, list) and len(counts) == getattr(G, "c_dim", 0)
                 and all(isinstance(n, int) and n >= 0 for n in counts) and sum(counts) > 0):
