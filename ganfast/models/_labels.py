@@ -14,8 +14,8 @@ def check_labels(c: torch.Tensor | None, c_dim: int, batch: int, model: str) -> 
             raise ValueError(f"{model} is unconditional (c_dim=0) but was given labels c; pass c=None")
         return None
     if c is None:
-        raise ValueError(f"{model} is conditional: c (labels, float tensor of shape ({batch}, {c_dim}); one-hot "
-                         "rows for classes) is required")
+        raise ValueError(f"{model} is conditional: c (class labels as one-hot rows, or label vectors: a float tensor "
+                         f"of shape ({batch}, {c_dim})) is required")
     if not isinstance(c, torch.Tensor) or c.shape != (batch, c_dim) or not c.is_floating_point():
         shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
         raise ValueError(f"{model}: c must be a float tensor of shape ({batch}, {c_dim}) (one-hot rows for classes); "
