@@ -243,7 +243,8 @@ class StyleGAN2Discriminator(BuildableModule):
         channels4 = _channels(4, channel_base, channel_max)
         cmap_dim = channels4 if c_dim else 0
         self.fromrgb4 = Conv2dLayer(img_channels, channels4, 1, activation="lrelu") if log2 == 2 else None
-        self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=1, num_layers=2) if c_dim else None
+        # the label mapping: 8 layers, as NVlabs (its D takes MappingNetwork's defaults; --map sets only G's)
+        self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=1, num_layers=8) if c_dim else None
         self.mbstd = MinibatchStdLayer(mbstd_group_size)
         self.conv = Conv2dLayer(channels4 + 1, channels4, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.fc = FullyConnectedLayer(channels4 * 16, channels4, activation="lrelu")
