@@ -61,7 +61,7 @@ def _cmd_bench(args) -> int:
 _DEFINITION_OPTIONS = ("dataset", "model", "resolution", "mirror", "cbase", "cmax", "map", "fp16_res")
 _CONFIG_OPTIONS = {"seed": ("seed",), "batch_size": ("batch_size",), "loss": ("loss",), "lr": ("lr_g", "lr_d"),
                    "r1_gamma": ("r1_gamma",), "r1_interval": ("r1_interval",), "ema_kimg": ("ema_kimg",),
-                   "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",)}
+                   "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",), "cond": ("cond",)}
 # What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics
 # (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
 
@@ -228,8 +228,9 @@ trained {trainer.step} steps ({trainer.nimg / 1000:.0f} kimg) in {seconds:.0f} s
 def _cmd_sample(args) -> int:
     import torch
 
-    from ganfast.sampling import parse_shard, write_samples
+    from ganfast.sampling import parse_class, parse_shard, write_samples
     from ganfast.train.checkpoint import load_generator
+    class_index = parse_class(args.class_index)
     index, count = parse_shard(args.shard)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = index * world + rank, count * world  # torchrun ranks split this shard further
@@ -238,7 +239,8 @@ def _cmd_sample(args) -> int:
     report = write_samples(G, args.seeds, args.out, fmt=args.format, batch_size=args.batch_size,
                            shard=(index, count), shard_size=args.shard_size, workers=args.workers,
                            progress=not args.no_progress, truncation_psi=args.truncation,
-                           noise_mode=args.noise_mode, dtype=args.dtype, compile=args.compile)
+                           noise_mode=args.noise_mode, dtype=args.dtype, compile=args.compile,
+                           class_index=class_index)
     print(f"shard {index}/{count}: {report}")
     return 0
 
@@ -309,7 +311,7 @@ def _metric_list(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from ganfast import __version__
-    from ganfast.sampling import DEFAULT_SAMPLE_BATCH
+    from ganfast.sampling import DEFAULT_SAMPLE_BATCH, DTYPES, FORMATS, NOISE_MODES
     parser = argparse.ArgumentParser(prog="ganfast", description="Fused kernels for GAN training and sampling.")
     parser.add_argument("--version", action="version", version=f"ganfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")
     p.add_argument("--ema-kimg", type=NONNEGATIVE, help="EMA generator half-life in thousands of images")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast for G and D")
+    p.add_argument("--cond", action="store_true", default=None, help="conditional GAN on the data set's labels "
+                   "(classes or label vectors); an error if it has none")
     p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record; default: 500 for "
                    "2-D data, 250 for images)")
     p.add_argument("--snap", "--snapshot-ticks", type=POSITIVE_INT, dest="snap",
@@ -379,14 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="a run folder or its checkpoint.safetensors")
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
-    p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"], help="output files")
+    p.add_argument("--format", default="png", choices=FORMATS, help="output files")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULT_SAMPLE_BATCH, help="images per generator call")
     p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 and StyleGAN3 "
                    "generators)")
-    p.add_argument("--noise-mode", choices=["const", "random", "none"], help="StyleGAN2 generators (default const)")
+    p.add_argument("--noise-mode", choices=NOISE_MODES, help="StyleGAN2 generators (default const)")
     p.add_argument("--shard", default="0/1", help="i/n: write the i-th of n disjoint shards (torchrun splits further)")
     p.add_argument("--shard-size", type=POSITIVE_INT, default=1000, help="images per npz/tar file")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast dtype")
+    p.add_argument("--class", dest="class_index", metavar="K|all",
+                   help="class-conditional generators: class K for every image, or 'all' (the default): a class per "
+                   "seed drawn from the training set's class frequencies; PNGs go to OUT/class<K>/")
     p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema", help="which generator of the checkpoint")
     p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
     p.add_argument("--compile", action="store_true", help="torch.compile the generator")

@@ -1,8 +1,9 @@
 """High-throughput, deterministic, resumable sampling of a generator into image files.
 
-    for batch in ganfast.sample(G, range(1000), batch_size=256):      # SampleBatch(seeds, images uint8 NHWC)
-        ...
+    for batch in ganfast.sample(G, range(1000), batch_size=256):      # SampleBatch(seeds, images uint8 NHWC,
+        ...                                                           #   labels)
     ganfast.write_samples(G, "0-999999", "out/", fmt="npz")           # what `ganfast sample` runs
+    ganfast.write_samples(G, "0-999", "out3/", class_index=3)         # class 3 of a class-conditional G
 
 Determinism: the latent of seed s is ``np.random.RandomState(s).randn(z_dim)`` (the convention of NVlabs'
 generate.py, so seeds mean the same latents there and here), and random layer noise, when asked for, comes from a
@@ -10,10 +11,19 @@ per-seed ``torch.Generator`` (``ganfast.nn.noise``; drawn on the host, so ``nois
 that "const" does not); so an image depends only on its seed, never on the batch size, the shard or the
 number of processes.
 
+Labels (class-conditional generators, ``G.c_dim`` > 0, one-hot ``c`` as in NVlabs): one class K for every
+seed, or a class per seed drawn from the training set's class counts (``G.class_counts``, which
+``load_generator`` restores from the checkpoint; uniform without them) by ``np.random.RandomState([seed,
+LABEL_STREAM]).randint``: a stream of its own, so the latent stays NVlabs' and the class depends on the seed
+alone. The image of (seed, class) depends on those two alone.
+
 Output layout (every file written atomically, see ``ganfast._io``):
     png         DIR/00012/seed00012345.png            (sub-folders of 1000 seeds)
-    npz         DIR/seeds00000000-00000999.npz        (``images`` uint8 NHWC, ``seeds`` int64)
-    webdataset  DIR/seeds00000000-00000999.tar        (``%08d.png`` + ``%08d.json`` per seed)
+                DIR/class3/00012/seed00012345.png     (class-conditional G: by class first)
+    npz         DIR/seeds00000000-00000999.npz        (``images`` uint8 NHWC, ``seeds`` int64, and ``labels``
+                                                       int64 class per image for a class-conditional G)
+    webdataset  DIR/seeds00000000-00000999.tar        (``%08d.png`` + ``%08d.json`` per seed; the json holds
+                                                       ``"class": K`` for a class-conditional G)
 A rerun of the same command skips the files that exist and writes the rest. ``shard=(i, n)`` takes the i-th of
 n contiguous, balanced parts of the seed list (sizes differ by at most one, so every shard has work when there
 are at least n seeds); npz/webdataset files group ``shard_size`` seeds of one part, so for them the number of
@@ -46,13 +56,17 @@ import torch
 
 from ._io import atomic_write, prepare_output_dir
 from .nn.noise import per_sample_noise
+from .nn.stylegan import NOISE_MODES as STYLEGAN_NOISE_MODES
 
-__all__ = ["DEFAULT_SAMPLE_BATCH", "FORMATS", "SampleBatch", "SampleReport", "parse_seeds", "parse_shard", "sample",
-           "seed_latents", "shard_seeds", "write_samples"]
+__all__ = ["DEFAULT_SAMPLE_BATCH", "DTYPES", "FORMATS", "NOISE_MODES", "SampleBatch", "SampleOptions", "SampleReport",
+           "parse_class", "parse_seeds", "parse_shard", "sample", "sample_options", "seed_classes", "seed_latents",
+           "shard_seeds", "write_samples"]
 
 FORMATS = ("png", "npz", "webdataset")
+NOISE_MODES = STYLEGAN_NOISE_MODES
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MANIFEST = "ganfast-samples.json"  # the settings a sample folder was written with
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LABEL_STREAM = 0x6C61626C  # seed s draws its class from np.random.RandomState([s, LABEL_STREAM])
 _MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
 _NOISE_SEED_OFFSET = 2 ** 32  # seed s draws its layer noise from torch.Generator().manual_seed(2**32 + s)
 DEFAULT_SAMPLE_BATCH = 256  # images per generator call; measured faster than 64 on CPU and GPU (see README)
@@ -69,7 +83,8 @@ def parse_seeds(spec: str | Iterable[int]) -> list[int]:
             try:
                 first, last = int(lo), int(hi if sep else lo)
             except ValueError:
-                raise ValueError(f"seeds must look like '0-999,1005' (inclusive ranges of integers), got {spec!r}") from None
+                raise ValueError(f"seeds must look like '0-999,1005' (inclusive ranges of integers), "
+                                 f"got {spec!r}") from None
             if last < first:
                 raise ValueError(f"seeds: range {part!r} is empty (end before start)")
             if last > _MAX_SEED:
@@ -104,11 +119,36 @@ def shard_seeds(seeds: list[int], index: int, count: int) -> list[int]:
     return seeds[index * len(seeds) // count:(index + 1) * len(seeds) // count]
 
 
+def parse_class(spec: str | int | None) -> int | str | None:
+    """``--class``: a class index (``"3"``), ``"all"`` (a class per seed, drawn from the training distribution) or
+    None (the same as "all" for a class-conditional generator; nothing for an unconditional one)."""
+    if spec is None or spec == "all":
+        return spec
+    if isinstance(spec, str):
+        if not spec.strip().isdigit():
+            raise ValueError(f"class must be a class index (an integer >= 0) or 'all', got {spec!r}")
+        spec = int(spec)
+    if isinstance(spec, bool) or not isinstance(spec, (int, np.integer)) or spec < 0:
+        raise ValueError(f"class must be a class index (an integer >= 0) or 'all', got {spec!r}")
+    return int(spec)
+
+
 # ---- generation ------------------------------------------------------------------------------------------------
 
 def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``."""
     return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
+
+
+def seed_classes(seeds: Sequence[int], class_counts: Sequence[int]) -> np.ndarray:
+    """int64 (len(seeds),): the class of each seed, drawn with probability proportional to ``class_counts``
+    (images per class) from ``np.random.RandomState([seed, LABEL_STREAM])``: class k where the integer
+    ``randint(sum(counts))`` falls in k's share. Exact integer arithmetic; the stream is NumPy's frozen legacy
+    one, so a seed keeps its class across versions and machines."""
+    cumulative = np.cumsum(np.asarray(class_counts, dtype=np.int64))
+    draws = np.array([np.random.RandomState([s, LABEL_STREAM]).randint(cumulative[-1]) for s in seeds],
+                     dtype=np.int64)
+    return np.searchsorted(cumulative, draws, side="right").astype(np.int64)
 
 
 def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
@@ -120,78 +160,158 @@ def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
 class SampleBatch:
     seeds: np.ndarray   # int64 (N,)
     images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray | None = None  # int64 (N,) class per image, float32 (N, c_dim) label vectors, or None
 
 
-def _generator_kwargs(G: torch.nn.Module, truncation_psi: float, noise_mode: str | None) -> dict:
-    """The keyword arguments G's forward takes among truncation_psi / noise_mode (None: "const", NVlabs'
-    generate.py default); an error for those asked for (a value other than the default) that G cannot take."""
-    params = inspect.signature(G.forward).parameters
-    kwargs = {}
-    if noise_mode is None and "noise_mode" in params:
-        noise_mode = "const"
-    for name, value, default in (("truncation_psi", truncation_psi, 1.0), ("noise_mode", noise_mode, None)):
-        if name in params:
-            if value is not None:
-                kwargs[name] = value
-        elif value not in (default, None):
-            raise ValueError(f"{name}={value!r} was given but {type(G).__name__}.forward takes no {name} (of "
-                             f"ganfast's models, {', '.join(_models_taking(name)) or 'none'} take it)")
-    return kwargs
+@dataclass(frozen=True)
+class SampleOptions:
+    """The sampling options, checked once against a generator by :func:`sample_options` and then used as they
+    are by :func:`sample`, :func:`write_samples` and ``ganfast sample``.
+
+    ``g_kwargs``: what G is called with besides z and c (truncation_psi / noise_mode, those its forward takes;
+    noise_mode defaults to "const", NVlabs' generate.py default). ``classes``: None (unconditional G), a class
+    index (every image of that class), ``"all"`` (a class per seed, drawn from ``class_counts``) or a float
+    tensor (len(seeds), c_dim) of labels given row by row (:func:`sample` only)."""
+
+    z_dim: int
+    c_dim: int
+    g_kwargs: dict
+    dtype: torch.dtype
+    compile: bool
+    classes: int | str | torch.Tensor | None
+    class_counts: tuple[int, ...] | None
+
+    @property
+    def dtype_name(self) -> str:
+        return next(name for name, d in DTYPES.items() if d == self.dtype)
+
+    def labels_setting(self):
+        """The label choice as the folder manifest records it."""
+        if self.classes is None or isinstance(self.classes, int):
+            return self.classes if self.classes is None else {"class": self.classes}
+        return {"class": "all", "drawn_from_class_counts": list(self.class_counts)}
+
+    def labels_for(self, seeds: list[int]) -> np.ndarray | None:
+        """The label of each seed: int64 class indices, the given float vectors, or None (unconditional)."""
+        if self.classes is None:
+            return None
+        if isinstance(self.classes, torch.Tensor):
+            return self.classes.detach().cpu().float().numpy()
+        if isinstance(self.classes, int):
+            return np.full(len(seeds), self.classes, dtype=np.int64)
+        return seed_classes(seeds, self.class_counts)
 
 
-def _models_taking(name: str) -> list[str]:
-    """The generators exported by ``ganfast.models`` whose forward takes the keyword ``name``."""
-    from . import models
-    classes = (getattr(models, n) for n in models.__all__)
-    return [c.__name__ for c in classes if isinstance(c, type) and issubclass(c, torch.nn.Module)
-            and c.__name__.endswith("Generator") and name in inspect.signature(c.forward).parameters]
+def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: str | None = None,
+                   dtype: str | torch.dtype | None = None, compile: bool = False,
+                   c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None,
+                   num_seeds: int | None = None) -> SampleOptions:
+    """Checks the sampling options against ``G`` once (a ValueError/TypeError naming the bad one).
 
-
-def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = DEFAULT_SAMPLE_BATCH, truncation_psi: float = 1.0,
-           noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
-           compile: bool = False) -> Iterator[SampleBatch]:
-    """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
-
-    G: a generator module with ``z_dim``, called as ``G(z, **kw)`` → images in [-1, 1] (N, C, H, W) on the
-    device of its parameters; kw holds ``truncation_psi`` / ``noise_mode`` when its forward takes them. G runs in
-    eval mode (its mode is restored afterwards). dtype: "bf16"/"fp16"/"fp32" (or a torch dtype): the autocast
-    dtype. The latents follow ``seed_latents``.
-    """
-    seeds = parse_seeds(seeds)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    ``c`` for a conditional G (``c_dim`` > 0, one-hot class labels): a class index, ``"all"`` or None (a class
+    per seed drawn from ``class_counts``, default ``G.class_counts`` (from its checkpoint), else uniform), or a
+    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None."""
     z_dim = getattr(G, "z_dim", None)
     if not isinstance(z_dim, int):
         raise TypeError(f"G must be a generator module with an int attribute z_dim; {type(G).__name__} has none")
     if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, (int, float)) or \
             not math.isfinite(truncation_psi):
         raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
-    kwargs = _generator_kwargs(G, truncation_psi, noise_mode)
-    return _generate(G, seeds, batch_size, z_dim, kwargs, _sample_dtype(dtype), compile)
+    if noise_mode is not None and noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+    dtype = DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+    params = inspect.signature(G.forward).parameters
+    g_kwargs = {}
+    for name, value, default in (("truncation_psi", float(truncation_psi), 1.0),
+                                 ("noise_mode", noise_mode or "const", "const")):
+        if name in params:
+            g_kwargs[name] = value
+        elif value != default:
+            raise ValueError(f"{name}={value!r} was given but {type(G).__name__}.forward takes no {name} (of "
+                             f"ganfast's models, {', '.join(_models_taking(name)) or 'none'} take it)")
+    c_dim = getattr(G, "c_dim", 0) or 0
+    classes, counts = _label_choice(G, c_dim, c, class_counts, num_seeds)
+    return SampleOptions(z_dim, c_dim, g_kwargs, dtype, compile, classes, counts)
 
 
-def _sample_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    dtype = _DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
-    if dtype not in _DTYPES.values():
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
-    return dtype
+def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
+    """``(classes, class_counts)`` of :class:`SampleOptions`, checked."""
+    if c_dim == 0:
+        if c is not None:
+            raise ValueError(f"class/c was given but {type(G).__name__} is unconditional (c_dim 0)")
+        return None, None
+    if isinstance(c, torch.Tensor):
+        if not c.is_floating_point() or c.shape != (num_seeds if num_seeds is not None else len(c), c_dim):
+            raise ValueError(f"c must be a float tensor (one row per seed, {c_dim} columns); got {c.dtype} "
+                             f"{tuple(c.shape)}")
+        return c, None
+    if getattr(G, "label_vectors", False):
+        raise ValueError(f"{type(G).__name__} was trained on label vectors, not classes: give c as a float tensor "
+                         f"(one row of {c_dim} per seed) to ganfast.sample")
+    c = parse_class(c)
+    if isinstance(c, int):
+        if c >= c_dim:
+            raise ValueError(f"class {c} is out of range: the generator has {c_dim} classes (0-{c_dim - 1})")
+        return c, None
+    counts = class_counts if class_counts is not None else getattr(G, "class_counts", None)
+    counts = [1] * c_dim if counts is None else counts
+    if len(counts) != c_dim or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0
+                                   for n in counts) or sum(counts) <= 0:
+        raise ValueError(f"class_counts must be {c_dim} integers >= 0 (images per class), not all 0; got {counts!r}")
+    return "all", tuple(int(n) for n in counts)
 
 
-def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int, kwargs: dict, dtype: torch.dtype,
-              compile: bool) -> Iterator[SampleBatch]:
+def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = DEFAULT_SAMPLE_BATCH,
+           truncation_psi: float = 1.0, noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
+           compile: bool = False, c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None
+           ) -> Iterator[SampleBatch]:
+    """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
+
+    G: a generator module with ``z_dim``, called as ``G(z, **kw)`` (``G(z, c, **kw)`` when ``G.c_dim`` > 0) →
+    images in [-1, 1] (N, C, H, W) on the device of its parameters; kw holds ``truncation_psi`` / ``noise_mode``
+    when its forward takes them. G runs in eval mode (its mode is restored afterwards). dtype:
+    "bf16"/"fp16"/"fp32" (or a torch dtype): the autocast dtype. The latents follow ``seed_latents``; ``c``:
+    see :func:`sample_options` (each batch's ``labels`` says what each image was generated with).
+    """
+    seeds = parse_seeds(seeds)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    options = sample_options(G, truncation_psi, noise_mode, dtype, compile, c, class_counts, len(seeds))
+    return _generate(G, seeds, batch_size, options, options.labels_for(seeds))
+
+
+def _label_input(labels: np.ndarray | None, c_dim: int) -> torch.Tensor | None:
+    """What G takes as c: one-hot rows for class indices, the vectors themselves otherwise."""
+    if labels is None:
+        return None
+    if labels.ndim == 1:
+        return torch.nn.functional.one_hot(torch.from_numpy(labels), c_dim).float()
+    return torch.from_numpy(labels)
+
+
+def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: SampleOptions,
+              labels: np.ndarray | None) -> Iterator[SampleBatch]:
     device = next(G.parameters(), torch.empty(0)).device
     on_gpu = device.type == "cuda"
     was_training = G.training
-    run = torch.compile(G.eval()) if compile else G.eval()
-    pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None] | None = None
+    run = torch.compile(G.eval()) if options.compile else G.eval()
+    dtype, kwargs = options.dtype, options.g_kwargs
+    pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start:start + batch_size]
-            z = seed_latents(chunk, z_dim)
+            chunk_labels = None if labels is None else labels[start:start + batch_size]
+            z = seed_latents(chunk, options.z_dim)
             z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
+            c = _label_input(chunk_labels, options.c_dim)
+            args = (z,) if c is None else (z, c.to(device))
             noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in chunk])
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), noise:
-                images = run(z, **kwargs)
+                images = run(*args, **kwargs)
             if images.ndim != 4:
                 raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
             images = to_uint8_nhwc(images)
@@ -202,34 +322,61 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, z_dim: int,
                 event.record()
             if pending is not None:  # the previous batch's copy overlapped this batch's generation
                 yield _finish(*pending)
-            pending = (chunk, host, event)
+            pending = (chunk, host, event, chunk_labels)
         if pending is not None:
             yield _finish(*pending)
     finally:
         G.train(was_training)
 
 
-def _finish(seeds: list[int], host: torch.Tensor, event) -> SampleBatch:
+def _finish(seeds: list[int], host: torch.Tensor, event, labels: np.ndarray | None) -> SampleBatch:
     if event is not None:
         event.synchronize()
-    return SampleBatch(np.asarray(seeds, dtype=np.int64), host.numpy())
+    return SampleBatch(np.asarray(seeds, dtype=np.int64), host.numpy(), labels)
 
 
 # ---- files -----------------------------------------------------------------------------------------------------
 
 @dataclass
 class _Unit:
-    """One output file and the seeds it holds."""
+    """One output file, the seeds it holds and their labels (None: unconditional)."""
     path: Path
     seeds: list[int]
+    labels: np.ndarray | None = None
 
 
-def _plan(seeds: list[int], fmt: str, out: Path, shard_size: int) -> list[_Unit]:
+def _plan(seeds: list[int], fmt: str, out: Path, shard_size: int, shard: tuple[int, int],
+          options: SampleOptions) -> list[_Unit]:
+    """The files of shard ``shard`` = (i, n), which holds the seeds :func:`shard_seeds` gives it. Labels are drawn
+    for its seeds only (a PNG of a class-conditional G lies under its class's folder)."""
+    mine = shard_seeds(seeds, *shard)
     if fmt == "png":
-        return [_Unit(out / f"{s // 1000:05d}" / f"seed{s:08d}.png", [s]) for s in seeds]
+        labels = options.labels_for(mine)
+        if labels is None:
+            return [_Unit(out / f"{s // 1000:05d}" / f"seed{s:08d}.png", [s]) for s in mine]
+        return [_Unit(out / f"class{k}" / f"{s // 1000:05d}" / f"seed{s:08d}.png", [s], labels[j:j + 1])
+                for j, (s, k) in enumerate(zip(mine, labels.tolist()))]
     ext = "npz" if fmt == "npz" else "tar"
-    chunks = (seeds[i:i + shard_size] for i in range(0, len(seeds), shard_size))
-    return [_Unit(out / f"seeds{c[0]:08d}-{c[-1]:08d}.{ext}", c) for c in chunks]
+    chunks = [mine[i:i + shard_size] for i in range(0, len(mine), shard_size)]
+    return [_Unit(out / f"seeds{c[0]:08d}-{c[-1]:08d}.{ext}", c, options.labels_for(c)) for c in chunks]
+
+
+def _ranges(seeds: list[int]) -> str:
+    """Seeds as inclusive ranges, as ``--seeds`` takes them: [0, 1, 2, 9] -> "0-2,9"."""
+    parts, start = [], 0
+    for i in range(1, len(seeds) + 1):
+        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
+            parts.append(f"{seeds[start]}" if start == i - 1 else f"{seeds[start]}-{seeds[i - 1]}")
+            start = i
+    return ",".join(parts) or "none"
+
+
+def _models_taking(name: str) -> list[str]:
+    """The generators exported by ``ganfast.models`` whose forward takes the keyword ``name``."""
+    from . import models
+    classes = (getattr(models, n) for n in models.__all__)
+    return [c.__name__ for c in classes if isinstance(c, type) and issubclass(c, torch.nn.Module)
+            and c.__name__.endswith("Generator") and name in inspect.signature(c.forward).parameters]
 
 
 def _is_complete(unit: _Unit, fmt: str) -> bool:
@@ -245,16 +392,6 @@ def _is_complete(unit: _Unit, fmt: str) -> bool:
     return True
 
 
-def _ranges(seeds: list[int]) -> str:
-    """Seeds as inclusive ranges, as ``--seeds`` takes them: [0, 1, 2, 9] -> "0-2,9"."""
-    parts, start = [], 0
-    for i in range(1, len(seeds) + 1):
-        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
-            parts.append(f"{seeds[start]}" if start == i - 1 else f"{seeds[start]}-{seeds[i - 1]}")
-            start = i
-    return ",".join(parts) or "none"
-
-
 def _png_bytes(image: np.ndarray, compress_level: int) -> bytes:
     from PIL import Image
     buf = io.BytesIO()
@@ -263,18 +400,29 @@ def _png_bytes(image: np.ndarray, compress_level: int) -> bytes:
     return buf.getvalue()
 
 
+def _label_record(label) -> dict:
+    """A seed's label in its WebDataset json: ``"class": K``, or ``"label": [...]`` for a label vector."""
+    return {"class": int(label)} if np.ndim(label) == 0 else {"label": np.asarray(label).tolist()}
+
+
 def _write_unit(unit: _Unit, fmt: str, images: np.ndarray, meta: dict, compress_level: int) -> None:
     if fmt == "png":
         data = _png_bytes(images[0], compress_level)
         atomic_write(unit.path, lambda f: f.write(data))
     elif fmt == "npz":
-        atomic_write(unit.path, lambda f: np.savez(f, images=images, seeds=np.asarray(unit.seeds, dtype=np.int64)))
+        arrays = {"images": images, "seeds": np.asarray(unit.seeds, dtype=np.int64)}
+        if unit.labels is not None:
+            arrays["labels"] = unit.labels
+        atomic_write(unit.path, lambda f: np.savez(f, **arrays))
     else:
+        labels = [{}] * len(unit.seeds) if unit.labels is None else [_label_record(k) for k in unit.labels]
+
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w") as tar:
-                for seed, image in zip(unit.seeds, images):
+                for seed, image, label in zip(unit.seeds, images, labels):
+                    record = {"seed": seed, **label, **meta}
                     for name, data in ((f"{seed:08d}.png", _png_bytes(image, compress_level)),
-                                       (f"{seed:08d}.json", json.dumps({"seed": seed, **meta}).encode())):
+                                       (f"{seed:08d}.json", json.dumps(record).encode())):
                         info = tarfile.TarInfo(name)
                         info.size = len(data)
                         tar.addfile(info, io.BytesIO(data))
@@ -297,30 +445,29 @@ class SampleReport:
                 + (f"; {self.skipped} already there were skipped" if self.skipped else ""))
 
 
-def _options(G: torch.nn.Module, sample_kwargs: dict) -> dict:
-    """The truncation and noise mode G is actually called with (its defaults filled in)."""
-    kwargs = _generator_kwargs(G, sample_kwargs.get("truncation_psi", 1.0), sample_kwargs.get("noise_mode"))
-    return {"truncation_psi": float(kwargs.get("truncation_psi", 1.0)), "noise_mode": kwargs.get("noise_mode")}
+def _called_with(options: SampleOptions) -> dict:
+    """The truncation and noise mode G is actually called with (its defaults filled in; None: it takes none)."""
+    return {"truncation_psi": options.g_kwargs.get("truncation_psi", 1.0),
+            "noise_mode": options.g_kwargs.get("noise_mode")}
 
 
-def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, sample_kwargs: dict,
+def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, options: SampleOptions,
               shards: int = 1) -> dict:
     """What the files of a sample folder depend on (not the shard index, batch size, workers or compile): the
-    generator's weights (its state dict), the layout, the sampling options and, where files group several seeds
-    (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own name) and the number of
-    shards (files group seeds of one shard)."""
+    generator's weights (its state dict), the layout, the sampling options, the label choice and, where files
+    group several seeds (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own
+    name) and the number of shards (a file groups seeds of one shard)."""
     from .train.checkpoint import tensor_digest
     weights = hashlib.sha256()
     for key, value in G.state_dict().items():
         weights.update(f"{key}:{tensor_digest(value)};".encode())
     grouped = fmt != "png"
     seed_list = hashlib.sha256(np.asarray(seeds, np.int64).tobytes()).hexdigest()
-    dtype = _sample_dtype(sample_kwargs.get("dtype"))
     return {"generator": f"sha256:{weights.hexdigest()} of its state dict", "format": fmt,
             "seeds": f"{len(seeds)} seeds, sha256:{seed_list}" if grouped else None,
             "shard_size": shard_size if grouped else None, "shards": shards if grouped else None,
-            **_options(G, sample_kwargs),
-            "dtype": next(name for name, d in _DTYPES.items() if d == dtype)}
+            **_called_with(options), "dtype": options.dtype_name,
+            "labels": options.labels_setting()}
 
 
 def _holds_samples(out: Path) -> bool:
@@ -329,9 +476,9 @@ def _holds_samples(out: Path) -> bool:
 
 def _claim_folder(out: Path, settings: dict) -> None:
     """Records ``settings`` in ``out``'s manifest, or checks them against the one there: a folder holds samples
-    of one kind only (a mismatch is a ValueError naming the setting). The manifest is created exclusively (a hard link of a finished file), so of several processes starting
-    at once one writes it and the others compare against it. A folder with samples but no manifest (written
-    before manifests existed) is adopted as it is."""
+    of one kind only (a mismatch is a ValueError naming the setting). The manifest is created exclusively (a hard
+    link of a finished file), so of several processes starting at once one writes it and the others compare
+    against it. A folder with samples but no manifest (written before manifests existed) is adopted as it is."""
     path = out / MANIFEST
     if not path.exists():
         try:
@@ -356,34 +503,41 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
                   batch_size: int = DEFAULT_SAMPLE_BATCH, shard: str | tuple[int, int] = (0, 1),
                   shard_size: int = 1000,
                   workers: int = 4, png_compress_level: int = 1, progress: bool = True,
-                  **sample_kwargs) -> SampleReport:
+                  class_index: int | str | None = None, **sample_kwargs) -> SampleReport:
     """Samples the seeds of this shard into files under ``out`` (layout in the module docstring), skipping files
     an earlier run completed; ``out`` must hold samples of the same settings or none (``MANIFEST``).
-    ``sample_kwargs`` go to :func:`sample` (truncation_psi, noise_mode, dtype, compile). PNG compression level 1
-    is lossless like any other, and several times faster to encode than 6."""
+    ``class_index`` (class-conditional G): one class for every seed, or "all"/None for a class per seed drawn
+    from the training distribution. ``sample_kwargs`` go to :func:`sample_options` (truncation_psi, noise_mode,
+    dtype, compile, class_counts). PNG compression level 1 is lossless like any other, and several times faster
+    to encode than 6."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    index, count = parse_shard(shard)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if isinstance(class_index, torch.Tensor):
+        raise ValueError("class_index must be a class index, 'all' or None (label tensors: use ganfast.sample)")
+    shard = parse_shard(shard)
     seeds = parse_seeds(seeds)
-    sample(G, seeds[:1], batch_size, **sample_kwargs)  # checks the sampling options before anything is written
+    options = sample_options(G, c=class_index, **sample_kwargs)  # checked before anything is written
     out = prepare_output_dir(out)
-    _claim_folder(out, _settings(G, seeds, fmt, shard_size, sample_kwargs, count))
-    units = _plan(shard_seeds(seeds, index, count), fmt, out, shard_size)
+    _claim_folder(out, _settings(G, seeds, fmt, shard_size, options, shard[1]))
+    units = _plan(seeds, fmt, out, shard_size, shard, options)
     todo = [u for u in units if not _is_complete(u, fmt)]
     skipped = sum(len(u.seeds) for u in units) - sum(len(u.seeds) for u in todo)
-    meta = {k: v for k, v in _options(G, sample_kwargs).items() if v is not None}
+    meta = {k: v for k, v in _called_with(options).items() if v is not None}
     todo_seeds = [s for u in todo for s in u.seeds]
+    todo_labels = None if options.classes is None else np.concatenate([u.labels for u in todo] or [np.zeros(0)])
     started = time.perf_counter()
     bar = _progress_bar(len(todo_seeds), progress)
     with ThreadPoolExecutor(workers) as pool:
         in_flight: list[Future] = []
         units_left, filled = iter(todo), []  # the unit being filled and its images so far
         unit = next(units_left, None)
-        for batch in (sample(G, todo_seeds, batch_size, **sample_kwargs) if todo_seeds else ()):
+        for batch in (_generate(G, todo_seeds, batch_size, options, todo_labels) if todo_seeds else ()):
             pos = 0
             while pos < len(batch.seeds):
                 take = min(len(unit.seeds) - sum(len(f) for f in filled), len(batch.seeds) - pos)

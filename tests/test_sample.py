@@ -201,7 +201,7 @@ def test_concurrent_claims_of_one_folder(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     link = os.link
-    settings = ganfast.sampling._settings(TinyG(), list(range(4)), "npz", 2, {})
+    settings = ganfast.sampling._settings(TinyG(), list(range(4)), "npz", 2, ganfast.sampling.sample_options(TinyG()))
 
     def other_run_first(src, dst):  # the other run's manifest lands between our check and our link
         (out / ganfast.sampling.MANIFEST).write_text(json.dumps({**settings, "dtype": "bf16"}))

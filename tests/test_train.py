@@ -329,19 +329,21 @@ def test_cli_train_on_a_zip_prints_the_run(tmp_path, capsys):
 
 
 def test_next_real_gives_the_labels_of_its_images(tmp_path):
-    """With a discriminator that takes labels (c_dim > 0), each real batch comes with its images' one-hot labels,
-    x-flipped copies keeping theirs; without, the labels are None."""
+    """In conditional training each real batch comes with its images' one-hot labels, x-flipped copies keeping
+    theirs; without, the labels are None."""
     from ganfast.data import DataOrder
     ds = load_dataset(_noise_zip(tmp_path / "noise.zip", n=12), mirror=True)
-    G = StyleGAN2Generator(z_dim=8, w_dim=8, channel_max=4, mapping_layers=1, img_channels=3)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, channel_max=4, mapping_layers=1, img_channels=3, c_dim=ds.c_dim)
     D = StyleGAN2Discriminator(channel_max=4, img_channels=3, c_dim=ds.c_dim)
-    trainer = Trainer(G, D, ds, str(tmp_path / "run"), TrainConfig(batch_size=8, num_fixed=4), progress=False)
+    trainer = Trainer(G, D, ds, str(tmp_path / "run"), TrainConfig(batch_size=8, num_fixed=4, cond=True),
+                      progress=False)
     reference = DataOrder(ds, 8, seed=0)
     for _ in range(4):
         real, real_c = trainer._next_real()
         indices = reference.next_indices()
         assert torch.equal(real, ds.batch(indices)) and torch.equal(real_c, ds.label_vectors(indices))
         assert torch.equal(real_c.argmax(1), ds.labels[indices % 12]) and real_c.shape == (8, 3)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, channel_max=4, mapping_layers=1, img_channels=3)
     unconditional = Trainer(G, StyleGAN2Discriminator(channel_max=4, img_channels=3), ds, str(tmp_path / "run2"),
                             TrainConfig(batch_size=8, num_fixed=4), progress=False)
     assert unconditional._next_real()[1] is None

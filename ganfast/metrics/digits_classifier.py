@@ -100,3 +100,18 @@ def digits_extractor(resolution: int = 16, device: str | torch.device = "cpu") -
             return model.features(images.to(device).float())
 
     return extract
+
+
+def digits_predictor(resolution: int = 16, device: str | torch.device = "cpu"):
+    """The cached classifier as a function: ``(N, 1, res, res)`` images in [-1, 1] -> predicted digits (N,)."""
+    model, _ = load_digits_classifier(resolution)
+    model = model.to(device)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1:] != (1, resolution, resolution):
+            raise ValueError(f"images must be (N, 1, {resolution}, {resolution}); got {tuple(images.shape)}")
+        with torch.no_grad():
+            return torch.cat([model(images[i:i + 1000].to(device).float()).argmax(dim=1).cpu()
+                              for i in range(0, len(images), 1000)])
+
+    return predict

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..nn import FullyConnectedLayer, SynthesisLayer, ToRGBLayer
+from ._labels import check_labels
 from ._spec import BuildableModule
 from ..ops import bias_act, conv2d_resample, setup_filter, upsample2d
 
@@ -43,8 +44,10 @@ def _block_dtype(use_fp16: bool, x: torch.Tensor) -> torch.dtype:
 # ---- generator -------------------------------------------------------------------------------------------------
 
 class MappingNetwork(nn.Module):
-    """z (and optional class label c) → w, broadcast to ``num_ws`` style vectors; tracks the mean w for the
-    truncation trick: w' = w_avg + ψ·(w − w_avg)."""
+    """z (and, for c_dim > 0, the label c) → w, broadcast to ``num_ws`` style vectors; tracks the mean w for the
+    truncation trick: w' = w_avg + ψ·(w − w_avg). As in StyleGAN2-ADA, the input is the concatenation of
+    normalize_2nd_moment(z) and normalize_2nd_moment(embed(c)) (embed: a linear layer c_dim → w_dim); with
+    ``z_dim`` 0 (the discriminator's label mapping) it is the embedded label alone."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
                  lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
@@ -60,10 +63,10 @@ class MappingNetwork(nn.Module):
                 truncation_cutoff: int | None = None, update_emas: bool | None = None) -> torch.Tensor:
         """ws (N, num_ws, w_dim). ``update_emas`` (None: in training mode) moves w_avg towards this batch's w."""
         parts = [_normalize_2nd_moment(z.float())] if self.z_dim else []
-        if self.c_dim:
-            if c is None:
-                raise ValueError(f"c (class labels, shape (N, {self.c_dim})) is required by this conditional model")
-            parts.append(_normalize_2nd_moment(self.embed(c.float())))
+        batch = z.shape[0] if self.z_dim else (c.shape[0] if isinstance(c, torch.Tensor) else 0)
+        c = check_labels(c, self.c_dim, batch, "the mapping network")
+        if c is not None:
+            parts.append(_normalize_2nd_moment(self.embed(c)))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for layer in self.layers:
             x = layer(x)
@@ -147,6 +150,7 @@ class StyleGAN2Generator(BuildableModule):
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, noise_mode: str = "random", update_emas: bool | None = None,
                 fused_modconv: bool = True) -> torch.Tensor:
+        check_labels(c, self.c_dim, z.shape[0], type(self).__name__)
         ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas)
         return self.synthesis(ws, noise_mode, fused_modconv)
 
@@ -239,7 +243,8 @@ class StyleGAN2Discriminator(BuildableModule):
         channels4 = _channels(4, channel_base, channel_max)
         cmap_dim = channels4 if c_dim else 0
         self.fromrgb4 = Conv2dLayer(img_channels, channels4, 1, activation="lrelu") if log2 == 2 else None
-        self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=1, num_layers=2) if c_dim else None
+        # the label mapping: 8 layers, as NVlabs (its D takes MappingNetwork's defaults; --map sets only G's)
+        self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=1, num_layers=8) if c_dim else None
         self.mbstd = MinibatchStdLayer(mbstd_group_size)
         self.conv = Conv2dLayer(channels4 + 1, channels4, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.fc = FullyConnectedLayer(channels4 * 16, channels4, activation="lrelu")
@@ -247,14 +252,13 @@ class StyleGAN2Discriminator(BuildableModule):
         self.cmap_dim = cmap_dim
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(c, self.c_dim, img.shape[0], type(self).__name__)
         x = self.fromrgb4(img) if self.fromrgb4 is not None else None
         for block in self.blocks:
             x = block(x, img)
         x = self.conv(self.mbstd(x.float()))
         x = self.out(self.fc(x.flatten(1)))
         if self.mapping is not None:
-            if c is None:
-                raise ValueError(f"c (class labels, shape (N, {self.c_dim})) is required by this conditional model")
-            cmap = self.mapping(None, c)[:, 0]
+            cmap = self.mapping(None, c, update_emas=False)[:, 0]  # no w_avg: NVlabs' w_avg_beta=None here
             x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
         return x

@@ -252,7 +252,9 @@ def _build_to_fit(path: str, spec, stored: dict[str, list[int]]) -> torch.nn.Mod
 def load_generator(path: str | os.PathLike, which: str = "G_ema",
                    device: str | torch.device = "cpu") -> torch.nn.Module:
     """The generator of a training run, rebuilt from the model spec in its checkpoint and loaded with the
-    weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients."""
+    weights of ``which`` ("G_ema", the one to sample from, or "G"); in eval mode, without gradients. A
+    class-conditional generator also gets ``class_counts``: the training set's images per class (what
+    sampling draws labels from); one trained on label vectors gets ``label_vectors = True``."""
     path = checkpoint_path(path)
     meta = _read_meta(path)
     models = meta["extra"].get("models")
@@ -267,6 +269,15 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema",
         raise ValueError(f"checkpoint: {path!r} has no weights for {which!r}")
     G = _build_to_fit(path, spec, stored)
     _load_state(path, which, G, _read_tensors(path, meta, prefix))
+    labels = meta["extra"].get("labels")
+    counts = labels.get("class_counts") if isinstance(labels, dict) else None
+    if isinstance(labels, dict) and labels.get("num_classes") is None and getattr(G, "c_dim", 0):
+        G.label_vectors = True  # trained on label vectors, not classes: sampling needs them given
+    if counts is not None:
+        if not (isinstance(counts, list) and len(counts) == getattr(G, "c_dim", 0)
+                and all(isinstance(n, int) and n >= 0 for n in counts) and sum(counts) > 0):
+            raise ValueError(f"checkpoint: {path!r} has damaged label metadata (class_counts {str(counts)[:80]})")
+        G.class_counts = counts
     return G.to(device).eval().requires_grad_(False)
 
 

@@ -69,18 +69,19 @@ def defaults(dataset: Dataset, model: str | None = None) -> dict:
 
 def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbase: int | None = None,
                  cmax: int | None = None, map_layers: int | None = None, fp16_res: int | None = None,
-                 auto: dict | None = None, batch_size: int = 32):
+                 auto: dict | None = None, batch_size: int = 32, c_dim: int = 0):
     """``(G, D)`` for a model name and a data set (its shape decides sizes and channels). StyleGAN2 takes
     ``auto`` keyword arguments (:func:`stylegan2_auto`), then the channel base / maximum, mapping layers and
     float16 resolutions given here; DCGAN/SNGAN take ``cbase`` as their base width. ``batch_size`` sets
-    StyleGAN3's magnitude EMA decay as NVlabs' training does (half-life 20k images)."""
+    StyleGAN3's magnitude EMA decay as NVlabs' training does (half-life 20k images); ``c_dim`` > 0 makes the
+    models conditional on labels of that dimension."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
         if model != "mlp":
             raise ValueError(f"model: 2-D data needs 'mlp'; got {model!r}")
-        return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0]), \
-            MLPDiscriminator(dataset.sample_shape[0])
+        return MLPGenerator(z_dim or 16, out_features=dataset.sample_shape[0], c_dim=c_dim), \
+            MLPDiscriminator(dataset.sample_shape[0], c_dim=c_dim)
     if model == "mlp":
         raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan', 'stylegan2' or 'stylegan3-*'")
     channels, resolution, _ = dataset.sample_shape
@@ -91,20 +92,20 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
         mbstd = kw.pop("mbstd_group_size", 4)
         z_dim = z_dim or kw.pop("z_dim", 64)
         shared = {k: kw[k] for k in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp") if k in kw}
-        return (StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, img_channels=channels, **kw),
-                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, mbstd_group_size=mbstd,
+        return (StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, img_channels=channels, c_dim=c_dim, **kw),
+                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, c_dim=c_dim, mbstd_group_size=mbstd,
                                        **shared))
     if model.startswith("stylegan3"):
         config, widen = STYLEGAN3_CONFIGS[model[-1]], 2 if model == "stylegan3-r" else 1  # R: twice the channels
-        G = StyleGAN3Generator(z_dim=z_dim or 64, img_resolution=resolution, img_channels=channels,
+        G = StyleGAN3Generator(z_dim=z_dim or 64, c_dim=c_dim, img_resolution=resolution, img_channels=channels,
                                channel_base=cbase or 1024 * widen, channel_max=cmax or 32 * widen,
                                magnitude_ema_beta=0.5 ** (batch_size / 20e3), **config)
-        return G, StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels)
+        return G, StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, c_dim=c_dim)
     if map_layers is not None or fp16_res is not None or cmax is not None:
         raise ValueError(f"--map, --fp16-res and --cmax apply to stylegan2; {model} takes --cbase (base width)")
     widths = {} if cbase is None else {"base_channels": cbase}
-    G = DCGANGenerator(z_dim or 64, resolution, channels, **widths)
-    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels, **widths)
+    G = DCGANGenerator(z_dim or 64, resolution, channels, c_dim=c_dim, **widths)
+    D = (DCGANDiscriminator if model == "dcgan" else SNGANDiscriminator)(resolution, channels, c_dim=c_dim, **widths)
     return G, D
 
 
@@ -143,10 +144,10 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
                   map_layers: int | None = None, fp16_res: int | None = None,
                   cache_dir: str | None = None, outdir: str | None = None, threads: int | None = None,
                   snapshot_hook=None) -> tuple[Trainer, int]:
-    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields. With
-    ``outdir`` (and ``out`` None) the run gets a new numbered folder there (:func:`new_run_folder`). The run's
-    definition (data set, model and its options, resolution and the one asked for, x-flips) is kept in
-    ``trainer.run``.
+    """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields (``cond``:
+    conditional models on the data set's labels). With ``outdir`` (and ``out`` None) the run gets a new numbered
+    folder there (:func:`new_run_folder`). The run's definition (data set, model and its options, resolution and
+    the one asked for, x-flips) is kept in ``trainer.run``.
 
     Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
     if (out is None) == (outdir is None):
@@ -164,16 +165,25 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
         auto = stylegan2_auto(dataset.sample_shape[-1], world_size, (overrides or {}).get("batch_size"))
         fields.update(auto["config"])
     config = TrainConfig(**{**fields, **(overrides or {}), "seed": seed})
+    if config.cond and dataset.labels is None:
+        raise ValueError(f"--cond: the data set {dataset_name!r} has no labels (give a dataset.json with labels, or "
+                         "a .npz with a 'labels' array)")
     torch.manual_seed(seed)
     G, D = build_models(model, dataset, cbase=cbase, cmax=cmax, map_layers=map_layers, fp16_res=fp16_res,
-                        auto=auto and auto["model"], batch_size=config.batch_size)
+                        auto=auto and auto["model"], batch_size=config.batch_size,
+                        c_dim=dataset.c_dim if config.cond else 0)
     evaluate = None
     if dataset.name == "digits":
-        from ..metrics import digits_extractor
+        from ..metrics import digits_extractor, digits_predictor
         from .evaluators import image_evaluator
         real = dataset.batch(torch.arange(dataset.num_stored))  # the 1797 digits: small enough as float
-        evaluate = image_evaluator(real, digits_extractor(dataset.sample_shape[-1]), G.z_dim, eval_samples, seed,
-                                   labels=dataset.labels)
+        fake_c = None
+        if config.cond:  # labels of data set rows drawn once, so successive ticks are comparable
+            rows = torch.randint(len(dataset), (eval_samples,), generator=torch.Generator().manual_seed(seed + 3))
+            fake_c = dataset.label_vectors(rows)
+        side = dataset.sample_shape[-1]
+        evaluate = image_evaluator(real, digits_extractor(side), G.z_dim, eval_samples, seed, fake_c=fake_c,
+                                   classify=digits_predictor(side) if config.cond else None, labels=dataset.labels)
     if out is None:
         made = [new_run_folder(outdir, dataset_name, model) if rank == 0 else None]
         if world_size > 1:

@@ -1,7 +1,10 @@
 """The functional training step: one D update, one G update, the EMA generator, and their bookkeeping.
 
 These functions hold no state of their own; :class:`ganfast.train.Trainer` composes them, and a user with an
-own loop can call them directly. ``G(z)`` returns samples and ``D(x)`` returns logits of shape ``(N,)``.
+own loop can call them directly. ``G(z)`` returns samples and ``D(x)`` returns logits of shape ``(N,)``;
+conditional models are called as ``G(z, c)`` and ``D(x, c)`` with labels ``c`` (N, c_dim) (``real_c`` the
+labels of the real batch, ``fake_c`` those the fakes are generated with); with ``c`` None they are called
+without it, so models that take no labels work unchanged.
 """
 from __future__ import annotations
 
@@ -65,23 +68,31 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "logistic", r1_gamma: float = 0.0,
-           r1_interval: int = 1, regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False) -> dict:
-    """One discriminator update on ``real`` and ``G(z)`` with ``ganfast.losses.d_loss(loss, ...)``.
+def call_with_labels(model, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """``model(x, c)``, or ``model(x)`` when ``c`` is None (models that take no labels)."""
+    return model(x) if c is None else model(x, c)
+
+
+def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Tensor | None = None,
+           fake_c: torch.Tensor | None = None, loss: str = "logistic", r1_gamma: float = 0.0, r1_interval: int = 1,
+           regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False) -> dict:
+    """One discriminator update on ``(real, real_c)`` and ``(G(z, fake_c), fake_c)`` with
+    ``ganfast.losses.d_loss(loss, ...)``.
 
     With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
     ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
-    (so the optimiser still steps once per minibatch and Adam needs no lazy-rate correction). The
-    ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp``.
+    (so the optimiser still steps once per minibatch and Adam needs no lazy-rate correction); R1 is the gradient
+    of D(x, real_c) with respect to the image only. The ``"wasserstein"`` loss always adds ``gp_weight ·
+    wgan_gp`` (interpolates judged with the real labels).
     """
     check_loss(loss)
     with torch.no_grad(), autocast(real.device, bf16):
-        fake = G(z)
+        fake = call_with_labels(G, z, fake_c)
     use_r1 = regularize and r1_gamma > 0
     real = real.detach().requires_grad_(use_r1)
     with autocast(real.device, bf16):
-        real_logits = D(real).float()
-        fake_logits = D(fake.detach()).float()
+        real_logits = call_with_labels(D, real, real_c).float()
+        fake_logits = call_with_labels(D, fake.detach(), fake_c).float()
     loss_value = losses.d_loss(loss, real_logits, fake_logits)
     total = loss_value
     stats = {}
@@ -91,7 +102,8 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "log
         stats["r1"] = r1.item()
     if loss == "wasserstein":
         with autocast(real.device, bf16):
-            gp = losses.wgan_gp(lambda x: D(x).float(), real.detach(), fake.detach().to(real.dtype))
+            gp = losses.wgan_gp(lambda x: call_with_labels(D, x, real_c).float(), real.detach(),
+                                fake.detach().to(real.dtype))
         total = total + gp_weight * gp
         stats["gp"] = gp.item()
     total.backward()
@@ -102,10 +114,11 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "log
     return stats
 
 
-def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool = False,
-           path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0, pl_interval: int = 1,
-           regularize: bool = False) -> dict:
-    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z)))`` (D's weights get no gradient).
+def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, loss: str = "logistic",
+           bf16: bool = False, path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0,
+           pl_interval: int = 1, regularize: bool = False) -> dict:
+    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z, c), c))`` with ``c = fake_c`` (D's
+    weights get no gradient).
 
     With ``regularize`` and a ``path_length`` penalty (StyleGAN2 generators: ``G.mapping`` then
     ``G.synthesis``), the loss gains ``pl_weight · pl_interval · path_length(images, ws)`` (lazy regularisation
@@ -115,11 +128,11 @@ def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool =
     use_pl = regularize and path_length is not None and pl_weight > 0
     with _frozen(D), autocast(z.device, bf16):
         if use_pl:
-            ws = G.mapping(z)
+            ws = call_with_labels(G.mapping, z, fake_c)
             fake = G.synthesis(ws)
         else:
-            fake = G(z)
-        fake_logits = D(fake).float()
+            fake = call_with_labels(G, z, fake_c)
+        fake_logits = call_with_labels(D, fake, fake_c).float()
     loss_value = losses.g_loss(loss, fake_logits)
     total, stats = loss_value, {}
     if use_pl:

@@ -42,6 +42,8 @@ class TrainConfig:
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written, and with
     ``keep_snapshots`` also a ``network-snapshot-<kimg>.safetensors`` (G, D, G_ema and their specs) that later
     snapshots do not overwrite.
+
+    ``cond``: conditional training on the data set's labels (G and D must be built with its ``c_dim``).
     """
 
     batch_size: int = 64
@@ -62,6 +64,7 @@ class TrainConfig:
     snapshot_ticks: int = 10
     collapse_ratio: float = 0.5
     num_fixed: int = 64
+    cond: bool = False
     keep_snapshots: bool = False
 
     def __post_init__(self):
@@ -83,7 +86,7 @@ class TrainConfig:
         self.betas = betas
         if self.ema_rampup is not None:
             self.ema_rampup = _checked_number("ema_rampup", self.ema_rampup, low=0, strict=True)
-        for name in ("bf16", "keep_snapshots"):
+        for name in ("bf16", "cond", "keep_snapshots"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
             setattr(self, name, bool(getattr(self, name)))
@@ -109,6 +112,23 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+GRID_CLASSES = 32  # a class-conditional sample grid shows (at most) this many classes, one per row
+
+
+def label_space(dataset: Dataset) -> dict:
+    """What a checkpoint records of the labels a conditional model was trained on: ``c_dim``, ``num_classes``
+    (None for label vectors) and ``class_counts`` (images per class: the label distribution sampling draws
+    from)."""
+    counts = None
+    if dataset.num_classes is not None:
+        counts = torch.bincount(dataset.labels, minlength=dataset.num_classes).tolist()
+    return {"c_dim": dataset.c_dim, "num_classes": dataset.num_classes, "class_counts": counts}
+
+
+def _model_c_dim(model: torch.nn.Module) -> int:
+    return getattr(model, "c_dim", 0) or 0
 
 
 def set_threads(threads: int | None, device) -> None:
@@ -146,12 +166,15 @@ def diversity(samples: torch.Tensor) -> float:
 
 
 class Trainer:
-    """Trains any generator/discriminator pair — ``G(z)`` -> samples, ``D(x)`` -> logits ``(N,)``, ``G.z_dim``.
+    """Trains any generator/discriminator pair — ``G(z)`` -> samples, ``D(x)`` -> logits ``(N,)``, ``G.z_dim``;
+    with ``config.cond``, ``G(z, c)`` and ``D(x, c)`` on the data set's labels (one-hot rows for classes).
 
     Each step is one :func:`~ganfast.train.step.d_step` (with lazy R1 every ``r1_interval`` steps) and one
     :func:`~ganfast.train.step.g_step` on fresh latents, then the EMA update of ``G_ema``. Latents are drawn
     from a generator re-seeded from (seed, step, rank), and data from a :class:`~ganfast.data.DataOrder`, so a
-    run resumed from its checkpoint repeats the uninterrupted run exactly. Under ``torchrun`` (a process
+    run resumed from its checkpoint repeats the uninterrupted run exactly. A conditional run gives D the real
+    images' own labels, and generates fakes with the labels of data set rows drawn uniformly (so fake labels
+    follow the data set's label distribution) from the latents' generator. Under ``torchrun`` (a process
     group is initialised) each rank takes ``batch_size / world_size`` samples and gradients are averaged.
 
     ``evaluate(G_ema) -> dict`` adds metrics to each tick's record (for 2-D mixtures the mode metrics are
@@ -195,6 +218,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.path_length = losses.PathLengthPenalty().to(self.device) if cfg.pl_weight > 0 else None
         self.dataset, self.out_dir, self.evaluate, self.progress = dataset, out_dir, evaluate, progress
+        self.c_dim = self._check_conditioning()
         self.order = DataOrder(dataset, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.loader = BatchLoader(dataset, self.order, self.device)
         self.step, self.nimg, self.tick = 0, 0, 0
@@ -203,33 +227,64 @@ class Trainer:
         num_fixed = 2048 if dataset.is_2d else cfg.num_fixed
         self.fixed_z = torch.randn(num_fixed, G.z_dim, generator=gen)
         self.real_diversity = diversity(dataset.batch(torch.randperm(len(dataset), generator=gen)[:num_fixed]))
+        self.fixed_c, self.grid_columns = None, None
+        if self.c_dim and dataset.num_classes is not None and not dataset.is_2d:
+            # the sample grid: one row per class, the same latent down each column
+            rows, self.grid_columns = min(dataset.num_classes, GRID_CLASSES), max(1, math.isqrt(num_fixed))
+            self.fixed_z = self.fixed_z[:self.grid_columns].repeat(rows, 1)
+            self.fixed_c = torch.eye(self.c_dim)[torch.arange(rows).repeat_interleave(self.grid_columns)]
+        elif self.c_dim:
+            self.fixed_c = dataset.label_vectors(torch.randint(len(dataset), (num_fixed,), generator=gen))
         self._tick_stats: list[dict] = []
         if self.rank == 0:
             prepare_output_dir(out_dir)
 
+    def _check_conditioning(self) -> int:
+        """The label dimension the models are trained with (0: unconditional), checked against the models."""
+        dataset, g_dim, d_dim = self.dataset, _model_c_dim(self.G), _model_c_dim(self.D)
+        if not self.config.cond:
+            if g_dim or d_dim:
+                raise ValueError(f"G/D are conditional (c_dim {g_dim}/{d_dim}) but TrainConfig.cond is False; "
+                                 "train with cond=True (--cond) or build unconditional models")
+            return 0
+        if dataset.labels is None:
+            raise ValueError(f"cond: the data set {dataset.name!r} has no labels to condition on")
+        if g_dim != dataset.c_dim or d_dim != dataset.c_dim:
+            raise ValueError(f"cond: the data set {dataset.name!r} has labels of dimension {dataset.c_dim}, but G and "
+                             f"D were built with c_dim {g_dim} and {d_dim}")
+        return dataset.c_dim
+
     # -- the loop ---------------------------------------------------------------------------------------------
-    def _latents(self, phase: int) -> torch.Tensor:
+    def _fakes(self, phase: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents and labels for this step's fakes, from a generator seeded by (seed, step, rank, phase): the
+        labels are those of uniformly drawn data set rows (the data set's label distribution)."""
         cfg = self.config
+        n = cfg.batch_size // self.world_size
         gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + self.step) * 1024 + self.rank) * 2 + phase)
-        return torch.randn(cfg.batch_size // self.world_size, self.G.z_dim, generator=gen).to(self.device)
+        z = torch.randn(n, self.G.z_dim, generator=gen).to(self.device)
+        if not self.c_dim:
+            return z, None
+        return z, self.dataset.label_vectors(torch.randint(len(self.dataset), (n,), generator=gen)).to(self.device)
 
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This rank's next real batch on the device (images float in [-1, 1]) and, when D takes labels
-        (``D.c_dim`` > 0), their label vectors ``(B, c_dim)`` (else None)."""
+        """This rank's next real batch on the device (images float in [-1, 1]) and, when training is
+        conditional, their label vectors ``(B, c_dim)`` (else None)."""
         real, indices = self.loader.next()
-        if not getattr(self.D, "c_dim", 0):
+        if not self.c_dim:
             return real, None
         return real, self.dataset.label_vectors(indices).to(self.device)
 
     def train_step(self) -> dict:
         """One D step, one G step and the EMA update; returns the step's statistics."""
         cfg = self.config
-        real, _ = self._next_real()
+        real, real_c = self._next_real()
+        z, fake_c = self._fakes(0)
         regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
-        stats = steps.d_step(self.G, self.D, self.opt_d, real, self._latents(0), loss=cfg.loss,
+        stats = steps.d_step(self.G, self.D, self.opt_d, real, z, real_c=real_c, fake_c=fake_c, loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
                              gp_weight=cfg.gp_weight, bf16=cfg.bf16)
-        stats.update(steps.g_step(self.G, self.D, self.opt_g, self._latents(1), loss=cfg.loss, bf16=cfg.bf16,
+        z, fake_c = self._fakes(1)
+        stats.update(steps.g_step(self.G, self.D, self.opt_g, z, fake_c=fake_c, loss=cfg.loss, bf16=cfg.bf16,
                                   path_length=self.path_length, pl_weight=cfg.pl_weight, pl_interval=cfg.pl_interval,
                                   regularize=losses.lazy_reg_due(self.step, cfg.pl_interval)))
         steps.broadcast_module(self.G, params=False)
@@ -333,6 +388,8 @@ class Trainer:
         samples = self.sample()
         record["diversity"] = diversity(samples)
         record["diversity_real"] = self.real_diversity
+        if self.grid_columns is not None and self.grid_columns > 1:  # a class whose samples collapse shows here
+            record["diversity_per_class"] = [diversity(row) for row in samples.split(self.grid_columns)]
         if self.dataset.modes is not None:
             from ..metrics import mixture_metrics
             record.update(mixture_metrics(samples, self.dataset.modes, self.dataset.std))
@@ -346,7 +403,7 @@ class Trainer:
         shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
                                                               "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
                                                               "d_real_acc", "d_fake_acc", "modes", "hq", "fd",
-                                                              "recall")}
+                                                              "recall", "class_acc")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
         if record["skipped_steps"]:
@@ -374,13 +431,15 @@ class Trainer:
         return reasons
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``G_ema`` on ``z`` (default: the run's fixed latents), on the CPU, in chunks of the training batch (a
-        size the device's memory is known to hold)."""
-        z = self.fixed_z if z is None else z
+    def sample(self, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``G_ema`` on ``z`` and labels ``c`` (default: the run's fixed latents and labels), on the CPU, in chunks of
+        the training batch (a size the device's memory is known to hold)."""
+        if z is None:
+            z, c = self.fixed_z, self.fixed_c
         chunk = self.config.batch_size // self.world_size
         with self._rng_untouched():
-            return torch.cat([self.G_ema(z[i:i + chunk].to(self.device)).float().cpu()
+            return torch.cat([steps.call_with_labels(self.G_ema, z[i:i + chunk].to(self.device),
+                                                     None if c is None else c[i:i + chunk].to(self.device)).float().cpu()
                               for i in range(0, len(z), chunk)])
 
     def _rng_untouched(self):
@@ -388,11 +447,11 @@ class Trainer:
         the training RNG: otherwise a run resumed after a snapshot would not repeat the uninterrupted run."""
         return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
-    def _save_picture(self, samples: torch.Tensor, path: str) -> None:
+    def _save_picture(self, samples: torch.Tensor, path: str, columns: int | None = None) -> None:
         if self.dataset.is_2d:
             save_scatter(samples, path, self.dataset.modes)
         else:
-            save_image_grid(samples, path, scale=max(1, 64 // samples.shape[-1]))
+            save_image_grid(samples, path, columns=columns, scale=max(1, 64 // samples.shape[-1]))
 
     def save_start_pictures(self) -> None:
         """``reals.png`` (training samples, as many as the fixed latents) and ``fakes_init.png`` (G_ema before
@@ -400,14 +459,15 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.config.seed + 104723)
         reals = self.dataset.batch(torch.randperm(len(self.dataset), generator=gen)[:len(self.fixed_z)])
         self._save_picture(reals, os.path.join(self.out_dir, "reals.png"))
-        self._save_picture(self.sample(), os.path.join(self.out_dir, "fakes_init.png"))
+        self._save_picture(self.sample(), os.path.join(self.out_dir, "fakes_init.png"), self.grid_columns)
 
     def save_samples(self) -> str | None:
-        """Writes ``samples-<step>.png`` (image grid, or scatter plot for 2-D data); returns its path."""
+        """Writes ``samples-<step>.png`` (image grid, one row per class for class-conditional models; a scatter plot
+        for 2-D data); returns its path."""
         if self.rank != 0:
             return None
         path = os.path.join(self.out_dir, f"samples-{self.step:07d}.png")
-        self._save_picture(self.sample(), path)
+        self._save_picture(self.sample(), path, self.grid_columns)
         return path
 
     # -- checkpoints --------------------------------------------------------------------------------------------
@@ -422,6 +482,7 @@ class Trainer:
         return {"step": self.step, "nimg": self.nimg, "tick": self.tick, "best_diversity": self.best_diversity,
                 "best_recall": self.best_recall, "data_order": self.order.state_dict(),
                 "config": dataclasses.asdict(self.config), "world_size": self.world_size, "run": self.run,
+                "labels": label_space(self.dataset) if self.c_dim else None,
                 "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
 
     def save(self, path: str | None = None) -> None:
