@@ -69,7 +69,7 @@ MANIFEST = "ganfast-samples.json"  # the settings a sample folder was written wi
 LABEL_STREAM = 0x6C61626C  # seed s draws its class from np.random.RandomState([s, LABEL_STREAM])
 _MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
 _NOISE_SEED_OFFSET = 2 ** 32  # seed s draws its layer noise from torch.Generator().manual_seed(2**32 + s)
-DEFAULT_SAMPLE_BATCH = 256  # images per generator call; measured faster than 64 on CPU and GPU (see README)
+DEFAULT_SAMPLE_BATCH = 256  # images per generator call; the README gives the CPU measurements behind it
 
 
 # ---- arguments -------------------------------------------------------------------------------------------------

@@ -82,6 +82,14 @@ def test_resume_restores_the_run_definition(tmp_path, capsys, one_thread):
     for option, value in (("--resolution", "32"), ("--model", "sngan")):
         err = _error(capsys, ["train", "--out", str(image_run), "--resume", "--steps", "2", option, value])
         assert "holds a dcgan model at 16x16 px" in err and f"{option} {value} does not match" in err, err
+    assert "--cond True conflicts with the run's False" in _error(
+        capsys, ["train", "--out", str(image_run), "--resume", "--steps", "2", "--cond"])
+    conditional = tmp_path / "conditional"
+    assert main(_tiny_image_run(zipped, conditional, "--steps", "1", "--cond", "--mirror")) == 0
+    assert main(["train", "--out", str(conditional), "--resume", "--steps", "2", "--no-progress"]) == 0
+    extra = checkpoint_extra(str(conditional))
+    assert extra["config"]["cond"] and extra["run"]["mirror"] and extra["labels"]["num_classes"] == 3
+    assert load_generator(str(conditional)).c_dim == 3
 
 
 def test_sigterm_then_resume_is_bit_exact(tmp_path, capsys, one_thread):
