@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(classes or label vectors); an error if it has none")
     p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record; default: 500 for "
                    "2-D data, 250 for images)")
-    p.add_argument("--snap", "--snapshot-ticks", type=POSITIVE_INT, dest="snap",
-                   help="ticks between sample pictures and checkpoints (default 4); given, each of them also keeps "
-                   "network-snapshot-<kimg>.safetensors")
+    p.add_argument("--snap", type=POSITIVE_INT, help="ticks between sample pictures and checkpoints (default 4); "
+                   "given, each of them also keeps network-snapshot-<kimg>.safetensors")
+    p.add_argument("--snapshot-ticks", type=POSITIVE_INT, dest="snap", help=argparse.SUPPRESS)  # the older name
     p.add_argument("--metrics", type=_metric_list, help="comma-separated, computed at each snapshot into "
                    "metric-<name>.jsonl: fid50k_full, kid50k_full, pr50k3_full, fd50k_full (digits features "
                    "without an Inception file), or smaller counts such as fd2k, kid500")

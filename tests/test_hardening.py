@@ -40,7 +40,8 @@ def _temp_files(folder: Path) -> list[Path]:
 def _stats(folder: Path) -> list[dict]:
     records = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines()]
     for r in records:
-        r.pop("img_per_s")  # the only field that depends on the clock
+        for key in ("img_per_s", "time", "sec_per_tick", "sec_per_kimg", "peak_rss_mib", "peak_cuda_mib"):
+            r.pop(key, None)  # the fields that depend on the clock or the process's memory
     return records
 
 

@@ -25,6 +25,10 @@ def _tiny_image_run(zipped, out, *extra):
             "8", "--tick", "2", "--no-progress", *extra]
 
 
+def _records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _error(capsys, argv) -> str:
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -39,8 +43,7 @@ def test_out_refuses_a_used_folder_and_outdir_numbers_runs(tmp_path, capsys, one
     assert main(["train", "--out", str(out), "--steps", "2", *RING]) == 0
     assert "--out" in _error(capsys, ["train", "--out", str(out), "--steps", "2", *RING]) and \
         "add --resume" in capsys.readouterr().err + "add --resume"
-    records = [json.loads(line) for line in open(out / "stats.jsonl")]
-    assert [r["tick"] for r in records] == [1]                       # the refused run wrote nothing
+    assert [r["tick"] for r in _records(out / "stats.jsonl")] == [1]                       # the refused run wrote nothing
     root = tmp_path / "runs"
     (root / "00007-old").mkdir(parents=True)
     assert main(["train", "--outdir", str(root), "--steps", "1", *RING]) == 0
@@ -68,7 +71,7 @@ def test_resume_restores_the_run_definition(tmp_path, capsys, one_thread):
     cfg = extra["config"]
     assert (extra["step"], cfg["lr_g"], cfg["lr_d"], cfg["seed"], cfg["r1_gamma"], cfg["tick_steps"],
             cfg["batch_size"]) == (8, 0.001, 0.001, 3, 0.5, 4, 32)
-    assert [json.loads(line)["step"] for line in open(out / "stats.jsonl")] == [4, 8]
+    assert [r["step"] for r in _records(out / "stats.jsonl")] == [4, 8]
     for option, value, named in (("--tick", "50", "--tick 50 conflicts with the run's 4"),
                                  ("--lr", "0.01", "--lr 0.01 conflicts with the run's 0.001"),
                                  ("--seed", "0", "--seed 0 conflicts"), ("--dataset", "grid25", "--dataset")):
@@ -126,9 +129,9 @@ def test_sigterm_then_resume_is_bit_exact(tmp_path, capsys, one_thread):
 
 
 def test_second_ctrl_c_aborts(tmp_path):
-    from ganfast.train import Trainer
     from ganfast.data import load_dataset
     from ganfast.models import MLPDiscriminator, MLPGenerator
+    from ganfast.train import Trainer
     trainer = Trainer(MLPGenerator(4), MLPDiscriminator(), load_dataset("ring8"), str(tmp_path), progress=False)
     with trainer._stop_on_signals(print) as stop:
         os.kill(os.getpid(), signal.SIGINT)
@@ -179,7 +182,7 @@ def test_stats_pictures_version_and_help(tmp_path, capsys, one_thread):
     zipped = _noise_zip(tmp_path / "noise.zip", n=16)
     out = tmp_path / "run"
     assert main(_tiny_image_run(zipped, out, "--steps", "2")) == 0
-    record = json.loads(open(out / "stats.jsonl").readline())
+    record = _records(out / "stats.jsonl")[0]
     assert abs(record["time"] - time.time()) < 600 and record["sec_per_tick"] > 0
     assert record["sec_per_kimg"] == pytest.approx(record["sec_per_tick"] / (2 * 8) * 1000)
     assert record["peak_rss_mib"] > 10
@@ -217,7 +220,7 @@ def test_metrics_at_snapshots_and_afterwards(tmp_path, capsys, monkeypatch, one_
             "16", "--tick", "2", "--steps", "4", "--no-progress"]
     assert main(args + ["--metrics", "fd100,kid100", "--snap", "1"]) == 0
     assert "fd100 of network-snapshot-000000.safetensors: fd " in capsys.readouterr().out
-    rows = [json.loads(line) for line in open(out / "metric-fd100.jsonl")]
+    rows = _records(out / "metric-fd100.jsonl")
     assert [r["snapshot"] for r in rows] == ["network-snapshot-000000.safetensors"] * 2   # kimg 0.032, 0.064
     assert rows[0]["features"] == "digits" and rows[0]["num_fakes"] == 100 and rows[0]["results"]["fd"] > 0
     err = _error(capsys, ["metrics", "--run", str(out), "--metrics", "fid100"])
@@ -226,8 +229,8 @@ def test_metrics_at_snapshots_and_afterwards(tmp_path, capsys, monkeypatch, one_
     torch.jit.script(_Inception()).save(str(inception))
     monkeypatch.setenv("GANFAST_INCEPTION", str(inception))
     assert main(["metrics", "--run", str(out), "--metrics", "fid100,pr100_full"]) == 0
-    fid = json.loads(open(out / "metric-fid100.jsonl").readline())
-    pr = json.loads(open(out / "metric-pr100_full.jsonl").readline())
+    fid, = _records(out / "metric-fid100.jsonl")
+    pr, = _records(out / "metric-pr100_full.jsonl")
     assert fid["features"] == "inception" and fid["results"]["fid"] > 0 and pr["num_reals"] == 1797
     assert 0 <= pr["results"]["recall"] <= 1
 
