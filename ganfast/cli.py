@@ -234,7 +234,9 @@ def _cmd_sample(args) -> int:
     index, count = parse_shard(args.shard)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = index * world + rank, count * world  # torchrun ranks split this shard further
+    from ganfast.train.trainer import check_device
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
+    check_device(torch.device(device))
     G = load_generator(args.checkpoint, which=args.weights, device=device)
     report = write_samples(G, args.seeds, args.out, fmt=args.format, batch_size=args.batch_size,
                            shard=(index, count), shard_size=args.shard_size, workers=args.workers,
@@ -256,7 +258,9 @@ def _cmd_metrics(args) -> int:
     if os.path.isdir(args.run):
         files = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors"))) or \
             [checkpoint_path(args.run)]
+    from ganfast.train.trainer import check_device
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(torch.device(device))
     cache: dict = {}
     for path in files:
         for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception, device=device,

@@ -198,8 +198,8 @@ def _image_errors(name: str):
     try:
         yield
     except Image.UnidentifiedImageError:
-        raise ValueError(f"dataset: {name!r} is not a PNG or JPEG image (its bytes are neither, whatever its "
-                         "name says)") from None
+        raise ValueError(f"dataset: {name!r} is not a readable PNG/JPEG image: its bytes are neither format, "
+                         "whatever its name says") from None
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, zipfile.BadZipFile,
             Image.DecompressionBombError) as exc:
         raise ValueError(f"dataset: {name!r} is not a readable PNG/JPEG image of a sane size ({exc})") from None

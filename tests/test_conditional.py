@@ -283,7 +283,7 @@ def test_labels_travel_with_the_images(tmp_path, fmt):
     ganfast.write_samples(G, "0-5", out, fmt=fmt, shard_size=4, progress=False, class_counts=[1, 1, 1],
                           shard=(1, 2))
     ganfast.write_samples(G, "0-5", out, fmt=fmt, shard_size=4, progress=False, class_counts=[1, 1, 1],
-                          batch_size=5)
+                          batch_size=5, shard=(0, 2))
     _, images, labels = _images(ganfast.sample(G, "0-5", class_counts=[1, 1, 1]))
     if fmt == "png":
         from PIL import Image
@@ -291,18 +291,18 @@ def test_labels_travel_with_the_images(tmp_path, fmt):
             path = out / f"class{labels[seed]}" / "00000" / f"seed{seed:08d}.png"
             np.testing.assert_array_equal(np.asarray(Image.open(path)), images[seed, ..., 0])
     elif fmt == "npz":
-        for name, rows in (("seeds00000000-00000003.npz", slice(0, 4)), ("seeds00000004-00000005.npz", slice(4, 6))):
+        for name, rows in (("seeds00000000-00000002.npz", slice(0, 3)), ("seeds00000003-00000005.npz", slice(3, 6))):
             with np.load(out / name) as data:
                 np.testing.assert_array_equal(data["labels"], labels[rows])
                 np.testing.assert_array_equal(data["images"], images[rows])
     else:
-        with tarfile.open(out / "seeds00000000-00000003.tar") as tar:
-            records = [json.load(tar.extractfile(f"{s:08d}.json")) for s in range(4)]
-        assert [r["class"] for r in records] == labels[:4].tolist()
+        with tarfile.open(out / "seeds00000003-00000005.tar") as tar:
+            records = [json.load(tar.extractfile(f"{s:08d}.json")) for s in range(3, 6)]
+        assert [r["class"] for r in records] == labels[3:].tolist()
     manifest = json.loads((out / ganfast.sampling.MANIFEST).read_text())
     assert manifest["labels"] == {"class": "all", "drawn_from_class_counts": [1, 1, 1]}
     with pytest.raises(ValueError, match=r"labels=\{'class': 'all'.*but this run has labels=\{'class': 1\}"):
-        ganfast.write_samples(G, "0-5", out, fmt=fmt, shard_size=4, progress=False, class_index=1)
+        ganfast.write_samples(G, "0-5", out, fmt=fmt, shard_size=4, progress=False, class_index=1, shard=(0, 2))
 
 
 def test_cli_sample_class_from_a_conditional_run(tmp_path, capsys, one_thread):

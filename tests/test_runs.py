@@ -270,11 +270,13 @@ def test_rough_edges_are_one_line_errors(tmp_path, capsys):
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "a.png").write_text("not an image")
-    assert "is not a PNG or JPEG image" in _error(capsys, ["train", "--dataset", str(folder), "--out",
+    assert "its bytes are neither format, whatever its name says" in _error(capsys, ["train", "--dataset", str(folder), "--out",
                                                            str(tmp_path / "b"), "--no-progress"])
     if not torch.cuda.is_available():
         assert "torch sees no CUDA device" in _error(capsys, ["train", "--dataset", "ring8", "--out",
                                                               str(tmp_path / "c"), "--device", "cuda"])
+        assert "torch sees no CUDA device" in _error(capsys, ["sample", "--checkpoint", str(tmp_path), "--seeds",
+                                                              "0", "--out", str(tmp_path / "s"), "--device", "cuda"])
     from ganfast.data import load_dataset
     from ganfast.models import DCGANGenerator, MLPDiscriminator, MLPGenerator
     from ganfast.train import Trainer
