@@ -43,7 +43,7 @@ def test_out_refuses_a_used_folder_and_outdir_numbers_runs(tmp_path, capsys, one
     assert main(["train", "--out", str(out), "--steps", "2", *RING]) == 0
     assert "--out" in _error(capsys, ["train", "--out", str(out), "--steps", "2", *RING]) and \
         "add --resume" in capsys.readouterr().err + "add --resume"
-    assert [r["tick"] for r in _records(out / "stats.jsonl")] == [1]                       # the refused run wrote nothing
+    assert [r["tick"] for r in _records(out / "stats.jsonl")] == [1]       # the refused run wrote nothing
     root = tmp_path / "runs"
     (root / "00007-old").mkdir(parents=True)
     assert main(["train", "--outdir", str(root), "--steps", "1", *RING]) == 0
@@ -270,8 +270,8 @@ def test_rough_edges_are_one_line_errors(tmp_path, capsys):
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "a.png").write_text("not an image")
-    assert "its bytes are neither format, whatever its name says" in _error(capsys, ["train", "--dataset", str(folder), "--out",
-                                                           str(tmp_path / "b"), "--no-progress"])
+    assert "its bytes are neither format, whatever its name says" in _error(
+        capsys, ["train", "--dataset", str(folder), "--out", str(tmp_path / "b"), "--no-progress"])
     if not torch.cuda.is_available():
         assert "torch sees no CUDA device" in _error(capsys, ["train", "--dataset", "ring8", "--out",
                                                               str(tmp_path / "c"), "--device", "cuda"])

@@ -194,9 +194,10 @@ class Trainer:
                  snapshot_hook: Callable[[str], None] | None = None):
         for name, value, kind in (("G", G, torch.nn.Module), ("D", D, torch.nn.Module), ("dataset", dataset, Dataset)):
             if not isinstance(value, kind):
+                hint = " (a tensor of samples becomes one with ganfast.data.Dataset(name, tensor))" \
+                    if name == "dataset" else ""
                 raise TypeError(f"Trainer: {name} must be a {kind.__module__}.{kind.__name__}, got "
-                                f"{type(value).__name__} (a tensor of samples becomes a data set with "
-                                f"ganfast.data.Dataset(name, tensor))")
+                                f"{type(value).__name__}{hint}")
         if config is not None and not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
         self.config = cfg = config or TrainConfig()
