@@ -310,3 +310,31 @@ def test_shards_split_the_seeds(tmp_path):
     assert sorted(seeds.tolist()) == list(range(9))
     assert [len(shard_seeds(list(range(10)), i, 3)) for i in range(3)] == [3, 3, 4]
     assert shard_seeds([5], 1, 2) == [5] and shard_seeds([5], 0, 2) == []
+
+
+def test_sigterm_mid_tick_resumes_exactly_with_layer_noise(tmp_path, one_thread):
+    """StyleGAN2 draws its training noise from the global RNG: a SIGTERM in the middle of a tick (here raised by
+    the process itself during step 4) still leaves a checkpoint whose resumed run matches the straight one."""
+    from test_train import _trainer
+    straight = _trainer("digits", tmp_path / "straight", "stylegan2")
+    straight.train(8)
+    stopped = _trainer("digits", tmp_path / "stopped", "stylegan2")
+    step = stopped.train_step
+
+    def step_then_signal():
+        stats = step()
+        if stopped.step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stats
+
+    stopped.train_step = step_then_signal
+    stopped.train(8)
+    assert stopped.interrupted == "SIGTERM" and stopped.step == 4 and stopped.tick == 1   # tick_steps 3
+    assert checkpoint_extra(str(tmp_path / "stopped"))["step"] == 4        # saved at the step it stopped
+    resumed = _trainer("digits", tmp_path / "stopped", "stylegan2")
+    resumed.resume()
+    resumed.train(8)
+    a = load_file(str(tmp_path / "straight" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "checkpoint.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
