@@ -27,9 +27,33 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def _write_digits_zip(path: str) -> None:
+    """The 1797 digits (16 px, grey) as ``img<i>.png`` in a zip with StyleGAN2-ADA's ``dataset.json`` labels."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from ganfast.data import digits_with_labels
+    images, labels = digits_with_labels(16)
+    pixels = ((images[:, 0] + 1) * 127.5).round().clamp(0, 255).to(dtype=__import__("torch").uint8).numpy()
+    with zipfile.ZipFile(path, "w") as archive:
+        names = []
+        for i, image in enumerate(pixels):
+            buffer = io.BytesIO()
+            Image.fromarray(image, "L").save(buffer, format="PNG")
+            names.append(f"{i // 1000:05d}/img{i:08d}.png")
+            archive.writestr(names[-1], buffer.getvalue())
+        archive.writestr("dataset.json", json.dumps({"labels": [[n, int(c)] for n, c in zip(names, labels)]}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--dataset", default="digits", help="'digits' or the digits as a zip in StyleGAN2-ADA's "
+                        "layout (see --write-zip)")
+    parser.add_argument("--write-zip", metavar="PATH", help="write the 16 px digits as PNGs in a zip with dataset.json "
+                        "labels to PATH first (train on it with --dataset PATH)")
     parser.add_argument("--model", default="dcgan", choices=["dcgan", "sngan", "stylegan2"])
     parser.add_argument("--steps", type=int, help="training steps (default: the CLI's)")
     parser.add_argument("--samples", type=int, default=1000, help="images sampled per class")
@@ -42,9 +66,11 @@ def main() -> int:
     from ganfast.data import digits_with_labels
     from ganfast.metrics import digits_predictor
 
-    report: dict = {"load_average_at_start": os.getloadavg()[0]}
+    report: dict = {"load_average_at_start": os.getloadavg()[0], "dataset": args.dataset}
+    if args.write_zip:
+        _write_digits_zip(args.write_zip)
     if not args.no_train:
-        train = ["train", "--dataset", "digits", "--cond", "--model", args.model, "--out", args.out, "--no-progress"]
+        train = ["train", "--dataset", args.dataset, "--cond", "--model", args.model, "--out", args.out, "--no-progress"]
         report["train_seconds"] = _run(train + (["--steps", str(args.steps)] if args.steps else []))
     real, real_labels = digits_with_labels(16)
     logistic = LogisticRegression(max_iter=2000).fit(real.flatten(1).numpy(), real_labels.numpy())
