@@ -331,6 +331,9 @@ def test_sigterm_mid_tick_resumes_exactly_with_layer_noise(tmp_path, one_thread)
     stopped.train(8)
     assert stopped.interrupted == "SIGTERM" and stopped.step == 4 and stopped.tick == 1   # tick_steps 3
     assert checkpoint_extra(str(tmp_path / "stopped"))["step"] == 4        # saved at the step it stopped
+    with pytest.raises(ValueError, match=r"was trained with lr_g=0.0002, lr_d=0.0002; this Trainer has "
+                                         r"lr_g=0.01, lr_d=0.01 \(a resumed run keeps its definition"):
+        _trainer("digits", tmp_path / "stopped", "stylegan2", lr_g=0.01, lr_d=0.01).resume()
     resumed = _trainer("digits", tmp_path / "stopped", "stylegan2")
     resumed.resume()
     resumed.train(8)

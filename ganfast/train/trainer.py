@@ -28,6 +28,7 @@ from .visual import save_image_grid, save_scatter
 
 STATS = "stats.jsonl"
 SNAPSHOT_PATTERN = "network-snapshot-{kimg:06d}.safetensors"  # the networks kept every ``snapshot_ticks`` ticks
+RESUMABLE_FIELDS = ("snapshot_ticks", "keep_snapshots", "collapse_ratio", "num_fixed")  # free to change on resume
 RECALL_FLOOR = 0.1  # a k-NN recall of the real features below this raises the collapse alarm
 
 
@@ -527,6 +528,7 @@ class Trainer:
         path = path or os.path.join(self.out_dir, CHECKPOINT_NAME)
         found = os.path.isfile(path)
         if found:
+            self._check_config(path)
             extra = load_checkpoint(path, self._modules(), self._optimizers())
             missing = {"world_size", "data_order", "step", "nimg", "tick", "best_diversity"} - extra.keys()
             if missing:
@@ -543,6 +545,22 @@ class Trainer:
         if self.rank == 0:
             self._trim_stats()
         return found
+
+    def _check_config(self, path: str) -> None:
+        """A ValueError naming the TrainConfig fields that differ from the checkpoint's run (only those in
+        ``RESUMABLE_FIELDS`` may): otherwise Adam would keep the stored learning rates while the config claimed
+        others, and the run would no longer be the one its checkpoint describes."""
+        from .checkpoint import checkpoint_extra
+        stored = checkpoint_extra(path).get("config")
+        if not isinstance(stored, dict):
+            return
+        current = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as stored: tuples become lists
+        differ = [k for k in current if k not in RESUMABLE_FIELDS and k in stored and current[k] != stored[k]]
+        if differ:
+            raise ValueError(f"resume: {path!r} was trained with " + ", ".join(f"{k}={stored[k]!r}" for k in differ)
+                             + "; this Trainer has " + ", ".join(f"{k}={current[k]!r}" for k in differ)
+                             + f" (a resumed run keeps its definition; only {', '.join(RESUMABLE_FIELDS)} may "
+                             "change)")
 
     def _trim_stats(self) -> None:
         """Drops the ``stats.jsonl`` records of ticks after ``self.tick`` and a torn last line (atomically)."""
