@@ -62,7 +62,12 @@ void filtered_lrelu_typed(const FilteredLreluArgs& a) {
   // bands of output rows: tall enough that the mid rows shared with the next band (recomputed) stay few
   const int64_t band = std::max<int64_t>(16, a.taps2_h), bands = (a.out_h + band - 1) / band;
   const int64_t planes = a.batch * a.channels, tasks = planes * bands;
-  parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
+  // multiply-adds per task, roughly: small calls stay on the calling thread (starting threads costs more)
+  const int64_t stage1 = a.sep1 ? a.taps1_w + a.taps1_h : a.taps1_w * a.taps1_h / a.up + 1;
+  const int64_t stage2 = (a.sep2 ? a.taps2_w + a.taps2_h : a.taps2_w * a.taps2_h) / (a.down * a.down) + 1;
+  const int64_t work = band * a.down * a.mid_w * (stage1 / a.up + stage2 + 1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(work, 1));
+  parallel_for(tasks, grain, [&](int64_t begin, int64_t end) {
     std::vector<T> in_rows, h1, mid, g, acc(a.out_w);
     std::vector<uint8_t> codes(4 * mask_w);
     for (int64_t task = begin; task < end; ++task) {
@@ -74,7 +79,8 @@ void filtered_lrelu_typed(const FilteredLreluArgs& a) {
       // the mid rows the band reads; with a mask to write, also the rows it owns: [oy0·down, oy1·down), and
       // for the last band everything below (the mask covers the whole mid grid)
       int64_t r0 = w2y[oy0].first, r1 = w2y[oy1 - 1].end;
-      const int64_t own0 = std::min(a.mid_h, oy0 * a.down), own1 = oy1 == a.out_h ? a.mid_h : std::min(a.mid_h, oy1 * a.down);
+      const int64_t own0 = std::min(a.mid_h, oy0 * a.down);
+      const int64_t own1 = oy1 == a.out_h ? a.mid_h : std::min(a.mid_h, oy1 * a.down);
       if (write_mask) r0 = std::min(r0, own0), r1 = std::max(r1, own1);
       const int64_t rows = r1 - r0;
       mid.assign(std::max<int64_t>(rows, 0) * a.mid_w, T(0));
