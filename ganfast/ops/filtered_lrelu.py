@@ -146,10 +146,10 @@ def _setup_forward(ctx, inputs, output):
 def _backward_forward(ctx, dy, _dmask):
     mask, fu, fd = ctx.saved_tensors
     up, down, padding, gain, slope, flip_filter, in_size, impl = ctx.params
-    if mask.numel() == 0:
-        raise RuntimeError("ganfast::filtered_lrelu was called with write_mask=False, so it has no backward")
     dx = db = None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
+        if mask.numel() == 0:
+            raise RuntimeError("ganfast::filtered_lrelu was called with write_mask=False, so it has no backward")
         dx = torch.ops.ganfast.filtered_lrelu_linear(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter,
                                                      True, in_size, impl)
         if ctx.has_bias and ctx.needs_input_grad[3]:
