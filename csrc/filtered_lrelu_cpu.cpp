@@ -25,16 +25,35 @@ void check_filtered_lrelu_args(const FilteredLreluArgs& a) {
 
 namespace {
 
-// dst[j] (+)= Σ_{t < taps} w[t] · src[offset[t] + j] for j < n: one contiguous sweep per tap, vectorised over j.
-template <typename T, bool Accumulate>
-void correlate(T* __restrict dst, const T* __restrict src, const T* __restrict w, const int64_t* offset,
-               int64_t taps, int64_t n) {
-  if (!Accumulate) std::fill(dst, dst + n, T(0));
+// dst[j] += Σ_{t < taps} w[t] · src[offset[t] + j] for j < n: one contiguous sweep per tap, vectorised over j.
+template <typename T>
+__attribute__((always_inline)) inline void correlate_impl(T* __restrict dst, const T* __restrict src,
+                                                          const T* __restrict w, const int64_t* offset, int64_t taps,
+                                                          int64_t n) {
   for (int64_t t = 0; t < taps; ++t) {
     const T wt = w[t];
     const T* __restrict s = src + offset[t];
     for (int64_t j = 0; j < n; ++j) dst[j] += wt * s[j];
   }
+}
+
+GANFAST_CPU_CLONES void correlate(float* dst, const float* src, const float* w, const int64_t* offset, int64_t taps,
+                                  int64_t n) {
+  correlate_impl(dst, src, w, offset, taps, n);
+}
+
+GANFAST_CPU_CLONES void correlate(double* dst, const double* src, const double* w, const int64_t* offset,
+                                  int64_t taps, int64_t n) {
+  correlate_impl(dst, src, w, offset, taps, n);
+}
+
+// dst[j] += w · src[j] for j < n.
+GANFAST_CPU_CLONES void axpy(float* __restrict dst, const float* __restrict src, float w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] += w * src[j];
+}
+
+GANFAST_CPU_CLONES void axpy(double* __restrict dst, const double* __restrict src, double w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] += w * src[j];
 }
 
 template <typename S>
@@ -102,24 +121,21 @@ void filtered_lrelu_typed(const FilteredLreluArgs& a) {
           }
         }
         if (a.sep1) {
-          h1.resize(in_rows_n * a.mid_w);
+          h1.assign(in_rows_n * a.mid_w, T(0));
           for (int64_t k = 0; k < in_rows_n; ++k)
-            correlate<T, false>(h1.data() + k * a.mid_w, z_rows.data() + k * z_len, taps1, offset1.data(),
-                                a.taps1_w, a.mid_w);
+            correlate(h1.data() + k * a.mid_w, z_rows.data() + k * z_len, taps1, offset1.data(), a.taps1_w,
+                      a.mid_w);
         }
         for (int64_t my = r0; my < r1; ++my) {
           T* mrow = mid.data() + (my - r0) * a.mid_w;
           const AxisWindow wy = w1y[my];
           for (int64_t iy = wy.first; iy < wy.end; ++iy) {
             const int64_t ty = wy.first_tap + (iy - wy.first) * a.up;
-            if (a.sep1) {
-              const T wt = taps1[ty];
-              const T* h = h1.data() + (iy - iy0) * a.mid_w;
-              for (int64_t j = 0; j < a.mid_w; ++j) mrow[j] += wt * h[j];
-            } else {
-              correlate<T, true>(mrow, z_rows.data() + (iy - iy0) * z_len, taps1 + ty * a.taps1_w, offset1.data(),
-                                 a.taps1_w, a.mid_w);
-            }
+            if (a.sep1)
+              axpy(mrow, h1.data() + (iy - iy0) * a.mid_w, taps1[ty], a.mid_w);
+            else
+              correlate(mrow, z_rows.data() + (iy - iy0) * z_len, taps1 + ty * a.taps1_w, offset1.data(), a.taps1_w,
+                        a.mid_w);
           }
           // the elementwise stage
           uint8_t* mask_row = a.mask ? a.mask + (plane * a.mid_h + my) * mask_w : nullptr;
@@ -152,24 +168,21 @@ void filtered_lrelu_typed(const FilteredLreluArgs& a) {
         }
       }
       if (a.sep2 && g1 > g0) {
-        g.resize((g1 - g0) * a.out_w);
+        g.assign((g1 - g0) * a.out_w, T(0));
         for (int64_t my = g0; my < g1; ++my)
-          correlate<T, false>(g.data() + (my - g0) * a.out_w, phases.data() + (my - g0) * phases_len, taps2,
-                              offset2.data(), a.taps2_w, a.out_w);
+          correlate(g.data() + (my - g0) * a.out_w, phases.data() + (my - g0) * phases_len, taps2, offset2.data(),
+                    a.taps2_w, a.out_w);
       }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
         std::fill(acc.begin(), acc.end(), T(0));
         const AxisWindow wy = w2y[oy];
         for (int64_t my = wy.first; my < wy.end; ++my) {
           const int64_t ty = wy.first_tap + (my - wy.first);
-          if (a.sep2) {
-            const T wt = taps2[ty];
-            const T* gr = g.data() + (my - g0) * a.out_w;
-            for (int64_t o = 0; o < a.out_w; ++o) acc[o] += wt * gr[o];
-          } else {
-            correlate<T, true>(acc.data(), phases.data() + (my - g0) * phases_len, taps2 + ty * a.taps2_w,
-                               offset2.data(), a.taps2_w, a.out_w);
-          }
+          if (a.sep2)
+            axpy(acc.data(), g.data() + (my - g0) * a.out_w, taps2[ty], a.out_w);
+          else
+            correlate(acc.data(), phases.data() + (my - g0) * phases_len, taps2 + ty * a.taps2_w, offset2.data(),
+                      a.taps2_w, a.out_w);
         }
         S* out_row = out_plane + oy * a.out_stride[2];
         for (int64_t o = 0; o < a.out_w; ++o) E::store(out_row, o * a.out_stride[3], acc[o]);

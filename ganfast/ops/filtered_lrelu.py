@@ -34,9 +34,9 @@ from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
 
-# auto on CPU, measured (2 shared cores, fp32, StyleGAN3-T layer 1x128x86² -> 84², up 2, down 2, 12-tap filters):
-# the C++ kernel 94 ms forward / 228 ms forward+backward, the reference 595 / 849, torch.compile(reference)
-# 288 / 487; the backward keeps 1 MiB (mask) against the reference's 99 MiB.
+# auto on CPU, measured (2 cores shared with other jobs, fp32, StyleGAN3-T layer 1x128x86² -> 84², up 2, down 2,
+# 12-tap filters, forward / forward+backward): the C++ kernel 64 / 162 ms, the reference 485 / 708 ms,
+# torch.compile(reference) 114 / 278 ms; the backward keeps 1 MiB (the mask) against the reference's 99 MiB.
 # auto on CUDA: the CUDA kernel first, Triton second: not yet measured on a GPU.
 _OP = register_op("filtered_lrelu", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
