@@ -136,7 +136,8 @@ __global__ void __launch_bounds__(kThreads) filtered_lrelu_kernel(FilteredLreluA
           v[k] = lrelu_clamp(v[k], gain, slope, clamp, code);
           if (mx + k < a.mid_w) byte |= uint8_t(code << (2 * k));
         }
-        if (write_mask && my >= own_y0 && my < own_y1 && mx >= own_x0 && mx < own_x1) mask_plane[my * mask_w + mx / 4] = byte;
+        if (write_mask && my >= own_y0 && my < own_y1 && mx >= own_x0 && mx < own_x1)
+          mask_plane[my * mask_w + mx / 4] = byte;
       } else {
         const uint8_t byte = mask_plane[my * mask_w + mx / 4];
         for (int k = 0; k < 4 && col0 + k < cols; ++k) v[k] *= code_factor<T>((byte >> (2 * k)) & 3, gain, slope);

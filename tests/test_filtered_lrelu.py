@@ -131,6 +131,8 @@ def test_none_gradients_match_reference(impl):
     # no gradient flows to the filters (as NVlabs' op; the reference, plain autograd, differentiates them)
     gx, gfu, gfd = torch.autograd.grad(filtered_lrelu(x, **kw, impl=impl).sum(), (x, fu, fd), allow_unused=True)
     assert gx is not None and gfu is None and gfd is None
+    (gfu,) = torch.autograd.grad(filtered_lrelu(x.detach(), **kw, impl=impl).sum(), fu, allow_unused=True)
+    assert gfu is None  # only a filter asks for gradients: nothing flows, and no mask was needed
     b = torch.zeros(3, dtype=torch.float64, device=DEVICE, requires_grad=True)
     kw.update(b=b)
     x.requires_grad_(False)

@@ -18,8 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import ganfast
 from ganfast._dispatch import OPS
-from ganfast.ops import (bias_act, grad_penalty, modulated_conv2d, modulated_conv2d_bias_act, sample_lerp,
-                         setup_filter, upfirdn2d)
+from ganfast.ops import (bias_act, filtered_lrelu, grad_penalty, modulated_conv2d, modulated_conv2d_bias_act,
+                         sample_lerp, setup_filter, upfirdn2d)
 from ganfast.ops.spectral_norm import power_iteration
 from support import available_impls
 
@@ -58,6 +58,13 @@ def op_calls(impl: str, device) -> dict[str, OpCall]:
         y = upfirdn2d(x, f, up=2, padding=[2, 1], impl=impl)
         return y.detach(), *_grads(y, (x,))
 
+    f_sep = setup_filter([1, 3, 3, 1], device=device, separable=True)
+
+    def filtered_lrelu_call():  # StyleGAN3's layer: up 2, down 2, clamp; second order for path length
+        y = filtered_lrelu(x, f_sep, f, b, up=2, down=2, padding=3, clamp=1.0, impl=impl)
+        dx, db = _grads(y, (x, b), create_graph=True)
+        return (y.detach(), dx.detach(), db.detach(), *_grads(dx, (x, b)))
+
     def modconv_call():
         y = modulated_conv2d_bias_act(x, weight, styles, noise, out_bias, padding=1, act="lrelu", clamp=2.0,
                                       impl=impl)
@@ -87,6 +94,7 @@ def op_calls(impl: str, device) -> dict[str, OpCall]:
 
     calls = {"bias_act": ("bias_act", (x, b), bias_act_call),
              "upfirdn2d": ("upfirdn2d", (x,), upfirdn2d_call),
+             "filtered_lrelu": ("filtered_lrelu", (x, b), filtered_lrelu_call),
              "modulated_conv2d_bias_act": ("modulated_conv2d", (x, weight, styles, noise, out_bias),
                                            modconv_call),
              "modulated_conv2d_up2": ("modulated_conv2d", (x, weight, styles), modconv_up_call),
@@ -142,7 +150,7 @@ def test_ops_never_wait_for_the_device(impl, monkeypatch):
     for keeping the GPU's launch queue full. Python-side reads (tolist/numpy/cpu) are recorded too. (Triton
     under the CPU interpreter copies tensors to numpy by design, so it is checked by the GPU test below.)"""
     calls = op_calls(impl, "cpu")
-    assert len(calls) == 6
+    assert len(calls) == 7
     for name, call in calls.items():
         with HostSyncWatcher() as watcher:
             for method in ("tolist", "numpy", "cpu"):

@@ -18,15 +18,16 @@ from support import DEVICE, available_impls, rel_err
 
 import ganfast.reference as reference
 from ganfast._dispatch import ImplNotSupportedError
-from ganfast.ops import (ACTIVATIONS, bias_act, conv2d_resample, downsample2d, filter2d, grad_penalty,
-                         modulated_conv2d, modulated_conv2d_bias_act, sample_lerp, setup_filter, upfirdn2d,
-                         upsample2d)
+from ganfast.ops import (ACTIVATIONS, bias_act, conv2d_resample, downsample2d, filter2d, filtered_lrelu,
+                         grad_penalty, modulated_conv2d, modulated_conv2d_bias_act, sample_lerp, setup_filter,
+                         upfirdn2d, upsample2d)
 from ganfast.ops.spectral_norm import power_iteration
 from ganfast.ops.upfirdn2d import output_size
 from ganfast.reference.losses import grad_penalty as grad_penalty_ref
 from ganfast.reference.losses import sample_lerp as sample_lerp_ref
 from ganfast.reference.modulated_conv2d import demod_coefficients
 from ganfast.reference.spectral_norm import power_iteration as power_iteration_ref
+from ganfast.reference.upfirdn2d import parse_padding
 
 _COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
@@ -246,6 +247,54 @@ def check_upfirdn2d(data, impl, max_side):
     check_grads([out], [ref], (x.leaf,), (x.leaf64,), dtype, gen, helper)
 
 
+def check_filtered_lrelu(data, impl, max_side):
+    gen = generator(data)
+    dtype = data.draw(st.sampled_from(dtypes_for(impl)), label="dtype")
+    shape = [data.draw(st.integers(1, 2), label="N"), data.draw(st.integers(1, 3), label="C"),
+             data.draw(st.integers(1, max_side), label="H"), data.draw(st.integers(1, max_side), label="W")]
+    fu, fd = _filter(data, torch.float32), _filter(data, torch.float32)
+    up, down = data.draw(st.integers(1, 4), label="up"), data.draw(st.integers(1, 4), label="down")
+    padding = data.draw(st.one_of(st.integers(-1, 4), st.lists(st.integers(-2, 5), min_size=2, max_size=2),
+                                  st.lists(st.integers(-2, 5), min_size=4, max_size=4)), label="padding")
+    kw = {"up": up, "down": down, "padding": padding, "flip_filter": data.draw(st.booleans(), label="flip"),
+          "gain": data.draw(st.sampled_from([2 ** 0.5, 1.0, 0.5]), label="gain"),
+          "slope": data.draw(st.sampled_from([0.2, 0.0, 1.5]), label="slope"),
+          "clamp": data.draw(st.sampled_from([None, 0.5, 2.0]), label="clamp")}
+    x = draw_input(data, gen, shape, dtype)
+    b = (draw_input(data, gen, [shape[1]], dtype, layouts=["contiguous", "strided", "expanded"])
+         if data.draw(st.booleans(), label="with_b") else None)
+    pads = parse_padding(padding)
+    (fu_h, fu_w), (fd_h, fd_w) = [(1, 1) if f is None else (f.shape[0], f.shape[-1]) for f in (fu, fd)]
+    out_hw = [(shape[2] * up + pads[2] + pads[3] - fu_h - fd_h + down + 1) // down,
+              (shape[3] * up + pads[0] + pads[1] - fu_w - fd_w + down + 1) // down]
+    if min(out_hw) < 1:
+        with pytest.raises(ValueError, match="filtered_lrelu output would be"):
+            filtered_lrelu(x.view, fu, fd, None if b is None else b.view, **kw, impl=impl)
+        return
+    out = filtered_lrelu(x.view, fu, fd, None if b is None else b.view, **kw, impl=impl)
+    ref = reference.filtered_lrelu(x.view64, fu, fd, None if b is None else b.view64, **kw)
+    assert out.dtype == dtype and list(out.shape[2:]) == out_hw
+    assert_close(out, ref, dtype, "filtered_lrelu", floor=1e-6)
+    if x.layout == "channels_last" and impl != "ref" and out.shape[1] > 1 and out.shape[2] * out.shape[3] > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    # the gradient's mask is the sign of the upsampled values and whether they clamp: values within rounding of
+    # 0 or of the clamp (in x's dtype: the reference rounds its intermediates to it) may fall either side in
+    # another precision, and then only the forward is compared
+    with torch.no_grad():
+        pre = reference.bias_act(x.view64, None if b is None else b.view64)
+        mid = reference.upfirdn2d(pre, fu, up=up, padding=pads, gain=up ** 2, flip_filter=kw["flip_filter"])
+        eps = 64 * torch.finfo(dtype).eps
+        scale = 1 + mid.abs().max().item()
+        near = mid.abs() <= eps * scale
+        if kw["clamp"] is not None:
+            act = torch.where(mid > 0, mid, mid * kw["slope"]) * kw["gain"]
+            near |= (act.abs() - kw["clamp"]).abs() <= eps * scale * 4
+    if near.any():
+        return
+    inputs, inputs64 = ((x.leaf,), (x.leaf64,)) if b is None else ((x.leaf, b.leaf), (x.leaf64, b.leaf64))
+    check_grads([out], [ref], inputs, inputs64, dtype, gen, "filtered_lrelu")
+
+
 def check_conv2d_resample(data, impl, max_side):
     del impl  # conv2d_resample has no impl argument: its filtering steps take upfirdn2d's auto choice
     gen = generator(data)
@@ -425,8 +474,9 @@ CHECKS = {"bias_act": (check_bias_act, HOST_IMPLS), "upfirdn2d": (check_upfirdn2
           "conv2d_resample": (check_conv2d_resample, ["auto"]),
           "modulated_conv2d": (check_modulated_conv2d, HOST_IMPLS),
           "power_iteration": (check_power_iteration, HOST_IMPLS),
-          "grad_penalty": (check_grad_penalty, HOST_IMPLS), "sample_lerp": (check_sample_lerp, HOST_IMPLS)}
-TRITON_CHECKS = ["bias_act", "upfirdn2d", "modulated_conv2d", "grad_penalty", "sample_lerp"]
+          "grad_penalty": (check_grad_penalty, HOST_IMPLS), "sample_lerp": (check_sample_lerp, HOST_IMPLS),
+          "filtered_lrelu": (check_filtered_lrelu, HOST_IMPLS)}
+TRITON_CHECKS = ["bias_act", "upfirdn2d", "modulated_conv2d", "grad_penalty", "sample_lerp", "filtered_lrelu"]
 
 
 @pytest.mark.parametrize("op", list(CHECKS))
@@ -472,6 +522,11 @@ def _bad_calls():
         "upfirdn2d empty f": lambda impl: upfirdn2d(x4, torch.ones(0), impl=impl),
         "upfirdn2d crop all": lambda impl: upfirdn2d(x4, None, padding=-3, impl=impl),
         "upfirdn2d gain nan": lambda impl: upfirdn2d(x4, None, gain=nan, impl=impl),
+        "filtered_lrelu b length": lambda impl: filtered_lrelu(x4, b=b3[:2], impl=impl),
+        "filtered_lrelu 3-D fu": lambda impl: filtered_lrelu(x4, torch.ones(2, 2, 2, device=DEVICE), impl=impl),
+        "filtered_lrelu float64 fd": lambda impl: filtered_lrelu(x4, fd=b3, impl=impl),
+        "filtered_lrelu crop all": lambda impl: filtered_lrelu(x4, padding=-3, impl=impl),
+        "filtered_lrelu slope<0": lambda impl: filtered_lrelu(x4, slope=-1.0, impl=impl),
         "conv2d_resample groups": lambda impl: conv2d_resample(x4, w, groups=2),
         "conv2d_resample channels": lambda impl: conv2d_resample(x4[:, :2], w),
         "conv2d_resample up=0": lambda impl: conv2d_resample(x4, w, up=0),

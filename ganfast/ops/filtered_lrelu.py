@@ -34,7 +34,10 @@ from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
 
-# auto on CPU: the fused C++ kernel; on CUDA: the CUDA kernel first, Triton second (not yet measured on a GPU).
+# auto on CPU, measured (2 cores shared with other jobs, fp32, StyleGAN3-T layer 1x128x86² -> 84², up 2, down 2,
+# 12-tap filters, forward / forward+backward): the C++ kernel 64 / 162 ms, the reference 485 / 708 ms,
+# torch.compile(reference) 114 / 278 ms; the backward keeps 1 MiB (the mask) against the reference's 99 MiB.
+# auto on CUDA: the CUDA kernel first, Triton second: not yet measured on a GPU.
 _OP = register_op("filtered_lrelu", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
 
@@ -143,10 +146,10 @@ def _setup_forward(ctx, inputs, output):
 def _backward_forward(ctx, dy, _dmask):
     mask, fu, fd = ctx.saved_tensors
     up, down, padding, gain, slope, flip_filter, in_size, impl = ctx.params
-    if mask.numel() == 0:
-        raise RuntimeError("ganfast::filtered_lrelu was called with write_mask=False, so it has no backward")
     dx = db = None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
+        if mask.numel() == 0:
+            raise RuntimeError("ganfast::filtered_lrelu was called with write_mask=False, so it has no backward")
         dx = torch.ops.ganfast.filtered_lrelu_linear(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter,
                                                      True, in_size, impl)
         if ctx.has_bias and ctx.needs_input_grad[3]:

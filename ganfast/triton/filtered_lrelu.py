@@ -99,7 +99,7 @@ def _filtered_lrelu_kernel(
         # the elementwise stage
         gain = scalar(gain_hi, gain_lo, mid)
         slope = scalar(slope_hi, slope_lo, mid)
-        plane_mask = mask_ptr + plane * mid_h * mask_w
+        plane_mask = mask_ptr + tl.cast(plane, tl.int64) * mid_h * mask_w
         if MODE == 0:
             positive = mid > 0
             act = tl.where(positive, mid, mid * slope) * gain
