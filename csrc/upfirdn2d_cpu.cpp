@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "simd.h"
 #include "upfirdn2d.h"
 
 namespace ganfast {
@@ -19,21 +20,13 @@ namespace {
 
 constexpr int64_t kRowsPerTask = 16;  // output rows of one plane per parallel task
 
-// The hot loop is also compiled for AVX2 + FMA, picked at load time on CPUs that have them (the build
-// targets baseline x86-64, whose SSE2 is half as wide).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
-#define GANFAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define GANFAST_CPU_CLONES
-#endif
-
 constexpr int64_t kBlock = 16;  // output pixels accumulated in registers at once
 
 // out[ox] = Σ_k w[k] · src[k][ox] for ox < n (a multiple of kBlock): each block of kBlock outputs stays in
 // registers over all the taps.
 template <typename T>
-__attribute__((always_inline)) inline void correlate_row_impl(T* __restrict out, const T* const* src, const T* w,
-                                                              int64_t taps, int64_t n) {
+GANFAST_INLINE void correlate_row_impl(T* __restrict out, const T* const* src, const T* w, int64_t taps,
+                                       int64_t n) {
   for (int64_t o = 0; o < n; o += kBlock) {
     T acc[kBlock] = {};
     for (int64_t k = 0; k < taps; ++k) {

@@ -345,6 +345,29 @@ def test_kernel_matches_reference_many_weights(dtype, u_first):
             assert out[k].sigma <= torch.linalg.matrix_norm(sn_ref.weight_matrix(weights[k], dims[k]), ord=2) * 1.0001
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="the C++ kernel's threading needs the extension")
+@pytest.mark.parametrize("u_first", [False, True])
+def test_kernel_results_independent_of_threads_and_neighbours(u_first):
+    """A weight big enough for threaded mat-vecs (alone) and for one thread per weight (with others) gives the same
+    bits either way, and matches the reference; a column count off the 16-lane blocks covers the tail."""
+    shapes = [(520, 4099), (33, 250), (260, 4099)]
+    weights = [torch.randn(shape) for shape in shapes]
+    us0, vs0 = [torch.randn(h) for h, _ in shapes], [torch.randn(w) for _, w in shapes]
+    alone = []
+    for w, u, v in zip(weights, us0, vs0):
+        u, v = u.clone(), v.clone()
+        (res,) = power_iteration([w], [u], [v], [0], [2], [1e-12], [u_first], impl="ext")
+        alone.append((res.sigma, u, v))
+    us, vs = [u.clone() for u in us0], [v.clone() for v in vs0]
+    together = power_iteration(weights, us, vs, [0] * 3, [2] * 3, [1e-12] * 3, [u_first] * 3, impl="ext")
+    for k, (sigma, u, v) in enumerate(alone):
+        assert torch.equal(together[k].sigma, sigma) and torch.equal(us[k], u) and torch.equal(vs[k], v), k
+        u_ref, v_ref = us0[k].clone(), vs0[k].clone()
+        sigma_ref = sn_ref.power_iteration(weights[k], u_ref, v_ref, 0, 2, 1e-12, u_first)
+        torch.testing.assert_close(sigma, sigma_ref, **TOL[torch.float32])
+        torch.testing.assert_close(u, u_ref, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_types_close_to_reference(dtype):
     """The kernels compute in float32 and store u, v, σ in the weight dtype (torch iterates in that dtype)."""
