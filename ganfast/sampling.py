@@ -42,6 +42,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import _ext
 from ._io import atomic_write, prepare_output_dir
 from .nn.noise import per_sample_noise
 
@@ -99,7 +100,13 @@ def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
 # ---- generation ------------------------------------------------------------------------------------------------
 
 def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``."""
+    """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``, made in parallel by
+    the compiled extension (csrc/latents.cpp, bit-exact with NumPy) or, without it, by NumPy."""
+    if _ext.loaded():
+        seeds = torch.tensor(seeds, dtype=torch.int64)
+        out = torch.empty(len(seeds), z_dim)
+        _ext._C.seed_latents_cpu(seeds.data_ptr(), len(seeds), z_dim, _ext.DTYPE_CODES[out.dtype], out.data_ptr())
+        return out
     return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
 
 
