@@ -1,6 +1,7 @@
 // bias_act on the CPU: one pass over memory, split over threads, half types computed in float.
 #include "bias_act.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace ganfast {
 
@@ -14,7 +15,21 @@ void check_bias_act_args(const BiasActArgs& a) {
 
 namespace {
 
-// MASKED: a clamped gradient (reads yref); a template flag so the inner loop has no runtime branch.
+// Elements [begin, end), which share one bias: the hot loop, with wide-vector clones (simd.h).
+// MASKED: a clamped gradient (reads yref); a template flag so the loop has no runtime branch.
+template <typename S, int ACT, int ORDER, bool MASKED>
+GANFAST_CPU_CLONES void bias_act_span(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
+                                      int64_t end, typename Element<S>::Compute bias) {
+  using E = Element<S>;
+  using T = typename E::Compute;
+  for (int64_t i = begin; i < end; ++i) {
+    const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
+    const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
+    const T yi = MASKED ? E::load(p.yref, i) : T(0);
+    E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
+  }
+}
+
 template <typename S, int ACT, int ORDER, bool MASKED>
 void bias_act_typed(const BiasActArgs& a) {
   using E = Element<S>;
@@ -30,12 +45,8 @@ void bias_act_typed(const BiasActArgs& a) {
     for (int64_t i = begin; i < end; ++seg) {
       const int64_t seg_end = std::min(end, (seg + 1) * sc);
       const T bias = p.b ? E::load(p.b, channel) : T(-0.0);  // -0 keeps x's sign of zero
-      for (; i < seg_end; ++i) {
-        const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
-        const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
-        const T yi = MASKED ? E::load(p.yref, i) : T(0);
-        E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
-      }
+      bias_act_span<S, ACT, ORDER, MASKED>(p, i, seg_end, bias);
+      i = seg_end;
       if (p.b && ++channel == a.channels) channel = 0;
     }
   });

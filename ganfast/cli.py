@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
     p.add_argument("--format", default="png", choices=["png", "npz", "webdataset"])
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: 256 on a CPU, 64 on a GPU")
     p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 generators)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], help="StyleGAN2 generators (default const)")
     p.add_argument("--shard", default="0/1", help="i/n: write the i-th of n disjoint shards (torchrun splits further)")
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype")
     p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema", help="which generator of the checkpoint")
     p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
-    p.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the generator (default: on a CPU for 32768 images or more)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)

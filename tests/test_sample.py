@@ -104,6 +104,33 @@ def test_batch_size_does_not_change_the_images():
     assert G.training  # the caller's mode is restored
 
 
+def test_compiled_sampling_is_per_seed_deterministic():
+    """torch.compile'd G: an image still depends on its seed alone (not the batch it was in), and matches eager."""
+    G = TinyG()
+    _, eager = _all_images(ganfast.sample(G, range(7), batch_size=7, compile=False))
+    _, compiled_a = _all_images(ganfast.sample(G, range(7), batch_size=4, compile=True))
+    _, compiled_b = _all_images(ganfast.sample(G, range(7), batch_size=3, compile=True))
+    np.testing.assert_array_equal(compiled_a, compiled_b)
+    np.testing.assert_array_equal(compiled_a, eager)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend exploded")
+    monkeypatch.setattr(torch, "compile", lambda G: broken)
+    G = TinyG()
+    with pytest.warns(RuntimeWarning, match="torch.compile of TinyG failed .*backend exploded.*eagerly"):
+        _, images = _all_images(ganfast.sample(G, range(5), batch_size=2, compile=True))
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, range(5), compile=False))[1])
+
+
+def test_sampling_defaults():
+    """batch 256 and, below 32768 images, no compile on a CPU (measured: see ganfast.sampling)."""
+    from ganfast import sampling
+    assert sampling._default_batch_size(TinyG()) == 256
+    assert not sampling._auto_compile(TinyG(), 32767) and sampling._auto_compile(TinyG(), 32768)
+
+
 def test_truncation_is_passed_and_checked():
     G = TinyG()
     _, plain = _all_images(ganfast.sample(G, "0-3"))
