@@ -211,8 +211,9 @@ def _discriminator(kind, impl=None):
                          nn.Flatten(), head).double()
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="counts the C++ kernel's launches")
 def test_spectral_norm_step_one_launch(monkeypatch):
-    stepped, per_layer = _discriminator("ganfast"), _discriminator("ganfast")
+    stepped, per_layer = _discriminator("ganfast", impl="ext"), _discriminator("ganfast", impl="ext")
     launches = []
     real_launch = _ext.launch
     monkeypatch.setattr(_ext, "launch", lambda name, *a: (launches.append(name), real_launch(name, *a)))
@@ -237,7 +238,7 @@ def test_spectral_norm_step_one_launch(monkeypatch):
     spectral_norm_step(stepped)
     with torch.no_grad():
         stepped[0].weight_orig.mul_(2)
-    expected = _discriminator("ganfast")
+    expected = _discriminator("ganfast", impl="ext")
     expected.load_state_dict(stepped.state_dict())
     for i in (2, 4, 7):  # the others use the step's result: what eval mode computes from the stored u, v
         expected[i].eval()
@@ -245,6 +246,31 @@ def test_spectral_norm_step_one_launch(monkeypatch):
     launches.clear()
     torch.testing.assert_close(stepped(x), expected(x))
     assert launches.count("spectral_norm") == 1 + 4  # stepped: layer 0 alone; expected: its four layers
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="auto's choice between the kernel and torch's mat-vecs")
+def test_auto_uses_torch_matvecs_for_sigma_alone_and_small_weights(monkeypatch):
+    """CPU auto: σ alone (eval) and iterations of small weights run torch's mat-vecs (the kernel's fixed cost of a
+    call is larger there); larger weights in training run the kernel. Every way gives torch's numbers."""
+    launches = []
+    real_launch = _ext.launch
+    monkeypatch.setattr(_ext, "launch", lambda name, *a: (launches.append(name), real_launch(name, *a)))
+    for shape, train, kernel in (((8, 16), True, False), ((300, 300), True, True), ((300, 300), False, False)):
+        torch.manual_seed(0)
+        theirs = torch.nn.utils.spectral_norm(nn.Linear(shape[1], shape[0]).double())
+        torch.manual_seed(0)
+        ours = spectral_norm(nn.Linear(shape[1], shape[0]).double())
+        theirs.train(train), ours.train(train)
+        x = torch.randn(3, shape[1], dtype=torch.float64)
+        launches.clear()
+        for _ in range(2):
+            y_ours, y_theirs = ours(x), theirs(x)
+            torch.testing.assert_close(y_ours, y_theirs, **TOL[torch.float64])
+            g_ours = torch.autograd.grad(y_ours.square().sum(), ours.weight_orig)[0]
+            g_theirs = torch.autograd.grad(y_theirs.square().sum(), theirs.weight_orig)[0]
+            torch.testing.assert_close(g_ours, g_theirs, **TOL[torch.float64])
+        assert (launches == ["spectral_norm"] * 2) == kernel, (shape, train, launches)
+        _assert_same_state(theirs, ours, TOL[torch.float64])
 
 
 def test_convert_spectral_norm_keeps_state(monkeypatch):

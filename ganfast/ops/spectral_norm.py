@@ -45,7 +45,14 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # benchmarks' BigGAN-like D, fp32, 1 iteration): C++ 0.9 ms vs 4.3 ms for the reference (0.09M elements) and
 # 6.1 ms vs 14.4 ms (5.7M elements); torch's own per-weight loop took 3.0 and 9.9 ms. auto on CUDA: the one-launch
 # kernel first; not yet measured on a GPU.
-_OP = register_op("spectral_norm", {"cpu": ("ext", "ref"), "cuda": ("ext", "ref")}, _reasons)
+# One-weight calls of a layer's forward (ganfast/nn/utils/_sn_state.py) have classes of their own on the CPU, where
+# the kernel's fixed cost of a call (about 20 µs of Python, validation and launch) loses to torch's mat-vecs
+# (2-core AMD EPYC, AVX-512, fp32, medians of interleaved rounds): "sigma", σ alone as in eval mode, one pass over
+# W either way: 256×2304: 53 µs vs 31 µs for torch's mv + dot; 512×4608: 135 vs 128 µs. "small", an iteration of
+# a weight under 2^16 elements: 64×27: 22 vs 16 µs; 128×576: 28 vs 26 µs. Larger weights in training keep the
+# kernel (two passes over W against torch's three): 256×2304: 81 vs 109 µs; 512×4608: 243 vs 404 µs.
+OP = register_op("spectral_norm", {"cpu": ("ext", "ref"), "cuda": ("ext", "ref"), "cpu:sigma": ("ref", "ext"),
+                                    "cpu:small": ("ref", "ext")}, _reasons)
 
 
 class SNResult(NamedTuple):
@@ -259,7 +266,7 @@ def power_iteration(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor],
     if any(not e > 0 for e in eps):
         raise ValueError(f"eps must be > 0, got {eps}")
     u_first = [bool(b) for b in u_first]
-    chosen = _OP.resolve(impl, weights[0].device, weights[0].dtype)
+    chosen = OP.resolve(impl, weights[0].device, weights[0].dtype)
     args = ([w.detach() for w in weights], list(us), list(vs), dims, n_iters, eps, u_first, chosen)
     with torch.no_grad():
         if torch.compiler.is_compiling():
