@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_support import nvlabs_bias_act
 from torch import nn
 
 import ganfast
@@ -31,11 +32,6 @@ from ganfast.models import DCGANGenerator
 from ganfast.sampling import to_uint8_nhwc
 
 GAIN = math.sqrt(2)
-
-
-def nvlabs_bias_act(x, b):
-    """NVlabs' reference bias_act for lrelu with a clamp (bias, activation, gain, one clamp), as a user writes it."""
-    return F.leaky_relu(x.add(b.reshape(1, -1, 1, 1)), 0.2).mul(GAIN).clamp(-256, 256)
 
 
 def _grad_runner(fn, inputs, grad_out):

@@ -437,6 +437,19 @@ def test_gradcheck_normalised_weight():
     assert torch.autograd.gradgradcheck(normalised, (wg,))
 
 
+def test_checked_arguments_are_remembered_but_never_wrongly():
+    """A repeated call skips the checks; a call differing in anything they look at is checked again."""
+    w, u, v = torch.randn(4, 6), torch.randn(4), torch.randn(6)
+    power_iteration([w], [v], [u], [1], [1], [1e-12], [False], impl=IMPLS[0])  # dim 1: u of length 6
+    power_iteration([w], [u], [v], [0], [1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(TypeError, match="dims"):
+        power_iteration([w], [u], [v], [False], [1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(ValueError, match="n_power_iterations"):
+        power_iteration([w], [u], [v], [0], [-1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(ValueError, match="us\\[0\\] has length 4"):
+        power_iteration([w], [u], [v], [1], [1], [1e-12], [False], impl=IMPLS[0])
+
+
 def test_errors():
     w, u, v = torch.randn(4, 6), torch.randn(4), torch.randn(6)
     with pytest.raises(ValueError, match="us has 2 entries"):
