@@ -52,7 +52,7 @@ SMALL_WEIGHT = 1 << 16  # weight elements below which a one-weight call is "smal
 
 def _torch_sigma(unit: SNUnit) -> torch.Tensor:
     """torch's own spectral norm step for one weight, with torch's mat-vecs: the iteration in place on u, v, then
-    σ = uᵀ W_mat v differentiable in W (u, v constants, cloned after an iteration as torch does)."""
+    σ = uᵀ W_mat v differentiable in W (u, v constants: clones, so that a later iteration leaves the graph valid)."""
     w_mat = sn_ref.weight_matrix(unit.weight, unit.dim)
     u, v = unit.u, unit.v
     if unit.n_power_iterations:
@@ -65,8 +65,7 @@ def _torch_sigma(unit: SNUnit) -> torch.Tensor:
                 else:
                     v.copy_(sn_ref.normalize(torch.mv(w_const.t(), u), unit.eps))
                     u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
-        u, v = u.clone(), v.clone()
-    return torch.dot(u, torch.mv(w_mat, v))
+    return torch.dot(u.clone(), torch.mv(w_mat, v.clone()))
 
 
 def sigma(unit: SNUnit) -> torch.Tensor:
