@@ -214,7 +214,7 @@ def _fmt(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int) -> None:
+def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load: tuple[float, float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if os.path.exists("/proc/cpuinfo") else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
@@ -226,7 +226,9 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int) -> No
          f"({torch.get_num_threads()} threads), float32. One process; variants interleaved, {rounds} rounds; each "
          "figure is the best round's median (min of medians), because the machine was shared with other jobs and "
          "load only adds time. Ratio = alternative / ganfast (> 1: ganfast faster). Absolute times vary with the "
-         "machine and its load; the ratios are the claim."),
+         f"machine and its load; the ratios are the claim. Load average (1 min) {load[0]:.1f} at the start and "
+         f"{load[1]:.1f} at the end: under load, torch's OpenMP threads lose more than ganfast's (which start their "
+         "own per call), so ratios can be flattering for element-wise rows; see the README."),
         "",
         "| workload | ganfast | alternatives | ratio |",
         "|---|---|---|---|",
@@ -278,13 +280,14 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated row builders to run, e.g. rows_bias_act")
     args = parser.parse_args(argv)
     chosen = [r for r in ROWS if not args.only or r.__name__ in args.only.split(",")]
+    load_start = os.getloadavg()[0]
     results = []
     for build in chosen:
         for title, variants in build():
             times = measure(variants, args.rounds, args.budget)
             results.append((title, times))
             print(title, {k: _fmt(v) for k, v in times.items()}, flush=True)
-    write_outputs(results, Path(args.out), args.rounds)
+    write_outputs(results, Path(args.out), args.rounds, (load_start, os.getloadavg()[0]))
     print(f"wrote {args.out}/SUMMARY.md and cpu_table.png")
     return 0
 

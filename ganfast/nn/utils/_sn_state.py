@@ -85,9 +85,12 @@ def sigma(unit: SNUnit) -> torch.Tensor:
 
 
 def stash(units: list[SNUnit]) -> None:
-    """Runs ``units`` in one launch per (device, dtype, impl) and leaves each result for its owner's next forward."""
+    """Runs ``units`` in one launch per (device, dtype, impl) and leaves each result for its owner's next forward;
+    units whose forward would take torch's mat-vecs (auto's choice for their class of call) are left to it."""
     groups: dict[tuple, list[SNUnit]] = {}
     for unit in units:
+        if OP.resolve(unit.impl, unit.weight.device, unit.weight.dtype, _call_class(unit)) == "ref":
+            continue
         groups.setdefault((unit.weight.device, unit.weight.dtype, unit.impl), []).append(unit)
     for group in groups.values():
         for unit, result in zip(group, run_units(group)):
