@@ -22,11 +22,15 @@ GANFAST_CPU_CLONES void bias_act_span(const TypedBiasActArgs<S, typename Element
                                       int64_t end, typename Element<S>::Compute bias) {
   using E = Element<S>;
   using T = typename E::Compute;
+  // locals, so that the stores to out cannot alias the scalars and inputs (the loop vectorises without checks)
+  S* __restrict out = p.out;
+  const S *__restrict x = p.x, *__restrict g = p.g, *__restrict h = p.h, *__restrict yref = p.yref;
+  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp;
   for (int64_t i = begin; i < end; ++i) {
-    const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
-    const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
-    const T yi = MASKED ? E::load(p.yref, i) : T(0);
-    E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
+    const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
+    const T hi = ORDER == 2 ? E::load(h, i) : T(0);
+    const T yi = MASKED ? E::load(yref, i) : T(0);
+    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
   }
 }
 
