@@ -227,8 +227,9 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load:
          "figure is the best round's median (min of medians), because the machine was shared with other jobs and "
          "load only adds time. Ratio = alternative / ganfast (> 1: ganfast faster). Absolute times vary with the "
          f"machine and its load; the ratios are the claim. Load average (1 min) {load[0]:.1f} at the start and "
-         f"{load[1]:.1f} at the end: under load, torch's OpenMP threads lose more than ganfast's (which start their "
-         "own per call), so ratios can be flattering for element-wise rows; see the README."),
+         f"{load[1]:.1f} at the end. Load distorts both ways: torch's OpenMP regions can slow down far more than "
+         "ganfast's kernels under heavy load (flattering ganfast), while the second thread ganfast starts per call "
+         "can start late (flattering torch); seconds-long rows get few samples. See the README."),
         "",
         "| workload | ganfast | alternatives | ratio |",
         "|---|---|---|---|",
