@@ -46,11 +46,12 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # 6.1 ms vs 14.4 ms (5.7M elements); torch's own per-weight loop took 3.0 and 9.9 ms. auto on CUDA: the one-launch
 # kernel first; not yet measured on a GPU.
 # One-weight calls of a layer's forward (ganfast/nn/utils/_sn_state.py) have classes of their own on the CPU, where
-# the kernel's fixed cost of a call (about 20 µs of Python, validation and launch) loses to torch's mat-vecs
-# (2-core AMD EPYC, AVX-512, fp32, medians of interleaved rounds): "sigma", σ alone as in eval mode, one pass over
-# W either way: 256×2304: 53 µs vs 31 µs for torch's mv + dot; 512×4608: 135 vs 128 µs. "small", an iteration of
-# a weight under 2^16 elements: 64×27: 22 vs 16 µs; 128×576: 28 vs 26 µs. Larger weights in training keep the
-# kernel (two passes over W against torch's three): 256×2304: 81 vs 109 µs; 512×4608: 243 vs 404 µs.
+# the kernel's fixed cost of a call (about 15 µs of Python, validation and launch) loses to torch's mat-vecs
+# (2-core AMD EPYC, AVX-512, fp32, busy machine, best medians of interleaved rounds; power_iteration against
+# torch's hook code): "sigma", σ alone as in eval mode, one pass over W either way: 256×2304: 43 µs vs 30 µs for
+# torch's mv + dot; 512×4608: 123 vs 114 µs. "small", an iteration of a weight under 2^16 elements: 64×27: 15 vs
+# 15 µs. Larger weights in training keep the kernel (two passes over W against torch's three): 128×576: 21 vs
+# 24 µs; 256×2304: 67 vs 105 µs; 512×4608: 228 vs 393 µs.
 OP = register_op("spectral_norm", {"cpu": ("ext", "ref"), "cuda": ("ext", "ref"), "cpu:sigma": ("ref", "ext"),
                                     "cpu:small": ("ref", "ext")}, _reasons)
 
