@@ -47,7 +47,7 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # kernel first; not yet measured on a GPU.
 # One-weight calls of a layer's forward (ganfast/nn/utils/_sn_state.py) have classes of their own on the CPU, where
 # the kernel's fixed cost of a call (about 15 µs of Python, validation and launch) loses to torch's mat-vecs
-# (2-core AMD EPYC, AVX-512, fp32, busy machine, best medians of interleaved rounds; power_iteration against
+# (2-core AMD EPYC, AVX-512, fp32, busy machine, best of 7 rounds of medians; power_iteration against
 # torch's hook code): "sigma", σ alone as in eval mode, one pass over W either way: 256×2304: 43 µs vs 30 µs for
 # torch's mv + dot; 512×4608: 123 vs 114 µs. "small", an iteration of a weight under 2^16 elements: 64×27: 15 vs
 # 15 µs. Larger weights in training keep the kernel (two passes over W against torch's three): 128×576: 21 vs
