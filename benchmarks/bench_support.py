@@ -1,5 +1,9 @@
-"""Benchmark setup: device, shapes and a timing wrapper that synchronises CUDA inside the timed call."""
+"""Benchmark setup: device, shapes, a timing wrapper that synchronises CUDA inside the timed call, and the plain
+torch compositions that ganfast's kernels are compared with."""
+import math
+
 import torch
+import torch.nn.functional as F
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
@@ -29,3 +33,13 @@ def bench_copy(benchmark, op: str, shape, dtype) -> None:
     benchmark.group = f"{op} copy {shape_id(shape)} {dtype}"
     benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant="copy")
     benchmark(synced(lambda: out.copy_(x)))
+
+
+def nvlabs_bias_act(x, b, act="lrelu", clamp=256.0):
+    """bias_act for lrelu with a clamp as NVlabs' reference computes it and a user writes it: bias, leaky ReLU
+    (slope 0.2), gain √2, one clamp; x's dim 1 holds the channels. The fastest eager baseline for bias_act
+    (ganfast.reference.bias_act, the test oracle, handles every activation and is slower)."""
+    if act != "lrelu":
+        raise ValueError("nvlabs_bias_act is written for act='lrelu'")
+    y = F.leaky_relu(x.add(b.reshape([1, -1] + [1] * (x.ndim - 2))), 0.2).mul(math.sqrt(2))
+    return y.clamp(-clamp, clamp)

@@ -1,4 +1,5 @@
-"""bias_act benchmarks: ganfast vs the eager reference vs torch.compile(reference), forward and forward+backward.
+"""bias_act benchmarks: ganfast vs the eager reference vs torch.compile(reference), and vs NVlabs' one-clamp
+composition (the fastest eager code a user would write) eager and compiled; forward and forward+backward.
 
 On a GPU: StyleGAN2 shapes 32×512×64×64 and 32×128×256×256 in float32, bfloat16 and float16.
 On a CPU: one tiny shape, so that CI proves the suite runs (numbers there mean little).
@@ -6,7 +7,7 @@ extra_info carries the bytes each call moves, for GB/s against the copy benchmar
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, nvlabs_bias_act, shape_id, synced
 
 from ganfast.ops import bias_act
 from ganfast.reference import bias_act as bias_act_ref
@@ -15,7 +16,8 @@ SHAPES = [(32, 512, 64, 64), (32, 128, 256, 256)] if ON_GPU else [(2, 16, 8, 8)]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32]
 KWARGS = dict(act="lrelu", clamp=256.0)  # the StyleGAN2 synthesis-layer case
 _compiled_ref = torch.compile(bias_act_ref)
-VARIANTS = {"ganfast": bias_act, "ref": bias_act_ref, "compiled_ref": _compiled_ref}
+VARIANTS = {"ganfast": bias_act, "ref": bias_act_ref, "compiled_ref": _compiled_ref, "nvlabs": nvlabs_bias_act,
+            "compiled_nvlabs": torch.compile(nvlabs_bias_act)}
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)

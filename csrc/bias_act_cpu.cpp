@@ -1,6 +1,7 @@
 // bias_act on the CPU: one pass over memory, split over threads, half types computed in float.
 #include "bias_act.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace ganfast {
 
@@ -14,7 +15,25 @@ void check_bias_act_args(const BiasActArgs& a) {
 
 namespace {
 
-// MASKED: a clamped gradient (reads yref); a template flag so the inner loop has no runtime branch.
+// Elements [begin, end), which share one bias: the hot loop, with wide-vector clones (simd.h).
+// MASKED: a clamped gradient (reads yref); a template flag so the loop has no runtime branch.
+template <typename S, int ACT, int ORDER, bool MASKED>
+GANFAST_CPU_CLONES void bias_act_span(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
+                                      int64_t end, typename Element<S>::Compute bias) {
+  using E = Element<S>;
+  using T = typename E::Compute;
+  // locals, so that the stores to out cannot alias the scalars and inputs (the loop vectorises without checks)
+  S* __restrict out = p.out;
+  const S *__restrict x = p.x, *__restrict g = p.g, *__restrict h = p.h, *__restrict yref = p.yref;
+  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp;
+  for (int64_t i = begin; i < end; ++i) {
+    const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
+    const T hi = ORDER == 2 ? E::load(h, i) : T(0);
+    const T yi = MASKED ? E::load(yref, i) : T(0);
+    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
+  }
+}
+
 template <typename S, int ACT, int ORDER, bool MASKED>
 void bias_act_typed(const BiasActArgs& a) {
   using E = Element<S>;
@@ -30,12 +49,8 @@ void bias_act_typed(const BiasActArgs& a) {
     for (int64_t i = begin; i < end; ++seg) {
       const int64_t seg_end = std::min(end, (seg + 1) * sc);
       const T bias = p.b ? E::load(p.b, channel) : T(-0.0);  // -0 keeps x's sign of zero
-      for (; i < seg_end; ++i) {
-        const T gi = ORDER >= 1 ? E::load(p.g, i) : T(0);
-        const T hi = ORDER == 2 ? E::load(p.h, i) : T(0);
-        const T yi = MASKED ? E::load(p.yref, i) : T(0);
-        E::store(p.out, i, bias_act_element<ACT, ORDER, T>(E::load(p.x, i), bias, gi, hi, yi, p.alpha, p.gain, p.clamp));
-      }
+      bias_act_span<S, ACT, ORDER, MASKED>(p, i, seg_end, bias);
+      i = seg_end;
       if (p.b && ++channel == a.channels) channel = 0;
     }
   });

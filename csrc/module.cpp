@@ -10,6 +10,7 @@
 #include "upfirdn2d.h"
 #include "grad_penalty.h"
 #include "spectral_norm.h"
+#include "latents.h"
 
 #ifdef GANFAST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -243,6 +244,18 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::call_guard<py::gil_scoped_release>(),
       "Power iteration + sigma for `count` weights described by SNMatrix records in host memory.");
+
+  // ---- seed_latents (csrc/latents.h) ----
+  m.def(
+      "seed_latents_cpu",
+      [](uintptr_t seeds, int64_t count, int64_t z_dim, int dtype, uintptr_t out) {
+        ganfast::seed_latents_cpu(reinterpret_cast<const int64_t*>(seeds), count, z_dim, dtype,
+                                  reinterpret_cast<void*>(out));
+      },
+      py::arg("seeds"), py::arg("count"), py::arg("z_dim"), py::arg("dtype"), py::arg("out"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Row j of the (count, z_dim) float32/float64 `out`: np.random.RandomState(seeds[j]).randn(z_dim).");
+  // ---- end seed_latents ----
 
 #ifdef GANFAST_WITH_CUDA
   m.attr("cuda_compiled") = true;

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "simd.h"
 #include "upfirdn2d.h"
 
 namespace ganfast {
@@ -24,8 +25,8 @@ constexpr int64_t kBlock = 16;  // output pixels accumulated in registers at onc
 // out[ox] = Σ_k w[k] · src[k][ox] for ox < n (a multiple of kBlock): each block of kBlock outputs stays in
 // registers over all the taps.
 template <typename T>
-__attribute__((always_inline)) inline void correlate_row_impl(T* __restrict out, const T* const* src, const T* w,
-                                                              int64_t taps, int64_t n) {
+GANFAST_INLINE void correlate_row_impl(T* __restrict out, const T* const* src, const T* w, int64_t taps,
+                                       int64_t n) {
   for (int64_t o = 0; o < n; o += kBlock) {
     T acc[kBlock] = {};
     for (int64_t k = 0; k < taps; ++k) {

@@ -315,7 +315,7 @@ def _metric_list(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from ganfast import __version__
-    from ganfast.sampling import DEFAULT_SAMPLE_BATCH, DTYPES, FORMATS, NOISE_MODES
+    from ganfast.sampling import DTYPES, FORMATS, NOISE_MODES
     parser = argparse.ArgumentParser(prog="ganfast", description="Fused kernels for GAN training and sampling.")
     parser.add_argument("--version", action="version", version=f"ganfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", required=True, help="e.g. 0-999999 or 0-9,100 (inclusive); one image per seed")
     p.add_argument("--out", required=True, help="output folder (a rerun skips what is complete)")
     p.add_argument("--format", default="png", choices=FORMATS, help="output files")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULT_SAMPLE_BATCH, help="images per generator call")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="images per generator call (default: 256 on a CPU, 64 on a "
+                   "GPU)")
     p.add_argument("--truncation", type=FINITE, default=1.0, help="truncation psi (StyleGAN2 and StyleGAN3 "
                    "generators)")
     p.add_argument("--noise-mode", choices=NOISE_MODES, help="StyleGAN2 generators (default const)")
@@ -400,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                    "seed drawn from the training set's class frequencies; PNGs go to OUT/class<K>/")
     p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema", help="which generator of the checkpoint")
     p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
-    p.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the generator (default: on a CPU for 32768 images or more)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)

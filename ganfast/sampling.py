@@ -46,6 +46,7 @@ import math
 import os
 import tarfile
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,12 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import _ext
 from ._io import atomic_write, prepare_output_dir
 from .nn.noise import per_sample_noise
 from .nn.stylegan import NOISE_MODES as STYLEGAN_NOISE_MODES
 
-__all__ = ["DEFAULT_SAMPLE_BATCH", "DTYPES", "FORMATS", "NOISE_MODES", "SampleBatch", "SampleOptions", "SampleReport",
+__all__ = ["DTYPES", "FORMATS", "NOISE_MODES", "SampleBatch", "SampleOptions", "SampleReport",
            "parse_class", "parse_seeds", "parse_shard", "sample", "sample_options", "seed_classes", "seed_latents",
            "shard_seeds", "write_samples"]
 
@@ -69,7 +71,6 @@ MANIFEST = "ganfast-samples.json"  # the settings a sample folder was written wi
 LABEL_STREAM = 0x6C61626C  # seed s draws its class from np.random.RandomState([s, LABEL_STREAM])
 _MAX_SEED = 2 ** 32 - 1  # np.random.RandomState takes 32-bit seeds
 _NOISE_SEED_OFFSET = 2 ** 32  # seed s draws its layer noise from torch.Generator().manual_seed(2**32 + s)
-DEFAULT_SAMPLE_BATCH = 256  # images per generator call; the README gives the CPU measurements behind it
 
 
 # ---- arguments -------------------------------------------------------------------------------------------------
@@ -136,7 +137,13 @@ def parse_class(spec: str | int | None) -> int | str | None:
 # ---- generation ------------------------------------------------------------------------------------------------
 
 def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``."""
+    """float32 (len(seeds), z_dim): row j is ``np.random.RandomState(seeds[j]).randn(z_dim)``, made in parallel by
+    the compiled extension (csrc/latents.cpp, bit-exact with NumPy) or, without it, by NumPy."""
+    if _ext.loaded():
+        seeds = torch.tensor(seeds, dtype=torch.int64)
+        out = torch.empty(len(seeds), z_dim)
+        _ext._C.seed_latents_cpu(seeds.data_ptr(), len(seeds), z_dim, _ext.DTYPE_CODES[out.dtype], out.data_ptr())
+        return out
     return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
 
 
@@ -202,15 +209,39 @@ class SampleOptions:
         return seed_classes(seeds, self.class_counts)
 
 
+# Defaults chosen by measurement (benchmarks/cpu_table.py; DCGAN 32 px on a busy 2-core CPU, interleaved rounds):
+# batch 256 gave 2.1x the images/s of batch 64 (512 another 1.4x, but activation memory grows with the batch for
+# larger generators); torch.compile gave 1.8x at batch 256 but took 40-75 s to compile, which a run recovers only
+# after about 27,000 images. Not measured on a GPU: there the batch stays 64 and compile is asked for explicitly.
+_DEFAULT_BATCH = {"cpu": 256}
+_COMPILE_MIN_IMAGES = {"cpu": 32768}
+
+
+def batch_size_for(G: torch.nn.Module, batch_size: int | None) -> int:
+    """``batch_size``, checked, or the measured default for G's device (None)."""
+    if batch_size is None:
+        return _DEFAULT_BATCH.get(next(G.parameters(), torch.empty(0)).device.type, 64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def _auto_compile(G: torch.nn.Module, n_images: int) -> bool:
+    device = next(G.parameters(), torch.empty(0)).device
+    return n_images >= _COMPILE_MIN_IMAGES.get(device.type, math.inf)
+
+
 def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: str | None = None,
-                   dtype: str | torch.dtype | None = None, compile: bool = False,
+                   dtype: str | torch.dtype | None = None, compile: bool | None = None,
                    c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None,
                    num_seeds: int | None = None) -> SampleOptions:
     """Checks the sampling options against ``G`` once (a ValueError/TypeError naming the bad one).
 
     ``c`` for a conditional G (``c_dim`` > 0, one-hot class labels): a class index, ``"all"`` or None (a class
     per seed drawn from ``class_counts``, default ``G.class_counts`` (from its checkpoint), else uniform), or a
-    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None."""
+    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` None:
+    ``torch.compile`` G on a CPU for runs of 32768 images or more (where the compile time pays off), else not; a
+    generator that fails to compile runs eagerly (with a warning)."""
     z_dim = getattr(G, "z_dim", None)
     if not isinstance(z_dim, int):
         raise TypeError(f"G must be a generator module with an int attribute z_dim; {type(G).__name__} has none")
@@ -222,6 +253,8 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
     dtype = DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if compile is None:
+        compile = _auto_compile(G, num_seeds or 0)
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
     params = inspect.signature(G.forward).parameters
@@ -265,9 +298,9 @@ def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
     return "all", tuple(int(n) for n in counts)
 
 
-def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = DEFAULT_SAMPLE_BATCH,
+def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int | None = None,
            truncation_psi: float = 1.0, noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
-           compile: bool = False, c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None
+           compile: bool | None = None, c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None
            ) -> Iterator[SampleBatch]:
     """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
 
@@ -275,11 +308,11 @@ def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int = DEF
     images in [-1, 1] (N, C, H, W) on the device of its parameters; kw holds ``truncation_psi`` / ``noise_mode``
     when its forward takes them. G runs in eval mode (its mode is restored afterwards). dtype:
     "bf16"/"fp16"/"fp32" (or a torch dtype): the autocast dtype. The latents follow ``seed_latents``; ``c``:
-    see :func:`sample_options` (each batch's ``labels`` says what each image was generated with).
+    see :func:`sample_options` (each batch's ``labels`` says what each image was generated with). batch_size None:
+    256 on a CPU, 64 elsewhere (measurements above ``_DEFAULT_BATCH``).
     """
     seeds = parse_seeds(seeds)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = batch_size_for(G, batch_size)
     options = sample_options(G, truncation_psi, noise_mode, dtype, compile, c, class_counts, len(seeds))
     return _generate(G, seeds, batch_size, options, options.labels_for(seeds))
 
@@ -298,7 +331,7 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     device = next(G.parameters(), torch.empty(0)).device
     on_gpu = device.type == "cuda"
     was_training = G.training
-    run = torch.compile(G.eval()) if options.compile else G.eval()
+    run = _CompiledOrEager(G.eval()) if options.compile else G.eval()
     dtype, kwargs = options.dtype, options.g_kwargs
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
@@ -327,6 +360,24 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
             yield _finish(*pending)
     finally:
         G.train(was_training)
+
+
+class _CompiledOrEager:
+    """``torch.compile(G)``, switching to G itself for good (one warning) if compiling or running it fails."""
+
+    def __init__(self, G: torch.nn.Module) -> None:
+        self.G, self.run = G, torch.compile(G)
+
+    def __call__(self, *args, **kwargs):
+        if self.run is not self.G:
+            try:
+                return self.run(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager module still works
+                warnings.warn(f"ganfast.sample: torch.compile of {type(self.G).__name__} failed "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); running it "
+                              f"eagerly", RuntimeWarning, stacklevel=3)
+                self.run = self.G
+        return self.G(*args, **kwargs)
 
 
 def _finish(seeds: list[int], host: torch.Tensor, event, labels: np.ndarray | None) -> SampleBatch:
@@ -500,8 +551,7 @@ def _claim_folder(out: Path, settings: dict) -> None:
 
 
 def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.PathLike, fmt: str = "png",
-                  batch_size: int = DEFAULT_SAMPLE_BATCH, shard: str | tuple[int, int] = (0, 1),
-                  shard_size: int = 1000,
+                  batch_size: int | None = None, shard: str | tuple[int, int] = (0, 1), shard_size: int = 1000,
                   workers: int = 4, png_compress_level: int = 1, progress: bool = True,
                   class_index: int | str | None = None, **sample_kwargs) -> SampleReport:
     """Samples the seeds of this shard into files under ``out`` (layout in the module docstring), skipping files
@@ -516,8 +566,7 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
         raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = batch_size_for(G, batch_size)
     if isinstance(class_index, torch.Tensor):
         raise ValueError("class_index must be a class index, 'all' or None (label tensors: use ganfast.sample)")
     shard = parse_shard(shard)

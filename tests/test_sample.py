@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import ganfast
+from ganfast import _ext
 from ganfast.sampling import parse_seeds, parse_shard, seed_latents
 
 TINY_G = textwrap.dedent("""
@@ -60,6 +61,38 @@ def test_latents_follow_numpy_randomstate():
     np.testing.assert_array_equal(z[1].numpy(), np.random.RandomState(7).randn(8).astype(np.float32))
 
 
+EDGE_SEEDS = [0, 1, 2, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1] + [int(s) for s in np.random.default_rng(5).integers(0, 2 ** 32, 200)]
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled latents need the extension")
+@pytest.mark.parametrize("z_dim", [1, 2, 7, 512, 513])
+def test_compiled_latents_bit_exact_with_numpy(z_dim):
+    """The extension's MT19937 + polar Gaussian against RandomState.randn, in float64 (every bit of NumPy's value)
+    and through seed_latents (float32), over edge and random seeds."""
+    want = np.stack([np.random.RandomState(s).randn(z_dim) for s in EDGE_SEEDS])
+    seeds = torch.tensor(EDGE_SEEDS, dtype=torch.int64)
+    got = torch.empty(len(EDGE_SEEDS), z_dim, dtype=torch.float64)
+    _ext._C.seed_latents_cpu(seeds.data_ptr(), len(EDGE_SEEDS), z_dim, _ext.DTYPE_CODES[torch.float64],
+                             got.data_ptr())
+    np.testing.assert_array_equal(got.numpy().view(np.uint64), want.view(np.uint64))
+    np.testing.assert_array_equal(seed_latents(EDGE_SEEDS, z_dim).numpy(), want.astype(np.float32))
+
+
+def test_latents_without_the_extension_use_numpy(monkeypatch):
+    monkeypatch.setattr(_ext, "_C", None)
+    z = seed_latents([3, 2 ** 32 - 1], 5)
+    np.testing.assert_array_equal(z.numpy(), np.stack([np.random.RandomState(s).randn(5) for s in (3, 2 ** 32 - 1)])
+                                  .astype(np.float32))
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled latents need the extension")
+def test_compiled_latents_refuse_bad_seeds():
+    seeds = torch.tensor([2 ** 32], dtype=torch.int64)
+    out = torch.empty(1, 4)
+    with pytest.raises(ValueError, match="seed 4294967296 is outside"):
+        _ext._C.seed_latents_cpu(seeds.data_ptr(), 1, 4, _ext.DTYPE_CODES[torch.float32], out.data_ptr())
+
+
 def test_batch_size_does_not_change_the_images():
     G = TinyG()
     seeds_a, images_a = _all_images(ganfast.sample(G, "0-12", batch_size=1))
@@ -69,6 +102,33 @@ def test_batch_size_does_not_change_the_images():
     np.testing.assert_array_equal(images_a, images_b)
     assert len(np.unique(images_a.reshape(13, -1), axis=0)) == 13  # different seeds, different images
     assert G.training  # the caller's mode is restored
+
+
+def test_compiled_sampling_is_per_seed_deterministic():
+    """torch.compile'd G: an image still depends on its seed alone (not the batch it was in), and matches eager."""
+    G = TinyG()
+    _, eager = _all_images(ganfast.sample(G, range(7), batch_size=7, compile=False))
+    _, compiled_a = _all_images(ganfast.sample(G, range(7), batch_size=4, compile=True))
+    _, compiled_b = _all_images(ganfast.sample(G, range(7), batch_size=3, compile=True))
+    np.testing.assert_array_equal(compiled_a, compiled_b)
+    np.testing.assert_array_equal(compiled_a, eager)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend exploded")
+    monkeypatch.setattr(torch, "compile", lambda G: broken)
+    G = TinyG()
+    with pytest.warns(RuntimeWarning, match="torch.compile of TinyG failed .*backend exploded.*eagerly"):
+        _, images = _all_images(ganfast.sample(G, range(5), batch_size=2, compile=True))
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, range(5), compile=False))[1])
+
+
+def test_sampling_defaults():
+    """batch 256 and, below 32768 images, no compile on a CPU (measured: see ganfast.sampling)."""
+    from ganfast import sampling
+    assert sampling._default_batch_size(TinyG()) == 256
+    assert not sampling._auto_compile(TinyG(), 32767) and sampling._auto_compile(TinyG(), 32768)
 
 
 def test_truncation_is_passed_and_checked():

@@ -211,8 +211,9 @@ def _discriminator(kind, impl=None):
                          nn.Flatten(), head).double()
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="counts the C++ kernel's launches")
 def test_spectral_norm_step_one_launch(monkeypatch):
-    stepped, per_layer = _discriminator("ganfast"), _discriminator("ganfast")
+    stepped, per_layer = _discriminator("ganfast", impl="ext"), _discriminator("ganfast", impl="ext")
     launches = []
     real_launch = _ext.launch
     monkeypatch.setattr(_ext, "launch", lambda name, *a: (launches.append(name), real_launch(name, *a)))
@@ -237,7 +238,7 @@ def test_spectral_norm_step_one_launch(monkeypatch):
     spectral_norm_step(stepped)
     with torch.no_grad():
         stepped[0].weight_orig.mul_(2)
-    expected = _discriminator("ganfast")
+    expected = _discriminator("ganfast", impl="ext")
     expected.load_state_dict(stepped.state_dict())
     for i in (2, 4, 7):  # the others use the step's result: what eval mode computes from the stored u, v
         expected[i].eval()
@@ -247,11 +248,41 @@ def test_spectral_norm_step_one_launch(monkeypatch):
     assert launches.count("spectral_norm") == 1 + 4  # stepped: layer 0 alone; expected: its four layers
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="auto's choice between the kernel and torch's mat-vecs")
+def test_auto_uses_torch_matvecs_for_sigma_alone_and_small_weights(monkeypatch):
+    """CPU auto: σ alone (eval) and iterations of small weights run torch's mat-vecs (the kernel's fixed cost of a
+    call is larger there); larger weights in training run the kernel. Every way gives torch's numbers."""
+    launches = []
+    real_launch = _ext.launch
+    monkeypatch.setattr(_ext, "launch", lambda name, *a: (launches.append(name), real_launch(name, *a)))
+    for shape, train, kernel in (((8, 16), True, False), ((300, 300), True, True), ((300, 300), False, False)):
+        torch.manual_seed(0)
+        theirs = torch.nn.utils.spectral_norm(nn.Linear(shape[1], shape[0]).double())
+        torch.manual_seed(0)
+        ours = spectral_norm(nn.Linear(shape[1], shape[0]).double())
+        theirs.train(train), ours.train(train)
+        x = torch.randn(3, shape[1], dtype=torch.float64)
+        launches.clear()
+        for _ in range(2):
+            y_ours, y_theirs = ours(x), theirs(x)
+            torch.testing.assert_close(y_ours, y_theirs, **TOL[torch.float64])
+            g_ours = torch.autograd.grad(y_ours.square().sum(), ours.weight_orig)[0]
+            g_theirs = torch.autograd.grad(y_theirs.square().sum(), theirs.weight_orig)[0]
+            torch.testing.assert_close(g_ours, g_theirs, **TOL[torch.float64])
+        assert (launches == ["spectral_norm"] * 2) == kernel, (shape, train, launches)
+        _assert_same_state(theirs, ours, TOL[torch.float64])
+        launches.clear()
+        spectral_norm_step(ours)  # leaves the weights whose forward takes torch's mat-vecs to that forward
+        assert (launches == ["spectral_norm"]) == kernel, (shape, train, launches)
+        torch.testing.assert_close(ours(x), theirs(x), **TOL[torch.float64])
+        _assert_same_state(theirs, ours, TOL[torch.float64])
+
+
 def test_convert_spectral_norm_keeps_state(monkeypatch):
     theirs, converted = _discriminator("torch"), _discriminator("torch")
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     theirs(x), converted(x)
-    assert ganfast.convert_spectral_norm(converted) is converted
+    assert ganfast.convert_spectral_norm(converted, impl=IMPLS[0]) is converted
     _assert_same_state(theirs, converted, TOL[torch.float64])
     for _ in range(2):
         torch.testing.assert_close(converted(x), theirs(x))
@@ -260,7 +291,7 @@ def test_convert_spectral_norm_keeps_state(monkeypatch):
     real_launch = _ext.launch
     monkeypatch.setattr(_ext, "launch", lambda name, *a: (launches.append(name), real_launch(name, *a)))
     assert spectral_norm_step(converted) == 4  # all four torch SNs (three hooks, one parametrization) converted
-    assert launches == ["spectral_norm"]
+    assert launches == (["spectral_norm"] if IMPLS[0] == "ext" else [])
     copy.deepcopy(converted)
 
 
@@ -345,6 +376,29 @@ def test_kernel_matches_reference_many_weights(dtype, u_first):
             assert out[k].sigma <= torch.linalg.matrix_norm(sn_ref.weight_matrix(weights[k], dims[k]), ord=2) * 1.0001
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="the C++ kernel's threading needs the extension")
+@pytest.mark.parametrize("u_first", [False, True])
+def test_kernel_results_independent_of_threads_and_neighbours(u_first):
+    """A weight big enough for threaded mat-vecs (alone) and for one thread per weight (with others) gives the same
+    bits either way, and matches the reference; a column count off the 16-lane blocks covers the tail."""
+    shapes = [(520, 4099), (33, 250), (260, 4099)]
+    weights = [torch.randn(shape) for shape in shapes]
+    us0, vs0 = [torch.randn(h) for h, _ in shapes], [torch.randn(w) for _, w in shapes]
+    alone = []
+    for w, u, v in zip(weights, us0, vs0):
+        u, v = u.clone(), v.clone()
+        (res,) = power_iteration([w], [u], [v], [0], [2], [1e-12], [u_first], impl="ext")
+        alone.append((res.sigma, u, v))
+    us, vs = [u.clone() for u in us0], [v.clone() for v in vs0]
+    together = power_iteration(weights, us, vs, [0] * 3, [2] * 3, [1e-12] * 3, [u_first] * 3, impl="ext")
+    for k, (sigma, u, v) in enumerate(alone):
+        assert torch.equal(together[k].sigma, sigma) and torch.equal(us[k], u) and torch.equal(vs[k], v), k
+        u_ref, v_ref = us0[k].clone(), vs0[k].clone()
+        sigma_ref = sn_ref.power_iteration(weights[k], u_ref, v_ref, 0, 2, 1e-12, u_first)
+        torch.testing.assert_close(sigma, sigma_ref, **TOL[torch.float32])
+        torch.testing.assert_close(u, u_ref, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_types_close_to_reference(dtype):
     """The kernels compute in float32 and store u, v, σ in the weight dtype (torch iterates in that dtype)."""
@@ -386,6 +440,19 @@ def test_gradcheck_normalised_weight():
     torch.testing.assert_close(normalised(wg), reference(wg))
     assert torch.autograd.gradcheck(normalised, (wg,))
     assert torch.autograd.gradgradcheck(normalised, (wg,))
+
+
+def test_checked_arguments_are_remembered_but_never_wrongly():
+    """A repeated call skips the checks; a call differing in anything they look at is checked again."""
+    w, u, v = torch.randn(4, 6), torch.randn(4), torch.randn(6)
+    power_iteration([w], [v], [u], [1], [1], [1e-12], [False], impl=IMPLS[0])  # dim 1: u of length 6
+    power_iteration([w], [u], [v], [0], [1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(TypeError, match="dims"):
+        power_iteration([w], [u], [v], [False], [1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(ValueError, match="n_power_iterations"):
+        power_iteration([w], [u], [v], [0], [-1], [1e-12], [False], impl=IMPLS[0])
+    with pytest.raises(ValueError, match="us\\[0\\] has length 4"):
+        power_iteration([w], [u], [v], [1], [1], [1e-12], [False], impl=IMPLS[0])
 
 
 def test_errors():

@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ...ops.spectral_norm import SNResult, power_iteration, spectral_norm_sigma
+from ...ops.spectral_norm import OP, SNResult, power_iteration, spectral_norm_sigma
+from ...reference import spectral_norm as sn_ref
 
 
 def default_dim(module: nn.Module) -> int:
@@ -39,6 +40,34 @@ def run_units(units: list[SNUnit]) -> list[SNResult]:
                            [t.u_first for t in units], impl=units[0].impl)
 
 
+def _call_class(unit: SNUnit) -> str | None:
+    """The class of a one-weight call for ``impl`` selection (ganfast/ops/spectral_norm.py: auto orders)."""
+    if unit.n_power_iterations == 0:
+        return "sigma"
+    return "small" if unit.weight.numel() < SMALL_WEIGHT else None
+
+
+SMALL_WEIGHT = 1 << 16  # weight elements below which a one-weight call is "small"
+
+
+def _torch_sigma(unit: SNUnit) -> torch.Tensor:
+    """torch's own spectral norm step for one weight, with torch's mat-vecs: the iteration in place on u, v, then
+    σ = uᵀ W_mat v differentiable in W (u, v constants: clones, so that a later iteration leaves the graph valid)."""
+    w_mat = sn_ref.weight_matrix(unit.weight, unit.dim)
+    u, v = unit.u, unit.v
+    if unit.n_power_iterations:
+        with torch.no_grad():
+            w_const = w_mat.detach()
+            for _ in range(unit.n_power_iterations):
+                if unit.u_first:
+                    u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
+                    v.copy_(sn_ref.normalize(torch.mv(w_const.t(), u), unit.eps))
+                else:
+                    v.copy_(sn_ref.normalize(torch.mv(w_const.t(), u), unit.eps))
+                    u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
+    return torch.dot(u.clone(), torch.mv(w_mat, v.clone()))
+
+
 def sigma(unit: SNUnit) -> torch.Tensor:
     """σ for this forward, differentiable in the weight; runs the iteration unless a step already did."""
     if torch.compiler.is_compiling():  # a compiled forward runs its own launch (no step results in graphs)
@@ -48,15 +77,20 @@ def sigma(unit: SNUnit) -> torch.Tensor:
         unit.owner._ganfast_pending = None
     if pending is not None and pending[0] == unit.key():
         result = pending[1]
+    elif OP.resolve(unit.impl, unit.weight.device, unit.weight.dtype, _call_class(unit)) == "ref":
+        return _torch_sigma(unit)
     else:
         result = run_units([unit])[0]
     return spectral_norm_sigma(unit.weight, result, unit.dim)
 
 
 def stash(units: list[SNUnit]) -> None:
-    """Runs ``units`` in one launch per (device, dtype, impl) and leaves each result for its owner's next forward."""
+    """Runs ``units`` in one launch per (device, dtype, impl) and leaves each result for its owner's next forward;
+    units whose forward would take torch's mat-vecs (auto's choice for their class of call) are left to it."""
     groups: dict[tuple, list[SNUnit]] = {}
     for unit in units:
+        if OP.resolve(unit.impl, unit.weight.device, unit.weight.dtype, _call_class(unit)) == "ref":
+            continue
         groups.setdefault((unit.weight.device, unit.weight.dtype, unit.impl), []).append(unit)
     for group in groups.values():
         for unit, result in zip(group, run_units(group)):

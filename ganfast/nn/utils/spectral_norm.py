@@ -141,7 +141,9 @@ def spectral_norm_step(model: nn.Module) -> int:
     """Runs the power iteration (training mode) or σ alone (eval mode) for every ganfast spectral-norm weight of
     ``model`` in one launch per device and dtype, and leaves each result for that weight's next forward, which then
     skips its own launch. Call it right before a forward of ``model``; the numbers are those of the per-layer path
-    (a result is ignored, and recomputed, if its weight changed in between). Returns the number of weights."""
+    (a result is ignored, and recomputed, if its weight changed in between). On a CPU, weights whose forward would
+    use torch's mat-vecs under ``auto`` (σ alone, small weights: see README) are left to their forward. Returns the
+    number of weights."""
     units = _units(model)
     stash(units)
     return len(units)

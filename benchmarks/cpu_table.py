@@ -1,0 +1,297 @@
+"""The CPU table: ganfast against what a user would run instead, side by side in one process.
+
+    python benchmarks/cpu_table.py [--rounds 5] [--out benchmarks/results/cpu]
+
+writes SUMMARY.md (the table) and cpu_table.png (the ratios at a glance) under --out. Each row times ganfast and
+its alternatives interleaved: every round runs each variant `reps` times and keeps the median, and a variant's
+figure is its best round (min of medians), so that load from other processes on a shared machine, which only
+ever adds time, disturbs the comparison as little as it can. Ratios are alternative time / ganfast time (> 1:
+ganfast is faster). The alternatives are plain-torch compositions as NVlabs' code or a user writes them (eager),
+torch.compile of them where it compiles, and torch's own spectral norm; ganfast.reference (the test oracle) is
+used only where it is that composition.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench_support import nvlabs_bias_act
+from torch import nn
+
+import ganfast
+from ganfast.models import DCGANGenerator
+from ganfast.sampling import to_uint8_nhwc
+
+GAIN = math.sqrt(2)
+
+
+def _grad_runner(fn, inputs, grad_out):
+    def run():
+        y = fn(*inputs)
+        return torch.autograd.grad(y, inputs, grad_out)
+    return run
+
+
+def rows_bias_act():
+    torch.manual_seed(0)
+    x, b = torch.randn(8, 128, 64, 64), torch.randn(128)
+
+    def fast(x, b):
+        return ganfast.ops.bias_act(x, b, act="lrelu", gain=GAIN, clamp=256)
+    compiled = torch.compile(nvlabs_bias_act)
+    fwd = {"ganfast": lambda: fast(x, b), "eager (NVlabs composition)": lambda: nvlabs_bias_act(x, b),
+           "torch.compile of it": lambda: compiled(x, b)}
+    xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    g = torch.randn_like(x)
+    compiled_g = torch.compile(nvlabs_bias_act)
+    bwd = {"ganfast": _grad_runner(fast, (xg, bg), g),
+           "eager (NVlabs composition)": _grad_runner(nvlabs_bias_act, (xg, bg), g),
+           "torch.compile of it": _grad_runner(compiled_g, (xg, bg), g)}
+    return [("bias_act lrelu+clamp (8,128,64,64) fwd", fwd), ("bias_act lrelu+clamp (8,128,64,64) fwd+bwd", bwd)]
+
+
+def rows_upsample():
+    from ganfast.reference.upfirdn2d import upsample2d as upsample2d_ref
+    torch.manual_seed(0)
+    x = torch.randn(8, 64, 64, 64, requires_grad=True)
+    f = ganfast.ops.setup_filter([1, 3, 3, 1])
+    g = torch.randn(8, 64, 128, 128)
+
+    def ref(x):  # NVlabs' _upfirdn2d_ref: zero insertion, padding and a depthwise convolution
+        return upsample2d_ref(x, f)
+    compiled = torch.compile(ref)
+    variants = {"ganfast": _grad_runner(lambda x: ganfast.ops.upsample2d(x, f), (x,), g),
+                "eager (NVlabs composition)": _grad_runner(ref, (x,), g),
+                "torch.compile of it": _grad_runner(compiled, (x,), g)}
+    return [("upsample2d [1,3,3,1] (8,64,64,64) fwd+bwd", variants)]
+
+
+def rows_synthesis_layer():
+    from ganfast.nn.stylegan import SynthesisLayer
+    torch.manual_seed(0)
+    layer = SynthesisLayer(128, 128, w_dim=128, resolution=32, conv_clamp=256)
+    x, w = torch.randn(8, 128, 32, 32, requires_grad=True), torch.randn(8, 128)
+    g = torch.randn(8, 128, 32, 32)
+    params = [x, *layer.parameters()]
+
+    def step(module):
+        def run():
+            return torch.autograd.grad(module(x, w, noise_mode="const"), params, g)
+        return run
+
+    def with_ref(fn):
+        def run():
+            with ganfast.use_impl("ref"):
+                return fn()
+        return run
+
+    compiled = torch.compile(layer)
+    return [("SynthesisLayer 128 ch, 32 px, batch 8, fwd+bwd",
+             {"ganfast": step(layer), "eager (reference ops)": with_ref(step(layer)),
+              "torch.compile of it": with_ref(step(compiled))})]
+
+
+def rows_d_step():
+    from ganfast.models import StyleGAN2Discriminator
+    torch.manual_seed(0)
+    D = StyleGAN2Discriminator(img_resolution=32, img_channels=3, channel_base=2048, channel_max=128)
+    reals = torch.randn(8, 3, 32, 32)
+    fakes = torch.randn(8, 3, 32, 32)
+
+    def step():
+        x = reals.detach().requires_grad_(True)
+        logits = D(x)
+        loss = F.softplus(-logits).mean() + F.softplus(D(fakes)).mean() + 5 * ganfast.losses.r1_penalty(logits, x)
+        return torch.autograd.grad(loss, list(D.parameters()))
+
+    def ref_step():
+        with ganfast.use_impl("ref"):
+            return step()
+    return [("StyleGAN2 D step with R1, 32 px, batch 8", {"ganfast": step, "eager (reference ops)": ref_step})]
+
+
+def _sn_stack(kind: str, n: int, channels: int):
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Conv2d(channels, channels, 3, padding=1) for _ in range(n)])
+    for conv in model:
+        torch.nn.utils.spectral_norm(conv)
+    return ganfast.convert_spectral_norm(model) if kind == "ganfast" else model
+
+
+def _biggan_d(kind: str, ch: int = 16):
+    """The 40-layer BigGAN-like D of benchmarks/test_bench_spectral_norm.py (widths ch..16ch)."""
+    widths = [1, 1, 2, 2, 4, 4, 8, 8, 8, 16, 16, 16, 16]
+    layers, c_in = [], 3
+    torch.manual_seed(0)
+    for i, width in enumerate(widths):
+        c_out = width * ch
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.2),
+                   nn.Conv2d(c_out, c_out, 3, stride=2 if i in (1, 3, 5, 7) else 1, padding=1), nn.LeakyReLU(0.2),
+                   nn.Conv2d(c_out, c_out, 1), nn.LeakyReLU(0.2)]
+        c_in = c_out
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 1))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            torch.nn.utils.spectral_norm(m)
+    return ganfast.convert_spectral_norm(model) if kind == "ganfast" else model
+
+
+def rows_spectral_norm():
+    from ganfast.nn.utils import spectral_norm_step
+    x = torch.randn(1, 256, 4, 4)
+    mods = {k: _sn_stack(k, 20, 256) for k in ("ganfast", "torch")}
+    mods["ganfast"].load_state_dict(mods["torch"].state_dict())
+
+    def fwd(model, inputs, step=False):
+        def run():
+            if step:
+                spectral_norm_step(model)
+            return model(inputs)
+        return run
+    train = {"ganfast": fwd(mods["ganfast"], x), "ganfast + spectral_norm_step": fwd(mods["ganfast"], x, True),
+             "torch's spectral_norm": fwd(mods["torch"], x)}
+    d = {k: _biggan_d(k).eval() for k in ("ganfast", "torch")}
+    d["ganfast"].load_state_dict(d["torch"].state_dict())
+    img = torch.randn(2, 3, 32, 32)
+    evals = {"ganfast": fwd(d["ganfast"], img), "ganfast + spectral_norm_step": fwd(d["ganfast"], img, True),
+             "torch's spectral_norm": fwd(d["torch"], img)}
+    return [("spectral norm, 20 x Conv2d(256,256,3) at 4x4, train fwd", train),
+            ("spectral norm, 40-layer BigGAN-like D (16-256 ch) at 32 px, eval fwd", evals)]
+
+
+def rows_sample():
+    torch.manual_seed(0)
+    G = DCGANGenerator(resolution=32, channels=3)
+    seeds = list(range(2048))
+
+    def defaults():
+        return sum(len(b.seeds) for b in ganfast.sample(G, seeds))
+
+    def plain(batch=256):
+        G.eval()
+        with torch.no_grad():
+            for i in range(0, len(seeds), batch):
+                z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds[i:i + batch]])
+                to_uint8_nhwc(G(torch.from_numpy(z.astype(np.float32)))).numpy()
+    return [("ganfast.sample defaults, DCGAN 32 px, 2,048 images",
+             {"ganfast": defaults, "plain eager loop, batch 256": plain})]
+
+
+ROWS = [rows_bias_act, rows_upsample, rows_synthesis_layer, rows_d_step, rows_spectral_norm, rows_sample]
+
+
+def measure(variants: dict, rounds: int, budget_s: float) -> dict[str, float]:
+    """Min over rounds of the median time (s) of `reps` calls per variant, variants interleaved."""
+    for fn in variants.values():  # warm-up: compiles, allocator, caches
+        fn(), fn()
+    t0 = time.perf_counter()
+    for fn in variants.values():
+        fn()
+    per_call = (time.perf_counter() - t0) / len(variants)
+    reps = max(1, min(20, int(budget_s / max(per_call, 1e-6) / rounds / len(variants))))
+    best = {name: math.inf for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            best[name] = min(best[name], statistics.median(times))
+    return best
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load: tuple[float, float]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if os.path.exists("/proc/cpuinfo") else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor())
+    lines = [
+        "# ganfast on the CPU: side by side with what a user would run instead",
+        "",
+        (f"`python benchmarks/cpu_table.py` on {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+         f"({torch.get_num_threads()} threads), float32. One process; variants interleaved, {rounds} rounds; each "
+         "figure is the best round's median (min of medians), because the machine was shared with other jobs and "
+         "load only adds time. Ratio = alternative / ganfast (> 1: ganfast faster). Absolute times vary with the "
+         f"machine and its load; the ratios are the claim. Load average (1 min) {load[0]:.1f} at the start and "
+         f"{load[1]:.1f} at the end. Load distorts both ways: torch's OpenMP regions can slow down far more than "
+         "ganfast's kernels under heavy load (flattering ganfast), while the second thread ganfast starts per call "
+         "can start late (flattering torch); seconds-long rows get few samples. See the README."),
+        "",
+        "| workload | ganfast | alternatives | ratio |",
+        "|---|---|---|---|",
+    ]
+    for title, times in results:
+        fast = times["ganfast"]
+        others = {k: v for k, v in times.items() if k != "ganfast"}
+        ours = "; ".join(f"{k.replace('ganfast + ', '+ ')} {_fmt(v)}" for k, v in others.items()
+                         if k.startswith("ganfast"))
+        alts = "; ".join(f"{k} {_fmt(v)}" for k, v in others.items() if not k.startswith("ganfast"))
+        ratios = " / ".join(f"{v / fast:.2f}x" for k, v in others.items() if not k.startswith("ganfast"))
+        cell = _fmt(fast) + (f" ({ours})" if ours else "")
+        if title.startswith("ganfast.sample"):
+            n = 2048
+            cell += f" = {n / fast:,.0f} img/s"
+            alts += f" = {n / next(v for k, v in others.items() if not k.startswith('ganfast')):,.0f} img/s"
+        lines.append(f"| {title} | {cell} | {alts} | {ratios} |")
+    (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels, values, colors = [], [], []
+    for title, times in results:
+        best_alt = min(v for k, v in times.items() if not k.startswith("ganfast"))
+        best_ours = min(v for k, v in times.items() if k.startswith("ganfast"))
+        labels.append(title)
+        values.append(best_alt / best_ours)
+        colors.append("tab:green" if best_alt >= best_ours else "tab:red")
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), values, color=colors)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("fastest alternative's time / ganfast's fastest (log; > 1: ganfast faster)")
+    ax.set_title("ganfast on the CPU vs the fastest plain-torch alternative")
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}x", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "cpu_table.png", dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=6.0, help="seconds of timed calls per row (roughly)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu"))
+    parser.add_argument("--only", default="", help="comma-separated row builders to run, e.g. rows_bias_act")
+    args = parser.parse_args(argv)
+    chosen = [r for r in ROWS if not args.only or r.__name__ in args.only.split(",")]
+    load_start = os.getloadavg()[0]
+    results = []
+    for build in chosen:
+        for title, variants in build():
+            times = measure(variants, args.rounds, args.budget)
+            results.append((title, times))
+            print(title, {k: _fmt(v) for k, v in times.items()}, flush=True)
+    write_outputs(results, Path(args.out), args.rounds, (load_start, os.getloadavg()[0]))
+    print(f"wrote {args.out}/SUMMARY.md and cpu_table.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
