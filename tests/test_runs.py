@@ -197,7 +197,7 @@ def test_stats_pictures_version_and_help(tmp_path, capsys, one_thread):
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 256)" in text and "(default: png)" in text and "(default: None)" not in text
+    assert "(default: 256 on a CPU, 64 on a GPU)" in text and "(default: png)" in text and "(default: None)" not in text
 
 
 class _Inception(torch.nn.Module):

@@ -127,7 +127,9 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 def test_sampling_defaults():
     """batch 256 and, below 32768 images, no compile on a CPU (measured: see ganfast.sampling)."""
     from ganfast import sampling
-    assert sampling._default_batch_size(TinyG()) == 256
+    assert sampling.batch_size_for(TinyG(), None) == 256 and sampling.batch_size_for(TinyG(), 3) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        sampling.batch_size_for(TinyG(), 0)
     assert not sampling._auto_compile(TinyG(), 32767) and sampling._auto_compile(TinyG(), 32768)
 
 
