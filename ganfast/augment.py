@@ -20,6 +20,7 @@ Geometric transforms compose into one matrix per image and run as one resampling
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -36,6 +37,7 @@ PRESETS = {
     "bgcf": BLIT + GEOM + COLOR + ("imgfilter",), "bgcfn": BLIT + GEOM + COLOR + ("imgfilter", "noise"),
     "bgcfnc": BLIT + GEOM + COLOR + ("imgfilter", "noise", "cutout"),
 }
+AUG_MODES = ("ada", "fixed", "noaug", "diffaug")
 TRANSFORMS = BLIT + GEOM + COLOR + ("imgfilter", "noise", "cutout")
 LUMA_AXIS = (1 / math.sqrt(3),) * 3
 
@@ -200,8 +202,15 @@ class AugmentPipe(torch.nn.Module):
         return self.apply(images, params)
 
     def apply(self, images: torch.Tensor, params: ref.AugmentParams) -> torch.Tensor:
-        """``images`` transformed by drawn ``params`` (the fused geometric pass unless impl="ref")."""
+        """``images`` transformed by drawn ``params`` (the fused geometric pass unless impl="ref"). A geometric or
+        colour stage whose matrices are all the identity (small p) is skipped: its resampling would be the
+        identity anyway (the symlet-6 up/down pair is orthonormal), so the batch skips a pass for nothing."""
         from .ops.affine_sample import affine_resample
+        for name in ("G_inv", "C"):
+            matrices = getattr(params, name)
+            if matrices is not None and torch.equal(matrices, torch.eye(matrices.shape[-1], device=matrices.device,
+                                                                        dtype=matrices.dtype).expand_as(matrices)):
+                params = dataclasses.replace(params, **{name: None})
 
         def geometric(x, G_inv):
             return affine_resample(x, G_inv, impl=self.impl)
@@ -220,10 +229,10 @@ class AdaController:
         self.pipe, self.target, self.interval, self.speed_kimg = pipe, float(target), int(interval), float(speed_kimg)
         self.sign_sum, self.count, self.steps, self.rt = 0.0, 0, 0, 0.0
 
-    def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Adds a batch of D's logits on augmented reals (a host read once per step)."""
-        self.sign_sum += float(torch.sign(real_logits.detach().float()).sum())
-        self.count += real_logits.numel()
+    def accumulate(self, sign_sum: float, count: int) -> None:
+        """Adds Σ sign(D(augment(real))) over ``count`` real images."""
+        self.sign_sum += float(sign_sum)
+        self.count += int(count)
 
     def update(self) -> None:
         """Counts a step; every ``interval`` steps adjusts p from the accumulated r_t and resets the sums."""

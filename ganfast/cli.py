@@ -26,6 +26,7 @@ def _number(kind, low: float, strict: bool = False, high: float = math.inf):
 
 
 POSITIVE_INT, SEED = _number(int, 1), _number(int, 0, high=2**32 - 1)
+PROBABILITY = _number(float, 0, high=1)
 POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
@@ -51,7 +52,8 @@ def _cmd_bench(args) -> int:
 def _train_overrides(args) -> dict:
     names = {"batch_size": "batch_size", "loss": "loss", "lr": ("lr_g", "lr_d"), "r1_gamma": "r1_gamma",
              "r1_interval": "r1_interval", "ema_kimg": "ema_kimg", "tick": "tick_steps",
-             "snapshot_ticks": "snapshot_ticks", "pl_weight": "pl_weight"}
+             "snapshot_ticks": "snapshot_ticks", "pl_weight": "pl_weight", "aug": "aug", "p": "aug_p",
+             "target": "aug_target", "augpipe": "augpipe"}
     overrides = {}
     for arg, fields in names.items():
         value = getattr(args, arg)
@@ -71,6 +73,12 @@ def _cmd_train(args) -> int:
     trainer, default_steps = build_trainer(args.dataset, args.out, seed=args.seed, resolution=args.resolution,
                                            model=args.model, overrides=_train_overrides(args), device=device,
                                            progress=not args.no_progress)
+    if trainer.rank == 0:
+        cfg = trainer.config
+        print(f"augmentation: {cfg.aug}" + {
+            "ada": f" ({cfg.augpipe}, p from {cfg.aug_p:g} towards r_t = {cfg.aug_target:g})",
+            "fixed": f" ({cfg.augpipe}, p = {cfg.aug_p:g})", "diffaug": " (colour, translation, cutout)",
+            "noaug": ""}[cfg.aug])
     if args.resume and not trainer.resume(missing_ok=True) and trainer.rank == 0:
         print(f"resume: no checkpoint in {args.out} yet; starting the run from step 0")
     total = args.steps if args.steps is not None else default_steps
@@ -183,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")
     p.add_argument("--ema-kimg", type=NONNEGATIVE, help="EMA generator half-life in thousands of images")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for G and D")
+    p.add_argument("--aug", choices=["ada", "fixed", "noaug", "diffaug"],
+                   help="D's augmentation (default: ada for images, noaug for 2-D data)")
+    p.add_argument("--p", type=PROBABILITY, help="augmentation probability: fixed p, or ada's starting p (default 0)")
+    p.add_argument("--target", type=_number(float, 0, strict=True, high=0.999999),
+                   help="ada's target for r_t = E[sign(D(real))] (default 0.6)")
+    p.add_argument("--augpipe", choices=["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf",
+                                         "bgcfn", "bgcfnc"], help="StyleGAN2-ADA transform set (default bgc)")
     p.add_argument("--tick", type=POSITIVE_INT, help="steps per tick (one stats.jsonl record)")
     p.add_argument("--snapshot-ticks", type=POSITIVE_INT, help="ticks between sample pictures and checkpoints")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")

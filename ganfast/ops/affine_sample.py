@@ -28,7 +28,7 @@ from ..reference.augment import geometric_filter, geometric_plan
 from ._common import check_tensor, dense
 from .upfirdn2d import downsample2d, upsample2d
 
-__all__ = ["affine_sample", "affine_resample"]
+__all__ = ["affine_resample", "affine_sample"]
 
 # auto on CPU: the C++ kernel, measured against grid_sample in benchmarks/test_bench_augment.py (the
 # geometric pass forward+backward). auto on CUDA: CUDA kernel, then Triton; not yet measured on a GPU.
@@ -81,7 +81,7 @@ def _(dy, matrix, in_size, impl):
 
 
 def _setup_context(ctx, inputs, output):
-    src, matrix, size, impl = inputs
+    src, matrix, _, impl = inputs
     ctx.params = (list(src.shape[2:]), impl)
     ctx.save_for_backward(matrix)
 

@@ -65,9 +65,18 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def _no_augment(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
 def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "logistic", r1_gamma: float = 0.0,
-           r1_interval: int = 1, regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False) -> dict:
+           r1_interval: int = 1, regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False,
+           augment=None) -> dict:
     """One discriminator update on ``real`` and ``G(z)`` with ``ganfast.losses.d_loss(loss, ...)``.
+
+    ``augment(images) -> images`` (e.g. :class:`ganfast.augment.AugmentPipe`; None: none) is applied to reals and
+    fakes before D; R1 differentiates D(augment(real)) with respect to the un-augmented reals, through the
+    augmentation. The stats' ``real_sign`` is the batch mean of sign(D(augment(real))), ADA's overfitting signal.
 
     With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
     ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
@@ -75,13 +84,14 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "log
     ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp``.
     """
     check_loss(loss)
+    augment = augment or _no_augment
     with torch.no_grad(), autocast(real.device, bf16):
         fake = G(z)
     use_r1 = regularize and r1_gamma > 0
     real = real.detach().requires_grad_(use_r1)
     with autocast(real.device, bf16):
-        real_logits = D(real).float()
-        fake_logits = D(fake.detach()).float()
+        real_logits = D(augment(real)).float()
+        fake_logits = D(augment(fake.detach())).float()
     loss_value = losses.d_loss(loss, real_logits, fake_logits)
     total = loss_value
     stats = {}
@@ -91,27 +101,30 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, loss: str = "log
         stats["r1"] = r1.item()
     if loss == "wasserstein":
         with autocast(real.device, bf16):
-            gp = losses.wgan_gp(lambda x: D(x).float(), real.detach(), fake.detach().to(real.dtype))
+            gp = losses.wgan_gp(lambda x: D(augment(x)).float(), real.detach(), fake.detach().to(real.dtype))
         total = total + gp_weight * gp
         stats["gp"] = gp.item()
     total.backward()
     grad_norm, skipped = apply_gradients([p for p in D.parameters() if p.requires_grad], opt_d)
     threshold = 0.5 if loss == "least_squares" else 0.0  # where D's output says "real" rather than "fake"
     stats.update(loss_d=loss_value.item(), d_real_acc=(real_logits > threshold).float().mean().item(),
-                 d_fake_acc=(fake_logits < threshold).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped)
+                 d_fake_acc=(fake_logits < threshold).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped,
+                 real_sign=torch.sign(real_logits.detach()).mean().item())
     return stats
 
 
 def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool = False,
            path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0, pl_interval: int = 1,
-           regularize: bool = False) -> dict:
-    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z)))`` (D's weights get no gradient).
+           regularize: bool = False, augment=None) -> dict:
+    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(augment(G(z))))`` (D's weights get no
+    gradient; ``augment`` as in :func:`d_step`, differentiated through).
 
     With ``regularize`` and a ``path_length`` penalty (StyleGAN2 generators: ``G.mapping`` then
     ``G.synthesis``), the loss gains ``pl_weight · pl_interval · path_length(images, ws)`` (lazy regularisation
     folded into this step's backward, like R1 in :func:`d_step`).
     """
     check_loss(loss)
+    augment = augment or _no_augment
     use_pl = regularize and path_length is not None and pl_weight > 0
     with _frozen(D), autocast(z.device, bf16):
         if use_pl:
@@ -119,7 +132,7 @@ def g_step(G, D, opt_g, z: torch.Tensor, *, loss: str = "logistic", bf16: bool =
             fake = G.synthesis(ws)
         else:
             fake = G(z)
-        fake_logits = D(fake).float()
+        fake_logits = D(augment(fake)).float()
     loss_value = losses.g_loss(loss, fake_logits)
     total, stats = loss_value, {}
     if use_pl:

@@ -8,8 +8,8 @@ import math
 import operator
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,11 @@ class TrainConfig:
     penalty every ``pl_interval`` steps (generators with ``mapping``/``synthesis``); ``ema_kimg`` is the EMA
     half-life in kimg.
 
+    ``aug`` chooses D's augmentation: ``"ada"`` (StyleGAN2-ADA's ``augpipe`` preset with p adjusted every
+    ``ada_interval`` steps towards ``aug_target`` so that it can move by 1 in ``ada_kimg`` thousand images, starting
+    at ``aug_p``), ``"fixed"`` (that pipeline at p = ``aug_p``), ``"diffaug"`` (DiffAugment's colour, translation,
+    cutout) or ``"noaug"``.
+
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written.
     """
@@ -55,6 +60,12 @@ class TrainConfig:
     snapshot_ticks: int = 10
     collapse_ratio: float = 0.5
     num_fixed: int = 64
+    aug: str = "noaug"
+    aug_p: float = 0.0
+    aug_target: float = 0.6
+    augpipe: str = "bgc"
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
 
     def __post_init__(self):
         """Each field checked and made a plain Python value (numpy or torch scalars from a sweep are fine), so
@@ -78,6 +89,18 @@ class TrainConfig:
         if not isinstance(self.bf16, (bool, np.bool_)):
             raise ValueError(f"TrainConfig.bf16 must be True or False, got {self.bf16!r}")
         self.bf16 = bool(self.bf16)
+        from ..augment import AUG_MODES, PRESETS
+        if self.aug not in AUG_MODES:
+            raise ValueError(f"TrainConfig.aug must be one of {AUG_MODES}, got {self.aug!r}")
+        if self.augpipe not in PRESETS:
+            raise ValueError(f"TrainConfig.augpipe must be one of {sorted(PRESETS)}, got {self.augpipe!r}")
+        self.ada_interval = _checked_number("ada_interval", self.ada_interval, integer=True, low=1)
+        self.ada_kimg = _checked_number("ada_kimg", self.ada_kimg, low=0, strict=True)
+        self.aug_p = _checked_number("aug_p", self.aug_p, low=0)
+        self.aug_target = _checked_number("aug_target", self.aug_target, low=0, strict=True)
+        if self.aug_p > 1 or self.aug_target >= 1:
+            raise ValueError(f"TrainConfig.aug_p must be in [0, 1] and aug_target in (0, 1), got {self.aug_p!r}, "
+                             f"{self.aug_target!r}")
 
 
 def _checked_number(name: str, value, integer: bool = False, low: float = 0, strict: bool = False):
@@ -138,6 +161,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.path_length = losses.PathLengthPenalty().to(self.device) if cfg.pl_weight > 0 else None
         self.dataset, self.out_dir, self.evaluate, self.progress = dataset, out_dir, evaluate, progress
+        self.augment, self.ada = self._build_augment(cfg, dataset)
         self.order = DataOrder(dataset.data, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.step, self.nimg, self.tick = 0, 0, 0
         self.best_diversity = 0.0
@@ -149,6 +173,25 @@ class Trainer:
         self._tick_stats: list[dict] = []
         if self.rank == 0:
             prepare_output_dir(out_dir)
+
+    @staticmethod
+    def _build_augment(cfg: TrainConfig, dataset: Dataset):
+        """D's augmentation (a callable or None) and the ADA controller (or None) for ``cfg.aug``."""
+        from ..augment import AdaController, AugmentPipe, DiffAugment
+        if cfg.aug == "noaug":
+            return None, None
+        if dataset.is_2d:
+            raise ValueError(f"aug: {cfg.aug!r} augments images; 2-D data needs 'noaug'")
+        if cfg.aug == "diffaug":
+            return DiffAugment(), None
+        pipe = AugmentPipe(cfg.augpipe, p=cfg.aug_p)
+        ada = AdaController(pipe, cfg.aug_target, cfg.ada_interval, cfg.ada_kimg) if cfg.aug == "ada" else None
+        return pipe, ada
+
+    @property
+    def aug_p(self) -> float:
+        """The augmentation probability D's inputs see now (1 for DiffAugment, 0 without augmentation)."""
+        return 0.0 if self.augment is None else getattr(self.augment, "p", 1.0)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _latents(self, phase: int) -> torch.Tensor:
@@ -163,10 +206,16 @@ class Trainer:
         regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
         stats = steps.d_step(self.G, self.D, self.opt_d, real, self._latents(0), loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
-                             gp_weight=cfg.gp_weight, bf16=cfg.bf16)
+                             gp_weight=cfg.gp_weight, bf16=cfg.bf16, augment=self.augment)
         stats.update(steps.g_step(self.G, self.D, self.opt_g, self._latents(1), loss=cfg.loss, bf16=cfg.bf16,
                                   path_length=self.path_length, pl_weight=cfg.pl_weight, pl_interval=cfg.pl_interval,
-                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval)))
+                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval), augment=self.augment))
+        if self.ada is not None:
+            signs = torch.tensor([stats["real_sign"] * len(real), len(real)], dtype=torch.float64)
+            if self.world_size > 1:
+                dist.all_reduce(signs)
+            self.ada.accumulate(signs[0].item(), int(signs[1].item()))
+            self.ada.update()
         steps.broadcast_module(self.G, params=False)
         steps.broadcast_module(self.D, params=False)
         self.step += 1
@@ -218,6 +267,8 @@ class Trainer:
             if values:
                 record[key] = sum(values) / len(values)
         record["skipped_steps"] = sum(int(r["skipped_d"]) + int(r["skipped_g"]) for r in rows)
+        record["aug_p"] = self.aug_p
+        record["rt"] = sum(r["real_sign"] for r in rows) / max(len(rows), 1)
         samples = self.sample()
         record["diversity"] = diversity(samples)
         record["diversity_real"] = self.real_diversity
@@ -232,7 +283,7 @@ class Trainer:
         with open(os.path.join(self.out_dir, STATS), "a") as f:
             f.write(json.dumps(record) + "\n")
         shown = {k: v for k, v in record.items() if k in ("kimg", "img_per_s", "loss_g", "loss_d", "d_real_acc",
-                                                              "d_fake_acc", "modes", "hq", "fd")}
+                                                              "d_fake_acc", "aug_p", "rt", "modes", "hq", "fd")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
         if record["skipped_steps"]:
@@ -281,6 +332,8 @@ class Trainer:
                      "data_order": self.order.state_dict(), "config": dataclasses.asdict(self.config),
                      "world_size": self.world_size,
                      "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
+            if self.ada is not None:
+                extra["ada"] = self.ada.state_dict()
             save_checkpoint(path or os.path.join(self.out_dir, CHECKPOINT_NAME), self._modules(), self._optimizers(),
                             extra)
         if self.world_size > 1:
@@ -304,6 +357,10 @@ class Trainer:
             self.order.load_state_dict(extra["data_order"])
             self.step, self.nimg, self.tick = extra["step"], extra["nimg"], extra["tick"]
             self.best_diversity = extra["best_diversity"]
+            if self.ada is not None:
+                if "ada" not in extra:
+                    raise ValueError(f"resume: {path!r} was not written by an ADA run (no controller state)")
+                self.ada.load_state_dict(extra["ada"])
         elif not missing_ok:
             raise FileNotFoundError(f"resume: no checkpoint at {path!r}")
         if self.rank == 0:

@@ -43,7 +43,7 @@ def _affine_sample_kernel(dst_ptr, src_ptr, m_ptr, batch, channels, in_h, in_w, 
         cy0, cy1 = (y0 >= 0) & (y0 < in_h), (y1 >= 0) & (y1 < in_h)
         w00, w01, w10, w11 = (1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax
         m00, m01, m10, m11 = valid & cy0 & cx0, valid & cy0 & cx1, valid & cy1 & cx0, valid & cy1 & cx1
-        for c_ in range(0, channels):
+        for c_ in range(channels):
             c = tl.cast(c_, tl.int64)
             if TRANSPOSE:
                 g = compute_type(tl.load(src_ptr + n * ss0 + c * ss1 + oy * ss2 + ox * ss3, mask=valid, other=0))
