@@ -40,10 +40,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, size: list[int], transpose: bool) -> torch.Tensor:
-    """sample (out of spatial ``size``) or transpose (out of the input's spatial ``size``) of ``src``."""
+    """sample (out of spatial ``size``) or transpose (out of the input's spatial ``size``) of ``src``.
+
+    The GPU scatters (the transposes, and the CUDA kernel altogether) take float32 and float64: half types run
+    in float32 there (an atomic add in 16 bits would round at every add)."""
+    scatter = transpose and (src.is_cuda or impl == "triton")
+    if src.dtype in (torch.float16, torch.bfloat16) and ((src.is_cuda and impl == "ext") or scatter):
+        return _launch(impl, src.float(), matrix, size, transpose).to(src.dtype)
     n, c = src.shape[:2]
-    out = (torch.zeros if transpose and impl == "triton" else torch.empty)(
-        [n, c, *size], dtype=src.dtype, device=src.device)
+    out = (torch.zeros if scatter else torch.empty)([n, c, *size], dtype=src.dtype, device=src.device)
     if out.numel() == 0 or src.numel() == 0:
         return out.zero_()
     src = dense(src)

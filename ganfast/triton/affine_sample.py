@@ -63,14 +63,11 @@ def _affine_sample_kernel(dst_ptr, src_ptr, m_ptr, batch, channels, in_h, in_w, 
 
 
 def affine_sample(out: torch.Tensor, src: torch.Tensor, matrix: torch.Tensor, in_hw, out_hw, transpose: bool) -> None:
-    """Launches the kernel into ``out`` (zeroed already for the transpose). Half-type transposes accumulate in a
-    float32 buffer (atomic adds of 16-bit floats would round at every add)."""
-    acc = out.float() if transpose and out.dtype in (torch.float16, torch.bfloat16) else out
+    """Launches the kernel into ``out`` (zeroed already for the transpose, which ganfast.ops runs in float32 or
+    float64)."""
     batch, channels = src.shape[:2]
     block = min(256, triton.next_power_of_2(out_hw[0] * out_hw[1]))
     grid = (triton.cdiv(out_hw[0] * out_hw[1], block), min(batch, MAX_GRID_YZ))
     with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
-        _affine_sample_kernel[grid](acc, src, matrix, batch, channels, in_hw[0], in_hw[1], out_hw[0], out_hw[1],
-                                    *src.stride(), *acc.stride(), TRANSPOSE=int(transpose), BLOCK=block)
-    if acc is not out:
-        out.copy_(acc)
+        _affine_sample_kernel[grid](out, src, matrix, batch, channels, in_hw[0], in_hw[1], out_hw[0], out_hw[1],
+                                    *src.stride(), *out.stride(), TRANSPOSE=int(transpose), BLOCK=block)
