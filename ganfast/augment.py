@@ -98,7 +98,7 @@ class AugmentPipe(torch.nn.Module):
         return torch.rand([n, *shape], device=device) < self.strength[name] * self.p
 
     def sample_params(self, n: int, channels: int, height: int, width: int, device) -> ref.AugmentParams:
-        """Draws the per-image parameters of one batch (StyleGAN2-ADA's order of random draws)."""
+        """Draws the per-image parameters of one batch from torch's generator of ``device``."""
         s, params = self.strength, ref.AugmentParams()
         if self.p == 0:
             return params
@@ -128,7 +128,7 @@ class AugmentPipe(torch.nn.Module):
         if s["rotate90"] > 0:
             i = torch.floor(torch.rand(n, device=device) * 4)
             i = _where(self._chance("rotate90", n, device), i, 0)
-            G = G @ ref.rotate2d(-math.pi / 2 * i)
+            G = G @ ref.rotate2d(math.pi / 2 * i)
         if s["xint"] > 0:
             t = (torch.rand([n, 2], device=device) * 2 - 1) * self.xint_max
             t = _where(self._chance("xint", n, device, (1,)), t, 0)

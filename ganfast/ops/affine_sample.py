@@ -30,8 +30,9 @@ from .upfirdn2d import downsample2d, upsample2d
 
 __all__ = ["affine_resample", "affine_sample"]
 
-# auto on CPU: the C++ kernel, measured against grid_sample in benchmarks/test_bench_augment.py (the
-# geometric pass forward+backward). auto on CUDA: CUDA kernel, then Triton; not yet measured on a GPU.
+# auto on CPU: the C++ kernel. Measured (one thread, busy 2-core machine, 8x3x200x200 -> 200x200 rotations, fp32):
+# forward 55 ms vs 51 ms for affine_grid + grid_sample, forward+backward 121 ms vs 184 ms (the training use:
+# every augmented D input is differentiated). auto on CUDA: CUDA kernel, then Triton; not yet measured on a GPU.
 _OP = register_op("affine_sample", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
 
