@@ -160,6 +160,20 @@ def _modulated_conv2d():
         assert len(m._tuned(name).configs) >= 4
 
 
+def _affine_sample():
+    """affine_sample.affine_sample: dst, src in the tensor's dtype (float32/float64 for the transpose, which
+    ganfast.ops runs in float32 for half types), the matrix in the arithmetic type; sizes and strides (dst
+    contiguous, src contiguous or channels_last); sample and transpose."""
+    from ganfast.triton import affine_sample as m
+
+    ints = "batch channels in_h in_w out_h out_w ss0 ss1 ss2 ss3 sd0 sd1 sd2 sd3".split()
+    for dtype in DTYPES:
+        for transpose in ((0, 1) if dtype in ("fp32", "fp64") else (0,)):
+            for ones in (["ss3", "sd3"], ["ss1", "sd3"]):
+                compile_for_gpu(m._affine_sample_kernel, dict(dst_ptr=dtype, src_ptr=dtype, m_ptr=_arithmetic(dtype)),
+                                ints, (), dict(TRANSPOSE=transpose, BLOCK=256), ones)
+
+
 def _kernels() -> set[str]:
     """Every kernel (a @triton.jit function named ``*_kernel``) in the modules of ganfast.triton."""
     import importlib
@@ -179,7 +193,7 @@ def _kernels() -> set[str]:
 
 def main() -> None:
     start = time.perf_counter()
-    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d):
+    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _affine_sample):
         tables()
     missing = _kernels() - set(COMPILED)
     if missing:
