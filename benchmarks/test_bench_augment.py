@@ -1,7 +1,8 @@
 """Augmentation benchmarks: StyleGAN2-ADA's bgc pipeline forward + backward (the D input's gradient, as in the
 G step and R1) at p = 1, ganfast (the fused geometric pass on affine_sample + upfirdn2d) vs the reference
 composition (affine_grid/grid_sample and the reference upfirdn2d) vs torch.compile(reference); and the colour
-stage (one baddbmm) against a copy of the images, the floor of any per-pixel pass.
+stage (ganfast.ops.color_matrix vs the reference's baddbmm) against a copy of the images, the floor of any
+per-pixel pass.
 
 On a GPU: batch 32 at 256 px, RGB. On a CPU: a tiny shape so that CI proves the suite runs; a realistic CPU
 figure is measured with ``python benchmarks/test_bench_augment.py`` (batch 32, 256 px, one of each variant).
@@ -14,7 +15,9 @@ import torch
 from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, synced
 
 from ganfast.augment import AugmentPipe
+from ganfast.ops import color_matrix
 from ganfast.reference import augment as ref
+from ganfast.reference.color_matrix import color_matrix as color_matrix_ref
 
 SHAPES = [(32, 3, 256, 256)] if ON_GPU else [(2, 3, 16, 16)]
 _compiled_apply = torch.compile(ref.apply)
@@ -53,12 +56,15 @@ def test_color_copy_floor(benchmark, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-def test_color_baddbmm(benchmark, shape):
+@pytest.mark.parametrize("variant", ["ganfast", "ref"])
+def test_color(benchmark, shape, variant):
+    """The colour stage alone: ganfast.ops.color_matrix vs the reference's baddbmm (same bytes as the copy)."""
     _, params, x = _setup(shape)
     x = x.detach()
+    color_pass = color_matrix if variant == "ganfast" else color_matrix_ref
     benchmark.group = f"augment color copy {shape_id(shape)} torch.float32"
-    benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant="baddbmm")
-    benchmark(synced(lambda: ref.color(x, params.C)))
+    benchmark.extra_info.update(bytes=2 * x.numel() * x.element_size(), variant=variant)
+    benchmark(synced(lambda: ref.color(x, params.C, color_pass)))
 
 
 def _time(fn, repeats: int) -> float:
@@ -83,5 +89,6 @@ if __name__ == "__main__":  # one realistic figure per variant: batch 32, 256 px
         print(f"  {name:13s} {seconds * 1000:9.1f} ms")
     out = torch.empty_like(x)
     xd = x.detach()
-    print(f"colour stage: baddbmm {_time(lambda: ref.color(xd, params.C), 10) * 1000:.2f} ms, "
+    print(f"colour stage: ganfast {_time(lambda: ref.color(xd, params.C, color_matrix), 10) * 1000:.2f} ms, "
+          f"baddbmm {_time(lambda: ref.color(xd, params.C), 10) * 1000:.2f} ms, "
           f"copy {_time(lambda: out.copy_(xd), 10) * 1000:.2f} ms")

@@ -14,7 +14,8 @@ each enabled transform to each image independently with probability ``p`` (times
     cutout     a box of half the image size, zeroed.
 
 Geometric transforms compose into one matrix per image and run as one resampling pass
-(:func:`ganfast.ops.affine_resample`); colour transforms compose into one 4×4 matrix per image.
+(:func:`ganfast.ops.affine_resample`); colour transforms compose into one 4×4 matrix per image, applied in one
+pass (:func:`ganfast.ops.color_matrix`).
 :class:`AdaController` adjusts ``p`` from the discriminator's overfitting heuristic r_t = E[sign(D(real))].
 :class:`DiffAugment` is Zhao et al. 2020's cheaper fixed policy (colour, translation, cutout).
 """
@@ -206,6 +207,7 @@ class AugmentPipe(torch.nn.Module):
         colour stage whose matrices are all the identity (small p) is skipped: its resampling would be the
         identity anyway (the symlet-6 up/down pair is orthonormal), so the batch skips a pass for nothing."""
         from .ops.affine_sample import affine_resample
+        from .ops.color_matrix import color_matrix
         for name in ("G_inv", "C"):
             matrices = getattr(params, name)
             if matrices is not None and torch.equal(matrices, torch.eye(matrices.shape[-1], device=matrices.device,
@@ -214,7 +216,10 @@ class AugmentPipe(torch.nn.Module):
 
         def geometric(x, G_inv):
             return affine_resample(x, G_inv, impl=self.impl)
-        return ref.apply(images, params, geometric)
+
+        def color(x, matrix, offset):
+            return color_matrix(x, matrix, offset, impl=self.impl)
+        return ref.apply(images, params, geometric, color)
 
 
 class AdaController:

@@ -24,14 +24,14 @@ def _params(preset, size, seed=0, n=2, channels=3):
     return AugmentPipe(preset, p=1.0).sample_params(n, channels, size, size, "cpu")
 
 
-GEOMETRIC = ("blit", "geom")
-CASES = [(family, "ext") for family in FAMILIES] + [(family, "triton") for family in GEOMETRIC]
+KERNELS = ("blit", "geom", "color")  # the families that run on ganfast's ops (the others are reference torch ops)
+CASES = [(family, "ext") for family in FAMILIES] + [(family, "triton") for family in KERNELS]
 
 
 @pytest.mark.parametrize("family,impl", CASES)
 def test_family_matches_reference(family, impl):
-    """Fused pipeline (the geometric pass on ganfast's ops; the other stages are the reference's own torch ops)
-    against the reference composition, forward and input gradient, same drawn parameters."""
+    """Fused pipeline (geometric and colour passes on ganfast's ops; the other stages are the reference's own torch
+    ops) against the reference composition, forward and input gradient, same drawn parameters."""
     if impl not in available_impls("cpu"):
         pytest.skip(f"{impl} not available here")
     size = 8 if impl == "triton" else FAMILIES[family]
@@ -49,16 +49,16 @@ def test_family_matches_reference(family, impl):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_gradcheck(family):
-    """gradcheck (and gradgradcheck for the geometric pass, the one made of custom ops) in the images, float64,
+    """gradcheck (and gradgradcheck for the stages made of ganfast's ops) in the images, float64,
     in fast mode (random projections of the Jacobian) to keep the suite quick."""
     channels = 3 if family == "color" else 1
-    size = {"color": 3, "filter": 22}.get(family, 8 if family in GEOMETRIC else 6)
+    size = {"color": 3, "filter": 22, "blit": 8, "geom": 8}.get(family, 6)
     params = _params(family, size, n=1, channels=channels)
     x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
     pipe = AugmentPipe(family, p=1.0, impl="ext")
     fn = lambda x: pipe.apply(x, params)
     assert torch.autograd.gradcheck(fn, (x,), fast_mode=True)
-    if family in GEOMETRIC:
+    if family in KERNELS:
         assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
 
 

@@ -174,6 +174,19 @@ def _affine_sample():
                                 ints, (), dict(TRANSPOSE=transpose, BLOCK=256), ones)
 
 
+def _color_matrix():
+    """color_matrix.color_matrix: out, x in the tensor's dtype, matrix and offset in the arithmetic type; sizes and
+    strides (out contiguous, x contiguous or channels_last); 1 and 3 channels."""
+    from ganfast.triton import color_matrix as m
+
+    ints = "batch pixels width sxn sxc sxh sxw son soc soh sow".split()
+    for dtype in DTYPES:
+        for channels, ones in ((1, ["sxw", "sow"]), (3, ["sxc", "sow"])):
+            compile_for_gpu(m._color_matrix_kernel, dict(out_ptr=dtype, x_ptr=dtype, m_ptr=_arithmetic(dtype),
+                                                         b_ptr=_arithmetic(dtype)), ints, (),
+                            dict(C=channels, BLOCK=1024), ones)
+
+
 def _kernels() -> set[str]:
     """Every kernel (a @triton.jit function named ``*_kernel``) in the modules of ganfast.triton."""
     import importlib
@@ -193,7 +206,7 @@ def _kernels() -> set[str]:
 
 def main() -> None:
     start = time.perf_counter()
-    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _affine_sample):
+    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _affine_sample, _color_matrix):
         tables()
     missing = _kernels() - set(COMPILED)
     if missing:

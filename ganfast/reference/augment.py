@@ -7,15 +7,15 @@ An augmentation is applied in two parts: :class:`ganfast.augment.AugmentPipe` dr
   input positions. The image is padded by reflection (enough that the transformed image stays covered),
   upsampled 2× with the symlet-6 wavelet lowpass, sampled bilinearly at the transformed grid and
   downsampled 2× with the same filter — one resampling however many transforms were composed;
-- colour: one 4×4 matrix ``C`` per image acting on homogeneous RGB (for one channel: the mean of its first
+- colour: one 4×4 matrix ``C`` per image acting on homogeneous RGB (one batched matmul here) (for one channel: the mean of its first
   three rows, so the grey value moves as the luma of an RGB pixel would);
 - image-space filtering: per image, the 4-band symlet-2 filter bank weighted by the band gains, applied
   separably along x and y with reflection padding;
 - additive noise: ``images + sigma · noise``;
 - cutout: pixels inside a box (centre, size as fractions of the image) set to zero.
 
-The geometric stage here uses ``affine_grid``/``grid_sample`` and the reference upfirdn2d; the fused pipeline
-(``ganfast.ops.affine_resample``) must agree with it.
+The geometric stage here uses ``affine_grid``/``grid_sample`` and the reference upfirdn2d, the colour stage a
+batched matmul; the fused pipeline (``ganfast.ops.affine_resample``, ``ganfast.ops.color_matrix``) must agree.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .affine_sample import affine_sample
+from .color_matrix import color_matrix
 from .upfirdn2d import downsample2d, upsample2d
 
 # Orthonormal Daubechies symlet lowpass filters (PyWavelets' decomposition coefficients).
@@ -164,13 +165,11 @@ def color_matrix_per_channel(C: torch.Tensor, channels: int) -> tuple[torch.Tens
     raise ValueError(f"images: colour transforms need 1 or 3 channels, got {channels}")
 
 
-def color(images: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """out[n] = M[n] · x[n] + b[n] per pixel (see :func:`color_matrix_per_channel`), one batched matmul.
-
-    Used by the fused pipeline too: a memory-bound pass that baddbmm already makes in one read and one write."""
-    n, ch, h, w = images.shape
-    m, b = color_matrix_per_channel(C.to(images.dtype), ch)
-    return torch.baddbmm(b, m, images.reshape(n, ch, h * w)).reshape(n, ch, h, w)
+def color(images: torch.Tensor, C: torch.Tensor, color_pass=color_matrix) -> torch.Tensor:
+    """out[n] = M[n] · x[n] + b[n] per pixel (see :func:`color_matrix_per_channel`), by ``color_pass(images, M, b)``
+    (the reference: one batched matmul)."""
+    m, b = color_matrix_per_channel(C, images.shape[1])
+    return color_pass(images, m, b[:, :, 0])
 
 
 def band_filter(images: torch.Tensor, band_gains: torch.Tensor) -> torch.Tensor:
@@ -198,12 +197,14 @@ def cutout(images: torch.Tensor, center: torch.Tensor, size: torch.Tensor) -> to
     return images * keep.to(images.dtype)
 
 
-def apply(images: torch.Tensor, params: AugmentParams, geometric_pass=geometric) -> torch.Tensor:
-    """The stages of ``params`` applied in order (``geometric_pass`` does the resampling)."""
+def apply(images: torch.Tensor, params: AugmentParams, geometric_pass=geometric, color_pass=color_matrix
+          ) -> torch.Tensor:
+    """The stages of ``params`` applied in order (``geometric_pass`` does the resampling, ``color_pass`` the colour
+    matrices; the defaults are the references)."""
     if params.G_inv is not None:
         images = geometric_pass(images, params.G_inv)
     if params.C is not None:
-        images = color(images, params.C)
+        images = color(images, params.C, color_pass)
     if params.band_gains is not None:
         images = band_filter(images, params.band_gains)
     if params.noise is not None:
