@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from .ops.affine_sample import affine_resample
+from .ops.color_matrix import color_matrix
 from .reference import augment as ref
 
 # Named transform sets (StyleGAN2-ADA's presets): which transforms a pipe enables, each at strength 1.
@@ -55,7 +57,8 @@ class AugmentPipe(torch.nn.Module):
         preset: one of :data:`PRESETS` (default ``"bgc"``), or None with ``strengths``.
         p: probability multiplier (the ADA controller sets ``pipe.p``).
         strengths: transform name → strength, overriding the preset (e.g. ``{"xflip": 0}``).
-        impl: the geometric pass's implementation (None: auto, "ref": the affine_grid/grid_sample reference).
+        impl: the implementation of the geometric and colour passes (None: auto; "ref": the reference, e.g.
+            affine_grid/grid_sample and a batched matmul).
     The parameter ranges (``xint_max``, ``scale_std``, ...) are attributes with StyleGAN2-ADA's defaults.
     Random numbers come from torch's generator of the images' device (checkpointed by the trainer).
     """
@@ -203,11 +206,9 @@ class AugmentPipe(torch.nn.Module):
         return self.apply(images, params)
 
     def apply(self, images: torch.Tensor, params: ref.AugmentParams) -> torch.Tensor:
-        """``images`` transformed by drawn ``params`` (the fused geometric pass unless impl="ref"). A geometric or
+        """``images`` transformed by drawn ``params`` (on ganfast's ops unless impl="ref"). A geometric or
         colour stage whose matrices are all the identity (small p) is skipped: its resampling would be the
         identity anyway (the symlet-6 up/down pair is orthonormal), so the batch skips a pass for nothing."""
-        from .ops.affine_sample import affine_resample
-        from .ops.color_matrix import color_matrix
         for name in ("G_inv", "C"):
             matrices = getattr(params, name)
             if matrices is not None and torch.equal(matrices, torch.eye(matrices.shape[-1], device=matrices.device,
@@ -246,7 +247,8 @@ class AdaController:
             return
         self.rt = self.sign_sum / self.count
         adjust = math.copysign(1.0, self.rt - self.target) * self.count / (self.speed_kimg * 1000)
-        self.pipe.p = min(max(self.pipe.p + adjust, 0.0), 1.0 - 1e-9)
+        # rounded to 1e-12 so that steps up and down by the same amount come back to exactly 0
+        self.pipe.p = min(max(round(self.pipe.p + adjust, 12), 0.0), 1.0 - 1e-9)
         self.sign_sum, self.count = 0.0, 0
 
     def state_dict(self) -> dict:
