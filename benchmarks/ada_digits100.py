@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--mode", action="append", choices=["ada", "noaug", "diffaug"])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    summary = {mode: run(mode, args.out, args.steps, args.ada_kimg, args.seed) for mode in args.mode or ["ada", "noaug"]}
+    modes = args.mode or ["ada", "noaug"]
+    summary = {mode: run(mode, args.out, args.steps, args.ada_kimg, args.seed) for mode in modes}
     with open(os.path.join(args.out, f"summary-{'-'.join(summary)}.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for mode, rows in summary.items():

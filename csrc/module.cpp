@@ -99,7 +99,8 @@ ganfast::AffineSampleArgs make_affine_sample_args(int dtype, int transpose, cons
                                                   uintptr_t src, uintptr_t matrix) {
   ganfast::AffineSampleArgs a{};
   a.dtype = dtype, a.transpose = transpose;
-  a.batch = sizes[0], a.channels = sizes[1], a.in_h = sizes[2], a.in_w = sizes[3], a.out_h = sizes[4], a.out_w = sizes[5];
+  a.batch = sizes[0], a.channels = sizes[1], a.in_h = sizes[2], a.in_w = sizes[3];
+  a.out_h = sizes[4], a.out_w = sizes[5];
   for (int d = 0; d < 4; ++d) a.src_stride[d] = src_stride[d], a.dst_stride[d] = dst_stride[d];
   a.dst = reinterpret_cast<void*>(dst);
   a.src = reinterpret_cast<const void*>(src);
@@ -112,7 +113,8 @@ void bind_affine_sample(py::module_& m) {
       "affine_sample_cpu",
       [](int dtype, int transpose, const std::array<int64_t, 6>& sizes, const std::array<int64_t, 4>& src_stride,
          const std::array<int64_t, 4>& dst_stride, uintptr_t dst, uintptr_t src, uintptr_t matrix) {
-        ganfast::affine_sample_cpu(make_affine_sample_args(dtype, transpose, sizes, src_stride, dst_stride, dst, src, matrix));
+        ganfast::affine_sample_cpu(
+            make_affine_sample_args(dtype, transpose, sizes, src_stride, dst_stride, dst, src, matrix));
       },
       py::arg("dtype"), py::arg("transpose"), py::arg("sizes"), py::arg("src_stride"), py::arg("dst_stride"),
       py::arg("dst"), py::arg("src"), py::arg("matrix"), py::call_guard<py::gil_scoped_release>(),
@@ -174,8 +176,8 @@ void bind_color_matrix(py::module_& m) {
                                    device, stream);
       },
       py::arg("dtype"), py::arg("sizes"), py::arg("x_stride"), py::arg("out_stride"), py::arg("out"), py::arg("x"),
-      py::arg("matrix"), py::arg("offset"), py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-      "color_matrix on device memory, launched on `stream` of `device`.");
+      py::arg("matrix"), py::arg("offset"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(), "color_matrix on device memory, launched on `stream` of `device`.");
 #endif
 }
 

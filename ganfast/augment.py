@@ -138,7 +138,8 @@ class AugmentPipe(torch.nn.Module):
             t = _where(self._chance("xint", n, device, (1,)), t, 0)
             G = G @ ref.translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
         if s["scale"] > 0:
-            scale = _where(self._chance("scale", n, device), torch.exp2(torch.randn(n, device=device) * self.scale_std), 1)
+            scale = torch.exp2(torch.randn(n, device=device) * self.scale_std)
+            scale = _where(self._chance("scale", n, device), scale, 1)
             G = G @ ref.scale2d(1 / scale, 1 / scale)
         rotate_chance = 1 - math.sqrt(min(max(1 - s["rotate"] * self.p, 0), 1))
         if s["rotate"] > 0:  # before aniso
@@ -146,7 +147,8 @@ class AugmentPipe(torch.nn.Module):
             theta = _where(torch.rand(n, device=device) < rotate_chance, theta, 0)
             G = G @ ref.rotate2d(theta)
         if s["aniso"] > 0:
-            scale = _where(self._chance("aniso", n, device), torch.exp2(torch.randn(n, device=device) * self.aniso_std), 1)
+            scale = torch.exp2(torch.randn(n, device=device) * self.aniso_std)
+            scale = _where(self._chance("aniso", n, device), scale, 1)
             G = G @ ref.scale2d(1 / scale, scale)
         if s["rotate"] > 0:  # after aniso
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max
@@ -165,10 +167,12 @@ class AugmentPipe(torch.nn.Module):
         v = torch.tensor([*LUMA_AXIS, 0.0], device=device)
         vv = torch.outer(v, v)
         if s["brightness"] > 0:
-            b = _where(self._chance("brightness", n, device), torch.randn(n, device=device) * self.brightness_std, 0)
+            b = torch.randn(n, device=device) * self.brightness_std
+            b = _where(self._chance("brightness", n, device), b, 0)
             C = ref.translate3d(b, b, b) @ C
         if s["contrast"] > 0:
-            c = _where(self._chance("contrast", n, device), torch.exp2(torch.randn(n, device=device) * self.contrast_std), 1)
+            c = torch.exp2(torch.randn(n, device=device) * self.contrast_std)
+            c = _where(self._chance("contrast", n, device), c, 1)
             C = ref.scale3d(c, c, c) @ C
         if s["lumaflip"] > 0:
             i = torch.floor(torch.rand([n, 1, 1], device=device) * 2)

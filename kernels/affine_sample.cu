@@ -1,8 +1,8 @@
 // affine_sample on CUDA: one thread per output pixel of one image (grid x: pixel blocks, grid z: images, grid-
 // strided). The footprint (csrc/affine_sample.h) is computed once per pixel and applied to every channel. The
 // sampling pass gathers its four neighbours; the transpose scatters into the input-sized output, which the
-// Python layer zeroes, with atomic adds (float and double; the Python layer runs half types in float32). Index math shared with
-// the CPU kernel.
+// Python layer zeroes, with atomic adds (float and double; the Python layer runs half types in float32).
+// Index math shared with the CPU kernel.
 #include <algorithm>
 
 #include "affine_sample.h"

@@ -18,8 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import ganfast
 from ganfast._dispatch import OPS
-from ganfast.ops import (affine_sample, bias_act, color_matrix, grad_penalty, modulated_conv2d, modulated_conv2d_bias_act,
-                         sample_lerp, setup_filter, upfirdn2d)
+from ganfast.ops import (affine_sample, bias_act, color_matrix, grad_penalty, modulated_conv2d,
+                         modulated_conv2d_bias_act, sample_lerp, setup_filter, upfirdn2d)
 from ganfast.ops.spectral_norm import power_iteration
 from support import available_impls
 

@@ -7,8 +7,8 @@ An augmentation is applied in two parts: :class:`ganfast.augment.AugmentPipe` dr
   input positions. The image is padded by reflection (enough that the transformed image stays covered),
   upsampled 2× with the symlet-6 wavelet lowpass, sampled bilinearly at the transformed grid and
   downsampled 2× with the same filter — one resampling however many transforms were composed;
-- colour: one 4×4 matrix ``C`` per image acting on homogeneous RGB (one batched matmul here) (for one channel: the mean of its first
-  three rows, so the grey value moves as the luma of an RGB pixel would);
+- colour: one 4×4 matrix ``C`` per image acting on homogeneous RGB, one batched matmul here (for one channel:
+  the mean of its first three rows, so the grey value moves as the luma of an RGB pixel would);
 - image-space filtering: per image, the 4-band symlet-2 filter bank weighted by the band gains, applied
   separably along x and y with reflection padding;
 - additive noise: ``images + sigma · noise``;
