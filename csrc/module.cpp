@@ -11,6 +11,8 @@
 #include "grad_penalty.h"
 #include "spectral_norm.h"
 #include "latents.h"
+#include "affine_sample.h"
+#include "color_matrix.h"
 
 #ifdef GANFAST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -160,8 +162,105 @@ void bind_filtered_lrelu(py::module_& m) {
 }  // namespace
 // ---- end filtered_lrelu -----------------------------------------------------------------------------------------
 
+// ---- affine_sample (csrc/affine_sample.h) ---------------------------------------------------------------------
+namespace {
+
+// sizes: (N, C, in_h, in_w, out_h, out_w); strides of the tensor read and the tensor written, in elements.
+ganfast::AffineSampleArgs make_affine_sample_args(int dtype, int transpose, const std::array<int64_t, 6>& sizes,
+                                                  const std::array<int64_t, 4>& src_stride,
+                                                  const std::array<int64_t, 4>& dst_stride, uintptr_t dst,
+                                                  uintptr_t src, uintptr_t matrix) {
+  ganfast::AffineSampleArgs a{};
+  a.dtype = dtype, a.transpose = transpose;
+  a.batch = sizes[0], a.channels = sizes[1], a.in_h = sizes[2], a.in_w = sizes[3];
+  a.out_h = sizes[4], a.out_w = sizes[5];
+  for (int d = 0; d < 4; ++d) a.src_stride[d] = src_stride[d], a.dst_stride[d] = dst_stride[d];
+  a.dst = reinterpret_cast<void*>(dst);
+  a.src = reinterpret_cast<const void*>(src);
+  a.matrix = reinterpret_cast<const void*>(matrix);
+  return a;
+}
+
+void bind_affine_sample(py::module_& m) {
+  m.def(
+      "affine_sample_cpu",
+      [](int dtype, int transpose, const std::array<int64_t, 6>& sizes, const std::array<int64_t, 4>& src_stride,
+         const std::array<int64_t, 4>& dst_stride, uintptr_t dst, uintptr_t src, uintptr_t matrix) {
+        ganfast::affine_sample_cpu(
+            make_affine_sample_args(dtype, transpose, sizes, src_stride, dst_stride, dst, src, matrix));
+      },
+      py::arg("dtype"), py::arg("transpose"), py::arg("sizes"), py::arg("src_stride"), py::arg("dst_stride"),
+      py::arg("dst"), py::arg("src"), py::arg("matrix"), py::call_guard<py::gil_scoped_release>(),
+      "Bilinear affine sampling or its transpose on host memory (see csrc/affine_sample.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "affine_sample_cuda",
+      [](int dtype, int transpose, const std::array<int64_t, 6>& sizes, const std::array<int64_t, 4>& src_stride,
+         const std::array<int64_t, 4>& dst_stride, uintptr_t dst, uintptr_t src, uintptr_t matrix, int device,
+         uintptr_t stream) {
+        ganfast::affine_sample_cuda(
+            make_affine_sample_args(dtype, transpose, sizes, src_stride, dst_stride, dst, src, matrix), device, stream);
+      },
+      py::arg("dtype"), py::arg("transpose"), py::arg("sizes"), py::arg("src_stride"), py::arg("dst_stride"),
+      py::arg("dst"), py::arg("src"), py::arg("matrix"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(), "affine_sample on device memory, launched on `stream` of `device`.");
+#endif
+}
+
+}  // namespace
+// ---- end affine_sample ------------------------------------------------------------------------------------------
+
+// ---- color_matrix (csrc/color_matrix.h) -----------------------------------------------------------------------
+namespace {
+
+// sizes: (N, C, H, W); strides of x and out in elements.
+ganfast::ColorMatrixArgs make_color_matrix_args(int dtype, const std::array<int64_t, 4>& sizes,
+                                                const std::array<int64_t, 4>& x_stride,
+                                                const std::array<int64_t, 4>& out_stride, uintptr_t out, uintptr_t x,
+                                                uintptr_t matrix, uintptr_t offset) {
+  ganfast::ColorMatrixArgs a{};
+  a.dtype = dtype;
+  a.batch = sizes[0], a.channels = sizes[1], a.pixels = sizes[2] * sizes[3], a.width = sizes[3];
+  for (int d = 0; d < 4; ++d) a.x_stride[d] = x_stride[d], a.out_stride[d] = out_stride[d];
+  a.out = reinterpret_cast<void*>(out);
+  a.x = reinterpret_cast<const void*>(x);
+  a.matrix = reinterpret_cast<const void*>(matrix);
+  a.offset = reinterpret_cast<const void*>(offset);
+  return a;
+}
+
+void bind_color_matrix(py::module_& m) {
+  m.def(
+      "color_matrix_cpu",
+      [](int dtype, const std::array<int64_t, 4>& sizes, const std::array<int64_t, 4>& x_stride,
+         const std::array<int64_t, 4>& out_stride, uintptr_t out, uintptr_t x, uintptr_t matrix, uintptr_t offset) {
+        ganfast::color_matrix_cpu(make_color_matrix_args(dtype, sizes, x_stride, out_stride, out, x, matrix, offset));
+      },
+      py::arg("dtype"), py::arg("sizes"), py::arg("x_stride"), py::arg("out_stride"), py::arg("out"), py::arg("x"),
+      py::arg("matrix"), py::arg("offset"), py::call_guard<py::gil_scoped_release>(),
+      "Per-image colour matrix on host memory (see csrc/color_matrix.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "color_matrix_cuda",
+      [](int dtype, const std::array<int64_t, 4>& sizes, const std::array<int64_t, 4>& x_stride,
+         const std::array<int64_t, 4>& out_stride, uintptr_t out, uintptr_t x, uintptr_t matrix, uintptr_t offset,
+         int device, uintptr_t stream) {
+        ganfast::color_matrix_cuda(make_color_matrix_args(dtype, sizes, x_stride, out_stride, out, x, matrix, offset),
+                                   device, stream);
+      },
+      py::arg("dtype"), py::arg("sizes"), py::arg("x_stride"), py::arg("out_stride"), py::arg("out"), py::arg("x"),
+      py::arg("matrix"), py::arg("offset"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(), "color_matrix on device memory, launched on `stream` of `device`.");
+#endif
+}
+
+}  // namespace
+// ---- end color_matrix -------------------------------------------------------------------------------------------
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ganfast compiled kernels (torch-free; call through ganfast.ops)";
+  bind_affine_sample(m);
+  bind_color_matrix(m);
 
   m.def(
       "bias_act_cpu",

@@ -26,6 +26,7 @@ def _number(kind, low: float, strict: bool = False, high: float = math.inf):
 
 
 POSITIVE_INT, SEED, NONNEGATIVE_INT = _number(int, 1), _number(int, 0, high=2**32 - 1), _number(int, 0)
+PROBABILITY = _number(float, 0, high=1)
 POSITIVE, NONNEGATIVE, FINITE = _number(float, 0, strict=True), _number(float, 0), _number(float, -math.inf)
 
 
@@ -61,7 +62,8 @@ def _cmd_bench(args) -> int:
 _DEFINITION_OPTIONS = ("dataset", "model", "resolution", "mirror", "cbase", "cmax", "map", "fp16_res")
 _CONFIG_OPTIONS = {"seed": ("seed",), "batch_size": ("batch_size",), "loss": ("loss",), "lr": ("lr_g", "lr_d"),
                    "r1_gamma": ("r1_gamma",), "r1_interval": ("r1_interval",), "ema_kimg": ("ema_kimg",),
-                   "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",), "cond": ("cond",)}
+                   "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",), "cond": ("cond",),
+                   "aug": ("aug",), "p": ("aug_p",), "target": ("aug_target",), "augpipe": ("augpipe",)}
 # What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics
 # (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
 
@@ -162,6 +164,11 @@ def _cmd_train(args) -> int:
         trainer.run["init"] = os.path.abspath(args.init)
     if trainer.rank == 0:
         print(describe(trainer), flush=True)
+        cfg = trainer.config
+        print(f"augment   {cfg.aug}" + {
+            "ada": f" ({cfg.augpipe}, p from {cfg.aug_p:g} towards r_t = {cfg.aug_target:g})",
+            "fixed": f" ({cfg.augpipe}, p = {cfg.aug_p:g})", "diffaug": " (colour, translation, cutout)",
+            "noaug": ""}[cfg.aug], flush=True)
         print(f"run       {out}", flush=True)
     if resuming:
         trainer.resume()
@@ -379,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
                    "without an Inception file), or smaller counts such as fd2k, kid500")
     p.add_argument("--inception", help="TorchScript Inception file for fid/kid/pr (default: $GANFAST_INCEPTION; "
                    "nothing is downloaded)")
+    p.add_argument("--aug", choices=["ada", "fixed", "noaug", "diffaug"],
+                   help="D's augmentation (default: ada for images, noaug for 2-D data)")
+    p.add_argument("--p", type=PROBABILITY, help="augmentation probability: fixed p, or ada's starting p (default 0)")
+    p.add_argument("--target", type=_number(float, 0, strict=True, high=0.999999),
+                   help="ada's target for r_t = E[sign(D(real))] (default 0.6)")
+    p.add_argument("--augpipe", choices=["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf",
+                                         "bgcfn", "bgcfnc"], help="StyleGAN2-ADA transform set (default bgc)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")

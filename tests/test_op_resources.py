@@ -18,8 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import ganfast
 from ganfast._dispatch import OPS
-from ganfast.ops import (bias_act, filtered_lrelu, grad_penalty, modulated_conv2d, modulated_conv2d_bias_act,
-                         sample_lerp, setup_filter, upfirdn2d)
+from ganfast.ops import (affine_sample, bias_act, color_matrix, filtered_lrelu, grad_penalty, modulated_conv2d,
+                         modulated_conv2d_bias_act, sample_lerp, setup_filter, upfirdn2d)
 from ganfast.ops.spectral_norm import power_iteration
 from support import available_impls
 
@@ -92,7 +92,23 @@ def op_calls(impl: str, device) -> dict[str, OpCall]:
         y = sample_lerp(x, other, eps, impl=impl)
         return y.detach(), *_grads(y, (x, other))
 
+    theta = torch.tensor([[[0.8, -0.3, 0.1], [0.4, 0.9, -0.2]]]).repeat(2, 1, 1).to(device)
+
+    def affine_sample_call():
+        y = affine_sample(x, theta, (5, 7), impl=impl)
+        (dx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        return (y.detach(), dx.detach(), *_grads(dx, (x,)))
+
+    matrix, offset = randn(2, 4, 4), randn(2, 4)
+
+    def color_matrix_call():
+        y = color_matrix(x, matrix, offset, impl=impl)
+        (dx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        return (y.detach(), dx.detach(), *_grads(dx, (x,)))
+
     calls = {"bias_act": ("bias_act", (x, b), bias_act_call),
+             "affine_sample": ("affine_sample", (x,), affine_sample_call),
+             "color_matrix": ("color_matrix", (x,), color_matrix_call),
              "upfirdn2d": ("upfirdn2d", (x,), upfirdn2d_call),
              "filtered_lrelu": ("filtered_lrelu", (x, b), filtered_lrelu_call),
              "modulated_conv2d_bias_act": ("modulated_conv2d", (x, weight, styles, noise, out_bias),
@@ -150,7 +166,7 @@ def test_ops_never_wait_for_the_device(impl, monkeypatch):
     for keeping the GPU's launch queue full. Python-side reads (tolist/numpy/cpu) are recorded too. (Triton
     under the CPU interpreter copies tensors to numpy by design, so it is checked by the GPU test below.)"""
     calls = op_calls(impl, "cpu")
-    assert len(calls) == 7
+    assert len(calls) == 9
     for name, call in calls.items():
         with HostSyncWatcher() as watcher:
             for method in ("tolist", "numpy", "cpu"):

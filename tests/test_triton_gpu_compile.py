@@ -183,6 +183,33 @@ def _filtered_lrelu():
             compile_for_gpu(m._filtered_lrelu_kernel, pointers, ints, floats, flags, ones, num_warps=8)
 
 
+def _affine_sample():
+    """affine_sample.affine_sample: dst, src in the tensor's dtype (float32/float64 for the transpose, which
+    ganfast.ops runs in float32 for half types), the matrix in the arithmetic type; sizes and strides (dst
+    contiguous, src contiguous or channels_last); sample and transpose."""
+    from ganfast.triton import affine_sample as m
+
+    ints = "batch channels in_h in_w out_h out_w ss0 ss1 ss2 ss3 sd0 sd1 sd2 sd3".split()
+    for dtype in DTYPES:
+        for transpose in ((0, 1) if dtype in ("fp32", "fp64") else (0,)):
+            for ones in (["ss3", "sd3"], ["ss1", "sd3"]):
+                compile_for_gpu(m._affine_sample_kernel, dict(dst_ptr=dtype, src_ptr=dtype, m_ptr=_arithmetic(dtype)),
+                                ints, (), dict(TRANSPOSE=transpose, BLOCK=256), ones)
+
+
+def _color_matrix():
+    """color_matrix.color_matrix: out, x in the tensor's dtype, matrix and offset in the arithmetic type; sizes and
+    strides (out contiguous, x contiguous or channels_last); 1 and 3 channels."""
+    from ganfast.triton import color_matrix as m
+
+    ints = "batch pixels width sxn sxc sxh sxw son soc soh sow".split()
+    for dtype in DTYPES:
+        for channels, ones in ((1, ["sxw", "sow"]), (3, ["sxc", "sow"])):
+            compile_for_gpu(m._color_matrix_kernel, dict(out_ptr=dtype, x_ptr=dtype, m_ptr=_arithmetic(dtype),
+                                                         b_ptr=_arithmetic(dtype)), ints, (),
+                            dict(C=channels, BLOCK=1024), ones)
+
+
 def _kernels() -> set[str]:
     """Every kernel (a @triton.jit function named ``*_kernel``) in the modules of ganfast.triton."""
     import importlib
@@ -202,7 +229,8 @@ def _kernels() -> set[str]:
 
 def main() -> None:
     start = time.perf_counter()
-    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _filtered_lrelu):
+    for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _filtered_lrelu, _affine_sample,
+                   _color_matrix):
         tables()
     missing = _kernels() - set(COMPILED)
     if missing:

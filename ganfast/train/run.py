@@ -22,12 +22,12 @@ DEFAULTS_2D = dict(model="mlp", steps=8000, config=TrainConfig(
     tick_steps=500, snapshot_ticks=4))
 DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(
     batch_size=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.99), r1_gamma=0.1, r1_interval=16, ema_kimg=2.0,
-    tick_steps=250, snapshot_ticks=4))
+    tick_steps=250, snapshot_ticks=4, aug="ada"))
 # StyleGAN2 (up to 32 px, CPU-sized widths; above, StyleGAN2-ADA's auto configuration: stylegan2_auto): R1 γ and lazy intervals as StyleGAN2-ADA's small-data configs, path
 # length on; not tuned here (the demo uses DCGAN, which trains faster on a CPU).
 DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
     batch_size=32, lr_g=2.5e-3, lr_d=2.5e-3, betas=(0.0, 0.99), r1_gamma=0.05, r1_interval=16, pl_weight=2.0,
-    pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4))
+    pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4, aug="ada"))
 # StyleGAN3 as NVlabs trains it: no path-length penalty; R1 and the rest as StyleGAN2 here (not tuned either).
 DEFAULTS_STYLEGAN3 = dict(steps=3000, config=TrainConfig(**{**DEFAULTS_STYLEGAN2["config"].__dict__,
                                                              "pl_weight": 0.0}))

@@ -68,6 +68,10 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def _no_augment(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
 def call_with_labels(model, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """``model(x, c)``, or ``model(x)`` when ``c`` is None (models that take no labels)."""
     return model(x) if c is None else model(x, c)
@@ -75,9 +79,14 @@ def call_with_labels(model, x: torch.Tensor, c: torch.Tensor | None) -> torch.Te
 
 def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Tensor | None = None,
            fake_c: torch.Tensor | None = None, loss: str = "logistic", r1_gamma: float = 0.0, r1_interval: int = 1,
-           regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False) -> dict:
+           regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False,
+           augment=None) -> dict:
     """One discriminator update on ``(real, real_c)`` and ``(G(z, fake_c), fake_c)`` with
     ``ganfast.losses.d_loss(loss, ...)``.
+
+    ``augment(images) -> images`` (e.g. :class:`ganfast.augment.AugmentPipe`; None: none) is applied to reals and
+    fakes before D; R1 differentiates D(augment(real)) with respect to the un-augmented reals, through the
+    augmentation. The stats' ``real_sign`` is the batch mean of sign(D(augment(real))), ADA's overfitting signal.
 
     With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
     ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
@@ -86,13 +95,14 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
     wgan_gp`` (interpolates judged with the real labels).
     """
     check_loss(loss)
+    augment = augment or _no_augment
     with torch.no_grad(), autocast(real.device, bf16):
         fake = call_with_labels(G, z, fake_c)
     use_r1 = regularize and r1_gamma > 0
     real = real.detach().requires_grad_(use_r1)
     with autocast(real.device, bf16):
-        real_logits = call_with_labels(D, real, real_c).float()
-        fake_logits = call_with_labels(D, fake.detach(), fake_c).float()
+        real_logits = call_with_labels(D, augment(real), real_c).float()
+        fake_logits = call_with_labels(D, augment(fake.detach()), fake_c).float()
     loss_value = losses.d_loss(loss, real_logits, fake_logits)
     total = loss_value
     stats = {}
@@ -102,7 +112,7 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
         stats["r1"] = r1.item()
     if loss == "wasserstein":
         with autocast(real.device, bf16):
-            gp = losses.wgan_gp(lambda x: call_with_labels(D, x, real_c).float(), real.detach(),
+            gp = losses.wgan_gp(lambda x: call_with_labels(D, augment(x), real_c).float(), real.detach(),
                                 fake.detach().to(real.dtype))
         total = total + gp_weight * gp
         stats["gp"] = gp.item()
@@ -110,21 +120,23 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
     grad_norm, skipped = apply_gradients([p for p in D.parameters() if p.requires_grad], opt_d)
     threshold = 0.5 if loss == "least_squares" else 0.0  # where D's output says "real" rather than "fake"
     stats.update(loss_d=loss_value.item(), d_real_acc=(real_logits > threshold).float().mean().item(),
-                 d_fake_acc=(fake_logits < threshold).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped)
+                 d_fake_acc=(fake_logits < threshold).float().mean().item(), grad_norm_d=grad_norm, skipped_d=skipped,
+                 real_sign=torch.sign(real_logits.detach()).mean().item())
     return stats
 
 
 def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, loss: str = "logistic",
            bf16: bool = False, path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0,
-           pl_interval: int = 1, regularize: bool = False) -> dict:
-    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(G(z, c), c))`` with ``c = fake_c`` (D's
-    weights get no gradient).
+           pl_interval: int = 1, regularize: bool = False, augment=None) -> dict:
+    """One generator update: minimises ``ganfast.losses.g_loss(loss, D(augment(G(z, c)), c))`` with ``c = fake_c``
+    (D's weights get no gradient; ``augment`` as in :func:`d_step`, differentiated through).
 
     With ``regularize`` and a ``path_length`` penalty (StyleGAN2 generators: ``G.mapping`` then
     ``G.synthesis``), the loss gains ``pl_weight · pl_interval · path_length(images, ws)`` (lazy regularisation
     folded into this step's backward, like R1 in :func:`d_step`).
     """
     check_loss(loss)
+    augment = augment or _no_augment
     use_pl = regularize and path_length is not None and pl_weight > 0
     with _frozen(D), autocast(z.device, bf16):
         if use_pl:
@@ -132,7 +144,7 @@ def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, 
             fake = G.synthesis(ws)
         else:
             fake = call_with_labels(G, z, fake_c)
-        fake_logits = call_with_labels(D, fake, fake_c).float()
+        fake_logits = call_with_labels(D, augment(fake), fake_c).float()
     loss_value = losses.g_loss(loss, fake_logits)
     total, stats = loss_value, {}
     if use_pl:

@@ -11,8 +11,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ class TrainConfig:
     ``gp_weight`` · WGAN-GP); ``r1_gamma`` 0 turns R1 off; ``pl_weight`` > 0 adds StyleGAN2's path-length
     penalty every ``pl_interval`` steps (generators with ``mapping``/``synthesis``); ``ema_kimg`` is the EMA
     half-life in kimg.
+
+    ``aug`` chooses D's augmentation: ``"ada"`` (StyleGAN2-ADA's ``augpipe`` preset with p adjusted every
+    ``ada_interval`` steps towards ``aug_target`` so that it can move by 1 in ``ada_kimg`` thousand images, starting
+    at ``aug_p``), ``"fixed"`` (that pipeline at p = ``aug_p``), ``"diffaug"`` (DiffAugment's colour, translation,
+    cutout) or ``"noaug"``.
 
     A tick is ``tick_steps`` steps: one ``stats.jsonl`` record (with an evaluation) and a log line. Every
     ``snapshot_ticks`` ticks, and at the end, a sample picture and the checkpoint are written, and with
@@ -67,6 +72,12 @@ class TrainConfig:
     num_fixed: int = 64
     cond: bool = False
     keep_snapshots: bool = False
+    aug: str = "noaug"
+    aug_p: float = 0.0
+    aug_target: float = 0.6
+    augpipe: str = "bgc"
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
 
     def __post_init__(self):
         """Each field checked and made a plain Python value (numpy or torch scalars from a sweep are fine), so
@@ -91,6 +102,18 @@ class TrainConfig:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
             setattr(self, name, bool(getattr(self, name)))
+        from ..augment import AUG_MODES, PRESETS
+        if self.aug not in AUG_MODES:
+            raise ValueError(f"TrainConfig.aug must be one of {AUG_MODES}, got {self.aug!r}")
+        if self.augpipe not in PRESETS:
+            raise ValueError(f"TrainConfig.augpipe must be one of {sorted(PRESETS)}, got {self.augpipe!r}")
+        self.ada_interval = _checked_number("ada_interval", self.ada_interval, integer=True, low=1)
+        self.ada_kimg = _checked_number("ada_kimg", self.ada_kimg, low=0, strict=True)
+        self.aug_p = _checked_number("aug_p", self.aug_p, low=0)
+        self.aug_target = _checked_number("aug_target", self.aug_target, low=0, strict=True)
+        if self.aug_p > 1 or self.aug_target >= 1:
+            raise ValueError(f"TrainConfig.aug_p must be in [0, 1] and aug_target in (0, 1), got {self.aug_p!r}, "
+                             f"{self.aug_target!r}")
 
 
 def _checked_number(name: str, value, integer: bool = False, low: float = 0, strict: bool = False):
@@ -221,6 +244,7 @@ class Trainer:
         self.path_length = losses.PathLengthPenalty().to(self.device) if cfg.pl_weight > 0 else None
         self.dataset, self.out_dir, self.evaluate, self.progress = dataset, out_dir, evaluate, progress
         self.c_dim = self._check_conditioning()
+        self.augment, self.ada = self._build_augment(cfg, dataset)
         self.order = DataOrder(dataset, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.loader = BatchLoader(dataset, self.order, self.device)
         self.step, self.nimg, self.tick = 0, 0, 0
@@ -256,6 +280,25 @@ class Trainer:
                              f"D were built with c_dim {g_dim} and {d_dim}")
         return dataset.c_dim
 
+    @staticmethod
+    def _build_augment(cfg: TrainConfig, dataset: Dataset):
+        """D's augmentation (a callable or None) and the ADA controller (or None) for ``cfg.aug``."""
+        from ..augment import AdaController, AugmentPipe, DiffAugment
+        if cfg.aug == "noaug":
+            return None, None
+        if dataset.is_2d:
+            raise ValueError(f"aug: {cfg.aug!r} augments images; 2-D data needs 'noaug'")
+        if cfg.aug == "diffaug":
+            return DiffAugment(), None
+        pipe = AugmentPipe(cfg.augpipe, p=cfg.aug_p)
+        ada = AdaController(pipe, cfg.aug_target, cfg.ada_interval, cfg.ada_kimg) if cfg.aug == "ada" else None
+        return pipe, ada
+
+    @property
+    def aug_p(self) -> float:
+        """The augmentation probability D's inputs see now (1 for DiffAugment, 0 without augmentation)."""
+        return 0.0 if self.augment is None else getattr(self.augment, "p", 1.0)
+
     # -- the loop ---------------------------------------------------------------------------------------------
     def _fakes(self, phase: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Latents and labels for this step's fakes, from a generator seeded by (seed, step, rank, phase): the
@@ -284,11 +327,17 @@ class Trainer:
         regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
         stats = steps.d_step(self.G, self.D, self.opt_d, real, z, real_c=real_c, fake_c=fake_c, loss=cfg.loss,
                              r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
-                             gp_weight=cfg.gp_weight, bf16=cfg.bf16)
+                             gp_weight=cfg.gp_weight, bf16=cfg.bf16, augment=self.augment)
         z, fake_c = self._fakes(1)
         stats.update(steps.g_step(self.G, self.D, self.opt_g, z, fake_c=fake_c, loss=cfg.loss, bf16=cfg.bf16,
                                   path_length=self.path_length, pl_weight=cfg.pl_weight, pl_interval=cfg.pl_interval,
-                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval)))
+                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval), augment=self.augment))
+        if self.ada is not None:
+            signs = torch.tensor([stats["real_sign"] * len(real), len(real)], dtype=torch.float64)
+            if self.world_size > 1:
+                dist.all_reduce(signs)
+            self.ada.accumulate(signs[0].item(), int(signs[1].item()))
+            self.ada.update()
         steps.broadcast_module(self.G, params=False)
         steps.broadcast_module(self.D, params=False)
         self.step += 1
@@ -387,6 +436,8 @@ class Trainer:
             if values:
                 record[key] = sum(values) / len(values)
         record["skipped_steps"] = sum(int(r["skipped_d"]) + int(r["skipped_g"]) for r in rows)
+        record["aug_p"] = self.aug_p
+        record["rt"] = sum(r["real_sign"] for r in rows) / max(len(rows), 1)
         samples = self.sample()
         record["diversity"] = diversity(samples)
         record["diversity_real"] = self.real_diversity
@@ -404,7 +455,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
                                                               "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
-                                                              "d_real_acc", "d_fake_acc", "modes", "hq", "fd",
+                                                              "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes", "hq", "fd",
                                                               "recall", "class_acc")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
@@ -485,7 +536,8 @@ class Trainer:
                 "best_recall": self.best_recall, "data_order": self.order.state_dict(),
                 "config": dataclasses.asdict(self.config), "world_size": self.world_size, "run": self.run,
                 "labels": label_space(self.dataset) if self.c_dim else None,
-                "models": {"G": model_spec(self.G), "D": model_spec(self.D)}}
+                "models": {"G": model_spec(self.G), "D": model_spec(self.D)},
+                "ada": None if self.ada is None else self.ada.state_dict()}
 
     def save(self, path: str | None = None) -> None:
         """Writes the checkpoint (rank 0; other ranks wait for it)."""
@@ -540,6 +592,10 @@ class Trainer:
             self.step, self.nimg, self.tick = extra["step"], extra["nimg"], extra["tick"]
             self.best_diversity = extra["best_diversity"]
             self.best_recall = extra.get("best_recall", 0.0)
+            if self.ada is not None:
+                if extra.get("ada") is None:
+                    raise ValueError(f"resume: {path!r} was not written by an ADA run (no controller state)")
+                self.ada.load_state_dict(extra["ada"])
         elif not missing_ok:
             raise FileNotFoundError(f"resume: no checkpoint at {path!r}")
         if self.rank == 0:
