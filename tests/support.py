@@ -28,3 +28,37 @@ def assert_layout_parity(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, 
         assert out.is_contiguous(memory_format=torch.channels_last)
     dy = torch.randn_like(ref)
     assert rel_err(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]) < tol
+
+
+def _probe(t: torch.Tensor) -> torch.Tensor:
+    """A fixed, non-constant cotangent shaped like ``t``."""
+    return torch.cos(torch.arange(t.numel(), dtype=t.dtype, device=t.device) * 0.7 + 0.3).reshape(t.shape)
+
+
+def grad_graph(fn, inputs):
+    """First and second derivatives of ``fn(*inputs)`` contracted with fixed probes, one entry per input; an
+    entry is None where autograd finds the input outside the derivative's graph (``allow_unused=True``)."""
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    loss = sum((o * _probe(o)).sum() for o in outs if o.requires_grad)
+    first = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+    used = [g for g in first if g is not None and g.requires_grad]
+    if not used:
+        return first, (None,) * len(inputs)
+    second = torch.autograd.grad(sum((g * _probe(g)).sum() for g in used), inputs, allow_unused=True)
+    return first, second
+
+
+def assert_grad_graph_parity(fn, ref_fn, inputs, names, tol: float = 1e-10) -> None:
+    """``fn`` has ``ref_fn``'s gradient graph: for the first and the second derivative, the same inputs get
+    None (cannot influence it) and the others the same values. Adam skips a None gradient but steps a zero one,
+    so a zero where the reference has None changes training."""
+    got, want = grad_graph(fn, inputs), grad_graph(ref_fn, inputs)
+    for order, (got_grads, want_grads) in enumerate(zip(got, want), start=1):
+        for name, g, w in zip(names, got_grads, want_grads):
+            assert (g is None) == (w is None), \
+                f"order {order} d/d{name}: {'None' if g is None else 'a tensor'} but the reference gives " \
+                f"{'None' if w is None else 'a tensor'}"
+            if g is not None:
+                assert rel_err(g, w) < tol, f"order {order} d/d{name}: rel err {rel_err(g, w)}"

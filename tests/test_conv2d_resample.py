@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, available_impls, rel_err
 
 import ganfast
 from ganfast.ops import conv2d_resample, setup_filter
@@ -124,3 +124,12 @@ def test_bad_input_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         conv2d_resample(**args)
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_gradient_graph_matches_reference(up, down):
+    x, w = _inputs(n=2, c=2, o=3, hw=(5, 5))
+    f = setup_filter([1, 3, 3, 1]).to(DEVICE)
+    assert_grad_graph_parity(lambda x, w: conv2d_resample(x, w, f, up=up, down=down, padding=1),
+                             lambda x, w: conv2d_resample_ref(x, w, f, up=up, down=down, padding=1), (x, w),
+                             ("x", "w"))

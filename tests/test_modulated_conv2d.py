@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, rel_err
+from support import DEVICE, assert_grad_graph_parity, rel_err
 
 import ganfast
 from ganfast._dispatch import common_reasons
@@ -329,3 +329,32 @@ def test_fully_connected_layer():
     assert rel_err(fc(x), want) < 1e-12 and torch.all(fc.bias == 0.5)
     linear = ganfast.nn.FullyConnectedLayer(6, 4, bias_init=1).double()
     assert rel_err(linear(x), x @ (linear.weight / 6 ** 0.5).t() + 1) < 1e-12
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_gradient_graph_matches_reference(impl, up, demodulate):
+    x, w, s = _inputs(batch=2, c_in=2, c_out=3, size=(4, 4), requires_grad=False)
+    assert_grad_graph_parity(
+        lambda x, w, s: modulated_conv2d(x, w, s, demodulate=demodulate, impl=impl, **_kwargs(up, 1, 3)),
+        lambda x, w, s: modulated_conv2d_ref(x, w, s, demodulate=demodulate, **_kwargs(up, 1, 3)),
+        (x, w, s), ("x", "weight", "styles"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("act,gain,clamp", [("linear", None, None), ("linear", 2.0, None), ("linear", None, 0.7),
+                                            ("lrelu", None, 0.7), ("swish", None, None)])
+def test_bias_act_gradient_graph_matches_reference(impl, up, act, gain, clamp):
+    """The ToRGB case (linear, no clamp, demodulate=False): the bias cannot influence the gradient w.r.t. the
+    styles, so the second derivative has None for it, as in StyleGAN2-ADA (Adam then leaves the bias alone)."""
+    x, w, s = _inputs(batch=2, c_in=2, c_out=3, size=(4, 4), requires_grad=False)
+    b = torch.randn(3, **F64)
+    kwargs = dict(act=act, gain=gain, clamp=clamp, demodulate=act != "linear", **_kwargs(up, 1, 3))
+
+    def ref(x, w, s, b):
+        y = modulated_conv2d_ref(x, w, s, demodulate=kwargs["demodulate"], **_kwargs(up, 1, 3))
+        return bias_act_ref(y, b, 1, act, None, gain, clamp)
+    assert_grad_graph_parity(lambda x, w, s, b: modulated_conv2d_bias_act(x, w, s, None, b, impl=impl, **kwargs),
+                             ref, (x, w, s, b), ("x", "weight", "styles", "bias"))

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 import torch.multiprocessing as mp
-from support import rel_err
+from support import assert_grad_graph_parity, rel_err
 from torch import nn
 
 import ganfast
@@ -431,3 +431,13 @@ def test_errors():
         remove_spectral_norm(nn.Linear(3, 4))
     with pytest.raises(ValueError, match="max_norm"):
         SNEmbedding(5, 3, max_norm=1.0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradient_graph_matches_reference(impl):
+    """W / σ with σ's gradient u vᵀ (u, v constants): the same first and second derivatives as the reference."""
+    weight = torch.randn(4, 3, 2, dtype=torch.float64)
+    u, v = torch.randn(4, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    (result,) = power_iteration([weight], [u], [v], [0], [2], [1e-12], [True], impl=impl)
+    assert_grad_graph_parity(lambda w: w / spectral_norm_sigma(w, result, 0),
+                             lambda w: w / sn_ref.spectral_norm_sigma(w, result.u, result.v, 0), (weight,), ("weight",))

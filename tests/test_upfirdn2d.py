@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, assert_layout_parity, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, assert_layout_parity, available_impls, rel_err
 
 import ganfast
 from ganfast.ops import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
@@ -240,3 +240,13 @@ def test_bad_input_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         upfirdn2d(**args)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_gradient_graph_matches_reference(impl, up, down):
+    """The gradient is linear in dy alone: x is not an input of it (None in the second derivative)."""
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=DEVICE)
+    f = setup_filter([1, 3, 3, 1]).to(DEVICE)
+    assert_grad_graph_parity(lambda x: upfirdn2d(x, f, up=up, down=down, padding=1, impl=impl),
+                             lambda x: upfirdn2d_ref(x, f, up=up, down=down, padding=1), (x,), ("x",))

@@ -112,6 +112,7 @@ def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
 def _setup_fwd(ctx, inputs, output):
     x, b, dim, act, alpha, gain, clamp, impl = inputs
     ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out: zeros would make x and b look used
     ctx.save_for_backward(x, b, output if clamp is not None else None)
 
 
@@ -119,9 +120,9 @@ def _backward_fwd(ctx, dy):
     x, b, y = ctx.saved_tensors
     dim, act, alpha, gain, clamp, impl = ctx.params
     dx = db = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-        if act == "linear" and gain == 1 and clamp is None:
-            dx = dy
+    if dy is not None and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+        if act == "linear" and clamp is None:  # dx depends on dy alone: x and b stay out of its graph
+            dx = dy if gain == 1 else dy * gain
         else:
             dx = torch.ops.ganfast.bias_act_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[1]:
@@ -132,6 +133,7 @@ def _backward_fwd(ctx, dy):
 def _setup_grad(ctx, inputs, output):
     dy, x, b, y, dim, act, alpha, gain, clamp, impl = inputs
     ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(dy, x, b, y)
 
 
@@ -139,13 +141,14 @@ def _backward_grad(ctx, ddx):
     dy, x, b, y = ctx.saved_tensors
     dim, act, alpha, gain, clamp, impl = ctx.params
     d_dy = d_x = d_b = None
+    if ddx is None:
+        return None, None, None, None, None, None, None, None, None, None
     if ctx.needs_input_grad[0]:  # dx is linear in dy
         d_dy = torch.ops.ganfast.bias_act_grad(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
-    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        if ACTIVATIONS[act].has_2nd_grad:
-            d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
-        else:  # act'' = 0 almost everywhere; zeros (not None) so that autograd.grad finds x and b used
-            d_x = torch.zeros_like(ddx)
+    # act'' = 0 almost everywhere for the piecewise-linear activations: dx does not depend on x or b, so their
+    # gradients are None (not zeros), as in StyleGAN2-ADA and the reference; Adam then leaves b alone.
+    if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[2]:
             d_b = _sum_to_bias(d_x, dim)
     return d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None, None, None

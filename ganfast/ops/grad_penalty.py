@@ -129,12 +129,15 @@ def _safe_inverse(norm: torch.Tensor) -> torch.Tensor:
 def _setup_fwd(ctx, inputs, output):
     g, center, impl = inputs
     ctx.params = (center, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(g, output[1])
 
 
 def _backward_fwd(ctx, dterm, dnorm):
     g, norm = ctx.saved_tensors
     center, impl = ctx.params
+    if dterm is None and dnorm is None:
+        return None, None, None
     dterm = torch.zeros_like(norm) if dterm is None else dterm
     dnorm = torch.zeros_like(norm) if dnorm is None else dnorm
     return torch.ops.ganfast.grad_penalty_backward(g, dterm, dnorm, norm, center, impl), None, None
@@ -143,6 +146,7 @@ def _backward_fwd(ctx, dterm, dnorm):
 def _setup_bwd(ctx, inputs, output):
     g, dterm, dnorm, norm, center, impl = inputs
     ctx.params = (center, impl)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(g, dterm, dnorm, norm)
 
 
@@ -151,6 +155,8 @@ def _backward_bwd(ctx, grad_out):
     g, dterm, dnorm, norm = ctx.saved_tensors
     center, impl = ctx.params
     d_g = d_dterm = d_dnorm = d_norm = None
+    if grad_out is None:
+        return d_g, d_dterm, d_dnorm, d_norm, None, None
     if ctx.needs_input_grad[0]:
         d_g = torch.ops.ganfast.grad_penalty_backward(grad_out, dterm, dnorm, norm, center, impl)
     if any(ctx.needs_input_grad[1:4]):

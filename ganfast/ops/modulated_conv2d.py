@@ -194,31 +194,37 @@ def _setup_modconv(ctx, inputs, output):
 
 def _backward_modconv(ctx, gy, graw):
     x, weight, in_scale, out_scale, noise, bias, y, raw = ctx.saved_tensors
-    if gy is None:
-        gy = torch.zeros_like(y)
     act, alpha, gain, clamp = ctx.epilogue
     geom, impl = ctx.geom, ctx.impl
     needs = ctx.needs_input_grad
     identity = _is_identity(act, gain, clamp)
-    if raw.numel() != y.numel() and (out_scale is not None and needs[3] or not identity):
-        raw = _modconv(x, weight, in_scale, None, geom, False, impl)[0]  # not kept in the forward: recompute
-    if identity:
-        dz = gy
-    else:
-        z = _scale(raw, out_scale)
-        z = z if noise is None else z + noise
-        dz = torch.ops.ganfast.bias_act_grad(gy, z, bias, y, 1, act, alpha, gain, clamp, _bias_act_impl(impl))
+    graw = graw if graw is not None and graw.shape == y.shape else None  # (raw is empty unless the forward kept it)
     d_in = d_w = d_in_scale = d_out_scale = d_noise = d_bias = None
-    if bias is not None and needs[5]:
-        d_bias = dz.sum(dim=(0, 2, 3))
-    if noise is not None and needs[4]:
-        d_noise = dz.sum_to_size(noise.shape)
-    if out_scale is not None and needs[3]:
-        d_out_scale = (dz * raw).sum(dim=(2, 3))
+    dz = None  # the gradient at the epilogue's input; None (not zeros) when y got none, so nothing looks used
+    if gy is not None:
+        if raw.numel() != y.numel() and (out_scale is not None and needs[3] or not identity):
+            raw = _modconv(x, weight, in_scale, None, geom, False, impl)[0]  # not kept in the forward: recompute
+        if identity:
+            dz = gy
+        elif act == "linear" and clamp is None:  # depends on gy alone: the conv's inputs stay out of its graph
+            dz = gy * gain
+        else:
+            z = _scale(raw, out_scale)
+            z = z if noise is None else z + noise
+            dz = torch.ops.ganfast.bias_act_grad(gy, z, bias, y, 1, act, alpha, gain, clamp, _bias_act_impl(impl))
+        if bias is not None and needs[5]:
+            d_bias = dz.sum(dim=(0, 2, 3))
+        if noise is not None and needs[4]:
+            d_noise = dz.sum_to_size(noise.shape)
+        if out_scale is not None and needs[3]:
+            d_out_scale = (dz * raw).sum(dim=(2, 3))
     # the gradient reaching raw: dz · out_scale (folded into the next ops as a scale), plus raw's own gradient
-    g, g_scale = dz, out_scale
-    if graw is not None and graw.shape == dz.shape:  # (raw is empty when the forward did not keep it)
-        g, g_scale = _scale(dz, out_scale) + graw, None
+    if dz is None and graw is None:
+        return (None,) * 16
+    if graw is None:
+        g, g_scale = dz, out_scale
+    else:
+        g, g_scale = graw if dz is None else _scale(dz, out_scale) + graw, None
     if needs[0] or (in_scale is not None and needs[2]):
         adjoint = _adjoint(x.shape[2:], weight, *geom)
         d_in, u = _modconv(g, weight, g_scale, in_scale, adjoint, in_scale is not None and needs[2], impl)
@@ -233,6 +239,7 @@ def _backward_modconv(ctx, gy, graw):
 def _setup_weight_grad(ctx, inputs, output):
     x, x_scale, g, g_scale, weight_shape, *geom, impl = inputs
     ctx.geom, ctx.impl = tuple(geom), impl
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(x, x_scale, g, g_scale)
 
 
@@ -242,6 +249,8 @@ def _backward_weight_grad(ctx, gdw):
     x, x_scale, g, g_scale = ctx.saved_tensors
     geom, impl, needs = ctx.geom, ctx.impl, ctx.needs_input_grad
     dx = dxs = dg = dgs = None
+    if gdw is None:
+        return (None,) * 10
     if needs[0] or (x_scale is not None and needs[1]):
         adjoint = _adjoint(x.shape[2:], gdw, *geom)
         dx, u = _modconv(g, gdw, g_scale, x_scale, adjoint, x_scale is not None and needs[1], impl)
@@ -256,6 +265,7 @@ def _backward_weight_grad(ctx, gdw):
 
 def _setup_demod(ctx, inputs, output):
     weight, styles, impl = inputs
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(weight, styles, output)
 
 
@@ -263,8 +273,10 @@ def _backward_demod(ctx, gd):
     """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and
     ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
     weight, styles, d = ctx.saved_tensors
-    t = gd * d.pow(3)
     d_weight = d_styles = None
+    if gd is None:
+        return d_weight, d_styles, None
+    t = gd * d.pow(3)
     if ctx.needs_input_grad[0]:
         d_weight = -weight * (t.t() @ styles.square())[:, :, None, None]
     if ctx.needs_input_grad[1]:

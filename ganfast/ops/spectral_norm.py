@@ -162,12 +162,14 @@ def _outer_as_weight(g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, shape: l
 def _sigma_setup(ctx, inputs, output):
     weight, u, v, sigma, dim = inputs
     ctx.dim, ctx.shape = dim, list(weight.shape)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(u, v)
 
 
 def _sigma_backward(ctx, grad):
     u, v = ctx.saved_tensors
-    grad_weight = _outer_as_weight(grad, u, v, ctx.shape, ctx.dim) if ctx.needs_input_grad[0] else None
+    needed = grad is not None and ctx.needs_input_grad[0]
+    grad_weight = _outer_as_weight(grad, u, v, ctx.shape, ctx.dim) if needed else None
     return grad_weight, None, None, None, None
 
 

@@ -116,6 +116,7 @@ def gradient_padding(in_size: int, out_size: int, up: int, down: int, pad0: int,
 def _setup_context(ctx, inputs, output):
     x, f, up, down, padding, flip_filter, gain, impl = inputs
     ctx.params = (x.shape[2:], up, down, padding, flip_filter, gain, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(f)
 
 
@@ -123,7 +124,7 @@ def _backward(ctx, dy):
     (f,) = ctx.saved_tensors
     (in_h, in_w), up, down, padding, flip_filter, gain, impl = ctx.params
     dx = None
-    if ctx.needs_input_grad[0]:
+    if dy is not None and ctx.needs_input_grad[0]:
         fw, fh = filter_size(f)
         pad_x = gradient_padding(in_w, dy.shape[3], up[0], down[0], padding[0], fw)
         pad_y = gradient_padding(in_h, dy.shape[2], up[1], down[1], padding[2], fh)
