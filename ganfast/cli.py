@@ -125,7 +125,7 @@ def _cmd_sample(args) -> int:
     import torch
 
     from ganfast.sampling import parse_shard, write_samples
-    from ganfast.train.checkpoint import load_generator
+    from ganfast.checkpoint import load_generator
     index, count = parse_shard(args.shard)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = index * world + rank, count * world  # torchrun ranks split this shard further

@@ -66,7 +66,8 @@ def parse_seeds(spec: str | Iterable[int]) -> list[int]:
             try:
                 first, last = int(lo), int(hi if sep else lo)
             except ValueError:
-                raise ValueError(f"seeds must look like '0-999,1005' (inclusive ranges of integers), got {spec!r}") from None
+                raise ValueError(f"seeds must look like '0-999,1005' (inclusive ranges of integers), "
+                                 f"got {spec!r}") from None
             if last < first:
                 raise ValueError(f"seeds: range {part!r} is empty (end before start)")
             if last > _MAX_SEED:
@@ -278,7 +279,7 @@ def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, s
     """What the files of a sample folder depend on (not the shard, batch size, workers or compile): the
     generator's weights (its state dict), the layout, the sampling options and, where files group several seeds
     (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own name)."""
-    from .train.checkpoint import tensor_digest
+    from .checkpoint import tensor_digest
     weights = hashlib.sha256()
     for key, value in G.state_dict().items():
         weights.update(f"{key}:{tensor_digest(value)};".encode())
@@ -297,9 +298,9 @@ def _holds_samples(out: Path) -> bool:
 
 def _claim_folder(out: Path, settings: dict) -> None:
     """Records ``settings`` in ``out``'s manifest, or checks them against the one there: a folder holds samples
-    of one kind only (a mismatch is a ValueError naming the setting). The manifest is created exclusively (a hard link of a finished file), so of several processes starting
-    at once one writes it and the others compare against it. A folder with samples but no manifest (written
-    before manifests existed) is adopted as it is."""
+    of one kind only (a mismatch is a ValueError naming the setting). The manifest is created exclusively (a
+    hard link of a finished file), so of several processes starting at once one writes it and the others compare
+    against it. A folder with samples but no manifest (written before manifests existed) is adopted as it is."""
     path = out / MANIFEST
     if not path.exists():
         try:

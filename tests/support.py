@@ -31,8 +31,15 @@ def assert_layout_parity(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, 
 
 
 def _probe(t: torch.Tensor) -> torch.Tensor:
-    """A fixed, non-constant cotangent shaped like ``t``."""
-    return torch.cos(torch.arange(t.numel(), dtype=t.dtype, device=t.device) * 0.7 + 0.3).reshape(t.shape)
+    """A fixed, non-constant cotangent shaped like ``t`` (complex for complex ``t``)."""
+    phase = torch.arange(t.numel(), dtype=torch.float64, device=t.device).reshape(t.shape) * 0.7 + 0.3
+    return (torch.polar(torch.ones_like(phase), phase) if t.is_complex() else torch.cos(phase)).to(t.dtype)
+
+
+def _contract(t: torch.Tensor) -> torch.Tensor:
+    """⟨t, probe⟩, real (the real part for complex t, torch's convention for complex gradients)."""
+    dot = (t * _probe(t)).sum()
+    return dot.real if dot.is_complex() else dot
 
 
 def grad_graph(fn, inputs):
@@ -41,12 +48,12 @@ def grad_graph(fn, inputs):
     inputs = [t.detach().clone().requires_grad_() for t in inputs]
     out = fn(*inputs)
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    loss = sum((o * _probe(o)).sum() for o in outs if o.requires_grad)
+    loss = sum(_contract(o) for o in outs if o.requires_grad)
     first = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
     used = [g for g in first if g is not None and g.requires_grad]
     if not used:
         return first, (None,) * len(inputs)
-    second = torch.autograd.grad(sum((g * _probe(g)).sum() for g in used), inputs, allow_unused=True)
+    second = torch.autograd.grad(sum(_contract(g) for g in used), inputs, allow_unused=True)
     return first, second
 
 
@@ -62,3 +69,22 @@ def assert_grad_graph_parity(fn, ref_fn, inputs, names, tol: float = 1e-10) -> N
                 f"{'None' if w is None else 'a tensor'}"
             if g is not None:
                 assert rel_err(g, w) < tol, f"order {order} d/d{name}: rel err {rel_err(g, w)}"
+
+
+class _GridRecorder:
+    """Stands in for a @triton.jit kernel: records each launch's grid, then launches the kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return self.kernel[grid]
+
+
+def record_grids(monkeypatch, module, *names) -> dict:
+    """Replaces the Triton kernels ``names`` of ``module`` with recorders of their launch grids."""
+    recorders = {name: _GridRecorder(getattr(module, name)) for name in names}
+    for name, recorder in recorders.items():
+        monkeypatch.setattr(module, name, recorder)
+    return recorders

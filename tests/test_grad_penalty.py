@@ -3,7 +3,7 @@ precision), gradcheck/gradgradcheck, the gradient graph (None where the referenc
 torch.compile, for every impl (Triton under the interpreter on CPU)."""
 import pytest
 import torch
-from support import DEVICE, assert_grad_graph_parity, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, available_impls, record_grids, rel_err
 
 from ganfast.ops import grad_penalty
 from ganfast.reference import losses as ref
@@ -134,3 +134,28 @@ def test_errors():
         grad_penalty(torch.tensor(1.0))
     with pytest.raises(ValueError, match="center"):
         grad_penalty(torch.ones(2, 3), center=float("nan"))
+
+
+def test_large_penalty_grids_walk_samples_and_grow_chunks(monkeypatch):
+    """grad_penalty (forward, backward) and sample_lerp with more samples than grid axis 1 takes (the launchers'
+    limit lowered to 3): the kernels stride over the samples; a sample longer than 3 chunks gets longer chunks."""
+    from ganfast.ops import grad_penalty, sample_lerp
+    from ganfast.reference.losses import grad_penalty as grad_penalty_ref
+    from ganfast.reference.losses import sample_lerp as sample_lerp_ref
+    from ganfast.triton import grad_penalty as triton_grad_penalty
+    monkeypatch.setattr(triton_grad_penalty, "MAX_GRID_YZ", 3)
+    grids = record_grids(monkeypatch, triton_grad_penalty, "_grad_penalty_fwd_kernel", "_grad_penalty_bwd_kernel",
+                    "_sample_lerp_fwd_kernel")
+    for shape in [(7, 3, 5, 5), (2, 5 * triton_grad_penalty.REDUCE_CHUNK + 7)]:  # 7 samples; 2 samples of 5+ chunks
+        g = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        term, norm = grad_penalty(g, center=1.0, impl="triton")
+        want_term, want_norm = grad_penalty_ref(g, 1.0)
+        assert rel_err(term, want_term) < 1e-13 and rel_err(norm, want_norm) < 1e-13
+        w = torch.randn(shape[0], dtype=torch.float64)
+        got, want = (torch.autograd.grad((w * t).sum(), g)[0] for t in (term, want_term))
+        assert rel_err(got, want) < 1e-12
+    a, b, eps = torch.randn(7, 3, 4), torch.randn(7, 3, 4), torch.rand(7)
+    assert rel_err(sample_lerp(a, b, eps, impl="triton"), sample_lerp_ref(a, b, eps)) < 1e-6
+    launched = [grid for recorder in grids.values() for grid in recorder.grids]
+    assert len(launched) == 5 and all(grid[1] <= 3 for grid in launched), launched
+    assert grids["_grad_penalty_fwd_kernel"].grids[1] == (2, 3)  # 5+ chunks' worth in 3 longer ones

@@ -12,7 +12,6 @@ Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.bi
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
@@ -20,23 +19,16 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
-from ._common import FLOAT_DTYPES, check_dim, check_tensor, dense, same_layout
+from ._common import check_dim, check_epilogue, check_tensor, dense, same_layout
 
 __all__ = ["bias_act", "ACTIVATIONS"]
-
-
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
 
 
 # auto on CPU, measured (2 cores, 4x128x64x64 fp32, forward+backward): the C++ kernel beats eager torch for
 # clamped piecewise-linear activations (the StyleGAN case: 2-5x); torch's vectorised transcendentals win
 # for the rest, so those calls ("cpu:other") take the reference.
 # auto on CUDA: the CUDA kernel first (lowest launch overhead), Triton second: not yet measured on a GPU.
-_OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")},
-                  _reasons)
+_OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")})
 _CPU_EXT_ACTS = ("linear", "relu", "lrelu")
 
 
@@ -185,18 +177,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         A tensor like ``x`` (same shape, dtype, device and dense layout). Differentiable twice in x and b.
     """
     check_tensor("x", x)
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
-    for name, value in (("alpha", alpha), ("gain", gain)):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-    if clamp is not None:
-        clamp = float(clamp)
-        if not clamp >= 0 or math.isinf(clamp):
-            raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
+    act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
     if b is not None:
         check_tensor("b", b, like=x, ndim=1)
         if x.ndim == 0:

@@ -34,7 +34,6 @@ Public ``impl="ref"`` calls ``ganfast.reference.modulated_conv2d`` (autograd by 
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -46,17 +45,11 @@ from ..reference.conv2d_resample import check_factor, oriented_weight, resample_
 from ..reference.modulated_conv2d import DEMOD_EPS, prenormalize
 from ..reference.modulated_conv2d import modulated_conv2d as modulated_conv2d_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import FLOAT_DTYPES, check_tensor
+from ._common import check_epilogue, check_same_device, check_tensor
 from .bias_act import bias_act
 from .upfirdn2d import upfirdn2d
 
 __all__ = ["modulated_conv2d", "modulated_conv2d_bias_act"]
-
-
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
 
 
 # auto on CPU, measured (2 shared cores, fp32, 3×3 kernels, forward+backward / forward only, ms):
@@ -69,7 +62,11 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # epilogue fuses into the kernel; the cuDNN route ("ext") for up>1 layers ("cuda:up"), whose core, a strided
 # transposed convolution, the Triton kernel does not cover.
 _OP = register_op("modulated_conv2d", {"cpu": ("ext", "ref"), "cuda": ("triton", "ext", "ref"),
-                                       "cuda:up": ("ext", "triton", "ref")}, _reasons)
+                                       "cuda:up": ("ext", "triton", "ref")},
+                  notes={"ext": "torch's convolutions (cuDNN/oneDNN) with ganfast's bias_act and upfirdn2d kernels; "
+                                "no ganfast convolution kernel",
+                         "triton": "strided transposed convolutions (the up>1 core, the input gradient of down>1) "
+                                   "run on torch's conv_transpose2d"})
 
 
 # ---- geometry ---------------------------------------------------------------------------------------------------
@@ -296,9 +293,7 @@ def _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter):
     check_tensor("x", x, ndim=4)
     check_tensor("weight", weight, ndim=4)
     check_tensor("styles", styles, ndim=2)
-    for name, t in (("weight", weight), ("styles", styles)):
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    check_same_device(x, weight=weight, styles=styles, noise=noise, resample_filter=resample_filter)
     batch, channels = x.shape[:2]
     if weight.shape[1] != channels:
         raise ValueError(f"weight has {weight.shape[1]} input channels but x has {channels}")
@@ -311,8 +306,6 @@ def _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter):
                              f"on {bias.device}")
     if noise is not None:
         check_tensor("noise", noise)
-        if noise.device != x.device:
-            raise ValueError(f"noise is on {noise.device} but x is on {x.device}")
     check_factor(up, "up")
     check_factor(down, "down")
     if resample_filter is not None:
@@ -336,14 +329,7 @@ def _check_noise(noise, out_shape):
 def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filter, demodulate, flip_weight,
                fused_modconv, act, alpha, gain, clamp, impl):
     _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter)
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
-    if clamp is not None and (not float(clamp) >= 0 or math.isinf(clamp)):
-        raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
-    clamp = None if clamp is None else float(clamp)
+    act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
     px0, px1, py0, py1 = resample_padding(resample_filter, up, down, padding)
     chosen = _OP.resolve(impl, x.device, x.dtype, "up" if up > 1 else None)
     epilogue = bias is not None or not _is_identity(act, gain, clamp)

@@ -20,7 +20,7 @@ from .._io import atomic_write, prepare_output_dir
 from ..data import DataOrder, Dataset
 from ..models._spec import model_spec
 from . import step as steps
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .visual import save_image_grid, save_scatter
 
 STATS = "stats.jsonl"
