@@ -25,7 +25,9 @@ mkdir -p "$dest"
 status=0
 OP_TESTS="tests/test_bias_act.py tests/test_upfirdn2d.py tests/test_conv2d_resample.py tests/test_modulated_conv2d.py
           tests/test_grad_penalty.py tests/test_sample_lerp.py tests/test_spectral_norm.py"
-TEST_K=${TEST_K:-"dtype or precision or half or float16 or float64 or graph or thread"}
+# per-dtype parity of every op on the GPU (float64 against the reference, the others within their tolerances);
+# torch.compile tests are left out (minutes of compilation), graph capture and threads are test_op_resources.py's
+TEST_K=${TEST_K:-"(dtype or precision or half or float16 or float64) and not fullgraph"}
 
 stage() {  # stage NAME LIMIT COMMAND...: runs COMMAND under LIMIT seconds, records the exit code
   local name=$1 limit=$2 start rc

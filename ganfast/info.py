@@ -16,7 +16,8 @@ def info() -> dict:
 
     ``ops[name][device_type]`` is the impl that a float32 call with ``impl=None`` takes right now (it honours
     ``GANFAST_IMPL`` and ``use_impl``), or a fallback note when that is the slow reference on a GPU, with the
-    other impls' reasons and a note where the chosen route hands work to torch's own kernels.
+    other impls' reasons and, per impl of the device's auto order, a note where that route hands work to torch's
+    own kernels (the one rule of ganfast._dispatch: such routes serve the call and say so here).
     """
     triton_version = None
     if _triton_import_error() is None:
@@ -36,8 +37,9 @@ def info() -> dict:
                 chosen = f"error: {exc}"
             skipped = {impl: entry.not_supported_reasons(impl, device, torch.float32)
                        for impl in entry.auto_order.get(dev, ()) if impl != chosen}
+            notes = {impl: entry.notes[impl] for impl in entry.auto_order.get(dev, ()) if impl in entry.notes}
             ops[name][dev] = {"impl": chosen, "unavailable": {k: v for k, v in skipped.items() if v},
-                              "note": entry.notes.get(chosen)}
+                              "notes": notes}
     cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "ganfast": __version__,
@@ -74,8 +76,8 @@ def format_info(report: dict) -> str:
             if choice["unavailable"]:
                 line += "   (" + "; ".join(f"{k}: {' '.join(v)}" for k, v in choice["unavailable"].items()) + ")"
             lines.append(line)
-            if choice.get("note"):
-                lines.append(f"  {'':<16} {'':<5}    {choice['impl']}: {choice['note']}")
+            for impl, note in choice.get("notes", {}).items():
+                lines.append(f"  {'':<16} {'':<5}    {impl}: {note}")
     for name, dtypes in report.get("reference_only_dtypes", {}).items():
         lines.append(f"  {name:<16} {', '.join(dtypes)}: impl='ref' only (the kernels are real-valued)")
     return "\n".join(lines)

@@ -12,8 +12,9 @@ def available_impls(device=DEVICE):
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64; NaN anywhere makes it inf (NaN never passes)."""
-    out, ref = out.double(), ref.double()
+    """‖out − ref‖ / ‖ref‖ in float64 (complex128 for complex tensors); NaN anywhere makes it inf (never passes)."""
+    wide = torch.complex128 if out.is_complex() or ref.is_complex() else torch.float64
+    out, ref = out.to(wide), ref.to(wide)
     if torch.isnan(out).any() or torch.isnan(ref).any():
         return float("inf")
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()

@@ -246,6 +246,9 @@ def test_info_reports_build_and_choices():
     assert report["ops"]["bias_act"]["cpu"]["impl"] == "ext"
     text = ganfast.info.__module__ and __import__("ganfast.info", fromlist=["format_info"]).format_info(report)
     assert "bias_act" in text and "extension: ganfast._C loaded" in text
+    # routes that hand convolutions to torch say so
+    assert "torch's convolutions" in report["ops"]["modulated_conv2d"]["cpu"]["notes"]["ext"]
+    assert "conv2d_resample" in report["ops"] and "torch's conv2d" in text
 
 
 def test_cli_info_runs(capsys):

@@ -34,7 +34,6 @@ Public ``impl="ref"`` calls ``ganfast.reference.modulated_conv2d`` (autograd by 
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
