@@ -301,3 +301,20 @@ def test_large_cuda_launchers_raise_clear_errors_without_a_device():
     for name, args in calls.items():
         with pytest.raises(RuntimeError, match="ganfast CUDA error in"):
             getattr(_ext._C, name)(*args, 0, 0)
+
+
+def test_every_kernel_refuses_an_unknown_dtype_code():
+    """csrc/common.h's dispatch_dtype, used by every kernel, names the op and the code it cannot serve."""
+    from ganfast import _ext
+    t = torch.zeros(4)
+    p = t.data_ptr()
+    calls = {
+        "bias_act": lambda: _ext._C.bias_act_cpu(7, 0, 0, 4, 1, 1, 0.0, 1.0, -1.0, p, p, 0, 0, 0, 0),
+        "upfirdn2d": lambda: _ext._C.upfirdn2d_cpu(7, [1, 1, 2, 2, 2, 2], [1, 1, 1, 1], [0, 0], [1, 1],
+                                                   [4, 4, 2, 1], [4, 4, 2, 1], p, p, p),
+        "grad_penalty": lambda: _ext._C.grad_penalty_fwd_cpu(7, 1, 4, -1.0, p, p, p),
+        "spectral_norm": lambda: _ext._C.spectral_norm_cpu(7, 0, 0, 0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name}: unsupported dtype code 7"):
+            call()

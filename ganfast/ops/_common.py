@@ -23,6 +23,8 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
    ``_C.foo_cpu`` / ``_C.foo_cuda``. In C++/CUDA (``csrc/``, ``kernels/``) the dtype code becomes a type with
    ``ganfast::dispatch_dtype`` (csrc/common.h) and the op's pybind11 bindings go in its own ``bind_foo(m)`` in
    csrc/module.cpp.
+6. Tests in ``tests/test_foo.py`` (float64 parity, gradcheck/gradgradcheck, the gradient graph, every dtype and
+   layout, the kernels' grid limits, bad input), benchmarks in ``benchmarks/test_bench_foo.py``.
 """
 from __future__ import annotations
 
