@@ -20,11 +20,11 @@ def sweep(values, compact: int = 2):
     return dict(list(values.items())[:compact]) if isinstance(values, dict) else list(values)[:compact]
 
 
-def variants(names):
-    """Variant names (a list or dict), without the torch.compile ones in compact mode."""
+def variants(names, drop=()):
+    """Variant names (a list or dict), without the torch.compile ones (and ``drop``) in compact mode."""
     if not COMPACT:
         return names
-    keep = [n for n in names if not n.startswith("compiled")]
+    keep = [n for n in names if not n.startswith("compiled") and n not in drop]
     return {n: names[n] for n in keep} if isinstance(names, dict) else keep
 
 

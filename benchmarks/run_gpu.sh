@@ -74,13 +74,20 @@ run_tests() {
   [[ $rc == 0 && ${PIPESTATUS[0]} == 0 ]]
 }
 
-run_bench() {  # run_bench NAME [pytest args...]
-  local name=$1
+# One pytest (and one JSON) per suite, the most telling first: a stage stopped at its time limit keeps the
+# suites it finished.
+SUITES=${SUITES:-"train_step bias_act upfirdn2d losses spectral_norm modulated_conv2d sample"}
+
+run_bench() {  # run_bench NAME [pytest args...]: every suite, then SUMMARY-NAME.md over all their JSON files
+  local name=$1 rc=0 suite
   shift
-  pytest benchmarks -q -p no:cacheprovider --benchmark-enable --benchmark-json "$dest/$name.json" \
-    --benchmark-columns=median,iqr,ops "$@" 2>&1 | tee "$dest/$name.log" | tail -5
-  local rc=${PIPESTATUS[0]}
-  [[ -s "$dest/$name.json" ]] && python benchmarks/summarize.py "$dest/$name.json" > "$dest/SUMMARY-$name.md"
+  for suite in $SUITES; do
+    pytest "benchmarks/test_bench_$suite.py" -q -p no:cacheprovider --benchmark-enable \
+      --benchmark-json "$dest/$name-$suite.json" --benchmark-columns=median,iqr,ops "$@" 2>&1 \
+      | tee -a "$dest/$name.log" | tail -3
+    [[ ${PIPESTATUS[0]} == 0 ]] || rc=1
+    python benchmarks/summarize.py "$dest"/"$name"-*.json > "$dest/SUMMARY-$name.md"
+  done
   return "$rc"
 }
 
@@ -88,7 +95,7 @@ compact_bench() {
   GANFAST_BENCH=compact run_bench bench --benchmark-max-time=0.2 --benchmark-min-rounds=3
 }
 
-export dest OP_TESTS TEST_K
+export dest OP_TESTS TEST_K SUITES
 export -f check run_tests run_bench compact_bench
 for s in $stages; do
   case $s in

@@ -9,7 +9,7 @@ for GB/s against the copy bandwidth (benchmarks/summarize.py).
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, sweep, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, sweep, synced, variants
 
 from ganfast.ops import downsample2d, filter2d, setup_filter, upsample2d
 from ganfast.reference.upfirdn2d import downsample2d as downsample2d_ref
@@ -36,7 +36,7 @@ def test_upfirdn2d_copy_bandwidth(benchmark, shape, dtype):
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("helper", list(HELPERS))
-@pytest.mark.parametrize("variant", ["ganfast", "ref", "compiled_ref"])
+@pytest.mark.parametrize("variant", variants(["ganfast", "ref", "compiled_ref"]))
 @pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
 def test_upfirdn2d(benchmark, shape, dtype, helper, variant, pass_):
     ours, ref = HELPERS[helper]
