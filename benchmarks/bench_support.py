@@ -1,12 +1,34 @@
 """Benchmark setup: device, shapes, a timing wrapper that synchronises CUDA inside the timed call, and the plain
-torch compositions that ganfast's kernels are compared with."""
+torch compositions that ganfast's kernels are compared with.
+
+``GANFAST_BENCH=compact`` (benchmarks/run_gpu.sh's ``bench`` stage) keeps the first two shapes and dtypes of every
+suite and leaves out the torch.compile variants (minutes of compilation each), so that every op and the whole D
+and G steps are measured within the device budget; unset, the suites run in full (``sweep``).
+"""
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
+COMPACT = os.environ.get("GANFAST_BENCH") == "compact"
+
+
+def sweep(values, compact: int = 2):
+    """``values``, or its first ``compact`` entries in compact mode (a list, or a dict of variants)."""
+    if not COMPACT:
+        return values
+    return dict(list(values.items())[:compact]) if isinstance(values, dict) else list(values)[:compact]
+
+
+def variants(names, drop=()):
+    """Variant names (a list or dict), without the torch.compile ones (and ``drop``) in compact mode."""
+    if not COMPACT:
+        return names
+    keep = [n for n in names if not n.startswith("compiled") and n not in drop]
+    return {n: names[n] for n in keep} if isinstance(names, dict) else keep
 
 
 def synced(fn):

@@ -3,7 +3,7 @@
 For each group (op, pass, shape, dtype): the median time of every variant, ganfast's speedup over each other
 variant, and its throughput from extra_info: GB/s (``bytes``, with the copy-bandwidth floor where a "copy" group
 was measured), TFLOP/s (``flops``) or images/s (``images``).
-Usage: python benchmarks/summarize.py results.json > SUMMARY.md
+Usage: python benchmarks/summarize.py results.json [more.json ...] > SUMMARY.md (several files: one table)
 """
 import json
 import sys
@@ -20,9 +20,12 @@ def _throughput(info: dict, seconds: float) -> str:
     return ""
 
 
-def summarize(path: str) -> str:
-    with open(path) as f:
-        data = json.load(f)
+def summarize(*paths: str) -> str:
+    data = {"benchmarks": []}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        data = {**part, "benchmarks": data["benchmarks"] + part["benchmarks"]}
     groups: dict[str, dict[str, tuple[float, dict]]] = defaultdict(dict)
     copy_gbps = {}
     for bench in data["benchmarks"]:
@@ -50,4 +53,4 @@ def summarize(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(summarize(sys.argv[1]))
+    print(summarize(*sys.argv[1:]))

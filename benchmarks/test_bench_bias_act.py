@@ -7,17 +7,17 @@ extra_info carries the bytes each call moves, for GB/s against the copy benchmar
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, bench_copy, nvlabs_bias_act, shape_id, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, nvlabs_bias_act, shape_id, sweep, synced, variants
 
 from ganfast.ops import bias_act
 from ganfast.reference import bias_act as bias_act_ref
 
 SHAPES = [(32, 512, 64, 64), (32, 128, 256, 256)] if ON_GPU else [(2, 16, 8, 8)]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32]
+DTYPES = sweep([torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32])
 KWARGS = dict(act="lrelu", clamp=256.0)  # the StyleGAN2 synthesis-layer case
 _compiled_ref = torch.compile(bias_act_ref)
-VARIANTS = {"ganfast": bias_act, "ref": bias_act_ref, "compiled_ref": _compiled_ref, "nvlabs": nvlabs_bias_act,
-            "compiled_nvlabs": torch.compile(nvlabs_bias_act)}
+VARIANTS = variants({"ganfast": bias_act, "ref": bias_act_ref, "compiled_ref": _compiled_ref, "nvlabs": nvlabs_bias_act,
+                     "compiled_nvlabs": torch.compile(nvlabs_bias_act)})
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)

@@ -18,7 +18,7 @@ On a GPU: D with R1 at 64² and 256², batch 32; WGAN-GP at 32², batch 64 (floa
 import pytest
 import torch
 import torch.nn.functional as F
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, synced, variants
 
 import ganfast
 from ganfast import losses
@@ -34,7 +34,8 @@ VARIANTS = ["ganfast", "ref"]
 OP_SHAPES = [(32, 3, 64, 64), (32, 3, 256, 256)] if ON_GPU else [(4, 3, 16, 16)]
 OP_DTYPES = [torch.float32, torch.bfloat16] if ON_GPU else [torch.float32]
 _compiled_grad_penalty_ref = torch.compile(losses_ref.grad_penalty)
-OP_VARIANTS = {"ganfast": grad_penalty, "ref": losses_ref.grad_penalty, "compiled_ref": _compiled_grad_penalty_ref}
+OP_VARIANTS = variants({"ganfast": grad_penalty, "ref": losses_ref.grad_penalty,
+                        "compiled_ref": _compiled_grad_penalty_ref})
 
 
 class _BiasAct(torch.nn.Module):
@@ -59,7 +60,8 @@ class SNGANLikeD(torch.nn.Module):
         relu = lambda: _BiasAct(channels, "relu", 1.0, use_ganfast)  # noqa: E731
         conv = lambda cin=channels: torch.nn.Conv2d(cin, channels, 3, padding=1, bias=False)  # noqa: E731
         self.block0 = torch.nn.ModuleList([conv(3), relu(), conv(), torch.nn.Conv2d(3, channels, 1)])
-        self.blocks = torch.nn.ModuleList([torch.nn.ModuleList([conv(), relu(), conv(), torch.nn.Conv2d(channels, channels, 1)])
+        self.blocks = torch.nn.ModuleList([torch.nn.ModuleList([conv(), relu(), conv(),
+                                                                torch.nn.Conv2d(channels, channels, 1)])
                                            for _ in range(2)] + [torch.nn.ModuleList([conv(), relu(), conv()])
                                                                  for _ in range(2)])
         self.fc = torch.nn.Linear(channels, 1)

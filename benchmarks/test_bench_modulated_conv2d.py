@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import COMPACT, DEVICE, ON_GPU, sweep, synced, variants
 
 from ganfast.ops import modulated_conv2d_bias_act
 from ganfast.reference import bias_act as bias_act_ref
@@ -21,7 +21,9 @@ from ganfast.reference import setup_filter
 
 BATCH = 32 if ON_GPU else 2
 SHAPES = [(512, 8), (512, 16), (512, 32), (256, 64), (128, 128), (64, 256)] if ON_GPU else [(8, 8)]
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32} if ON_GPU else {"fp32": torch.float32}
+SHAPES = sweep(SHAPES[1::3])  # compact: a small-resolution wide layer and a large-resolution narrow one
+DTYPES = sweep({"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32} if ON_GPU else
+              {"fp32": torch.float32})
 LAYER = dict(padding=1, act="lrelu", gain=math.sqrt(2), clamp=256.0)
 
 
@@ -46,7 +48,9 @@ VARIANTS = {"ganfast": _ganfast(None), "ref": _reference(True), "ref_nonfused": 
             "compiled_ref": torch.compile(_reference(False))}
 if ON_GPU:
     VARIANTS.update(ganfast_ext=_ganfast("ext"), ganfast_triton=_ganfast("triton"))
-ROUNDS = 20 if ON_GPU else 2  # 432 GPU cases: a fixed number of timed rounds keeps the suite within minutes
+VARIANTS = variants(VARIANTS, drop=("ref_nonfused",))
+# a fixed number of timed rounds keeps the suite within minutes (432 GPU cases in full, 64 compact)
+ROUNDS = (10 if COMPACT else 20) if ON_GPU else 2
 
 
 def _rel_err(a, b):

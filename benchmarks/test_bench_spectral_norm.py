@@ -8,20 +8,20 @@ that CI proves the suite runs. extra_info["bytes"] is the power iteration's floo
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, sweep, synced, variants
 from torch import nn
 
 import ganfast
 from ganfast.nn.utils import spectral_norm_step
 
-WEIGHTS = [(64, 27), (128, 576), (256, 1152), (512, 2304), (512, 4608), (1024, 4608)] if ON_GPU else \
-    [(64, 27), (128, 576)]
+WEIGHTS = sweep([(64, 27), (128, 576), (256, 1152), (512, 2304), (512, 4608), (1024, 4608)] if ON_GPU else
+               [(64, 27), (128, 576)])
 CH, RES, BATCH = (64, 64, 32) if ON_GPU else (2, 8, 2)
 VARIANTS = ["ganfast", "ganfast_step", "torch_hook", "torch_param", "compiled_torch_hook"]
 # Compiling the 40-weight SN part takes ~45 s on a 2-core CPU: there the D-level suites leave it out. The whole D
 # step is never compiled: torch.compile of torch's hook-SN D fails on D(real) + D(fake) before one backward
 # ("modified by an inplace operation", torch 2.13), and compiling it took over 3 minutes on the CPU.
-D_VARIANTS = VARIANTS if ON_GPU else VARIANTS[:-1]
+D_VARIANTS = variants(VARIANTS if ON_GPU else VARIANTS[:-1])
 
 
 def _sn_modules(model):
@@ -83,7 +83,7 @@ def _floor_bytes(model):
                2 * m.parametrizations.weight.original.numel() * 4 for m in _sn_modules(model))
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", variants(VARIANTS))
 @pytest.mark.parametrize("shape", WEIGHTS, ids=lambda s: "x".join(map(str, s)))
 def test_sn_per_weight(benchmark, shape, variant):
     """One weight (a Linear with an h × w matrix): the SN part only."""

@@ -9,15 +9,15 @@ for GB/s against the copy bandwidth (benchmarks/summarize.py).
 """
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, synced
+from bench_support import DEVICE, ON_GPU, bench_copy, shape_id, sweep, synced, variants
 
 from ganfast.ops import downsample2d, filter2d, setup_filter, upsample2d
 from ganfast.reference.upfirdn2d import downsample2d as downsample2d_ref
 from ganfast.reference.upfirdn2d import filter2d as filter2d_ref
 from ganfast.reference.upfirdn2d import upsample2d as upsample2d_ref
 
-SHAPES = [(32, 512, 32, 32), (32, 256, 64, 64), (32, 128, 128, 128)] if ON_GPU else [(2, 16, 12, 12)]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32]
+SHAPES = sweep([(32, 512, 32, 32), (32, 256, 64, 64), (32, 128, 128, 128)] if ON_GPU else [(2, 16, 12, 12)])
+DTYPES = sweep([torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32])
 HELPERS = {
     "upsample2d": (upsample2d, upsample2d_ref),
     "downsample2d": (downsample2d, downsample2d_ref),
@@ -36,7 +36,7 @@ def test_upfirdn2d_copy_bandwidth(benchmark, shape, dtype):
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("helper", list(HELPERS))
-@pytest.mark.parametrize("variant", ["ganfast", "ref", "compiled_ref"])
+@pytest.mark.parametrize("variant", variants(["ganfast", "ref", "compiled_ref"]))
 @pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
 def test_upfirdn2d(benchmark, shape, dtype, helper, variant, pass_):
     ours, ref = HELPERS[helper]

@@ -98,7 +98,6 @@ struct TypedBiasActArgs {
         alpha(T(a.alpha)), gain(T(a.gain)), clamp(effective_clamp<T>(a.clamp)) {}
 };
 
-template <typename T> struct TypeTag { using type = T; };
 template <int V> using IntTag = std::integral_constant<int, V>;
 
 // Calls fn(TypeTag<storage type>, IntTag<order>, IntTag<act>) for the arguments' runtime codes, so that
@@ -127,13 +126,7 @@ void dispatch_bias_act(const BiasActArgs& a, Fn&& fn) {
       default: fail("bias_act: order must be 0, 1 or 2, got " + std::to_string(a.order));
     }
   };
-  switch (a.dtype) {
-    case kFloat32: return by_order(TypeTag<float>{});
-    case kFloat64: return by_order(TypeTag<double>{});
-    case kFloat16: return by_order(TypeTag<HalfT>{});
-    case kBFloat16: return by_order(TypeTag<BFloat16T>{});
-    default: fail("bias_act: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<HalfT, BFloat16T>("bias_act", a.dtype, by_order);
 }
 
 // Checks what the kernels rely on (the Python layer validates tensors before this).

@@ -85,4 +85,20 @@ template <> struct Element<BFloat16> {
 
 [[noreturn]] inline void fail(const std::string& what) { throw std::invalid_argument("ganfast._C: " + what); }
 
+template <typename T> struct TypeTag { using type = T; };
+
+// The one dtype dispatch of every kernel: calls fn(TypeTag<S>{}) with S the storage type of the dtype code
+// (float, double, and HalfT / BFloat16T for the half-width types: ganfast::Half / BFloat16 on the host,
+// __half / __nv_bfloat16 in CUDA code); an unknown code fails naming ``op``. Use: typename decltype(tag)::type.
+template <typename HalfT = Half, typename BFloat16T = BFloat16, typename Fn>
+void dispatch_dtype(const char* op, int dtype, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: return fn(TypeTag<float>{});
+    case kFloat64: return fn(TypeTag<double>{});
+    case kFloat16: return fn(TypeTag<HalfT>{});
+    case kBFloat16: return fn(TypeTag<BFloat16T>{});
+    default: fail(std::string(op) + ": unsupported dtype code " + std::to_string(dtype));
+  }
+}
+
 }  // namespace ganfast

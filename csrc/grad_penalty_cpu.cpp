@@ -95,28 +95,17 @@ void bwd_typed(const GradPenaltyArgs& a) {
   });
 }
 
-template <typename Fn>
-void by_dtype(int dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: return fn(float{});
-    case kFloat64: return fn(double{});
-    case kFloat16: return fn(Half{});
-    case kBFloat16: return fn(BFloat16{});
-    default: fail("grad_penalty: unsupported dtype code " + std::to_string(dtype));
-  }
-}
-
 }  // namespace
 
 void grad_penalty_fwd_cpu(const GradPenaltyArgs& a) {
   check_grad_penalty_args(a, false);
-  by_dtype(a.dtype, [&](auto tag) { fwd_typed<decltype(tag)>(a); });
+  dispatch_dtype("grad_penalty", a.dtype, [&](auto tag) { fwd_typed<typename decltype(tag)::type>(a); });
 }
 
 void grad_penalty_bwd_cpu(const GradPenaltyArgs& a) {
   check_grad_penalty_args(a, true);
   if (a.batch * a.per_sample == 0) return;
-  by_dtype(a.dtype, [&](auto tag) { bwd_typed<decltype(tag)>(a); });
+  dispatch_dtype("grad_penalty", a.dtype, [&](auto tag) { bwd_typed<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

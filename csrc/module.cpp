@@ -6,29 +6,29 @@
 #include <array>
 
 #include "bias_act.h"
-#include "filtered_lrelu.h"
 #include "upfirdn2d.h"
 #include "grad_penalty.h"
 #include "spectral_norm.h"
-#include "latents.h"
+#include "filtered_lrelu.h"
 #include "affine_sample.h"
 #include "color_matrix.h"
-
-#ifdef GANFAST_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "latents.h"
 
 namespace py = pybind11;
-using ganfast::BiasActArgs;
 
 namespace {
 
-BiasActArgs make_bias_act_args(int dtype, int act, int order, int64_t n, int64_t channels, int64_t stride_c,
-                               double alpha, double gain, double clamp, uintptr_t out, uintptr_t x, uintptr_t b,
-                               uintptr_t g, uintptr_t h, uintptr_t yref) {
-  auto ptr = [](uintptr_t p) { return reinterpret_cast<void*>(p); };
-  return BiasActArgs{dtype, act, order, n, channels, stride_c, alpha, gain, clamp,
-                     ptr(out), ptr(x), ptr(b), ptr(g), ptr(h), ptr(yref)};
+void* ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
+
+// Each op binds `<op>_cpu` and, when built with CUDA, `<op>_cuda`, which takes the same arguments plus the device
+// index and the stream handle (ganfast._ext.launch calls them). A new op adds its bind_<op> and one call below.
+
+// ---- bias_act ---------------------------------------------------------------------------------------------------
+ganfast::BiasActArgs make_bias_act_args(int dtype, int act, int order, int64_t n, int64_t channels,
+                                        int64_t stride_c, double alpha, double gain, double clamp, uintptr_t out,
+                                        uintptr_t x, uintptr_t b, uintptr_t g, uintptr_t h, uintptr_t yref) {
+  return ganfast::BiasActArgs{dtype, act, order, n, channels, stride_c, alpha, gain, clamp,
+                              ptr(out), ptr(x), ptr(b), ptr(g), ptr(h), ptr(yref)};
 }
 
 #define GANFAST_BIAS_ACT_PYARGS                                                                                  \
@@ -36,33 +36,32 @@ BiasActArgs make_bias_act_args(int dtype, int act, int order, int64_t n, int64_t
       py::arg("alpha"), py::arg("gain"), py::arg("clamp"), py::arg("out"), py::arg("x"), py::arg("b"),           \
       py::arg("g"), py::arg("h"), py::arg("yref")
 
-// ---- grad_penalty (issue 5) ----
-ganfast::GradPenaltyArgs make_grad_penalty_fwd_args(int dtype, int64_t batch, int64_t per_sample, double center,
-                                                    uintptr_t term, uintptr_t norm, uintptr_t g) {
-  auto ptr = [](uintptr_t p) { return reinterpret_cast<void*>(p); };
-  return {dtype, batch, per_sample, center, ptr(term), ptr(norm), nullptr, ptr(g), nullptr, nullptr, nullptr};
+void bind_bias_act(py::module_& m) {
+  m.def(
+      "bias_act_cpu",
+      [](int dtype, int act, int order, int64_t n, int64_t channels, int64_t stride_c, double alpha, double gain,
+         double clamp, uintptr_t out, uintptr_t x, uintptr_t b, uintptr_t g, uintptr_t h, uintptr_t yref) {
+        ganfast::bias_act_cpu(
+            make_bias_act_args(dtype, act, order, n, channels, stride_c, alpha, gain, clamp, out, x, b, g, h, yref));
+      },
+      GANFAST_BIAS_ACT_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "bias_act elementwise pass on host memory (see csrc/bias_act.h for the orders).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "bias_act_cuda",
+      [](int dtype, int act, int order, int64_t n, int64_t channels, int64_t stride_c, double alpha, double gain,
+         double clamp, uintptr_t out, uintptr_t x, uintptr_t b, uintptr_t g, uintptr_t h, uintptr_t yref, int device,
+         uintptr_t stream) {
+        ganfast::bias_act_cuda(
+            make_bias_act_args(dtype, act, order, n, channels, stride_c, alpha, gain, clamp, out, x, b, g, h, yref),
+            device, stream);
+      },
+      GANFAST_BIAS_ACT_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "bias_act elementwise pass on device memory, launched on `stream` of `device`.");
+#endif
 }
-
-ganfast::GradPenaltyArgs make_grad_penalty_bwd_args(int dtype, int64_t batch, int64_t per_sample, double center,
-                                                    uintptr_t out, uintptr_t g, uintptr_t dterm, uintptr_t dnorm,
-                                                    uintptr_t norm) {
-  auto ptr = [](uintptr_t p) { return reinterpret_cast<void*>(p); };
-  return {dtype, batch, per_sample, center, nullptr, nullptr, ptr(out), ptr(g), ptr(dterm), ptr(dnorm), ptr(norm)};
-}
-
-#define GANFAST_GRAD_PENALTY_FWD_PYARGS                                                                      \
-  py::arg("dtype"), py::arg("batch"), py::arg("per_sample"), py::arg("center"), py::arg("term"),              \
-      py::arg("norm"), py::arg("g")
-#define GANFAST_GRAD_PENALTY_BWD_PYARGS                                                                      \
-  py::arg("dtype"), py::arg("batch"), py::arg("per_sample"), py::arg("center"), py::arg("out"), py::arg("g"), \
-      py::arg("dterm"), py::arg("dnorm"), py::arg("norm")
-// ---- end grad_penalty ----
-
-}  // namespace
 
 // ---- upfirdn2d --------------------------------------------------------------------------------------------------
-namespace {
-
 using Shape4 = std::array<int64_t, 4>;
 
 // sizes: (N, C, in_h, in_w, out_h, out_w); scaling: (up_x, up_y, down_x, down_y); pad0: (x0, y0);
@@ -78,7 +77,7 @@ ganfast::Upfirdn2dArgs make_upfirdn2d_args(int dtype, const std::array<int64_t, 
   a.pad_x0 = pad0[0], a.pad_y0 = pad0[1];
   a.taps_h = taps_hw[0], a.taps_w = taps_hw[1];
   for (int d = 0; d < 4; ++d) a.x_stride[d] = x_stride[d], a.out_stride[d] = out_stride[d];
-  a.out = reinterpret_cast<void*>(out);
+  a.out = ptr(out);
   a.x = reinterpret_cast<const void*>(x);
   a.taps = reinterpret_cast<const void*>(taps);
   return a;
@@ -88,12 +87,116 @@ ganfast::Upfirdn2dArgs make_upfirdn2d_args(int dtype, const std::array<int64_t, 
   py::arg("dtype"), py::arg("sizes"), py::arg("scaling"), py::arg("pad0"), py::arg("taps_hw"),                  \
       py::arg("x_stride"), py::arg("out_stride"), py::arg("out"), py::arg("x"), py::arg("taps")
 
-}  // namespace
-// ---- end upfirdn2d ----------------------------------------------------------------------------------------------
+void bind_upfirdn2d(py::module_& m) {
+  m.def(
+      "upfirdn2d_cpu",
+      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
+         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t taps) {
+        ganfast::upfirdn2d_cpu(
+            make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps));
+      },
+      GANFAST_UPFIRDN2D_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "upfirdn2d on host memory (see csrc/upfirdn2d.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "upfirdn2d_cuda",
+      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
+         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
+         uintptr_t x, uintptr_t taps, int device, uintptr_t stream) {
+        ganfast::upfirdn2d_cuda(
+            make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps), device,
+            stream);
+      },
+      GANFAST_UPFIRDN2D_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "upfirdn2d on device memory, launched on `stream` of `device`.");
+#endif
+}
 
-// ---- filtered_lrelu ---------------------------------------------------------------------------------------------
-namespace {
+// ---- grad_penalty -----------------------------------------------------------------------------------------------
+ganfast::GradPenaltyArgs make_grad_penalty_fwd_args(int dtype, int64_t batch, int64_t per_sample, double center,
+                                                    uintptr_t term, uintptr_t norm, uintptr_t g) {
+  return {dtype, batch, per_sample, center, ptr(term), ptr(norm), nullptr, ptr(g), nullptr, nullptr, nullptr};
+}
 
+ganfast::GradPenaltyArgs make_grad_penalty_bwd_args(int dtype, int64_t batch, int64_t per_sample, double center,
+                                                    uintptr_t out, uintptr_t g, uintptr_t dterm, uintptr_t dnorm,
+                                                    uintptr_t norm) {
+  return {dtype, batch, per_sample, center, nullptr, nullptr, ptr(out), ptr(g), ptr(dterm), ptr(dnorm), ptr(norm)};
+}
+
+#define GANFAST_GRAD_PENALTY_FWD_PYARGS                                                                      \
+  py::arg("dtype"), py::arg("batch"), py::arg("per_sample"), py::arg("center"), py::arg("term"),              \
+      py::arg("norm"), py::arg("g")
+#define GANFAST_GRAD_PENALTY_BWD_PYARGS                                                                      \
+  py::arg("dtype"), py::arg("batch"), py::arg("per_sample"), py::arg("center"), py::arg("out"), py::arg("g"), \
+      py::arg("dterm"), py::arg("dnorm"), py::arg("norm")
+
+void bind_grad_penalty(py::module_& m) {
+  m.def(
+      "grad_penalty_fwd_cpu",
+      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t term, uintptr_t norm, uintptr_t g) {
+        ganfast::grad_penalty_fwd_cpu(make_grad_penalty_fwd_args(dtype, batch, per_sample, center, term, norm, g));
+      },
+      GANFAST_GRAD_PENALTY_FWD_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "Per-sample sum of squares, norm and penalty term of a (batch, per_sample) buffer (csrc/grad_penalty.h).");
+  m.def(
+      "grad_penalty_bwd_cpu",
+      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t out, uintptr_t g, uintptr_t dterm,
+         uintptr_t dnorm, uintptr_t norm) {
+        ganfast::grad_penalty_bwd_cpu(
+            make_grad_penalty_bwd_args(dtype, batch, per_sample, center, out, g, dterm, dnorm, norm));
+      },
+      GANFAST_GRAD_PENALTY_BWD_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "out = g * coef[sample], the backward of grad_penalty_fwd (csrc/grad_penalty.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "grad_penalty_fwd_cuda",
+      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t term, uintptr_t norm, uintptr_t g,
+         int device, uintptr_t stream) {
+        ganfast::grad_penalty_fwd_cuda(make_grad_penalty_fwd_args(dtype, batch, per_sample, center, term, norm, g),
+                                       device, stream);
+      },
+      GANFAST_GRAD_PENALTY_FWD_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "grad_penalty_fwd on device memory, launched on `stream` of `device`.");
+  m.def(
+      "grad_penalty_bwd_cuda",
+      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t out, uintptr_t g, uintptr_t dterm,
+         uintptr_t dnorm, uintptr_t norm, int device, uintptr_t stream) {
+        ganfast::grad_penalty_bwd_cuda(
+            make_grad_penalty_bwd_args(dtype, batch, per_sample, center, out, g, dterm, dnorm, norm), device, stream);
+      },
+      GANFAST_GRAD_PENALTY_BWD_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "grad_penalty_bwd on device memory, launched on `stream` of `device`.");
+#endif
+}
+
+// ---- spectral_norm ----------------------------------------------------------------------------------------------
+ganfast::SpectralNormArgs make_spectral_norm_args(int dtype, int64_t count, uintptr_t matrices, uintptr_t out) {
+  return {dtype, count, reinterpret_cast<const ganfast::SNMatrix*>(matrices), ptr(out)};
+}
+
+void bind_spectral_norm(py::module_& m) {
+  m.def(
+      "spectral_norm_cpu",
+      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out) {
+        ganfast::spectral_norm_cpu(make_spectral_norm_args(dtype, count, matrices, out));
+      },
+      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::call_guard<py::gil_scoped_release>(),
+      "Power iteration + sigma for `count` weights described by SNMatrix records in host memory.");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "spectral_norm_cuda",
+      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out, int device, uintptr_t stream) {
+        ganfast::spectral_norm_cuda(make_spectral_norm_args(dtype, count, matrices, out), device, stream);
+      },
+      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::arg("device"), py::arg("stream"),
+      py::call_guard<py::gil_scoped_release>(),
+      "Power iteration + sigma for `count` weights (SNMatrix records in device memory), one launch on `stream`.");
+#endif
+}
+
+// ---- filtered_lrelu -------------------------------------------------------------------------------------------------
 // sizes: (N, C, in_h, in_w, mid_h, mid_w, out_h, out_w); scaling: (up, down); pads: (pad1_x, pad1_y, pad2_x,
 // pad2_y); taps1/taps2: (taps_h, taps_w, separable); strides of x and out in elements (see csrc/filtered_lrelu.h).
 ganfast::FilteredLreluArgs make_filtered_lrelu_args(int dtype, int mode, const std::array<int64_t, 8>& sizes,
@@ -159,12 +262,7 @@ void bind_filtered_lrelu(py::module_& m) {
 #endif
 }
 
-}  // namespace
-// ---- end filtered_lrelu -----------------------------------------------------------------------------------------
-
-// ---- affine_sample (csrc/affine_sample.h) ---------------------------------------------------------------------
-namespace {
-
+// ---- affine_sample --------------------------------------------------------------------------------------------------
 // sizes: (N, C, in_h, in_w, out_h, out_w); strides of the tensor read and the tensor written, in elements.
 ganfast::AffineSampleArgs make_affine_sample_args(int dtype, int transpose, const std::array<int64_t, 6>& sizes,
                                                   const std::array<int64_t, 4>& src_stride,
@@ -207,12 +305,7 @@ void bind_affine_sample(py::module_& m) {
 #endif
 }
 
-}  // namespace
-// ---- end affine_sample ------------------------------------------------------------------------------------------
-
-// ---- color_matrix (csrc/color_matrix.h) -----------------------------------------------------------------------
-namespace {
-
+// ---- color_matrix ---------------------------------------------------------------------------------------------------
 // sizes: (N, C, H, W); strides of x and out in elements.
 ganfast::ColorMatrixArgs make_color_matrix_args(int dtype, const std::array<int64_t, 4>& sizes,
                                                 const std::array<int64_t, 4>& x_stride,
@@ -254,140 +347,35 @@ void bind_color_matrix(py::module_& m) {
 #endif
 }
 
-}  // namespace
-// ---- end color_matrix -------------------------------------------------------------------------------------------
-
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "ganfast compiled kernels (torch-free; call through ganfast.ops)";
-  bind_affine_sample(m);
-  bind_color_matrix(m);
-
-  m.def(
-      "bias_act_cpu",
-      [](int dtype, int act, int order, int64_t n, int64_t channels, int64_t stride_c, double alpha, double gain,
-         double clamp, uintptr_t out, uintptr_t x, uintptr_t b, uintptr_t g, uintptr_t h, uintptr_t yref) {
-        ganfast::bias_act_cpu(
-            make_bias_act_args(dtype, act, order, n, channels, stride_c, alpha, gain, clamp, out, x, b, g, h, yref));
-      },
-      GANFAST_BIAS_ACT_PYARGS, py::call_guard<py::gil_scoped_release>(),
-      "bias_act elementwise pass on host memory (see csrc/bias_act.h for the orders).");
-
-  // ---- upfirdn2d ----
-  m.def(
-      "upfirdn2d_cpu",
-      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
-         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
-         uintptr_t x, uintptr_t taps) {
-        ganfast::upfirdn2d_cpu(make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps));
-      },
-      GANFAST_UPFIRDN2D_PYARGS, py::call_guard<py::gil_scoped_release>(),
-      "upfirdn2d on host memory (see csrc/upfirdn2d.h).");
-#ifdef GANFAST_WITH_CUDA
-  m.def(
-      "upfirdn2d_cuda",
-      [](int dtype, const std::array<int64_t, 6>& sizes, const Shape4& scaling, const std::array<int64_t, 2>& pad0,
-         const std::array<int64_t, 2>& taps_hw, const Shape4& x_stride, const Shape4& out_stride, uintptr_t out,
-         uintptr_t x, uintptr_t taps, int device, uintptr_t stream) {
-        ganfast::upfirdn2d_cuda(make_upfirdn2d_args(dtype, sizes, scaling, pad0, taps_hw, x_stride, out_stride, out, x, taps),
-                                device, stream);
-      },
-      GANFAST_UPFIRDN2D_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-      "upfirdn2d on device memory, launched on `stream` of `device`.");
-#endif
-  // ---- end upfirdn2d ----
-  bind_filtered_lrelu(m);
-  // ---- grad_penalty (issue 5) ----
-  m.def(
-      "grad_penalty_fwd_cpu",
-      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t term, uintptr_t norm, uintptr_t g) {
-        ganfast::grad_penalty_fwd_cpu(make_grad_penalty_fwd_args(dtype, batch, per_sample, center, term, norm, g));
-      },
-      GANFAST_GRAD_PENALTY_FWD_PYARGS, py::call_guard<py::gil_scoped_release>(),
-      "Per-sample sum of squares, norm and penalty term of a (batch, per_sample) buffer (csrc/grad_penalty.h).");
-  m.def(
-      "grad_penalty_bwd_cpu",
-      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t out, uintptr_t g, uintptr_t dterm,
-         uintptr_t dnorm, uintptr_t norm) {
-        ganfast::grad_penalty_bwd_cpu(
-            make_grad_penalty_bwd_args(dtype, batch, per_sample, center, out, g, dterm, dnorm, norm));
-      },
-      GANFAST_GRAD_PENALTY_BWD_PYARGS, py::call_guard<py::gil_scoped_release>(),
-      "out = g * coef[sample], the backward of grad_penalty_fwd (csrc/grad_penalty.h).");
-#ifdef GANFAST_WITH_CUDA
-  m.def(
-      "grad_penalty_fwd_cuda",
-      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t term, uintptr_t norm, uintptr_t g,
-         int device, uintptr_t stream) {
-        ganfast::grad_penalty_fwd_cuda(make_grad_penalty_fwd_args(dtype, batch, per_sample, center, term, norm, g),
-                                       device, stream);
-      },
-      GANFAST_GRAD_PENALTY_FWD_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-      "grad_penalty_fwd on device memory, launched on `stream` of `device`.");
-  m.def(
-      "grad_penalty_bwd_cuda",
-      [](int dtype, int64_t batch, int64_t per_sample, double center, uintptr_t out, uintptr_t g, uintptr_t dterm,
-         uintptr_t dnorm, uintptr_t norm, int device, uintptr_t stream) {
-        ganfast::grad_penalty_bwd_cuda(
-            make_grad_penalty_bwd_args(dtype, batch, per_sample, center, out, g, dterm, dnorm, norm), device, stream);
-      },
-      GANFAST_GRAD_PENALTY_BWD_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-      "grad_penalty_bwd on device memory, launched on `stream` of `device`.");
-#endif
-  // ---- end grad_penalty ----
-  // ---- spectral_norm (csrc/spectral_norm.h) ----
-  m.def(
-      "spectral_norm_cpu",
-      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out) {
-        ganfast::spectral_norm_cpu({dtype, count, reinterpret_cast<const ganfast::SNMatrix*>(matrices),
-                                    reinterpret_cast<void*>(out)});
-      },
-      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::call_guard<py::gil_scoped_release>(),
-      "Power iteration + sigma for `count` weights described by SNMatrix records in host memory.");
-
-  // ---- seed_latents (csrc/latents.h) ----
+// ---- seed_latents (MT19937 + NumPy's legacy Gaussian, csrc/latents.h) -----------------------------------------------
+void bind_seed_latents(py::module_& m) {
   m.def(
       "seed_latents_cpu",
       [](uintptr_t seeds, int64_t count, int64_t z_dim, int dtype, uintptr_t out) {
-        ganfast::seed_latents_cpu(reinterpret_cast<const int64_t*>(seeds), count, z_dim, dtype,
-                                  reinterpret_cast<void*>(out));
+        ganfast::seed_latents_cpu(reinterpret_cast<const int64_t*>(seeds), count, z_dim, dtype, ptr(out));
       },
       py::arg("seeds"), py::arg("count"), py::arg("z_dim"), py::arg("dtype"), py::arg("out"),
       py::call_guard<py::gil_scoped_release>(),
       "Row j of the (count, z_dim) float32/float64 `out`: np.random.RandomState(seeds[j]).randn(z_dim).");
-  // ---- end seed_latents ----
+}
 
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ganfast compiled kernels (torch-free; call through ganfast.ops)";
 #ifdef GANFAST_WITH_CUDA
   m.attr("cuda_compiled") = true;
   m.attr("cuda_archs") = GANFAST_CUDA_ARCHS;
-  m.attr("cuda_runtime_version") = CUDART_VERSION;
-  m.def(
-      "bias_act_cuda",
-      [](int dtype, int act, int order, int64_t n, int64_t channels, int64_t stride_c, double alpha, double gain,
-         double clamp, uintptr_t out, uintptr_t x, uintptr_t b, uintptr_t g, uintptr_t h, uintptr_t yref, int device,
-         uintptr_t stream) {
-        ganfast::bias_act_cuda(
-            make_bias_act_args(dtype, act, order, n, channels, stride_c, alpha, gain, clamp, out, x, b, g, h, yref),
-            device, stream);
-      },
-      GANFAST_BIAS_ACT_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-      "bias_act elementwise pass on device memory, launched on `stream` of `device`.");
-  m.def(
-      "spectral_norm_cuda",
-      [](int dtype, int64_t count, uintptr_t matrices, uintptr_t out, int device, uintptr_t stream) {
-        ganfast::spectral_norm_cuda({dtype, count, reinterpret_cast<const ganfast::SNMatrix*>(matrices),
-                                     reinterpret_cast<void*>(out)},
-                                    device, stream);
-      },
-      py::arg("dtype"), py::arg("count"), py::arg("matrices"), py::arg("out"), py::arg("device"), py::arg("stream"),
-      py::call_guard<py::gil_scoped_release>(),
-      "Power iteration + sigma for `count` weights (SNMatrix records in device memory), one launch on `stream`.");
-  m.def("cuda_device_count", [] {
-    int count = 0;
-    return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
-  });
 #else
   m.attr("cuda_compiled") = false;
   m.attr("cuda_archs") = "";
-  m.attr("cuda_runtime_version") = 0;
 #endif
+  bind_bias_act(m);
+  bind_upfirdn2d(m);
+  bind_grad_penalty(m);
+  bind_spectral_norm(m);
+  bind_filtered_lrelu(m);
+  bind_affine_sample(m);
+  bind_color_matrix(m);
+  bind_seed_latents(m);
 }

@@ -9,13 +9,7 @@
 #include <sched.h>
 #endif
 
-// Hot loops marked GANFAST_CPU_CLONES are also compiled for AVX2 + FMA, picked at load time on CPUs that have
-// them (the build targets baseline x86-64, whose SSE2 is half as wide).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
-#define GANFAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define GANFAST_CPU_CLONES
-#endif
+#include "simd.h"  // GANFAST_CPU_CLONES for the kernels' hot loops
 
 namespace ganfast {
 

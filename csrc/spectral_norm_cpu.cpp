@@ -233,13 +233,7 @@ void spectral_norm_cpu(const SpectralNormArgs& a) {
     if (!m.weight || !m.u || !m.v || m.outer < 1 || m.rows < 1 || m.inner < 1 || m.n_iters < 0 || m.out_offset < 0)
       fail("spectral_norm: bad descriptor for weight " + std::to_string(k));
   }
-  switch (a.dtype) {
-    case kFloat32: return spectral_norm_typed<float>(a);
-    case kFloat64: return spectral_norm_typed<double>(a);
-    case kFloat16: return spectral_norm_typed<Half>(a);
-    case kBFloat16: return spectral_norm_typed<BFloat16>(a);
-    default: fail("spectral_norm: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype("spectral_norm", a.dtype, [&](auto tag) { spectral_norm_typed<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

@@ -120,13 +120,7 @@ void upfirdn2d_typed(const Upfirdn2dArgs& a) {
 
 void upfirdn2d_cpu(const Upfirdn2dArgs& a) {
   check_upfirdn2d_args(a);
-  switch (a.dtype) {
-    case kFloat32: return upfirdn2d_typed<float>(a);
-    case kFloat64: return upfirdn2d_typed<double>(a);
-    case kFloat16: return upfirdn2d_typed<Half>(a);
-    case kBFloat16: return upfirdn2d_typed<BFloat16>(a);
-    default: fail("upfirdn2d: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype("upfirdn2d", a.dtype, [&](auto tag) { upfirdn2d_typed<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

@@ -7,6 +7,10 @@
 
 An explicit impl that cannot serve a call raises :class:`ImplNotSupportedError` listing the reasons;
 "auto" walks the op's preference order for the device and takes the first impl with no reasons.
+
+One rule for routes that are partly torch's: where a backend hands part of a call to torch's own kernels (a
+Triton or "ext" route whose convolution shape runs on torch's conv2d / conv_transpose2d), the call still
+succeeds under that explicit impl; the op's registry entry says so in ``notes``, which ``ganfast info`` prints.
 """
 from __future__ import annotations
 
@@ -75,7 +79,8 @@ def common_reasons(impl: str, device: torch.device) -> list[str]:
         if not _ext.loaded():
             return [_ext.LOAD_ERROR or "the compiled extension ganfast._C is not available"]
         if device.type == "cuda" and not _ext.cuda_compiled():
-            return ["the extension was built without CUDA kernels (no CUDA compiler at build time, or GANFAST_CUDA=OFF)"]
+            return ["the extension was built without CUDA kernels (no CUDA compiler at build time, or "
+                    "GANFAST_CUDA=OFF)"]
         if device.type == "cuda" and not _ext.runs_on(device):
             return [f"the CUDA kernels were built for sm_{_ext._C.cuda_archs}, which {device} "
                     f"(sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}) cannot run"]
@@ -92,15 +97,32 @@ def common_reasons(impl: str, device: torch.device) -> list[str]:
     return []
 
 
+FLOAT_DTYPES = tuple(_ext.DTYPE_CODES)  # the dtypes every kernel takes (csrc/common.h: enum DType)
+
+
 @dataclass
 class OpEntry:
-    """An op's implementation policy: auto's preference per device type and op-specific limits."""
+    """An op's implementation policy: auto's preference per device type and what each impl cannot serve.
+
+    ``missing``: impl → why the op has no such kernel; ``ref_dtypes``: the dtypes of the reference (kernels take
+    ``FLOAT_DTYPES``); ``notes``: impl → what that route runs on, printed by ``ganfast info``; ``reasons``: extra
+    call-independent limits, (impl, device, dtype) → list of reasons.
+    """
     name: str
     auto_order: dict[str, tuple[str, ...]]
     reasons: Callable[[str, torch.device, torch.dtype], list[str]] = lambda impl, device, dtype: []
+    missing: dict[str, str] = field(default_factory=dict)
+    ref_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+    notes: dict[str, str] = field(default_factory=dict)
     warned: set = field(default_factory=set)
 
     def not_supported_reasons(self, impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
+        if impl in self.missing:
+            return [self.missing[impl]]
+        dtypes = self.ref_dtypes if impl == "ref" else FLOAT_DTYPES
+        if dtype not in dtypes:
+            why = " (the kernels are real-valued; impl='ref' takes it)" if dtype in self.ref_dtypes else ""
+            return [f"dtype {dtype} is not one of {', '.join(map(str, dtypes))}{why}"]
         return common_reasons(impl, device) + self.reasons(impl, device, dtype)
 
     def resolve(self, impl: str | None, device: torch.device, dtype: torch.dtype, variant: str | None = None) -> str:
@@ -133,8 +155,13 @@ OPS: dict[str, OpEntry] = {}
 
 
 def register_op(name: str, auto_order: dict[str, tuple[str, ...]],
-                reasons: Callable[[str, torch.device, torch.dtype], list[str]] | None = None) -> OpEntry:
-    """Adds an op to the registry that ``resolve`` and ``ganfast.info()`` read."""
-    entry = OpEntry(name, auto_order) if reasons is None else OpEntry(name, auto_order, reasons)
+                reasons: Callable[[str, torch.device, torch.dtype], list[str]] | None = None, *,
+                missing: dict[str, str] | None = None, ref_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES,
+                notes: dict[str, str] | None = None) -> OpEntry:
+    """Adds an op to the registry that ``resolve`` and ``ganfast.info()`` read (arguments as :class:`OpEntry`)."""
+    entry = OpEntry(name, auto_order, missing=dict(missing or {}), ref_dtypes=tuple(ref_dtypes),
+                    notes=dict(notes or {}))
+    if reasons is not None:
+        entry.reasons = reasons
     OPS[name] = entry
     return entry

@@ -95,7 +95,7 @@ def _resumed_run(args, checkpoint: str) -> dict:
     """The keyword arguments of ``build_trainer`` that continue the run whose checkpoint this is: its stored
     definition and TrainConfig (with --snap from the command line); a conflicting option given now is a
     ValueError naming it."""
-    from ganfast.train.checkpoint import checkpoint_extra
+    from ganfast.checkpoint import checkpoint_extra
     extra = checkpoint_extra(checkpoint)
     run, config = extra.get("run"), extra.get("config")
     if not isinstance(run, dict) or not isinstance(config, dict) or not run:
@@ -130,7 +130,7 @@ def _cmd_train(args) -> int:
 
     import torch.distributed as dist
 
-    from ganfast.train.checkpoint import CHECKPOINT_NAME
+    from ganfast.checkpoint import CHECKPOINT_NAME
     from ganfast.train.run import build_trainer, describe, init_distributed
     if args.resume and args.out is None:
         raise ValueError("--resume continues the run in --out DIR; --outdir starts new runs")
@@ -236,7 +236,7 @@ def _cmd_sample(args) -> int:
     import torch
 
     from ganfast.sampling import parse_class, parse_shard, write_samples
-    from ganfast.train.checkpoint import load_generator
+    from ganfast.checkpoint import load_generator
     class_index = parse_class(args.class_index)
     index, count = parse_shard(args.shard)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -260,7 +260,7 @@ def _cmd_metrics(args) -> int:
     import torch
 
     from ganfast.metrics.report import evaluate_snapshot
-    from ganfast.train.checkpoint import checkpoint_path
+    from ganfast.checkpoint import checkpoint_path
     files = [args.run]
     if os.path.isdir(args.run):
         files = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors"))) or \

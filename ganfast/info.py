@@ -6,15 +6,18 @@ import platform
 
 import torch
 
-from . import __version__, _ext
-from ._dispatch import OPS, ImplNotSupportedError, _triton_import_error, default_impl
+from . import _ext
+from ._dispatch import FLOAT_DTYPES, OPS, ImplNotSupportedError, _triton_import_error, default_impl
+from ._version import __version__
 
 
 def info() -> dict:
     """A report of the installation: versions, extension build, devices, and the impl ``auto`` picks per op.
 
     ``ops[name][device_type]`` is the impl that a float32 call with ``impl=None`` takes right now (it honours
-    ``GANFAST_IMPL`` and ``use_impl``), or a fallback note when that is the slow reference on a GPU.
+    ``GANFAST_IMPL`` and ``use_impl``), or a fallback note when that is the slow reference on a GPU, with the
+    other impls' reasons and, per impl of the device's auto order, a note where that route hands work to torch's
+    own kernels (the one rule of ganfast._dispatch: such routes serve the call and say so here).
     """
     triton_version = None
     if _triton_import_error() is None:
@@ -22,6 +25,8 @@ def info() -> dict:
         triton_version = triton.__version__
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     ops = {}
+    reference_only = {name: [str(d) for d in entry.ref_dtypes if d not in FLOAT_DTYPES]
+                      for name, entry in sorted(OPS.items())}
     for name, entry in sorted(OPS.items()):
         ops[name] = {}
         for dev in devices:
@@ -32,7 +37,9 @@ def info() -> dict:
                 chosen = f"error: {exc}"
             skipped = {impl: entry.not_supported_reasons(impl, device, torch.float32)
                        for impl in entry.auto_order.get(dev, ()) if impl != chosen}
-            ops[name][dev] = {"impl": chosen, "unavailable": {k: v for k, v in skipped.items() if v}}
+            notes = {impl: entry.notes[impl] for impl in entry.auto_order.get(dev, ()) if impl in entry.notes}
+            ops[name][dev] = {"impl": chosen, "unavailable": {k: v for k, v in skipped.items() if v},
+                              "notes": notes}
     cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "ganfast": __version__,
@@ -47,6 +54,7 @@ def info() -> dict:
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
         "default_impl": default_impl(),
         "ops": ops,
+        "reference_only_dtypes": {name: dtypes for name, dtypes in reference_only.items() if dtypes},
     }
 
 
@@ -68,4 +76,8 @@ def format_info(report: dict) -> str:
             if choice["unavailable"]:
                 line += "   (" + "; ".join(f"{k}: {' '.join(v)}" for k, v in choice["unavailable"].items()) + ")"
             lines.append(line)
+            for impl, note in choice.get("notes", {}).items():
+                lines.append(f"  {'':<16} {'':<5}    {impl}: {note}")
+    for name, dtypes in report.get("reference_only_dtypes", {}).items():
+        lines.append(f"  {name:<16} {', '.join(dtypes)}: impl='ref' only (the kernels are real-valued)")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Callable
 
 from . import ops
-from ._dispatch import normalize_impl, use_impl
+from ._dispatch import normalize_impl
 
 _NVLABS_FAST = ("cuda", None, "auto")
 
@@ -60,10 +60,8 @@ def _replacements(default: str | None) -> dict[tuple[str, str], Callable]:
 
     def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False,
                         impl=None):
-        chosen = choose(impl)
-        with use_impl(chosen) if chosen is not None else contextlib.nullcontext():  # it routes its upfirdn2d calls
-            return ops.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
-                                       flip_weight=flip_weight, flip_filter=flip_filter)
+        return ops.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
+                                   flip_weight=flip_weight, flip_filter=flip_filter, impl=choose(impl))
 
     def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
                          demodulate=True, flip_weight=True, fused_modconv=True, impl=None):

@@ -508,7 +508,7 @@ def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, o
     generator's weights (its state dict), the layout, the sampling options, the label choice and, where files
     group several seeds (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own
     name) and the number of shards (a file groups seeds of one shard)."""
-    from .train.checkpoint import tensor_digest
+    from .checkpoint import tensor_digest
     weights = hashlib.sha256()
     for key, value in G.state_dict().items():
         weights.update(f"{key}:{tensor_digest(value)};".encode())

@@ -271,7 +271,7 @@ def _load_real(spec, resolution: int, name: str) -> tuple[ImageSet, str | None]:
 def _generate(checkpoint: str, seeds: str, weights: str, device: torch.device, progress: bool) -> ImageSet:
     """Samples of a run folder's (or checkpoint's) generator for ``seeds``, generated in memory."""
     from .sampling import parse_seeds, sample
-    from .train.checkpoint import load_generator
+    from .checkpoint import load_generator
     G = load_generator(checkpoint, which=weights, device=device)
     if getattr(G, "c_dim", 0):
         raise ValueError(f"synthetic: the generator in {checkpoint!r} is conditional; write labelled samples with "

@@ -72,17 +72,6 @@ __global__ void __launch_bounds__(kScaleThreads) grad_penalty_bwd_kernel(GradPen
   }
 }
 
-template <typename Fn>
-void by_dtype(int dtype, Fn&& fn) {
-  switch (dtype) {
-    case kFloat32: return fn(float{});
-    case kFloat64: return fn(double{});
-    case kFloat16: return fn(__half{});
-    case kBFloat16: return fn(__nv_bfloat16{});
-    default: fail("grad_penalty: unsupported dtype code " + std::to_string(dtype));
-  }
-}
-
 }  // namespace
 
 void grad_penalty_fwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t stream) {
@@ -91,8 +80,8 @@ void grad_penalty_fwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t strea
   if (a.batch > 0x7fffffff) fail("grad_penalty: batch too large for one grid");
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  by_dtype(a.dtype, [&](auto tag) {
-    grad_penalty_fwd_kernel<decltype(tag)><<<unsigned(a.batch), kReduceThreads, 0, s>>>(a);
+  dispatch_dtype<__half, __nv_bfloat16>("grad_penalty", a.dtype, [&](auto tag) {
+    grad_penalty_fwd_kernel<typename decltype(tag)::type><<<unsigned(a.batch), kReduceThreads, 0, s>>>(a);
   });
   GANFAST_CUDA_CHECK_LAUNCH("grad_penalty_fwd_kernel");
 }
@@ -108,8 +97,8 @@ void grad_penalty_bwd_cuda(const GradPenaltyArgs& a, int device, uintptr_t strea
   const int64_t slices = std::max<int64_t>(
       1, std::min<int64_t>((a.per_sample + kScaleThreads - 1) / kScaleThreads, (int64_t(sms) * 32 + samples - 1) / samples));
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  by_dtype(a.dtype, [&](auto tag) {
-    grad_penalty_bwd_kernel<decltype(tag)><<<dim3(unsigned(slices), unsigned(samples)), kScaleThreads, 0, s>>>(a);
+  dispatch_dtype<__half, __nv_bfloat16>("grad_penalty", a.dtype, [&](auto tag) {
+    grad_penalty_bwd_kernel<typename decltype(tag)::type><<<dim3(unsigned(slices), unsigned(samples)), kScaleThreads, 0, s>>>(a);
   });
   GANFAST_CUDA_CHECK_LAUNCH("grad_penalty_bwd_kernel");
 }

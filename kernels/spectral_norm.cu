@@ -144,21 +144,10 @@ void spectral_norm_cuda(const SpectralNormArgs& a, int device, uintptr_t stream)
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
   const unsigned blocks = unsigned(a.count);
-  switch (a.dtype) {
-    case kFloat32:
-      spectral_norm_kernel<float><<<blocks, kThreads, 0, s>>>(a.matrices, static_cast<float*>(a.out));
-      break;
-    case kFloat64:
-      spectral_norm_kernel<double><<<blocks, kThreads, 0, s>>>(a.matrices, static_cast<double*>(a.out));
-      break;
-    case kFloat16:
-      spectral_norm_kernel<__half><<<blocks, kThreads, 0, s>>>(a.matrices, static_cast<__half*>(a.out));
-      break;
-    case kBFloat16:
-      spectral_norm_kernel<__nv_bfloat16><<<blocks, kThreads, 0, s>>>(a.matrices, static_cast<__nv_bfloat16*>(a.out));
-      break;
-    default: fail("spectral_norm: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("spectral_norm", a.dtype, [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    spectral_norm_kernel<S><<<blocks, kThreads, 0, s>>>(a.matrices, static_cast<S*>(a.out));
+  });
   GANFAST_CUDA_CHECK_LAUNCH("spectral_norm_kernel");
 }
 

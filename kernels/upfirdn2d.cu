@@ -142,13 +142,9 @@ void upfirdn2d_cuda(const Upfirdn2dArgs& a, int device, uintptr_t stream) {
   if (a.batch * a.channels * a.out_h * a.out_w == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_typed<float>(a, device, s);
-    case kFloat64: return launch_typed<double>(a, device, s);
-    case kFloat16: return launch_typed<__half>(a, device, s);
-    case kBFloat16: return launch_typed<__nv_bfloat16>(a, device, s);
-    default: fail("upfirdn2d: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("upfirdn2d", a.dtype, [&](auto tag) {
+    launch_typed<typename decltype(tag)::type>(a, device, s);
+  });
 }
 
 }  // namespace ganfast

@@ -12,8 +12,9 @@ def available_impls(device=DEVICE):
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64; NaN anywhere makes it inf (NaN never passes)."""
-    out, ref = out.double(), ref.double()
+    """‖out − ref‖ / ‖ref‖ in float64 (complex128 for complex tensors); NaN anywhere makes it inf (never passes)."""
+    wide = torch.complex128 if out.is_complex() or ref.is_complex() else torch.float64
+    out, ref = out.to(wide), ref.to(wide)
     if torch.isnan(out).any() or torch.isnan(ref).any():
         return float("inf")
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
@@ -28,3 +29,63 @@ def assert_layout_parity(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, 
         assert out.is_contiguous(memory_format=torch.channels_last)
     dy = torch.randn_like(ref)
     assert rel_err(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]) < tol
+
+
+def _probe(t: torch.Tensor) -> torch.Tensor:
+    """A fixed, non-constant cotangent shaped like ``t`` (complex for complex ``t``)."""
+    phase = torch.arange(t.numel(), dtype=torch.float64, device=t.device).reshape(t.shape) * 0.7 + 0.3
+    return (torch.polar(torch.ones_like(phase), phase) if t.is_complex() else torch.cos(phase)).to(t.dtype)
+
+
+def _contract(t: torch.Tensor) -> torch.Tensor:
+    """⟨t, probe⟩, real (the real part for complex t, torch's convention for complex gradients)."""
+    dot = (t * _probe(t)).sum()
+    return dot.real if dot.is_complex() else dot
+
+
+def grad_graph(fn, inputs):
+    """First and second derivatives of ``fn(*inputs)`` contracted with fixed probes, one entry per input; an
+    entry is None where autograd finds the input outside the derivative's graph (``allow_unused=True``)."""
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    loss = sum(_contract(o) for o in outs if o.requires_grad)
+    first = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+    used = [g for g in first if g is not None and g.requires_grad]
+    if not used:
+        return first, (None,) * len(inputs)
+    second = torch.autograd.grad(sum(_contract(g) for g in used), inputs, allow_unused=True)
+    return first, second
+
+
+def assert_grad_graph_parity(fn, ref_fn, inputs, names, tol: float = 1e-10) -> None:
+    """``fn`` has ``ref_fn``'s gradient graph: for the first and the second derivative, the same inputs get
+    None (cannot influence it) and the others the same values. Adam skips a None gradient but steps a zero one,
+    so a zero where the reference has None changes training."""
+    got, want = grad_graph(fn, inputs), grad_graph(ref_fn, inputs)
+    for order, (got_grads, want_grads) in enumerate(zip(got, want), start=1):
+        for name, g, w in zip(names, got_grads, want_grads):
+            assert (g is None) == (w is None), \
+                f"order {order} d/d{name}: {'None' if g is None else 'a tensor'} but the reference gives " \
+                f"{'None' if w is None else 'a tensor'}"
+            if g is not None:
+                assert rel_err(g, w) < tol, f"order {order} d/d{name}: rel err {rel_err(g, w)}"
+
+
+class _GridRecorder:
+    """Stands in for a @triton.jit kernel: records each launch's grid, then launches the kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return self.kernel[grid]
+
+
+def record_grids(monkeypatch, module, *names) -> dict:
+    """Replaces the Triton kernels ``names`` of ``module`` with recorders of their launch grids."""
+    recorders = {name: _GridRecorder(getattr(module, name)) for name in names}
+    for name, recorder in recorders.items():
+        monkeypatch.setattr(module, name, recorder)
+    return recorders

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, available_impls, rel_err
 
 import ganfast
 from ganfast.ops import conv2d_resample, setup_filter
@@ -108,6 +108,19 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("impl", available_impls() + ["ref"])
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)])
+def test_impl_selects_the_filter_kernels(impl, up, down, monkeypatch):
+    """``impl`` reaches every upfirdn2d step (an explicit impl that cannot serve raises), "ref" is the reference."""
+    x, w = _inputs(n=1, c=2, o=2, hw=(5, 5))
+    f = setup_filter([1, 3, 3, 1]).to(DEVICE)
+    out = conv2d_resample(x, w, f, up=up, down=down, padding=1, impl=impl)
+    assert rel_err(out, conv2d_resample_ref(x, w, f, up=up, down=down, padding=1)) < 1e-12
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ganfast.ImplNotSupportedError, match="TRITON_INTERPRET"):
+        conv2d_resample(x.cpu(), w.cpu(), f.cpu(), up=up, down=down, padding=1, impl="triton")
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(w=torch.zeros(4, 4, 3)), ValueError, "w must be 4-D"),
     (dict(w=torch.zeros(4, 3, 3, 3)), ValueError, "x has 4 channels but w expects 3"),
@@ -124,3 +137,12 @@ def test_bad_input_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         conv2d_resample(**args)
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_gradient_graph_matches_reference(up, down):
+    x, w = _inputs(n=2, c=2, o=3, hw=(5, 5))
+    f = setup_filter([1, 3, 3, 1]).to(DEVICE)
+    assert_grad_graph_parity(lambda x, w: conv2d_resample(x, w, f, up=up, down=down, padding=1),
+                             lambda x, w: conv2d_resample_ref(x, w, f, up=up, down=down, padding=1), (x, w),
+                             ("x", "w"))

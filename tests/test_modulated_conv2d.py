@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, rel_err
+from support import DEVICE, assert_grad_graph_parity, record_grids, rel_err
 
 import ganfast
 from ganfast._dispatch import common_reasons
@@ -124,8 +124,9 @@ def test_path_length_style_second_order_matches_reference(impl, up):
         probe = torch.cos(torch.arange(y.numel(), **F64)).reshape(y.shape)
         gs, gx = torch.autograd.grad((y * probe).sum(), (s, x), create_graph=True)
         penalty = gs.square().sum() + gx.square().sum()
-        results.append((gs, gx, *torch.autograd.grad(penalty, (x, w, s, b))))
-    for got, want in zip(*results):
+        results.append((gs, gx, *torch.autograd.grad(penalty, (x, w, s, b), allow_unused=True)))
+    assert results[0][-1] is None and results[1][-1] is None  # lrelu'' = 0: the bias cannot influence gs or gx
+    for got, want in zip(results[0][:-1], results[1][:-1]):
         assert rel_err(got, want) < 1e-11
 
 
@@ -329,3 +330,87 @@ def test_fully_connected_layer():
     assert rel_err(fc(x), want) < 1e-12 and torch.all(fc.bias == 0.5)
     linear = ganfast.nn.FullyConnectedLayer(6, 4, bias_init=1).double()
     assert rel_err(linear(x), x @ (linear.weight / 6 ** 0.5).t() + 1) < 1e-12
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_gradient_graph_matches_reference(impl, up, demodulate):
+    x, w, s = _inputs(batch=2, c_in=2, c_out=3, size=(4, 4), requires_grad=False)
+    assert_grad_graph_parity(
+        lambda x, w, s: modulated_conv2d(x, w, s, demodulate=demodulate, impl=impl, **_kwargs(up, 1, 3)),
+        lambda x, w, s: modulated_conv2d_ref(x, w, s, demodulate=demodulate, **_kwargs(up, 1, 3)),
+        (x, w, s), ("x", "weight", "styles"))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("act,gain,clamp", [("linear", None, None), ("linear", 2.0, None), ("linear", None, 0.7),
+                                            ("lrelu", None, 0.7), ("swish", None, None)])
+def test_bias_act_gradient_graph_matches_reference(impl, up, act, gain, clamp):
+    """The ToRGB case (linear, no clamp, demodulate=False): the bias cannot influence the gradient w.r.t. the
+    styles, so the second derivative has None for it, as in StyleGAN2-ADA (Adam then leaves the bias alone)."""
+    x, w, s = _inputs(batch=2, c_in=2, c_out=3, size=(4, 4), requires_grad=False)
+    b = torch.randn(3, **F64)
+    kwargs = dict(act=act, gain=gain, clamp=clamp, demodulate=act != "linear", **_kwargs(up, 1, 3))
+
+    def ref(x, w, s, b):
+        y = modulated_conv2d_ref(x, w, s, demodulate=kwargs["demodulate"], **_kwargs(up, 1, 3))
+        return bias_act_ref(y, b, 1, act, None, gain, clamp)
+    assert_grad_graph_parity(lambda x, w, s, b: modulated_conv2d_bias_act(x, w, s, None, b, impl=impl, **kwargs),
+                             ref, (x, w, s, b), ("x", "weight", "styles", "bias"))
+
+
+def test_large_modconv_sizes_take_the_torch_route(monkeypatch):
+    """Planes or weights of 2**31 elements or more are beyond the Triton convolution kernels' 32-bit index
+    products: supports()/weight_grad_supports() say so (meta tensors: nothing allocated), and with the limit
+    lowered, the modulated convolution and its gradients still match the reference through the torch route."""
+    from ganfast.ops import modulated_conv2d
+    from ganfast.reference import modulated_conv2d as modulated_conv2d_ref
+    from ganfast.triton import modulated_conv2d as triton_modconv
+    meta = dict(device="meta")
+    w3 = torch.empty(4, 3, 3, 3, **meta)
+    assert triton_modconv.supports(torch.empty(2, 3, 64, 64, **meta), w3, 1, [1, 1], False, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 3, 2**16, 2**15, **meta), w3, 1, [1, 1], False, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 3, 2**16, 2**15 - 2, **meta), w3, 1, [0, 0], True, [0, 0])
+    assert not triton_modconv.supports(torch.empty(1, 2**16, 4, 4, **meta), torch.empty(2**15, 2**16, 1, 1, **meta),
+                                       1, [0, 0], False, [0, 0])
+    assert not triton_modconv.weight_grad_supports(torch.empty(1, 3, 2**16, 2**15, **meta),
+                                                   torch.empty(1, 4, 8, 8, **meta), (4, 3, 3, 3))
+    calls = []
+    monkeypatch.setattr(triton_modconv, "INT32_LIMIT", 30)  # every 5x7 plane now counts as too large
+    for name in ("modconv", "weight_grad"):
+        monkeypatch.setattr(triton_modconv, name, lambda *a, _name=name, **k: calls.append(_name))
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    out, ref = modulated_conv2d(x, w, s, padding=1, impl="triton"), modulated_conv2d_ref(x, w, s, padding=1)
+    assert rel_err(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
+        assert rel_err(got, want) < 1e-12
+    assert calls == []
+
+
+def test_large_modconv_flattened_grids(monkeypatch):
+    """The Triton convolution kernels put (pixel tiles × channel tiles) on grid axis 0: several tiles of each
+    (20 output channels, 6x7 pixels, 45 = I·kh·kw rows for 16-wide interpreter tiles), forward and gradients."""
+    from ganfast.ops import modulated_conv2d
+    from ganfast.reference import modulated_conv2d as modulated_conv2d_ref
+    from ganfast.triton import modulated_conv2d as triton_modconv
+    grids = record_grids(monkeypatch, triton_modconv, "_modconv_fwd_kernel", "_modconv_wgrad_kernel",
+                    "_modconv_demod_kernel")
+    x = torch.randn(3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(20, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(3, 1, 6, 7, dtype=torch.float64)
+    out = modulated_conv2d(x, w, s, noise, padding=1, impl="triton")
+    ref = modulated_conv2d_ref(x, w, s, noise, padding=1)
+    assert rel_err(out, ref) < 1e-12
+    dy = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, (x, w, s), dy), torch.autograd.grad(ref, (x, w, s), dy)):
+        assert rel_err(got, want) < 1e-12
+    launched = {name: recorder.grids for name, recorder in grids.items()}
+    assert (6, 1, 3) in launched["_modconv_fwd_kernel"]         # 3 pixel tiles (42 of 16) x 2 channel tiles
+    assert (6,) in launched["_modconv_demod_kernel"]            # 3 samples x 2 channel tiles
+    assert {grid[0] for grid in launched["_modconv_wgrad_kernel"]} == {6}  # 2 channel tiles x 3 K tiles (45 of 16)

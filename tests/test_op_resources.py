@@ -297,3 +297,48 @@ def test_cuda_graph_capture_and_replay(impl):
         graph.replay()
         expected = call.run()
         _assert_same_sums(captured, expected, f"{impl} {name}")
+
+
+@pytest.mark.skipif(not ganfast._ext.cuda_compiled(), reason="the extension was built without CUDA")
+def test_large_cuda_launchers_reject_what_one_grid_cannot_hold():
+    """The CUDA launchers check sizes before touching the device: a clear ValueError, never a wrapped grid."""
+    from ganfast import _ext
+    with pytest.raises(ValueError, match="batch too large"):
+        _ext._C.grad_penalty_fwd_cuda(0, 2**31, 1, -1.0, 8, 8, 8, 0, 0)
+    with pytest.raises(ValueError, match="too many weights"):
+        _ext._C.spectral_norm_cuda(0, 2**31, 8, 8, 0, 0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error path where no GPU is usable")
+@pytest.mark.skipif(not ganfast._ext.cuda_compiled(), reason="the extension was built without CUDA")
+def test_large_cuda_launchers_raise_clear_errors_without_a_device():
+    """Every CUDA entry point turns a failing CUDA call into a RuntimeError naming the call (no crash, no
+    silent no-op)."""
+    from ganfast import _ext
+    calls = {
+        "bias_act_cuda": (0, 2, 0, 4, 1, 1, 0.2, 1.0, -1.0, 8, 8, 0, 0, 0, 0),
+        "upfirdn2d_cuda": (0, [1, 1, 2, 2, 2, 2], [1, 1, 1, 1], [0, 0], [1, 1], [4, 4, 2, 1], [4, 4, 2, 1], 8, 8, 8),
+        "grad_penalty_fwd_cuda": (0, 2, 2, -1.0, 8, 8, 8),
+        "grad_penalty_bwd_cuda": (0, 2, 2, -1.0, 8, 8, 8, 8, 8),
+        "spectral_norm_cuda": (0, 1, 8, 8),
+    }
+    for name, args in calls.items():
+        with pytest.raises(RuntimeError, match="ganfast CUDA error in"):
+            getattr(_ext._C, name)(*args, 0, 0)
+
+
+def test_every_kernel_refuses_an_unknown_dtype_code():
+    """csrc/common.h's dispatch_dtype, used by every kernel, names the op and the code it cannot serve."""
+    from ganfast import _ext
+    t = torch.zeros(4)
+    p = t.data_ptr()
+    calls = {
+        "bias_act": lambda: _ext._C.bias_act_cpu(7, 0, 0, 4, 1, 1, 0.0, 1.0, -1.0, p, p, 0, 0, 0, 0),
+        "upfirdn2d": lambda: _ext._C.upfirdn2d_cpu(7, [1, 1, 2, 2, 2, 2], [1, 1, 1, 1], [0, 0], [1, 1],
+                                                   [4, 4, 2, 1], [4, 4, 2, 1], p, p, p),
+        "grad_penalty": lambda: _ext._C.grad_penalty_fwd_cpu(7, 1, 4, -1.0, p, p, p),
+        "spectral_norm": lambda: _ext._C.spectral_norm_cpu(7, 0, 0, 0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name}: unsupported dtype code 7"):
+            call()

@@ -178,3 +178,24 @@ def test_patch_twice_does_not_wrap_twice(standin):
 def test_patch_bad_impl(standin):
     with pytest.raises(ValueError, match="impl must be one of"):
         ganfast.patch_stylegan(impl="fastest")
+
+
+@pytest.mark.parametrize("conv_clamp", [None, 256])
+def test_to_rgb_bias_gets_no_path_length_gradient(standin, conv_clamp):
+    """The path-length penalty differentiates the images w.r.t. the styles; a ToRGB bias cannot influence that
+    gradient, so it must get None (not a zero gradient, which Adam would step on), patched or not."""
+    def bias_grad_and_style_grad():
+        torch.manual_seed(3)
+        x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+        weight = torch.randn(3, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+        styles = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+        img = standin.to_rgb(x, weight, styles, bias, conv_clamp)
+        (g,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), styles, create_graph=True)
+        g.square().sum().backward()
+        return bias.grad, weight.grad
+    want_bias, want_weight = bias_grad_and_style_grad()
+    with ganfast.patch_stylegan():
+        got_bias, got_weight = bias_grad_and_style_grad()
+    assert want_bias is None and got_bias is None
+    assert rel_err(got_weight, want_weight) < 1e-12

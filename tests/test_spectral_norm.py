@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 import torch.multiprocessing as mp
-from support import rel_err
+from support import assert_grad_graph_parity, rel_err
 from torch import nn
 
 import ganfast
@@ -414,7 +414,8 @@ def test_half_types_close_to_reference(dtype):
 
 
 def test_opcheck():
-    w, u, v = torch.randn(6, 2, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, dtype=torch.float64)
+    u, v = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     for impl in IMPLS:
         torch.library.opcheck(torch.ops.ganfast.spectral_norm_power_,
                               ([w], [u], [v], [0], [2], [1e-12], [False], impl))
@@ -498,3 +499,64 @@ def test_errors():
         remove_spectral_norm(nn.Linear(3, 4))
     with pytest.raises(ValueError, match="max_norm"):
         SNEmbedding(5, 3, max_norm=1.0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradient_graph_matches_reference(impl):
+    """W / σ with σ's gradient u vᵀ (u, v constants): the same first and second derivatives as the reference."""
+    weight = torch.randn(4, 3, 2, dtype=torch.float64)
+    u, v = torch.randn(4, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    (result,) = power_iteration([weight], [u], [v], [0], [2], [1e-12], [True], impl=impl)
+    assert_grad_graph_parity(lambda w: w / spectral_norm_sigma(w, result, 0),
+                             lambda w: w / sn_ref.spectral_norm_sigma(w, result.u, result.v, 0), (weight,), ("weight",))
+
+
+# ---- complex weights (the reference path, as torch's parametrization: vdot and the conjugate transpose) -------
+
+@pytest.mark.parametrize("dtype", [torch.float, torch.cfloat])
+def test_new_spectral_norm_value(dtype):
+    """torch's own check: a diagonal weight is divided by its largest |entry|, for real and complex weights."""
+    m = nn.Linear(2, 2, dtype=dtype)
+    with torch.no_grad():
+        x = torch.diagonal(m.weight)
+        m.weight = nn.Parameter(torch.diag(x))
+        parametrizations.spectral_norm(m)
+        torch.testing.assert_close(m.weight.data, torch.diag(x / x.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.cfloat, torch.cdouble])
+def test_complex_weights_match_torch(dtype):
+    """Same u, v, weights and gradients as torch's parametrization over a few training steps, and in eval mode."""
+    torch.manual_seed(0)
+    ours, theirs = nn.Linear(4, 3, dtype=dtype), nn.Linear(4, 3, dtype=dtype)
+    theirs.load_state_dict(ours.state_dict())
+    torch.manual_seed(1)
+    torch.nn.utils.parametrizations.spectral_norm(theirs)
+    torch.manual_seed(1)
+    parametrizations.spectral_norm(ours)
+    x = torch.randn(5, 4, dtype=dtype)
+    for mode in ("train", "train", "eval"):
+        ours.train(mode == "train")
+        theirs.train(mode == "train")
+        got, want = ours(x), theirs(x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(ours.parametrizations.weight[0]._u, theirs.parametrizations.weight[0]._u)
+        (g_ours,) = torch.autograd.grad(got.abs().sum(), ours.parametrizations.weight.original)
+        (g_theirs,) = torch.autograd.grad(want.abs().sum(), theirs.parametrizations.weight.original)
+        torch.testing.assert_close(g_ours, g_theirs)
+
+
+def test_complex_weights_need_the_reference():
+    """The kernels are real-valued: an explicit impl="ext" is refused with the reason, and info says so."""
+    with pytest.raises(ganfast.ImplNotSupportedError, match="real-valued; impl='ref'"):
+        parametrizations.spectral_norm(nn.Linear(2, 2, dtype=torch.cfloat), impl="ext")
+    assert ganfast.info()["reference_only_dtypes"]["spectral_norm"] == ["torch.complex64", "torch.complex128"]
+
+
+def test_complex_sigma_gradient_matches_reference():
+    """dσ/dW for σ = uᴴ W v in torch's complex convention (the conjugate Wirtinger derivative): g · u vᴴ."""
+    weight = torch.randn(3, 4, dtype=torch.cdouble)
+    u, v = torch.randn(3, dtype=torch.cdouble), torch.randn(4, dtype=torch.cdouble)
+    (result,) = power_iteration([weight], [u], [v], [0], [3], [1e-12], [True], impl="ref")
+    assert_grad_graph_parity(lambda w: w / spectral_norm_sigma(w, result, 0),
+                             lambda w: w / sn_ref.spectral_norm_sigma(w, result.u, result.v, 0), (weight,), ("weight",))

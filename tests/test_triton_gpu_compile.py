@@ -95,7 +95,7 @@ def _penalty():
     """penalty.grad_penalty_fwd / _bwd / sample_lerp: per-sample results (term, norm, partial, dterm, dnorm) in
     the arithmetic type, the gradient and the lerp operands in their own dtype; R1 and centred penalties, one
     chunk or several (then the finish kernel)."""
-    from ganfast.triton import penalty as m
+    from ganfast.triton import grad_penalty as m
 
     center = ["center_hi", "center_lo"]
     for dtype in DTYPES:

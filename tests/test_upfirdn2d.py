@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from support import DEVICE, assert_layout_parity, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, assert_layout_parity, available_impls, record_grids, rel_err
 
 import ganfast
 from ganfast.ops import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
@@ -240,3 +240,54 @@ def test_bad_input_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         upfirdn2d(**args)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_gradient_graph_matches_reference(impl, up, down):
+    """The gradient is linear in dy alone: x is not an input of it (None in the second derivative)."""
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, device=DEVICE)
+    f = setup_filter([1, 3, 3, 1]).to(DEVICE)
+    assert_grad_graph_parity(lambda x: upfirdn2d(x, f, up=up, down=down, padding=1, impl=impl),
+                             lambda x: upfirdn2d_ref(x, f, up=up, down=down, padding=1), (x,), ("x",))
+
+
+def test_large_upfirdn2d_grid_walks_planes(monkeypatch):
+    """Triton upfirdn2d with more (n, c) planes than grid axis 1 takes (limit lowered to 2): 2-D grid, planes
+    grid-strided, several tiles per plane (tiles on axis 0, so wide images never meet the 65535 limit)."""
+    from ganfast.ops import setup_filter, upfirdn2d
+    from ganfast.reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
+    from ganfast.triton import upfirdn2d as triton_upfirdn2d
+    monkeypatch.setattr(triton_upfirdn2d, "MAX_GRID_YZ", 2)
+    grids = record_grids(monkeypatch, triton_upfirdn2d, "_upfirdn2d_fwd_kernel")["_upfirdn2d_fwd_kernel"].grids
+    x = torch.randn(5, 1, 9, 70, dtype=torch.float64).to(memory_format=torch.channels_last)
+    f = setup_filter([1, 3, 3, 1]).double()
+    for kwargs in [dict(up=2, padding=[2, 1]), dict(down=2, padding=1)]:
+        assert rel_err(upfirdn2d(x, f, impl="triton", **kwargs), upfirdn2d_ref(x, f, **kwargs)) < 1e-13
+    assert grids == [(6, 2), (1, 2)]  # 17x141 outputs: 2x3 tiles of 16x64; 4x35: one tile of 4x64
+
+
+@pytest.mark.parametrize("impl", available_impls())
+def test_upfirdn2d_many_tiles_per_plane(impl):
+    """Outputs of several tiles in both directions for every kernel (CUDA tiles are at most 32x64, Triton's
+    16x64): 69x151 from up=2, channels_last and contiguous."""
+    from ganfast.ops import setup_filter, upfirdn2d
+    from ganfast.reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
+    f = setup_filter([1, 3, 3, 1], device=DEVICE).double()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 3, 35, 75, dtype=torch.float64, device=DEVICE).to(memory_format=layout)
+        y = upfirdn2d(x, f, up=2, padding=[2, 1], impl=impl)
+        assert y.shape == (2, 3, 69, 151) and rel_err(y, upfirdn2d_ref(x, f, up=2, padding=[2, 1])) < 1e-13
+
+
+def test_large_upfirdn2d_of_an_expanded_input_past_2_pow_32_elements():
+    """Triton upfirdn2d of an expanded (stride-0) input of 2·3·3·2**32 logical elements, downsampled by 2**28
+    along x: sizes and o·down products past 2**31 (the polyphase math is 64-bit), nothing materialised. (The C++
+    CPU kernel lays whole input rows out per task, so rows of 2**32 pixels are a MemoryError there.)"""
+    from ganfast.ops import upfirdn2d
+    values = torch.randn(1, 3, 1, 1, dtype=torch.float64)
+    x = values.expand(2, 3, 3, 2**32)
+    f = torch.tensor([0.25, 0.75], dtype=torch.float64)  # sums to 1: every output is its channel's value
+    y = upfirdn2d(x, f, down=[2**28, 1], impl="triton")
+    assert y.shape == (2, 3, 2, 16)
+    assert torch.allclose(y, values.expand_as(y), rtol=1e-15, atol=0)

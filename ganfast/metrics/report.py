@@ -94,7 +94,7 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     """Computes ``names`` for the generator (G_ema) of a snapshot or checkpoint file and appends each result to
     ``metric-<name>.jsonl`` beside it; ``data`` replaces the run's own data set. Returns the records."""
     from ..data import load_dataset
-    from ..train.checkpoint import checkpoint_extra, load_generator
+    from ..checkpoint import checkpoint_extra, load_generator
     extra = checkpoint_extra(path)
     run = extra.get("run") or {}
     data = data or run.get("dataset")

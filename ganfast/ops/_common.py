@@ -1,11 +1,42 @@
-"""Validation and layout helpers shared by the op modules. Errors name the offending argument."""
+"""The op contract: validation and layout helpers shared by the op modules. Errors name the offending argument.
+
+How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examples):
+
+1. Reference: ``ganfast/reference/foo.py``, plain PyTorch, the oracle for the tests (float64) and ``impl="ref"``.
+2. Registration (``ganfast._dispatch.register_op``): ``_OP = register_op("foo", {"cpu": ("ext", "ref"),
+   "cuda": ("ext", "triton", "ref")}, missing={"triton": "why there is none"}, notes={...})``. The entry
+   checks dtypes (kernels take ``FLOAT_DTYPES``; ``ref_dtypes`` widens the reference's), the extension and
+   Triton availability, and writes the reasons ``ganfast info`` and ``ImplNotSupportedError`` show: an op writes
+   none of that itself. ``notes`` says where a route hands work to torch's own kernels (the rule in
+   ``ganfast._dispatch``). ``_OP.resolve(impl, x.device, x.dtype, variant)`` gives the concrete impl.
+3. Public function: validate with the helpers below (``check_tensor`` for dtype/device/rank, ``check_same_device``,
+   ``check_dim``, ``check_epilogue`` for act/alpha/gain/clamp, ``check_finite``); ``"ref"`` calls the reference,
+   every other impl the registered op ``torch.ops.ganfast.foo(..., impl)``.
+4. Registered op: ``@torch.library.custom_op("ganfast::foo", mutates_args=())`` with ``register_fake`` (shapes
+   only, so torch.compile traces it) and ``torch.library.register_autograd`` whose backward is made of registered
+   ops (double backward runs on the kernels). The setup calls ``ctx.set_materialize_grads(False)`` and the
+   backward returns None for a None incoming gradient and for every input the derivative cannot depend on, never
+   zeros: that is the reference's gradient graph (tests: ``support.assert_grad_graph_parity``), and Adam skips a
+   None gradient but steps a zero one.
+5. Launch: Triton kernels in ``ganfast/triton/foo.py`` launch inside ``ganfast.triton._common.on_device(x)``;
+   compiled kernels through ``ganfast._ext.launch("foo", x.device, dtype code, ..., addresses)``, which calls
+   ``_C.foo_cpu`` / ``_C.foo_cuda``. In C++/CUDA (``csrc/``, ``kernels/``) the dtype code becomes a type with
+   ``ganfast::dispatch_dtype`` (csrc/common.h) and the op's pybind11 bindings go in its own ``bind_foo(m)`` in
+   csrc/module.cpp.
+6. Tests in ``tests/test_foo.py`` (float64 parity, gradcheck/gradgradcheck, the gradient graph, every dtype and
+   layout, the kernels' grid limits, bad input), benchmarks in ``benchmarks/test_bench_foo.py``.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
-from .._ext import DTYPE_CODES
+from .._dispatch import FLOAT_DTYPES
+from ..reference.bias_act import ACTIVATIONS
 
-FLOAT_DTYPES = tuple(DTYPE_CODES)
+__all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_epilogue",
+           "is_dense", "dense", "same_layout"]
 
 
 def check_tensor(name: str, t, *, dtypes=FLOAT_DTYPES, like: torch.Tensor | None = None,
@@ -23,6 +54,40 @@ def check_tensor(name: str, t, *, dtypes=FLOAT_DTYPES, like: torch.Tensor | None
             raise TypeError(f"{name} has dtype {t.dtype} but x has {like.dtype}; cast it first")
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+
+
+def check_same_device(x: torch.Tensor, **tensors) -> None:
+    """ValueError naming the first of ``tensors`` (name=tensor or None) that is not on x's device."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+
+
+def check_finite(name: str, value) -> float:
+    """``value`` as a float, or a ValueError naming it when it is NaN or infinite (or not a number)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_epilogue(act: str, alpha, gain, clamp) -> tuple[str, float, float, float | None]:
+    """The epilogue y = clamp(act(z) · gain, ±clamp) of bias_act and the fused convolutions, checked and with
+    defaults filled in: (act, alpha, gain, clamp); alpha/gain None take the activation's defaults, clamp None
+    means no clamp. alpha and gain must be finite, clamp finite and ≥ 0."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    spec = ACTIVATIONS[act]
+    alpha = check_finite("alpha", spec.def_alpha if alpha is None else alpha)
+    gain = check_finite("gain", spec.def_gain if gain is None else gain)
+    if clamp is not None:
+        clamp = float(clamp)
+        if not clamp >= 0 or math.isinf(clamp):
+            raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
+    return act, alpha, gain, clamp
 
 
 def check_dim(dim, ndim: int, name: str = "dim") -> int:

@@ -12,7 +12,6 @@ Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.bi
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
@@ -20,23 +19,16 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
-from ._common import FLOAT_DTYPES, check_dim, check_tensor, dense, same_layout
+from ._common import check_dim, check_epilogue, check_tensor, dense, same_layout
 
 __all__ = ["bias_act", "ACTIVATIONS"]
-
-
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
 
 
 # auto on CPU, measured (2 cores, 4x128x64x64 fp32, forward+backward): the C++ kernel beats eager torch for
 # clamped piecewise-linear activations (the StyleGAN case: 2-5x); torch's vectorised transcendentals win
 # for the rest, so those calls ("cpu:other") take the reference.
 # auto on CUDA: the CUDA kernel first (lowest launch overhead), Triton second: not yet measured on a GPU.
-_OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")},
-                  _reasons)
+_OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")})
 _CPU_EXT_ACTS = ("linear", "relu", "lrelu")
 
 
@@ -112,6 +104,7 @@ def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
 def _setup_fwd(ctx, inputs, output):
     x, b, dim, act, alpha, gain, clamp, impl = inputs
     ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out: zeros would make x and b look used
     ctx.save_for_backward(x, b, output if clamp is not None else None)
 
 
@@ -119,9 +112,9 @@ def _backward_fwd(ctx, dy):
     x, b, y = ctx.saved_tensors
     dim, act, alpha, gain, clamp, impl = ctx.params
     dx = db = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-        if act == "linear" and gain == 1 and clamp is None:
-            dx = dy
+    if dy is not None and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+        if act == "linear" and clamp is None:  # dx depends on dy alone: x and b stay out of its graph
+            dx = dy if gain == 1 else dy * gain
         else:
             dx = torch.ops.ganfast.bias_act_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[1]:
@@ -132,6 +125,7 @@ def _backward_fwd(ctx, dy):
 def _setup_grad(ctx, inputs, output):
     dy, x, b, y, dim, act, alpha, gain, clamp, impl = inputs
     ctx.params = (dim, act, alpha, gain, clamp, impl)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(dy, x, b, y)
 
 
@@ -139,13 +133,14 @@ def _backward_grad(ctx, ddx):
     dy, x, b, y = ctx.saved_tensors
     dim, act, alpha, gain, clamp, impl = ctx.params
     d_dy = d_x = d_b = None
+    if ddx is None:
+        return None, None, None, None, None, None, None, None, None, None
     if ctx.needs_input_grad[0]:  # dx is linear in dy
         d_dy = torch.ops.ganfast.bias_act_grad(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
-    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        if ACTIVATIONS[act].has_2nd_grad:
-            d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
-        else:  # act'' = 0 almost everywhere; zeros (not None) so that autograd.grad finds x and b used
-            d_x = torch.zeros_like(ddx)
+    # act'' = 0 almost everywhere for the piecewise-linear activations: dx does not depend on x or b, so their
+    # gradients are None (not zeros), as in StyleGAN2-ADA and the reference; Adam then leaves b alone.
+    if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[2]:
             d_b = _sum_to_bias(d_x, dim)
     return d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None, None, None
@@ -182,18 +177,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         A tensor like ``x`` (same shape, dtype, device and dense layout). Differentiable twice in x and b.
     """
     check_tensor("x", x)
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
-    for name, value in (("alpha", alpha), ("gain", gain)):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-    if clamp is not None:
-        clamp = float(clamp)
-        if not clamp >= 0 or math.isinf(clamp):
-            raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
+    act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
     if b is not None:
         check_tensor("b", b, like=x, ndim=1)
         if x.ndim == 0:

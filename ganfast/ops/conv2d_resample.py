@@ -10,19 +10,27 @@ and a 1×1 convolution commutes with every per-channel spatial operation.
     up > 1:            conv_transpose2d (stride up) = the conv of the zero-inserted input, then the
                        filter with the remaining padding (gain up²), then the optional downsample
     no resampling:     conv2d with its own symmetric padding, or explicit padding when asymmetric/negative
-The filtering steps use ganfast.ops.upfirdn2d (auto impl), the convolutions torch's conv2d/conv_transpose2d.
+The filtering steps use ganfast.ops.upfirdn2d with this call's ``impl``, the convolutions torch's
+conv2d/conv_transpose2d (whatever the impl: ganfast has no convolution kernel of its own here);
+``impl="ref"`` runs ganfast.reference.conv2d_resample.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .._dispatch import register_op
 from ..reference.conv2d_resample import check_factor, oriented_weight, resample_padding
+from ..reference.conv2d_resample import conv2d_resample as conv2d_resample_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import check_tensor
+from ._common import check_same_device, check_tensor
 from .upfirdn2d import upfirdn2d
 
 __all__ = ["conv2d_resample"]
+
+_OP = register_op("conv2d_resample", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")},
+                  notes={impl: "torch's conv2d/conv_transpose2d with ganfast's upfirdn2d kernels for the filter steps"
+                         for impl in ("ext", "triton")})
 
 
 def _transposed_weight(w: torch.Tensor, groups: int, flip_weight: bool) -> torch.Tensor:
@@ -35,7 +43,8 @@ def _transposed_weight(w: torch.Tensor, groups: int, flip_weight: bool) -> torch
 
 
 def _upsampling_conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, up: int,
-                     pads: list[int], groups: int, flip_weight: bool, flip_filter: bool) -> torch.Tensor:
+                     pads: list[int], groups: int, flip_weight: bool, flip_filter: bool, impl: str | None
+                     ) -> torch.Tensor:
     """conv_w(filter_f(pad(zero_insert(x)))) as conv_transpose2d(x) followed by the filter.
 
     Per axis, the valid conv of the padded zero-inserted input equals the full transposed conv (stride up,
@@ -47,12 +56,13 @@ def _upsampling_conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, u
     qx, qy = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
     x = F.conv_transpose2d(x, _transposed_weight(w, groups, flip_weight), stride=up, padding=[qy, qx],
                            groups=groups)
-    return upfirdn2d(x, f, padding=[px0 + qx, px1 + qx, py0 + qy, py1 + qy], gain=up ** 2, flip_filter=flip_filter)
+    return upfirdn2d(x, f, padding=[px0 + qx, px1 + qx, py0 + qy, py1 + qy], gain=up ** 2, flip_filter=flip_filter,
+                     impl=impl)
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
                     padding: IntOrPair = 0, groups: int = 1, flip_weight: bool = True,
-                    flip_filter: bool = False) -> torch.Tensor:
+                    flip_filter: bool = False, impl: str | None = None) -> torch.Tensor:
     """2-D convolution with optional up/downsampling, a drop-in for StyleGAN2-ADA's ``conv2d_resample``.
 
     Args:
@@ -64,13 +74,14 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         groups: convolution groups.
         flip_weight: False means a true convolution (the weight flipped), True a correlation (torch's conv2d).
         flip_filter: correlate with f instead of convolving.
+        impl: None/"auto"/"cuda", "ref", "ext" or "triton": the reference, or the FIR-filter kernels used around
+            torch's convolutions (see ganfast._dispatch).
     Returns:
         (N, O, H', W'), equal to ganfast.reference.conv2d_resample; differentiable twice in x and w.
     """
     check_tensor("x", x, ndim=4)
     check_tensor("w", w, ndim=4)
-    if w.device != x.device:
-        raise ValueError(f"w is on {w.device} but x is on {x.device}")
+    check_same_device(x, w=w, f=f)
     up, down = check_factor(up, "up"), check_factor(down, "down")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
@@ -80,23 +91,25 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     if x.shape[1] != in_per_group * groups:
         raise ValueError(f"x has {x.shape[1]} channels but w expects {in_per_group} x groups={groups} = "
                          f"{in_per_group * groups}")
+    if _OP.resolve(impl, x.device, x.dtype) == "ref":
+        return conv2d_resample_ref(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
     w = w.to(x.dtype)
     pads = resample_padding(f, up, down, padding)
     px0, px1, py0, py1 = pads
 
     if kw == 1 and kh == 1 and down > 1 and up == 1:
-        x = upfirdn2d(x, f, down=down, padding=pads, flip_filter=flip_filter)
+        x = upfirdn2d(x, f, down=down, padding=pads, flip_filter=flip_filter, impl=impl)
         return F.conv2d(x, w, groups=groups)
     if kw == 1 and kh == 1 and up > 1 and down == 1:
         x = F.conv2d(x, w, groups=groups)
-        return upfirdn2d(x, f, up=up, padding=pads, gain=up ** 2, flip_filter=flip_filter)
+        return upfirdn2d(x, f, up=up, padding=pads, gain=up ** 2, flip_filter=flip_filter, impl=impl)
     if down > 1 and up == 1:
-        x = upfirdn2d(x, f, padding=pads, flip_filter=flip_filter)
+        x = upfirdn2d(x, f, padding=pads, flip_filter=flip_filter, impl=impl)
         return F.conv2d(x, oriented_weight(w, flip_weight), stride=down, groups=groups)
     if up > 1:
-        x = _upsampling_conv(x, w, f, up, pads, groups, flip_weight, flip_filter)
-        return upfirdn2d(x, f, down=down, flip_filter=flip_filter) if down > 1 else x
+        x = _upsampling_conv(x, w, f, up, pads, groups, flip_weight, flip_filter, impl)
+        return upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl) if down > 1 else x
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return F.conv2d(x, oriented_weight(w, flip_weight), padding=[py0, px0], groups=groups)
-    x = upfirdn2d(x, None, padding=pads)
+    x = upfirdn2d(x, None, padding=pads, impl=impl)
     return F.conv2d(x, oriented_weight(w, flip_weight), groups=groups)

@@ -20,25 +20,19 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.losses import grad_penalty as grad_penalty_ref
-from ._common import FLOAT_DTYPES, check_tensor, is_dense
+from ._common import check_tensor, is_dense
 
 __all__ = ["grad_penalty"]
 
 
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
-
-
-# auto on CPU, measured (2 shared cores, float32, forward + backward, median of 15, the
-# call of benchmarks/test_bench_losses.py::test_grad_penalty_op): the C++ kernel wins from about half a million elements per call (8x3x256x256: 5-15 ms vs
-# 47-140 ms for torch's norm/sum chain, whose threads stall when the cores are busy), while below that an idle
-# machine favours torch's own kernels, which have less per-call overhead (64x3x32x32: 0.54 vs 0.18-0.24 ms;
-# 4x3x16x16: 0.22 vs 0.05 ms), so smaller calls ("cpu:small") take the reference. auto on CUDA: Triton first
-# (the reduction splits long samples over programs), the CUDA kernel second: not yet measured on a GPU.
-_OP = register_op("grad_penalty", {"cpu": ("ext", "ref"), "cpu:small": ("ref",), "cuda": ("triton", "ext", "ref")},
-                  _reasons)
+# auto on CPU, measured (2 shared cores, float32, forward + backward, median of 15, the call of
+# benchmarks/test_bench_losses.py::test_grad_penalty_op): the C++ kernel wins from about half a million elements
+# per call (8x3x256x256: 5-15 ms vs 47-140 ms for torch's norm/sum chain, whose threads stall when the cores are
+# busy), while below that an idle machine favours torch's own kernels, which have less per-call overhead
+# (64x3x32x32: 0.54 vs 0.18-0.24 ms; 4x3x16x16: 0.22 vs 0.05 ms), so smaller calls ("cpu:small") take the
+# reference. auto on CUDA: Triton first (the reduction splits long samples over programs), the CUDA kernel
+# second: not yet measured on a GPU.
+_OP = register_op("grad_penalty", {"cpu": ("ext", "ref"), "cpu:small": ("ref",), "cuda": ("triton", "ext", "ref")})
 SMALL_CPU_NUMEL = 1 << 19
 
 
@@ -68,8 +62,8 @@ def _launch_fwd(impl: str, g: torch.Tensor, center: float) -> tuple[torch.Tensor
     norm = torch.empty_like(term)
     per_sample = g[0].numel()
     if impl == "triton":
-        from ..triton import penalty as triton_penalty
-        triton_penalty.grad_penalty_fwd(term, norm, g, per_sample, center)
+        from ..triton import grad_penalty as triton_grad_penalty
+        triton_grad_penalty.grad_penalty_fwd(term, norm, g, per_sample, center)
     else:
         _ext.launch("grad_penalty_fwd", g.device, _ext.DTYPE_CODES[g.dtype], batch, per_sample, center,
                     _ext.address(term), _ext.address(norm), _ext.address(g))
@@ -83,8 +77,8 @@ def _launch_bwd(impl: str, g: torch.Tensor, dterm: torch.Tensor, dnorm: torch.Te
     out = torch.empty_like(g)
     per_sample = g[0].numel()
     if impl == "triton":
-        from ..triton import penalty as triton_penalty
-        triton_penalty.grad_penalty_bwd(out, g, dterm, dnorm, norm, per_sample, center)
+        from ..triton import grad_penalty as triton_grad_penalty
+        triton_grad_penalty.grad_penalty_bwd(out, g, dterm, dnorm, norm, per_sample, center)
     elif out.numel():
         _ext.launch("grad_penalty_bwd", g.device, _ext.DTYPE_CODES[g.dtype], g.shape[0], per_sample, center,
                     _ext.address(out), _ext.address(g), _ext.address(dterm), _ext.address(dnorm),
@@ -129,12 +123,15 @@ def _safe_inverse(norm: torch.Tensor) -> torch.Tensor:
 def _setup_fwd(ctx, inputs, output):
     g, center, impl = inputs
     ctx.params = (center, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(g, output[1])
 
 
 def _backward_fwd(ctx, dterm, dnorm):
     g, norm = ctx.saved_tensors
     center, impl = ctx.params
+    if dterm is None and dnorm is None:
+        return None, None, None
     dterm = torch.zeros_like(norm) if dterm is None else dterm
     dnorm = torch.zeros_like(norm) if dnorm is None else dnorm
     return torch.ops.ganfast.grad_penalty_backward(g, dterm, dnorm, norm, center, impl), None, None
@@ -143,6 +140,7 @@ def _backward_fwd(ctx, dterm, dnorm):
 def _setup_bwd(ctx, inputs, output):
     g, dterm, dnorm, norm, center, impl = inputs
     ctx.params = (center, impl)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(g, dterm, dnorm, norm)
 
 
@@ -151,6 +149,8 @@ def _backward_bwd(ctx, grad_out):
     g, dterm, dnorm, norm = ctx.saved_tensors
     center, impl = ctx.params
     d_g = d_dterm = d_dnorm = d_norm = None
+    if grad_out is None:
+        return d_g, d_dterm, d_dnorm, d_norm, None, None
     if ctx.needs_input_grad[0]:
         d_g = torch.ops.ganfast.grad_penalty_backward(grad_out, dterm, dnorm, norm, center, impl)
     if any(ctx.needs_input_grad[1:4]):

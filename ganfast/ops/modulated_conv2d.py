@@ -34,8 +34,6 @@ Public ``impl="ref"`` calls ``ganfast.reference.modulated_conv2d`` (autograd by 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -46,17 +44,11 @@ from ..reference.conv2d_resample import check_factor, oriented_weight, resample_
 from ..reference.modulated_conv2d import DEMOD_EPS, prenormalize
 from ..reference.modulated_conv2d import modulated_conv2d as modulated_conv2d_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import FLOAT_DTYPES, check_tensor
+from ._common import check_epilogue, check_same_device, check_tensor
 from .bias_act import bias_act
 from .upfirdn2d import upfirdn2d
 
 __all__ = ["modulated_conv2d", "modulated_conv2d_bias_act"]
-
-
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
 
 
 # auto on CPU, measured (2 shared cores, fp32, 3×3 kernels, forward+backward / forward only, ms):
@@ -69,7 +61,11 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # epilogue fuses into the kernel; the cuDNN route ("ext") for up>1 layers ("cuda:up"), whose core, a strided
 # transposed convolution, the Triton kernel does not cover.
 _OP = register_op("modulated_conv2d", {"cpu": ("ext", "ref"), "cuda": ("triton", "ext", "ref"),
-                                       "cuda:up": ("ext", "triton", "ref")}, _reasons)
+                                       "cuda:up": ("ext", "triton", "ref")},
+                  notes={"ext": "torch's convolutions (cuDNN/oneDNN) with ganfast's bias_act and upfirdn2d kernels; "
+                                "no ganfast convolution kernel",
+                         "triton": "strided transposed convolutions (the up>1 core, the input gradient of down>1) "
+                                   "run on torch's conv_transpose2d"})
 
 
 # ---- geometry ---------------------------------------------------------------------------------------------------
@@ -194,31 +190,37 @@ def _setup_modconv(ctx, inputs, output):
 
 def _backward_modconv(ctx, gy, graw):
     x, weight, in_scale, out_scale, noise, bias, y, raw = ctx.saved_tensors
-    if gy is None:
-        gy = torch.zeros_like(y)
     act, alpha, gain, clamp = ctx.epilogue
     geom, impl = ctx.geom, ctx.impl
     needs = ctx.needs_input_grad
     identity = _is_identity(act, gain, clamp)
-    if raw.numel() != y.numel() and (out_scale is not None and needs[3] or not identity):
-        raw = _modconv(x, weight, in_scale, None, geom, False, impl)[0]  # not kept in the forward: recompute
-    if identity:
-        dz = gy
-    else:
-        z = _scale(raw, out_scale)
-        z = z if noise is None else z + noise
-        dz = torch.ops.ganfast.bias_act_grad(gy, z, bias, y, 1, act, alpha, gain, clamp, _bias_act_impl(impl))
+    graw = graw if graw is not None and graw.shape == y.shape else None  # (raw is empty unless the forward kept it)
     d_in = d_w = d_in_scale = d_out_scale = d_noise = d_bias = None
-    if bias is not None and needs[5]:
-        d_bias = dz.sum(dim=(0, 2, 3))
-    if noise is not None and needs[4]:
-        d_noise = dz.sum_to_size(noise.shape)
-    if out_scale is not None and needs[3]:
-        d_out_scale = (dz * raw).sum(dim=(2, 3))
+    dz = None  # the gradient at the epilogue's input; None (not zeros) when y got none, so nothing looks used
+    if gy is not None:
+        if raw.numel() != y.numel() and (out_scale is not None and needs[3] or not identity):
+            raw = _modconv(x, weight, in_scale, None, geom, False, impl)[0]  # not kept in the forward: recompute
+        if identity:
+            dz = gy
+        elif act == "linear" and clamp is None:  # depends on gy alone: the conv's inputs stay out of its graph
+            dz = gy * gain
+        else:
+            z = _scale(raw, out_scale)
+            z = z if noise is None else z + noise
+            dz = torch.ops.ganfast.bias_act_grad(gy, z, bias, y, 1, act, alpha, gain, clamp, _bias_act_impl(impl))
+        if bias is not None and needs[5]:
+            d_bias = dz.sum(dim=(0, 2, 3))
+        if noise is not None and needs[4]:
+            d_noise = dz.sum_to_size(noise.shape)
+        if out_scale is not None and needs[3]:
+            d_out_scale = (dz * raw).sum(dim=(2, 3))
     # the gradient reaching raw: dz · out_scale (folded into the next ops as a scale), plus raw's own gradient
-    g, g_scale = dz, out_scale
-    if graw is not None and graw.shape == dz.shape:  # (raw is empty when the forward did not keep it)
-        g, g_scale = _scale(dz, out_scale) + graw, None
+    if dz is None and graw is None:
+        return (None,) * 16
+    if graw is None:
+        g, g_scale = dz, out_scale
+    else:
+        g, g_scale = graw if dz is None else _scale(dz, out_scale) + graw, None
     if needs[0] or (in_scale is not None and needs[2]):
         adjoint = _adjoint(x.shape[2:], weight, *geom)
         d_in, u = _modconv(g, weight, g_scale, in_scale, adjoint, in_scale is not None and needs[2], impl)
@@ -233,6 +235,7 @@ def _backward_modconv(ctx, gy, graw):
 def _setup_weight_grad(ctx, inputs, output):
     x, x_scale, g, g_scale, weight_shape, *geom, impl = inputs
     ctx.geom, ctx.impl = tuple(geom), impl
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(x, x_scale, g, g_scale)
 
 
@@ -242,6 +245,8 @@ def _backward_weight_grad(ctx, gdw):
     x, x_scale, g, g_scale = ctx.saved_tensors
     geom, impl, needs = ctx.geom, ctx.impl, ctx.needs_input_grad
     dx = dxs = dg = dgs = None
+    if gdw is None:
+        return (None,) * 10
     if needs[0] or (x_scale is not None and needs[1]):
         adjoint = _adjoint(x.shape[2:], gdw, *geom)
         dx, u = _modconv(g, gdw, g_scale, x_scale, adjoint, x_scale is not None and needs[1], impl)
@@ -256,6 +261,7 @@ def _backward_weight_grad(ctx, gdw):
 
 def _setup_demod(ctx, inputs, output):
     weight, styles, impl = inputs
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(weight, styles, output)
 
 
@@ -263,8 +269,10 @@ def _backward_demod(ctx, gd):
     """With t = gd · d³: ∂/∂s[n,i] = −s[n,i] Σ_o t[n,o] W2[o,i] and
     ∂/∂w[o,i,k] = −w[o,i,k] Σ_n t[n,o] s[n,i]²."""
     weight, styles, d = ctx.saved_tensors
-    t = gd * d.pow(3)
     d_weight = d_styles = None
+    if gd is None:
+        return d_weight, d_styles, None
+    t = gd * d.pow(3)
     if ctx.needs_input_grad[0]:
         d_weight = -weight * (t.t() @ styles.square())[:, :, None, None]
     if ctx.needs_input_grad[1]:
@@ -284,9 +292,7 @@ def _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter):
     check_tensor("x", x, ndim=4)
     check_tensor("weight", weight, ndim=4)
     check_tensor("styles", styles, ndim=2)
-    for name, t in (("weight", weight), ("styles", styles)):
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    check_same_device(x, weight=weight, styles=styles, noise=noise, resample_filter=resample_filter)
     batch, channels = x.shape[:2]
     if weight.shape[1] != channels:
         raise ValueError(f"weight has {weight.shape[1]} input channels but x has {channels}")
@@ -299,8 +305,6 @@ def _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter):
                              f"on {bias.device}")
     if noise is not None:
         check_tensor("noise", noise)
-        if noise.device != x.device:
-            raise ValueError(f"noise is on {noise.device} but x is on {x.device}")
     check_factor(up, "up")
     check_factor(down, "down")
     if resample_filter is not None:
@@ -324,14 +328,7 @@ def _check_noise(noise, out_shape):
 def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filter, demodulate, flip_weight,
                fused_modconv, act, alpha, gain, clamp, impl):
     _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter)
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
-    if clamp is not None and (not float(clamp) >= 0 or math.isinf(clamp)):
-        raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
-    clamp = None if clamp is None else float(clamp)
+    act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
     px0, px1, py0, py1 = resample_padding(resample_filter, up, down, padding)
     chosen = _OP.resolve(impl, x.device, x.dtype, "up" if up > 1 else None)
     epilogue = bias is not None or not _is_identity(act, gain, clamp)

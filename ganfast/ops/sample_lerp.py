@@ -14,31 +14,26 @@ import torch
 
 from .._dispatch import register_op
 from ..reference.losses import sample_lerp as sample_lerp_ref
-from ._common import FLOAT_DTYPES, check_tensor, same_layout
+from ._common import check_tensor, same_layout
 from .grad_penalty import sample_major
 
 __all__ = ["sample_lerp"]
 
 
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if impl == "ext":
-        return ["sample_lerp has no compiled-extension kernel (torch.lerp is the CPU path; Triton on GPUs)"]
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
-
-
-# auto on CPU: the reference (torch.lerp, one fused torch kernel; a C++ copy would not beat it). auto on CUDA: Triton (one pass, eps read once per block): not yet measured on a GPU.
-_OP = register_op("sample_lerp", {"cpu": ("ref",), "cuda": ("triton", "ref")}, _reasons)
+# auto on CPU: the reference (torch.lerp, one fused torch kernel; a C++ copy would not beat it). auto on CUDA:
+# Triton (one pass, eps read once per block): not yet measured on a GPU.
+_OP = register_op("sample_lerp", {"cpu": ("ref",), "cuda": ("triton", "ref")},
+                  missing={"ext": "sample_lerp has no compiled-extension kernel (torch.lerp is the CPU path; "
+                                  "Triton on GPUs)"})
 
 
 @torch.library.custom_op("ganfast::sample_lerp", mutates_args=())
 def _sample_lerp_op(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, impl: str) -> torch.Tensor:
-    from ..triton import penalty as triton_penalty
+    from ..triton import grad_penalty as triton_grad_penalty
     a = sample_major(a)
     b = same_layout(b, a)
     out = torch.empty_like(a)
-    triton_penalty.sample_lerp(out, a, b, eps.contiguous(), a[0].numel())
+    triton_grad_penalty.sample_lerp(out, a, b, eps.contiguous(), a[0].numel())
     return out
 
 
@@ -49,10 +44,13 @@ def _(a, b, eps, impl):
 
 def _setup(ctx, inputs, output):
     a, b, eps, impl = inputs
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(a, b, eps)
 
 
 def _backward(ctx, dout):
+    if dout is None:
+        return None, None, None, None
     a, b, eps = ctx.saved_tensors
     e = eps.reshape([-1] + [1] * (a.ndim - 1))
     da = dout * e if ctx.needs_input_grad[0] else None

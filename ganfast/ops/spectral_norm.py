@@ -4,7 +4,8 @@ For each weight W (viewed as the h × w matrix W_mat: ``dim`` first, the rest fl
 
     n iterations in place:  u ← n(W_mat v), v ← n(W_matᵀ u)   (u_first: torch's parametrization flavour)
                        or:  v ← n(W_matᵀ u), u ← n(W_mat v)   (torch's hook flavour),  n(x) = x / max(‖x‖, eps)
-    σ = uᵀ W_mat v, returned with copies of u and v (the constants the normalised weight W/σ is built from).
+    σ = uᴴ W_mat v (uᵀ W_mat v for real weights), returned with copies of u and v (the constants the normalised
+    weight W/σ is built from). Complex weights (impl="ref" only) use the conjugate transpose, as torch does.
 
 Registered ops (both with fake impls, so torch.compile traces them):
     ganfast::spectral_norm_power_  the iteration + σ for a list of weights; writes u, v in place and returns one
@@ -33,14 +34,6 @@ from ._common import FLOAT_DTYPES, check_dim, check_tensor
 __all__ = ["SNResult", "power_iteration", "spectral_norm_sigma"]
 
 
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    if impl == "triton":
-        return ["spectral_norm has no Triton kernel (the CUDA kernel runs the whole iteration in one launch)"]
-    return []
-
-
 # auto on CPU, measured (busy 2-core machine, torch at 1 thread; power iteration + σ for the 40 weights of the
 # benchmarks' BigGAN-like D, fp32, 1 iteration): C++ 0.9 ms vs 4.3 ms for the reference (0.09M elements) and
 # 6.1 ms vs 14.4 ms (5.7M elements); torch's own per-weight loop took 3.0 and 9.9 ms. auto on CUDA: the one-launch
@@ -52,8 +45,14 @@ def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
 # torch's mv + dot; 512×4608: 123 vs 114 µs. "small", an iteration of a weight under 2^16 elements: 64×27: 15 vs
 # 15 µs. Larger weights in training keep the kernel (two passes over W against torch's three): 128×576: 21 vs
 # 24 µs; 256×2304: 67 vs 105 µs; 512×4608: 228 vs 393 µs.
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+# complex weights (torch's parametrization supports them: vdot and the conjugate transpose) take the reference:
+# the kernels are real-valued.
 OP = register_op("spectral_norm", {"cpu": ("ext", "ref"), "cuda": ("ext", "ref"), "cpu:sigma": ("ref", "ext"),
-                                    "cpu:small": ("ref", "ext")}, _reasons)
+                                   "cpu:small": ("ref", "ext")},
+                 ref_dtypes=FLOAT_DTYPES + COMPLEX_DTYPES,
+                 missing={"triton": "spectral_norm has no Triton kernel (the CUDA kernel runs the whole iteration "
+                                    "in one launch)"})
 
 
 class SNResult(NamedTuple):
@@ -161,21 +160,24 @@ def _(weight, u, v, sigma, dim):
 
 
 def _outer_as_weight(g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, shape: list[int], dim: int) -> torch.Tensor:
-    """g · u vᵀ laid out as a weight of ``shape`` (the inverse of moving ``dim`` first and flattening the rest)."""
+    """g · u vᴴ laid out as a weight of ``shape`` (the inverse of moving ``dim`` first and flattening the rest);
+    for complex weights the conjugate of σ = uᴴ W v's derivative, as torch's complex autograd takes it."""
     moved = [shape[dim]] + shape[:dim] + shape[dim + 1:]
-    grad = (g * torch.outer(u, v)).reshape(moved)
+    grad = (g * torch.outer(u, v.conj())).reshape(moved)
     return grad.movedim(0, dim) if dim else grad
 
 
 def _sigma_setup(ctx, inputs, output):
     weight, u, v, sigma, dim = inputs
     ctx.dim, ctx.shape = dim, list(weight.shape)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(u, v)
 
 
 def _sigma_backward(ctx, grad):
     u, v = ctx.saved_tensors
-    grad_weight = _outer_as_weight(grad, u, v, ctx.shape, ctx.dim) if ctx.needs_input_grad[0] else None
+    needed = grad is not None and ctx.needs_input_grad[0]
+    grad_weight = _outer_as_weight(grad, u, v, ctx.shape, ctx.dim) if needed else None
     return grad_weight, None, None, None, None
 
 
@@ -235,7 +237,7 @@ def _validate(weights, us, vs, dims, n_power_iterations, eps, u_first, compiling
     """power_iteration's argument checks; returns (dims normalised, n_iters, eps, u_first) as lists."""
     dims = list(dims)
     for k, (w, u, v) in enumerate(zip(weights, us, vs)):
-        check_tensor(f"weights[{k}]", w)
+        check_tensor(f"weights[{k}]", w, dtypes=FLOAT_DTYPES + COMPLEX_DTYPES)
         _check_like(f"weights[{k}]", w, "weights[0]", weights[0])
         if w.ndim == 0:
             raise ValueError(f"weights[{k}] must have at least one dimension")
@@ -244,7 +246,7 @@ def _validate(weights, us, vs, dims, n_power_iterations, eps, u_first, compiling
         if w.numel() == 0:
             raise ValueError(f"weights[{k}] is empty (shape {tuple(w.shape)})")
         for name, vec, length in ((f"us[{k}]", u, rows), (f"vs[{k}]", v, outer * inner)):
-            check_tensor(name, vec, ndim=1)
+            check_tensor(name, vec, dtypes=FLOAT_DTYPES + COMPLEX_DTYPES, ndim=1)
             _check_like(name, vec, f"weights[{k}]", w)
             if vec.shape[0] != length:
                 raise ValueError(f"{name} has length {vec.shape[0]} but weights[{k}] needs {length}")
@@ -270,7 +272,8 @@ def power_iteration(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor],
     """Runs spectral normalization's power iteration for every weight, all in one launch, writing u and v in place.
 
     Args:
-        weights: weights of one device and dtype (float16/bfloat16/float32/float64), each at least 1-D.
+        weights: weights of one device and dtype (float16/bfloat16/float32/float64; complex64/complex128 with
+            impl="ref", the kernels being real-valued), each at least 1-D.
         us, vs: per weight, contiguous 1-D vectors of length h = W.shape[dim] and w = W.numel() / h, same device
             and dtype as the weights; updated in place.
         dims: per weight, the dimension that becomes W_mat's rows.

@@ -14,8 +14,6 @@ Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.up
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import _ext
@@ -23,22 +21,16 @@ from .._dispatch import register_op
 from ..reference.upfirdn2d import (IntOrPair, downsample_padding, filter_padding, filter_size, parse_padding,
                                    parse_scaling, setup_filter, upsample_padding)
 from ..reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
-from ._common import FLOAT_DTYPES, check_tensor
+from ._common import check_finite, check_same_device, check_tensor
 
 __all__ = ["upfirdn2d", "setup_filter", "upsample2d", "downsample2d", "filter2d"]
-
-
-def _reasons(impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    if dtype not in FLOAT_DTYPES:
-        return [f"dtype {dtype} is not one of {FLOAT_DTYPES}"]
-    return []
 
 
 # auto on CPU, measured (one core, [1,3,3,1] filter, 4x64x32x32 and 2x32x128x128, fp32 and bf16, forward and
 # forward+backward) against the reference (torch's depthwise conv2d on the zero-inserted input): the C++
 # kernel is 1.6-7x faster for upsample2d, 1.3-3.8x for downsample2d and on par (0.8-1.1x) for filter2d.
 # auto on CUDA: the CUDA kernel first, Triton second: not yet measured on a GPU.
-_OP = register_op("upfirdn2d", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")}, _reasons)
+_OP = register_op("upfirdn2d", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
 
 def output_size(in_size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:
@@ -116,6 +108,7 @@ def gradient_padding(in_size: int, out_size: int, up: int, down: int, pad0: int,
 def _setup_context(ctx, inputs, output):
     x, f, up, down, padding, flip_filter, gain, impl = inputs
     ctx.params = (x.shape[2:], up, down, padding, flip_filter, gain, impl)
+    ctx.set_materialize_grads(False)  # no gradient in, None out
     ctx.save_for_backward(f)
 
 
@@ -123,7 +116,7 @@ def _backward(ctx, dy):
     (f,) = ctx.saved_tensors
     (in_h, in_w), up, down, padding, flip_filter, gain, impl = ctx.params
     dx = None
-    if ctx.needs_input_grad[0]:
+    if dy is not None and ctx.needs_input_grad[0]:
         fw, fh = filter_size(f)
         pad_x = gradient_padding(in_w, dy.shape[3], up[0], down[0], padding[0], fw)
         pad_y = gradient_padding(in_h, dy.shape[2], up[1], down[1], padding[2], fh)
@@ -142,8 +135,7 @@ def _check_filter(f, x: torch.Tensor) -> None:
     check_tensor("f", f)
     if f.ndim not in (1, 2) or f.numel() == 0:
         raise ValueError(f"f must be None or a non-empty 1-D (separable) or 2-D filter, got shape {tuple(f.shape)}")
-    if f.device != x.device:
-        raise ValueError(f"f is on {f.device} but x is on {x.device}")
+    check_same_device(x, f=f)
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntOrPair = 1, down: IntOrPair = 1,
@@ -169,9 +161,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntOrPair = 1, down: 
     check_tensor("x", x, ndim=4)
     _check_filter(f, x)
     up, down, padding = parse_scaling(up, "up"), parse_scaling(down, "down"), parse_padding(padding)
-    gain = float(gain)
-    if not math.isfinite(gain):
-        raise ValueError(f"gain must be finite, got {gain}")
+    gain = check_finite("gain", gain)
     shape = _output_shape(x, f, up, down, padding)
     if shape[2] < 1 or shape[3] < 1:
         raise ValueError(f"upfirdn2d output would be {shape[2]}x{shape[3]} (H x W) for input {x.shape[2]}x"

@@ -4,6 +4,11 @@
 
 with ``b`` broadcast along ``dim``. Where |act(x + b) * gain| reaches ``clamp`` the output is the constant
 ±clamp, so no gradient flows there.
+
+The piecewise-linear activations (linear, relu, lrelu) are written with ``torch.where`` on a detached
+condition, so their first derivative is a function of the incoming gradient alone: differentiating it again
+gives ``None`` (not zeros) for x and b, as StyleGAN2-ADA's CUDA op does. That matters: Adam skips a
+parameter whose gradient is None but steps it on a zero gradient.
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ class ActivationSpec:
 
 ACTIVATIONS: dict[str, ActivationSpec] = {
     "linear": ActivationSpec(0, lambda x, alpha: x, 0.0, 1.0, False),
-    "relu": ActivationSpec(1, lambda x, alpha: F.relu(x), 0.0, math.sqrt(2), False),
-    "lrelu": ActivationSpec(2, lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2), False),
+    # relu(NaN) = NaN, relu(-inf) = 0 and relu'(0) = 0 as F.relu; lrelu equals F.leaky_relu, derivative included
+    "relu": ActivationSpec(1, lambda x, alpha: torch.where(x > 0, x, x.detach().clamp(min=0)), 0.0, math.sqrt(2),
+                           False),
+    "lrelu": ActivationSpec(2, lambda x, alpha: torch.where(x > 0, x, x * alpha), 0.2, math.sqrt(2), False),
     "tanh": ActivationSpec(3, lambda x, alpha: torch.tanh(x), 0.0, 1.0, True),
     "sigmoid": ActivationSpec(4, lambda x, alpha: torch.sigmoid(x), 0.0, 1.0, True),
     "elu": ActivationSpec(5, lambda x, alpha: F.elu(x), 0.0, 1.0, True),

@@ -41,10 +41,12 @@ def d_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tenso
     parts = []
     if real_logits is not None:
         parts.append({"logistic": lambda r: F.softplus(-r), "hinge": lambda r: F.relu(1 - r),
-                      "wasserstein": lambda r: -r, "least_squares": lambda r: 0.5 * (r - 1).square()}[kind](real_logits).mean())
+                      "wasserstein": lambda r: -r,
+                      "least_squares": lambda r: 0.5 * (r - 1).square()}[kind](real_logits).mean())
     if fake_logits is not None:
         parts.append({"logistic": lambda f: F.softplus(f), "hinge": lambda f: F.relu(1 + f),
-                      "wasserstein": lambda f: f, "least_squares": lambda f: 0.5 * f.square()}[kind](fake_logits).mean())
+                      "wasserstein": lambda f: f,
+                      "least_squares": lambda f: 0.5 * f.square()}[kind](fake_logits).mean())
     return sum(parts[1:], parts[0])
 
 

@@ -3,10 +3,11 @@
 A weight W is viewed as the matrix W_mat (h × w): dimension ``dim`` moved first, the rest flattened. With
 normalize(x) = x / max(‖x‖₂, eps), one power iteration is, in torch's two orders:
 
-    hook flavour (torch.nn.utils.spectral_norm):                   v ← normalize(W_matᵀ u),  u ← normalize(W_mat v)
-    parametrization flavour (torch.nn.utils.parametrizations):     u ← normalize(W_mat v),  v ← normalize(W_matᵀ u)
+    hook flavour (torch.nn.utils.spectral_norm):                   v ← normalize(W_matᴴ u),  u ← normalize(W_mat v)
+    parametrization flavour (torch.nn.utils.parametrizations):     u ← normalize(W_mat v),  v ← normalize(W_matᴴ u)
 
-and σ = uᵀ W_mat v, the estimate of W's largest singular value; the normalised weight is W / σ.
+and σ = uᴴ W_mat v (torch.vdot), the estimate of W's largest singular value; the normalised weight is W / σ.
+For real weights ᴴ is the transpose; complex weights follow torch's parametrization (conjugate transpose, vdot).
 """
 from __future__ import annotations
 
@@ -38,13 +39,13 @@ def power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim:
     for _ in range(n_power_iterations):
         if u_first:
             u.copy_(normalize(w_mat @ v, eps))
-            v.copy_(normalize(w_mat.t() @ u, eps))
+            v.copy_(normalize(w_mat.mH @ u, eps))
         else:
-            v.copy_(normalize(w_mat.t() @ u, eps))
+            v.copy_(normalize(w_mat.mH @ u, eps))
             u.copy_(normalize(w_mat @ v, eps))
-    return torch.dot(u, w_mat @ v)
+    return torch.vdot(u, w_mat @ v)
 
 
 def spectral_norm_sigma(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int) -> torch.Tensor:
-    """σ = uᵀ W_mat v, differentiable in ``weight`` (u and v are constants)."""
-    return torch.dot(u, weight_matrix(weight, dim) @ v)
+    """σ = uᴴ W_mat v, differentiable in ``weight`` (u and v are constants)."""
+    return torch.vdot(u, weight_matrix(weight, dim) @ v)

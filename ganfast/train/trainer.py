@@ -23,7 +23,7 @@ from .._io import atomic_write, prepare_output_dir
 from ..data import BatchLoader, DataOrder, Dataset
 from ..models._spec import model_spec
 from . import step as steps
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .visual import save_image_grid, save_scatter
 
 STATS = "stats.jsonl"
@@ -565,7 +565,7 @@ class Trainer:
     def init_from(self, path: str) -> None:
         """Fine-tuning: G, D and G_ema take the weights of another run's checkpoint or snapshot (a file or a run
         folder); the optimizers, step and RNG stay this run's own."""
-        from .checkpoint import checkpoint_path
+        from ..checkpoint import checkpoint_path
         load_checkpoint(checkpoint_path(path), {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {},
                         restore_rng=False)
         steps.broadcast_module(self.G)
@@ -606,7 +606,7 @@ class Trainer:
         """A ValueError naming the TrainConfig fields that differ from the checkpoint's run (only those in
         ``RESUMABLE_FIELDS`` may): otherwise Adam would keep the stored learning rates while the config claimed
         others, and the run would no longer be the one its checkpoint describes."""
-        from .checkpoint import checkpoint_extra
+        from ..checkpoint import checkpoint_extra
         stored = checkpoint_extra(path).get("config")
         if not isinstance(stored, dict):
             return

@@ -1,10 +1,19 @@
 """Helpers shared by the Triton kernels."""
 from __future__ import annotations
 
+import contextlib
+
+import torch
 import triton
 import triton.language as tl
 
 MAX_GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2 (program_id(1), program_id(2)); axis 0 allows 2**31 − 1
+
+
+def on_device(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The context every Triton launch runs in: x's GPU made current (Triton launches on the current device),
+    nothing for CPU tensors (the interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def split_f64(value: float) -> tuple[float, float]:

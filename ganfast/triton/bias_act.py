@@ -6,13 +6,11 @@ Math mirrors csrc/bias_act.h; the oracle is ganfast/reference/bias_act.py.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
-from ._common import compute_type, expm1, log1p, scalar, split_f64
+from ._common import compute_type, expm1, log1p, on_device, scalar, split_f64
 
 BLOCK = 1024
 
@@ -39,7 +37,8 @@ def _act(z, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
     elif ACT == 5:  # elu
         zn = tl.where(z > 0, zero, z)  # NaN stays NaN
         e = tl.exp(zn)
-        r = tl.where(z > 0, z, expm1(zn)) if ORDER == 0 else (tl.where(z > 0, one, e) if ORDER == 1 else tl.where(z > 0, zero, e))
+        r = tl.where(z > 0, z, expm1(zn)) if ORDER == 0 else (
+            tl.where(z > 0, one, e) if ORDER == 1 else tl.where(z > 0, zero, e))
     elif ACT == 6:  # selu
         # scale and scale * alpha of SELU as float32 hi + lo pairs (exact enough for float64)
         scale = zero + 1.0507010221481323 - 3.479265231476347e-08
@@ -120,7 +119,7 @@ def bias_act(order: int, out: torch.Tensor, x: torch.Tensor, b: torch.Tensor | N
     scalars = (*split_f64(alpha), *split_f64(gain), *split_f64(max(clamp, 0.0)))
     flags = dict(ACT=act, HAS_B=b is not None, HAS_CLAMP=clamp >= 0, BLOCK=BLOCK)
     b = x if b is None else b  # a placeholder pointer; never read when HAS_B is False
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # launch on x's GPU
+    with on_device(x):
         if order == 0:
             _bias_act_fwd_kernel[grid](out, x, b, n, channels, stride_c, *scalars, **flags)
         else:

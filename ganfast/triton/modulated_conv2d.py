@@ -11,7 +11,6 @@ The oracle is ganfast/reference/modulated_conv2d.py (through ganfast.ops.modulat
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
@@ -20,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ..reference.modulated_conv2d import DEMOD_EPS
-from ._common import MAX_GRID_YZ, compute_type, split_f64
+from ._common import MAX_GRID_YZ, compute_type, on_device, split_f64
 from .bias_act import act_gain_clamp
 
 
@@ -204,7 +203,7 @@ def _tuned(kernel_name: str):
 
 def _launch(kernel_name: str, x: torch.Tensor, grid, *args, **kwargs) -> None:
     """Runs a kernel: autotuned on a GPU, with the small interpreter tile on CPU. ``grid(meta)`` -> grid."""
-    with _on_device(x):
+    with on_device(x):
         if x.is_cuda:
             _tuned(kernel_name)[grid](*args, **kwargs)
         else:
@@ -212,10 +211,6 @@ def _launch(kernel_name: str, x: torch.Tensor, grid, *args, **kwargs) -> None:
             names = ("BLOCK_M", "BLOCK_N", "BLOCK_K") if kernel_name == "fwd" else ("BLOCK_O", "BLOCK_K", "BLOCK_P")
             tile = dict(zip(names, _INTERPRETER_TILE))
             kernel[grid(tile)](*args, **kwargs, **tile)
-
-
-def _on_device(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def modconv(x, weight, in_scale, out_scale, noise, bias, stride, padding, transposed, output_padding, act_code,
@@ -296,7 +291,7 @@ def demod(styles: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     if d.numel() == 0:
         return d
     block_o = 32 if styles.is_cuda else 16
-    with _on_device(styles):
+    with on_device(styles):
         _modconv_demod_kernel[(batch * triton.cdiv(c_out, block_o),)](
             d, styles, w2, c_in, c_out, DEMOD_EPS, ACC=_accumulator(styles.dtype), BLOCK_O=block_o,
             BLOCK_I=128 if styles.is_cuda else 16)

@@ -8,13 +8,11 @@ ganfast/reference/upfirdn2d.py.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
-from ._common import MAX_GRID_YZ, compute_type
+from ._common import MAX_GRID_YZ, compute_type, on_device
 
 
 @triton.jit
@@ -67,7 +65,7 @@ def upfirdn2d(out: torch.Tensor, x: torch.Tensor, taps: torch.Tensor, up, down, 
     block_h = min(max(1, 1024 // block_w), triton.next_power_of_2(out_h))
     grid = (triton.cdiv(out_h, block_h) * triton.cdiv(out_w, block_w), min(batch * channels, MAX_GRID_YZ))
     pad_x0, pad_y0 = padding[0], padding[2]
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # launch on x's GPU
+    with on_device(x):
         _upfirdn2d_fwd_kernel[grid](
             out, x, taps, batch * channels, channels, x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(),
             pad_x0, pad_y0, max(pad_x0, 0) // up[0] + 1, max(pad_y0, 0) // up[1] + 1,

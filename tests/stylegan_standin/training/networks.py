@@ -24,6 +24,12 @@ def synthesis_layer(x, weight, styles, bias, noise, f, up):
     return upfirdn2d.filter2d(x, f)
 
 
+def to_rgb(x, weight, styles, bias, conv_clamp=None):
+    """StyleGAN2-ADA's ToRGBLayer: a 1x1 modulated conv without demodulation, then a linear bias_act."""
+    x = modulated_conv2d(x, weight, styles, demodulate=False)
+    return bias_act.bias_act(x, bias, clamp=conv_clamp)
+
+
 def make_filter():
     return upfirdn2d.setup_filter([1, 3, 3, 1])
 

@@ -7,13 +7,11 @@ ganfast/reference/losses.py.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
-from ._common import MAX_GRID_YZ, compute_type, scalar, split_f64
+from ._common import MAX_GRID_YZ, compute_type, on_device, scalar, split_f64
 
 REDUCE_BLOCK = 2048
 REDUCE_CHUNK = 16 * REDUCE_BLOCK  # elements of one sample per program of the reduction (at least)
@@ -106,10 +104,6 @@ def _scale_grid(batch: int, per_sample: int) -> tuple[int, int]:
     return triton.cdiv(per_sample, SCALE_BLOCK), min(batch, MAX_GRID_YZ)
 
 
-def _on_device(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def grad_penalty_fwd(term: torch.Tensor, norm: torch.Tensor, g: torch.Tensor, per_sample: int, center: float) -> None:
     """Writes term and norm (B,) for the per-sample-contiguous g; center < 0 selects R1's sum of squares.
     Samples longer than REDUCE_CHUNK are split over several programs plus a per-sample finish."""
@@ -119,7 +113,7 @@ def grad_penalty_fwd(term: torch.Tensor, norm: torch.Tensor, g: torch.Tensor, pe
     chunks = max(1, triton.cdiv(per_sample, chunk))
     scalars = split_f64(max(center, 0.0))
     partial = term.new_empty(batch * chunks) if chunks > 1 else term  # placeholder when unused
-    with _on_device(g):
+    with on_device(g):
         _grad_penalty_fwd_kernel[(batch, chunks)](term, norm, partial, g, per_sample, chunk, *scalars,
                                                   HAS_CENTER=center >= 0, ONE_CHUNK=chunks == 1, BLOCK=REDUCE_BLOCK)
         if chunks > 1:
@@ -132,7 +126,7 @@ def grad_penalty_bwd(out: torch.Tensor, g: torch.Tensor, dterm: torch.Tensor, dn
     """Writes out = g · coef_b (same layout as g)."""
     if out.numel() == 0:
         return
-    with _on_device(g):
+    with on_device(g):
         _grad_penalty_bwd_kernel[_scale_grid(g.shape[0], per_sample)](
             out, g, dterm, dnorm, norm, g.shape[0], per_sample, *split_f64(max(center, 0.0)),
             HAS_CENTER=center >= 0, BLOCK=SCALE_BLOCK)
@@ -142,6 +136,6 @@ def sample_lerp(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: torch.
     """Writes out = eps_b · a + (1 − eps_b) · b (a, b, out share a per-sample-contiguous layout)."""
     if out.numel() == 0:
         return
-    with _on_device(a):
+    with on_device(a):
         _sample_lerp_fwd_kernel[_scale_grid(a.shape[0], per_sample)](
             out, a, b, eps, a.shape[0], per_sample, BLOCK=SCALE_BLOCK)

@@ -25,7 +25,7 @@ import threading
 import torch
 from safetensors.torch import safe_open, save
 
-from .._io import atomic_write
+from ._io import atomic_write
 
 FORMAT = "ganfast-checkpoint-2"
 _UNVERIFIED_FORMAT = "ganfast-checkpoint-1"  # the same without digests
@@ -234,7 +234,7 @@ def _build_to_fit(path: str, spec, stored: dict[str, list[int]]) -> torch.nn.Mod
     """``build_model(spec)``, once its state-dict shapes are known to be ``stored``'s: the arguments are checked
     for sane sizes, then the model is built on the meta device (no memory for weights) within a registration
     budget, so that arguments changed in the file cannot make ganfast allocate much more than the file holds."""
-    from ..models._spec import build_model
+    from .models._spec import build_model
     _check_spec_values(path, spec)
     try:
         with _registration_budget(2 * len(stored) + 64), torch.device("meta"):
