@@ -70,7 +70,8 @@ def main() -> int:
     if args.write_zip:
         _write_digits_zip(args.write_zip)
     if not args.no_train:
-        train = ["train", "--dataset", args.dataset, "--cond", "--model", args.model, "--out", args.out, "--no-progress"]
+        train = ["train", "--dataset", args.dataset, "--cond", "--model", args.model, "--out", args.out,
+                 "--no-progress"]
         report["train_seconds"] = _run(train + (["--steps", str(args.steps)] if args.steps else []))
     real, real_labels = digits_with_labels(16)
     logistic = LogisticRegression(max_iter=2000).fit(real.flatten(1).numpy(), real_labels.numpy())

@@ -18,7 +18,6 @@ Every other imported module that bound one of these functions by name
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import warnings

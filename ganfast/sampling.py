@@ -300,8 +300,8 @@ def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
 
 def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int | None = None,
            truncation_psi: float = 1.0, noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
-           compile: bool | None = None, c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None
-           ) -> Iterator[SampleBatch]:
+           compile: bool | None = None, c: int | str | torch.Tensor | None = None,
+           class_counts: Sequence[int] | None = None) -> Iterator[SampleBatch]:
     """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
 
     G: a generator module with ``z_dim``, called as ``G(z, **kw)`` (``G(z, c, **kw)`` when ``G.c_dim`` > 0) →

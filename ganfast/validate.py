@@ -214,7 +214,8 @@ def read_samples(path: str, progress: bool = False) -> tuple[ImageSet, str | Non
     if not kinds:
         raise ValueError(f"synthetic: {path!r} holds no samples (PNG/JPEG images, .npz or .tar shards)")
     if len(kinds) > 1:
-        raise ValueError(f"synthetic: {path!r} mixes sample formats ({', '.join(sorted(kinds))}); one folder, one format")
+        raise ValueError(f"synthetic: {path!r} mixes sample formats ({', '.join(sorted(kinds))}); "
+                         "one folder, one format")
     kind = kinds.pop()
     reader = {"npz": _read_npz, "tar": _read_tars, "img": _read_pngs}[kind]
     chosen = [f for f in files if f.lower().endswith({"npz": (".npz",), "tar": (".tar",)}.get(kind, IMAGE_EXTENSIONS))]
@@ -259,7 +260,8 @@ def _load_real(spec, resolution: int, name: str) -> tuple[ImageSet, str | None]:
     if labels is not None:
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.is_floating_point():
-            labels, note = None, f"the labels of {source!r} are vectors, not class indices: no per-class or TSTR figures"
+            labels, note = None, (f"the labels of {source!r} are vectors, not class indices: no per-class or TSTR "
+                                  "figures")
         else:
             labels = labels.long()
     images = _as_uint8(images, name)
@@ -532,11 +534,13 @@ def summary(report: dict) -> str:
     if report["memorized_share"] is not None:
         lines.append(f"privacy    memorized_share {_fmt(report['memorized_share'])} (closer to the training set than "
                      f"95% of the holdout; ~0.05 without copying)")
-        lines.append(f"           DCR median {_fmt(report['dcr_median'])} vs holdout {_fmt(report['holdout_dcr_median'])}"
+        lines.append(f"           DCR median {_fmt(report['dcr_median'])} vs holdout "
+                     f"{_fmt(report['holdout_dcr_median'])}"
                      f"; threshold {_fmt(report['memorized_threshold'])}; near-duplicates "
                      f"{report['near_duplicates_found']}; exact copies {_fmt(report['exact_copies'])}")
     else:
-        lines.append(f"privacy    DCR median {_fmt(report['dcr_median'])}; exact copies {_fmt(report['exact_copies'])}; "
+        lines.append(f"privacy    DCR median {_fmt(report['dcr_median'])}; exact copies "
+                     f"{_fmt(report['exact_copies'])}; "
                      f"memorized_share n/a (no holdout: give real images G never saw)")
     per_class = report.get("per_class") or {}
     cells = [f"{k}: FD {_fmt(v.get('fd'), 1)} TSTR {_fmt(v.get('tstr_accuracy'), 2)}" for k, v in per_class.items()]

@@ -263,7 +263,8 @@ def test_impl_that_cannot_serve_says_why(monkeypatch):
     ({"impl": "fast"}, ValueError, "impl must be one of"),
 ])
 def test_bad_input_errors(kwargs, exc, match):
-    args = {"x": torch.zeros(1, 2, 8, 8), "fu": torch.ones(4) / 4, "fd": torch.ones(4) / 4, "up": 2, "down": 2, "padding": 3}
+    args = {"x": torch.zeros(1, 2, 8, 8), "fu": torch.ones(4) / 4, "fd": torch.ones(4) / 4, "up": 2, "down": 2,
+            "padding": 3}
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         filtered_lrelu(**args)

@@ -61,7 +61,8 @@ def test_latents_follow_numpy_randomstate():
     np.testing.assert_array_equal(z[1].numpy(), np.random.RandomState(7).randn(8).astype(np.float32))
 
 
-EDGE_SEEDS = [0, 1, 2, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1] + [int(s) for s in np.random.default_rng(5).integers(0, 2 ** 32, 200)]
+EDGE_SEEDS = [0, 1, 2, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1] + [int(s) for s in
+                                                             np.random.default_rng(5).integers(0, 2 ** 32, 200)]
 
 
 @pytest.mark.skipif(not _ext.loaded(), reason="the compiled latents need the extension")

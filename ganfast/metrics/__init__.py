@@ -8,7 +8,7 @@ from .mixture import mixture_metrics
 from .neighbours import ball_counts, knn_radii, nearest_neighbours
 from .precision_recall import precision_recall
 
-__all__ = ["DigitsClassifier", "FeatureStats", "ball_counts", "density_coverage", "digits_extractor", "digits_predictor",
-           "feature_stats",
+__all__ = ["DigitsClassifier", "FeatureStats", "ball_counts", "density_coverage", "digits_extractor",
+           "digits_predictor", "feature_stats",
            "frechet_distance", "inception_extractor", "kernel_inception_distance", "knn_radii", "mixture_metrics",
            "nearest_neighbours", "precision_recall"]

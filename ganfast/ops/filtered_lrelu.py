@@ -99,7 +99,8 @@ def _launch(impl: str, t: torch.Tensor, fu, fd, b, mask, up: int, down: int, pad
         addr = _ext.address
         _ext.launch("filtered_lrelu", t.device, _ext.DTYPE_CODES[t.dtype], 0 if activation else 1,
                     [*t.shape, *mid, *out_hw], [scale1, scale2], [*pad1, *pad2],
-                    [taps1.shape[0], taps1.shape[-1], taps1.ndim == 1], [taps2.shape[0], taps2.shape[-1], taps2.ndim == 1],
+                    [taps1.shape[0], taps1.shape[-1], taps1.ndim == 1],
+                    [taps2.shape[0], taps2.shape[-1], taps2.ndim == 1],
                     gain, slope, clamp_arg, list(t.stride()), list(out.stride()), addr(out), addr(t), addr(b),
                     addr(mask if mask.numel() else None), addr(taps1), addr(taps2))
     return out, mask

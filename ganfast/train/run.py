@@ -23,8 +23,9 @@ DEFAULTS_2D = dict(model="mlp", steps=8000, config=TrainConfig(
 DEFAULTS_IMAGE = dict(model="dcgan", steps=3000, config=TrainConfig(
     batch_size=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.99), r1_gamma=0.1, r1_interval=16, ema_kimg=2.0,
     tick_steps=250, snapshot_ticks=4, aug="ada"))
-# StyleGAN2 (up to 32 px, CPU-sized widths; above, StyleGAN2-ADA's auto configuration: stylegan2_auto): R1 γ and lazy intervals as StyleGAN2-ADA's small-data configs, path
-# length on; not tuned here (the demo uses DCGAN, which trains faster on a CPU).
+# StyleGAN2 up to 32 px (CPU-sized widths; above, StyleGAN2-ADA's auto configuration: stylegan2_auto): R1 γ and lazy
+# intervals as StyleGAN2-ADA's small-data configs, path length on; not tuned here (the demo uses DCGAN, which trains
+# faster on a CPU).
 DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
     batch_size=32, lr_g=2.5e-3, lr_d=2.5e-3, betas=(0.0, 0.99), r1_gamma=0.05, r1_interval=16, pl_weight=2.0,
     pl_interval=4, ema_kimg=2.0, tick_steps=250, snapshot_ticks=4, aug="ada"))
@@ -93,8 +94,8 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
         z_dim = z_dim or kw.pop("z_dim", 64)
         shared = {k: kw[k] for k in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp") if k in kw}
         return (StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, img_channels=channels, c_dim=c_dim, **kw),
-                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, c_dim=c_dim, mbstd_group_size=mbstd,
-                                       **shared))
+                StyleGAN2Discriminator(img_resolution=resolution, img_channels=channels, c_dim=c_dim,
+                                       mbstd_group_size=mbstd, **shared))
     if model.startswith("stylegan3"):
         config, widen = STYLEGAN3_CONFIGS[model[-1]], 2 if model == "stylegan3-r" else 1  # R: twice the channels
         G = StyleGAN3Generator(z_dim=z_dim or 64, c_dim=c_dim, img_resolution=resolution, img_channels=channels,

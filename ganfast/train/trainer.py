@@ -455,8 +455,8 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
                                                               "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
-                                                              "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes", "hq", "fd",
-                                                              "recall", "class_acc")}
+                                                              "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes",
+                                                              "hq", "fd", "recall", "class_acc")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
         if record["skipped_steps"]:
@@ -491,9 +491,10 @@ class Trainer:
             z, c = self.fixed_z, self.fixed_c
         chunk = self.config.batch_size // self.world_size
         with self._rng_untouched():
-            return torch.cat([steps.call_with_labels(self.G_ema, z[i:i + chunk].to(self.device),
-                                                     None if c is None else c[i:i + chunk].to(self.device)).float().cpu()
-                              for i in range(0, len(z), chunk)])
+            chunks = [(z[i:i + chunk], None if c is None else c[i:i + chunk]) for i in range(0, len(z), chunk)]
+            return torch.cat([steps.call_with_labels(self.G_ema, zs.to(self.device),
+                                                     None if cs is None else cs.to(self.device)).float().cpu()
+                              for zs, cs in chunks])
 
     def _rng_untouched(self):
         """Monitoring (samples, evaluations) may draw random numbers (e.g. StyleGAN2's layer noise) without moving
