@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_train import _noise_zip
 
 from ganfast.cli import main
-from ganfast.train.checkpoint import checkpoint_extra, load_generator
+from ganfast.checkpoint import checkpoint_extra, load_generator
 
 RING = ["--dataset", "ring8", "--batch-size", "32", "--tick", "4", "--no-progress"]
 
