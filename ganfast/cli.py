@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 
 
@@ -203,6 +204,11 @@ def _cmd_demo(args) -> int:
     from ganfast.info import format_info
     from ganfast.train.run import build_trainer
     print(format_info(ganfast.info()).splitlines()[0])
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        if not os.path.isfile(os.path.join(args.out, "metrics.json")):
+            raise ValueError(f"--out {args.out} is not empty and holds no earlier demo; give another folder")
+        print(f"{args.out} holds an earlier demo: it is replaced")
+        shutil.rmtree(args.out)
     print("loading the digits; the metrics' digit classifier is trained on the first run, then cached")
     trainer, default_steps = build_trainer("digits", args.out, seed=args.seed, device=args.device,
                                            progress=not args.no_progress, threads=args.threads)

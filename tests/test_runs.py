@@ -341,3 +341,20 @@ def test_sigterm_mid_tick_resumes_exactly_with_layer_noise(tmp_path, one_thread)
     b = load_file(str(tmp_path / "stopped" / "checkpoint.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_demo_replaces_only_an_earlier_demo(tmp_path, capsys):
+    """`ganfast demo` twice into one folder replaces the first demo (saying so); a folder of other files is
+    refused with one line."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "2", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--steps", "2", "--no-progress"]) == 0
+    assert "holds an earlier demo: it is replaced" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(other), "--steps", "2", "--no-progress"])
+    assert info.value.code == 2 and (other / "notes.txt").exists()
+    assert "holds no earlier demo" in capsys.readouterr().err
