@@ -4,6 +4,7 @@
 // Python layer zeroes, with atomic adds (float and double; the Python layer runs half types in float32).
 // Index math shared with the CPU kernel.
 #include <algorithm>
+#include <type_traits>
 
 #include "affine_sample.h"
 #include "cuda_check.cuh"
@@ -73,11 +74,13 @@ void affine_sample_cuda(const AffineSampleArgs& a, int device, uintptr_t stream)
   if (a.batch * a.channels * a.in_h * a.in_w == 0 || a.out_h * a.out_w == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_typed<float>(a, device, s);
-    case kFloat64: return launch_typed<double>(a, device, s);
-    default: fail("affine_sample: the CUDA kernel takes float32 and float64 (half types go through float32)");
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("affine_sample", a.dtype, [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    if constexpr (std::is_floating_point_v<S>)
+      launch_typed<S>(a, device, s);
+    else
+      fail("affine_sample: the CUDA kernel takes float32 and float64 (half types go through float32)");
+  });
 }
 
 }  // namespace ganfast

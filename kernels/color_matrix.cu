@@ -65,13 +65,9 @@ void color_matrix_cuda(const ColorMatrixArgs& a, int device, uintptr_t stream) {
   if (a.batch * a.pixels == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_typed<float>(a, device, s);
-    case kFloat64: return launch_typed<double>(a, device, s);
-    case kFloat16: return launch_typed<__half>(a, device, s);
-    case kBFloat16: return launch_typed<__nv_bfloat16>(a, device, s);
-    default: fail("color_matrix: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("color_matrix", a.dtype, [&](auto tag) {
+    launch_typed<typename decltype(tag)::type>(a, device, s);
+  });
 }
 
 }  // namespace ganfast

@@ -225,13 +225,9 @@ void filtered_lrelu_cuda(const FilteredLreluArgs& a, int device, uintptr_t strea
   if (a.batch * a.channels * a.out_h * a.out_w == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_fl_typed<float>(a, device, s);
-    case kFloat64: return launch_fl_typed<double>(a, device, s);
-    case kFloat16: return launch_fl_typed<__half>(a, device, s);
-    case kBFloat16: return launch_fl_typed<__nv_bfloat16>(a, device, s);
-    default: fail("filtered_lrelu: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("filtered_lrelu", a.dtype, [&](auto tag) {
+    launch_fl_typed<typename decltype(tag)::type>(a, device, s);
+  });
 }
 
 }  // namespace ganfast
