@@ -36,7 +36,7 @@ from .._dispatch import FLOAT_DTYPES
 from ..reference.bias_act import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
-           "check_epilogue", "is_dense", "dense", "same_layout"]
+           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout"]
 
 
 def check_tensor(name: str, t, *, dtypes=FLOAT_DTYPES, like: torch.Tensor | None = None,
@@ -104,6 +104,11 @@ def check_dim(dim, ndim: int, name: str = "dim") -> int:
     if not -ndim <= dim < ndim:
         raise ValueError(f"{name}={dim} is out of range for a {ndim}-D tensor")
     return dim % ndim
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The kernels' arithmetic type for ``dtype``: float64 stays float64, every other float computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def is_dense(t: torch.Tensor) -> bool:

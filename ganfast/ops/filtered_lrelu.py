@@ -31,7 +31,7 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.filtered_lrelu import filtered_lrelu as filtered_lrelu_ref
 from ..reference.upfirdn2d import IntOrPair, filter_size, parse_padding
-from ._common import check_clamp, check_finite, check_same_device, check_tensor
+from ._common import check_clamp, check_finite, check_same_device, check_tensor, compute_dtype
 from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
@@ -61,7 +61,7 @@ def _mask_shape(x_shape, mid: list[int]) -> list[int]:
 def _stage_taps(f: torch.Tensor | None, scale: float, flip: bool, x: torch.Tensor) -> torch.Tensor:
     """One stage's correlation taps in the arithmetic type (float64 for float64 x, else float32): f (or one tap
     for None) times ``scale`` per axis (1-D f: ``scale``, 2-D: ``scale``²), flipped for a true convolution."""
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     if f is None:
         return torch.full((1,), scale, dtype=compute, device=x.device)
     taps = (f if scale == 1 else f * scale ** f.ndim).to(compute)
