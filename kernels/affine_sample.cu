@@ -58,11 +58,9 @@ __global__ void __launch_bounds__(kThreads) affine_sample_kernel(AffineSampleArg
 
 template <typename S>
 void launch_typed(const AffineSampleArgs& a, int device, cudaStream_t stream) {
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
-  const int64_t blocks = (a.out_h * a.out_w + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail("affine_sample: the sampling grid has more pixels than one CUDA launch covers");
-  const dim3 grid(unsigned(blocks), 1, unsigned(std::min<int64_t>(a.batch, max_grid_z)));
+  const dim3 grid = plane_grid(device, (a.out_h * a.out_w + kThreads - 1) / kThreads, a.batch, [] {
+    return "affine_sample: the sampling grid has more pixels than one CUDA launch covers";
+  });
   affine_sample_kernel<S><<<grid, kThreads, 0, stream>>>(a);
   GANFAST_CUDA_CHECK_LAUNCH("affine_sample_kernel");
 }

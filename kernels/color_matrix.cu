@@ -44,11 +44,9 @@ __global__ void __launch_bounds__(kThreads) color_matrix_kernel(ColorMatrixArgs 
 
 template <typename S>
 void launch_typed(const ColorMatrixArgs& a, int device, cudaStream_t stream) {
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
-  const int64_t blocks = (a.pixels + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail("color_matrix: an image has more pixels than one CUDA launch covers");
-  const dim3 grid(unsigned(blocks), 1, unsigned(std::min<int64_t>(a.batch, max_grid_z)));
+  const dim3 grid = plane_grid(device, (a.pixels + kThreads - 1) / kThreads, a.batch, [] {
+    return "color_matrix: an image has more pixels than one CUDA launch covers";
+  });
   switch (a.channels) {
     case 1: color_matrix_kernel<S, 1><<<grid, kThreads, 0, stream>>>(a); break;
     case 2: color_matrix_kernel<S, 2><<<grid, kThreads, 0, stream>>>(a); break;

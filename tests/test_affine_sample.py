@@ -91,3 +91,5 @@ def test_errors():
         affine_sample(x[0], torch.zeros(2, 2, 3), (4, 4))
     with pytest.raises(TypeError, match="theta"):
         affine_sample(x, torch.zeros(2, 2, 3, dtype=torch.int64), (4, 4))
+    with pytest.raises(ValueError, match="theta is on meta but x is on cpu"):
+        affine_sample(x, torch.zeros(2, 2, 3, device="meta"), (4, 4))

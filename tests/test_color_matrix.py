@@ -68,3 +68,5 @@ def test_errors():
         color_matrix(x, m, b[:1])
     with pytest.raises(TypeError, match="matrix"):
         color_matrix(x, m.long(), b)
+    with pytest.raises(ValueError, match="offset is on meta but x is on cpu"):
+        color_matrix(x, m, b.to("meta"))
