@@ -106,13 +106,7 @@ void dispatch(const AffineSampleArgs& a) {
 
 void affine_sample_cpu(const AffineSampleArgs& a) {
   check_affine_sample_args(a);
-  switch (a.dtype) {
-    case kFloat32: return dispatch<float>(a);
-    case kFloat64: return dispatch<double>(a);
-    case kFloat16: return dispatch<Half>(a);
-    case kBFloat16: return dispatch<BFloat16>(a);
-    default: fail("affine_sample: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype("affine_sample", a.dtype, [&](auto tag) { dispatch<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

@@ -78,13 +78,7 @@ void dispatch_channels(const ColorMatrixArgs& a) {
 
 void color_matrix_cpu(const ColorMatrixArgs& a) {
   check_color_matrix_args(a);
-  switch (a.dtype) {
-    case kFloat32: return dispatch_channels<float>(a);
-    case kFloat64: return dispatch_channels<double>(a);
-    case kFloat16: return dispatch_channels<Half>(a);
-    case kBFloat16: return dispatch_channels<BFloat16>(a);
-    default: fail("color_matrix: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype("color_matrix", a.dtype, [&](auto tag) { dispatch_channels<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

@@ -196,13 +196,7 @@ void filtered_lrelu_typed(const FilteredLreluArgs& a) {
 void filtered_lrelu_cpu(const FilteredLreluArgs& a) {
   check_filtered_lrelu_args(a);
   if (a.batch * a.channels * a.out_h * a.out_w == 0) return;
-  switch (a.dtype) {
-    case kFloat32: return filtered_lrelu_typed<float>(a);
-    case kFloat64: return filtered_lrelu_typed<double>(a);
-    case kFloat16: return filtered_lrelu_typed<Half>(a);
-    case kBFloat16: return filtered_lrelu_typed<BFloat16>(a);
-    default: fail("filtered_lrelu: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype("filtered_lrelu", a.dtype, [&](auto tag) { filtered_lrelu_typed<typename decltype(tag)::type>(a); });
 }
 
 }  // namespace ganfast

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "common.h"
 #include "parallel.h"
@@ -80,18 +81,19 @@ void fill_row(uint32_t seed, int64_t z_dim, T* out) {
 
 void seed_latents_cpu(const int64_t* seeds, int64_t count, int64_t z_dim, int dtype, void* out) {
   if (count < 0 || z_dim < 0 || (count > 0 && z_dim > 0 && (!seeds || !out))) fail("seed_latents: bad arguments");
-  if (dtype != kFloat32 && dtype != kFloat64) fail("seed_latents: dtype must be float32 or float64");
   for (int64_t j = 0; j < count; ++j)
     if (seeds[j] < 0 || seeds[j] > int64_t(0xffffffff))
       fail("seed_latents: seed " + std::to_string(seeds[j]) + " is outside [0, 2**32 - 1]");
-  if (z_dim == 0) return;
-  // about 2.6 generator outputs and one log per value, plus 1248 outputs of seeding and refilling per seed
-  parallel_for(count, std::max<int64_t>(1, 4096 / (z_dim + 512)), [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      if (dtype == kFloat32)
-        fill_row(uint32_t(seeds[j]), z_dim, static_cast<float*>(out) + j * z_dim);
-      else
-        fill_row(uint32_t(seeds[j]), z_dim, static_cast<double*>(out) + j * z_dim);
+  dispatch_dtype("seed_latents", dtype, [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    if constexpr (!std::is_floating_point_v<S>) {
+      fail("seed_latents: dtype must be float32 or float64");
+    } else {
+      if (z_dim == 0) return;
+      // about 2.6 generator outputs and one log per value, plus 1248 outputs of seeding and refilling per seed
+      parallel_for(count, std::max<int64_t>(1, 4096 / (z_dim + 512)), [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) fill_row(uint32_t(seeds[j]), z_dim, static_cast<S*>(out) + j * z_dim);
+      });
     }
   });
 }

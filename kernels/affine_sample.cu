@@ -4,6 +4,7 @@
 // Python layer zeroes, with atomic adds (float and double; the Python layer runs half types in float32).
 // Index math shared with the CPU kernel.
 #include <algorithm>
+#include <type_traits>
 
 #include "affine_sample.h"
 #include "cuda_check.cuh"
@@ -57,11 +58,9 @@ __global__ void __launch_bounds__(kThreads) affine_sample_kernel(AffineSampleArg
 
 template <typename S>
 void launch_typed(const AffineSampleArgs& a, int device, cudaStream_t stream) {
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
-  const int64_t blocks = (a.out_h * a.out_w + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail("affine_sample: the sampling grid has more pixels than one CUDA launch covers");
-  const dim3 grid(unsigned(blocks), 1, unsigned(std::min<int64_t>(a.batch, max_grid_z)));
+  const dim3 grid = plane_grid(device, (a.out_h * a.out_w + kThreads - 1) / kThreads, a.batch, [] {
+    return "affine_sample: the sampling grid has more pixels than one CUDA launch covers";
+  });
   affine_sample_kernel<S><<<grid, kThreads, 0, stream>>>(a);
   GANFAST_CUDA_CHECK_LAUNCH("affine_sample_kernel");
 }
@@ -73,11 +72,13 @@ void affine_sample_cuda(const AffineSampleArgs& a, int device, uintptr_t stream)
   if (a.batch * a.channels * a.in_h * a.in_w == 0 || a.out_h * a.out_w == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_typed<float>(a, device, s);
-    case kFloat64: return launch_typed<double>(a, device, s);
-    default: fail("affine_sample: the CUDA kernel takes float32 and float64 (half types go through float32)");
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("affine_sample", a.dtype, [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    if constexpr (std::is_floating_point_v<S>)
+      launch_typed<S>(a, device, s);
+    else
+      fail("affine_sample: the CUDA kernel takes float32 and float64 (half types go through float32)");
+  });
 }
 
 }  // namespace ganfast

@@ -44,11 +44,9 @@ __global__ void __launch_bounds__(kThreads) color_matrix_kernel(ColorMatrixArgs 
 
 template <typename S>
 void launch_typed(const ColorMatrixArgs& a, int device, cudaStream_t stream) {
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
-  const int64_t blocks = (a.pixels + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail("color_matrix: an image has more pixels than one CUDA launch covers");
-  const dim3 grid(unsigned(blocks), 1, unsigned(std::min<int64_t>(a.batch, max_grid_z)));
+  const dim3 grid = plane_grid(device, (a.pixels + kThreads - 1) / kThreads, a.batch, [] {
+    return "color_matrix: an image has more pixels than one CUDA launch covers";
+  });
   switch (a.channels) {
     case 1: color_matrix_kernel<S, 1><<<grid, kThreads, 0, stream>>>(a); break;
     case 2: color_matrix_kernel<S, 2><<<grid, kThreads, 0, stream>>>(a); break;
@@ -65,13 +63,9 @@ void color_matrix_cuda(const ColorMatrixArgs& a, int device, uintptr_t stream) {
   if (a.batch * a.pixels == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_typed<float>(a, device, s);
-    case kFloat64: return launch_typed<double>(a, device, s);
-    case kFloat16: return launch_typed<__half>(a, device, s);
-    case kBFloat16: return launch_typed<__nv_bfloat16>(a, device, s);
-    default: fail("color_matrix: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("color_matrix", a.dtype, [&](auto tag) {
+    launch_typed<typename decltype(tag)::type>(a, device, s);
+  });
 }
 
 }  // namespace ganfast

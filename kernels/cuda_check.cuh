@@ -3,8 +3,12 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "common.h"
 
 namespace ganfast {
 
@@ -31,5 +35,15 @@ class DeviceGuard {
  private:
   int previous_ = 0;
 };
+
+// The grid of a kernel with `blocks` blocks per plane on axis x and `planes` planes grid-strided over axis z
+// (capped at the device's axis-z limit). Fails with too_many() when the blocks exceed axis x's 2**31 - 1.
+template <typename Message>
+dim3 plane_grid(int device, int64_t blocks, int64_t planes, Message&& too_many) {
+  if (blocks > 0x7fffffff) fail(too_many());
+  int max_grid_z = 0;
+  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
+  return dim3(unsigned(blocks), 1, unsigned(std::min<int64_t>(planes, max_grid_z)));
+}
 
 }  // namespace ganfast

@@ -207,13 +207,11 @@ template <typename S>
 void launch_fl_typed(const FilteredLreluArgs& a, int device, cudaStream_t stream) {
   using T = typename CudaElement<S>::Compute;
   const FlTile t = choose_fl_tile<T>(a);
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
   const int64_t tiles = ((a.out_h + t.out_h - 1) / t.out_h) * ((a.out_w + t.out_w - 1) / t.out_w);
-  if (tiles > 0x7fffffff)
-    fail("filtered_lrelu: an output plane of " + std::to_string(a.out_h) + "x" + std::to_string(a.out_w) +
-         " needs more tiles than one CUDA grid holds (2**31 - 1)");
-  const dim3 grid(unsigned(tiles), 1, unsigned(std::min<int64_t>(a.batch * a.channels, max_grid_z)));
+  const dim3 grid = plane_grid(device, tiles, a.batch * a.channels, [&] {
+    return "filtered_lrelu: an output plane of " + std::to_string(a.out_h) + "x" + std::to_string(a.out_w) +
+           " needs more tiles than one CUDA grid holds (2**31 - 1)";
+  });
   filtered_lrelu_kernel<S><<<grid, kThreads, size_t(fl_shared_bytes<T>(a, t)), stream>>>(a, t);
   GANFAST_CUDA_CHECK_LAUNCH("filtered_lrelu_kernel");
 }
@@ -225,13 +223,9 @@ void filtered_lrelu_cuda(const FilteredLreluArgs& a, int device, uintptr_t strea
   if (a.batch * a.channels * a.out_h * a.out_w == 0) return;
   DeviceGuard guard(device);
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case kFloat32: return launch_fl_typed<float>(a, device, s);
-    case kFloat64: return launch_fl_typed<double>(a, device, s);
-    case kFloat16: return launch_fl_typed<__half>(a, device, s);
-    case kBFloat16: return launch_fl_typed<__nv_bfloat16>(a, device, s);
-    default: fail("filtered_lrelu: unsupported dtype code " + std::to_string(a.dtype));
-  }
+  dispatch_dtype<__half, __nv_bfloat16>("filtered_lrelu", a.dtype, [&](auto tag) {
+    launch_fl_typed<typename decltype(tag)::type>(a, device, s);
+  });
 }
 
 }  // namespace ganfast

@@ -123,14 +123,12 @@ template <typename S>
 void launch_typed(const Upfirdn2dArgs& a, int device, cudaStream_t stream) {
   using T = typename CudaLoad<S>::Compute;
   const Tile t = choose_tile<T>(a);
-  int max_grid_z = 0;
-  GANFAST_CUDA_CHECK(cudaDeviceGetAttribute(&max_grid_z, cudaDevAttrMaxGridDimZ, device));
   const int64_t tiles = ((a.out_h + t.h - 1) / t.h) * ((a.out_w + t.w - 1) / t.w);
-  if (tiles > 0x7fffffff)
-    fail("upfirdn2d: an output plane of " + std::to_string(a.out_h) + "x" + std::to_string(a.out_w) + " needs " +
-         std::to_string(tiles) + " tiles of " + std::to_string(t.h) + "x" + std::to_string(t.w) +
-         ", more than one CUDA grid holds (2**31 - 1)");
-  const dim3 grid(unsigned(tiles), 1, unsigned(std::min<int64_t>(a.batch * a.channels, max_grid_z)));
+  const dim3 grid = plane_grid(device, tiles, a.batch * a.channels, [&] {
+    return "upfirdn2d: an output plane of " + std::to_string(a.out_h) + "x" + std::to_string(a.out_w) + " needs " +
+           std::to_string(tiles) + " tiles of " + std::to_string(t.h) + "x" + std::to_string(t.w) +
+           ", more than one CUDA grid holds (2**31 - 1)";
+  });
   upfirdn2d_tiled_kernel<S><<<grid, kThreads, size_t(shared_bytes<T>(a, t)), stream>>>(a, t);
   GANFAST_CUDA_CHECK_LAUNCH("upfirdn2d_tiled_kernel");
 }

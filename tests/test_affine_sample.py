@@ -2,10 +2,11 @@
 layouts, half types and argument errors."""
 import pytest
 import torch
-from support import DEVICE, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, assert_layout_parity, available_impls, rel_err
 
-from ganfast.ops import affine_sample
+from ganfast.ops import affine_resample, affine_sample
 from ganfast.reference.affine_sample import affine_sample as affine_sample_ref
+from ganfast.reference.augment import geometric as geometric_ref
 
 IMPLS = available_impls()
 
@@ -24,10 +25,20 @@ def _theta(n, scale=1.2, dtype=torch.float64):
 def test_matches_reference_float64(impl, shape, size):
     x = torch.randn(shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
     theta = _theta(shape[0])
-    out, ref = affine_sample(x, theta, size, impl=impl), affine_sample_ref(x, theta, size)
-    assert rel_err(out, ref) < 1e-12
-    dy = torch.randn_like(ref)
-    assert rel_err(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]) < 1e-12
+    assert_layout_parity(affine_sample(x, theta, size, impl=impl), affine_sample_ref(x, theta, size), x, "contiguous")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradient_graph_matches_reference(impl):
+    """The derivative is the transpose applied to dy alone: x is outside its graph (None at second order), as
+    in grid_sample's. theta is fixed (augmentation matrices are drawn: no gradient flows to it)."""
+    theta = _theta(2)
+    assert_grad_graph_parity(lambda x: affine_sample(x, theta, (5, 4), impl=impl),
+                             lambda x: affine_sample_ref(x, theta, (5, 4)),
+                             (torch.randn(2, 3, 6, 5, dtype=torch.float64, device=DEVICE),), ("x",))
+    G_inv = torch.cat([_theta(2), torch.tensor([[[0.0, 0, 1]]] * 2, dtype=torch.float64, device=DEVICE)], 1)
+    assert_grad_graph_parity(lambda x: affine_resample(x, G_inv, impl=impl), lambda x: geometric_ref(x, G_inv),
+                             (torch.randn(2, 3, 8, 8, dtype=torch.float64, device=DEVICE),), ("images",))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -80,3 +91,5 @@ def test_errors():
         affine_sample(x[0], torch.zeros(2, 2, 3), (4, 4))
     with pytest.raises(TypeError, match="theta"):
         affine_sample(x, torch.zeros(2, 2, 3, dtype=torch.int64), (4, 4))
+    with pytest.raises(ValueError, match="theta is on meta but x is on cpu"):
+        affine_sample(x, torch.zeros(2, 2, 3, device="meta"), (4, 4))

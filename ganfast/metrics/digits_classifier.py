@@ -88,30 +88,26 @@ def load_digits_classifier(resolution: int = 16) -> tuple[DigitsClassifier, floa
     return model, accuracy
 
 
-def digits_extractor(resolution: int = 16, device: str | torch.device = "cpu") -> Extractor:
-    """A feature extractor for ``(N, 1, res, res)`` images in [-1, 1]: the cached classifier's 64-d features."""
-    model, _ = load_digits_classifier(resolution)
-    model = model.to(device)
+def _on_images(resolution: int, device: str | torch.device, apply):
+    """``images -> apply(model, images)`` without autograd, the cached classifier on ``device``, for ``(N, 1, res,
+    res)`` images (a ValueError for any other shape)."""
+    model = load_digits_classifier(resolution)[0].to(device)
 
-    def extract(images: torch.Tensor) -> torch.Tensor:
+    def run(images: torch.Tensor) -> torch.Tensor:
         if images.shape[1:] != (1, resolution, resolution):
             raise ValueError(f"images must be (N, 1, {resolution}, {resolution}); got {tuple(images.shape)}")
         with torch.no_grad():
-            return model.features(images.to(device).float())
+            return apply(model, images)
 
-    return extract
+    return run
+
+
+def digits_extractor(resolution: int = 16, device: str | torch.device = "cpu") -> Extractor:
+    """A feature extractor for ``(N, 1, res, res)`` images in [-1, 1]: the cached classifier's 64-d features."""
+    return _on_images(resolution, device, lambda model, images: model.features(images.to(device).float()))
 
 
 def digits_predictor(resolution: int = 16, device: str | torch.device = "cpu"):
     """The cached classifier as a function: ``(N, 1, res, res)`` images in [-1, 1] -> predicted digits (N,)."""
-    model, _ = load_digits_classifier(resolution)
-    model = model.to(device)
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1:] != (1, resolution, resolution):
-            raise ValueError(f"images must be (N, 1, {resolution}, {resolution}); got {tuple(images.shape)}")
-        with torch.no_grad():
-            return torch.cat([model(images[i:i + 1000].to(device).float()).argmax(dim=1).cpu()
-                              for i in range(0, len(images), 1000)])
-
-    return predict
+    return _on_images(resolution, device, lambda model, images: torch.cat(
+        [model(images[i:i + 1000].to(device).float()).argmax(dim=1).cpu() for i in range(0, len(images), 1000)]))

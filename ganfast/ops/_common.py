@@ -10,8 +10,8 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
    none of that itself. ``notes`` says where a route hands work to torch's own kernels (the rule in
    ``ganfast._dispatch``). ``_OP.resolve(impl, x.device, x.dtype, variant)`` gives the concrete impl.
 3. Public function: validate with the helpers below (``check_tensor`` for dtype/device/rank, ``check_same_device``,
-   ``check_dim``, ``check_epilogue`` for act/alpha/gain/clamp, ``check_finite``); ``"ref"`` calls the reference,
-   every other impl the registered op ``torch.ops.ganfast.foo(..., impl)``.
+   ``check_dim``, ``check_epilogue`` for act/alpha/gain/clamp, ``check_finite``, ``check_clamp``); ``"ref"`` calls
+   the reference, every other impl the registered op ``torch.ops.ganfast.foo(..., impl)``.
 4. Registered op: ``@torch.library.custom_op("ganfast::foo", mutates_args=())`` with ``register_fake`` (shapes
    only, so torch.compile traces it) and ``torch.library.register_autograd`` whose backward is made of registered
    ops (double backward runs on the kernels). The setup calls ``ctx.set_materialize_grads(False)`` and the
@@ -35,8 +35,8 @@ import torch
 from .._dispatch import FLOAT_DTYPES
 from ..reference.bias_act import ACTIVATIONS
 
-__all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_epilogue",
-           "is_dense", "dense", "same_layout"]
+__all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
+           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout"]
 
 
 def check_tensor(name: str, t, *, dtypes=FLOAT_DTYPES, like: torch.Tensor | None = None,
@@ -63,15 +63,26 @@ def check_same_device(x: torch.Tensor, **tensors) -> None:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
 
 
-def check_finite(name: str, value) -> float:
-    """``value`` as a float, or a ValueError naming it when it is NaN or infinite (or not a number)."""
+def check_finite(name: str, value, minimum: float | None = None) -> float:
+    """``value`` as a float, or an error naming it when it is NaN, infinite, below ``minimum`` (when given) or not a
+    number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name} must be finite{'' if minimum is None else f' and >= {minimum:g}'}, got {value}")
     return value
+
+
+def check_clamp(clamp) -> float | None:
+    """The epilogue's clamp: None (no clamp) or a finite number >= 0, as a float; a ValueError naming it else."""
+    if clamp is None:
+        return None
+    clamp = float(clamp)
+    if not clamp >= 0 or math.isinf(clamp):
+        raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
+    return clamp
 
 
 def check_epilogue(act: str, alpha, gain, clamp) -> tuple[str, float, float, float | None]:
@@ -83,11 +94,7 @@ def check_epilogue(act: str, alpha, gain, clamp) -> tuple[str, float, float, flo
     spec = ACTIVATIONS[act]
     alpha = check_finite("alpha", spec.def_alpha if alpha is None else alpha)
     gain = check_finite("gain", spec.def_gain if gain is None else gain)
-    if clamp is not None:
-        clamp = float(clamp)
-        if not clamp >= 0 or math.isinf(clamp):
-            raise ValueError(f"clamp must be None or a finite number >= 0, got {clamp}")
-    return act, alpha, gain, clamp
+    return act, alpha, gain, check_clamp(clamp)
 
 
 def check_dim(dim, ndim: int, name: str = "dim") -> int:
@@ -97,6 +104,11 @@ def check_dim(dim, ndim: int, name: str = "dim") -> int:
     if not -ndim <= dim < ndim:
         raise ValueError(f"{name}={dim} is out of range for a {ndim}-D tensor")
     return dim % ndim
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The kernels' arithmetic type for ``dtype``: float64 stays float64, every other float computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def is_dense(t: torch.Tensor) -> bool:

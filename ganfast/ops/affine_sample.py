@@ -25,7 +25,7 @@ from .._dispatch import register_op
 from ..reference.affine_sample import affine_sample as affine_sample_ref
 from ..reference.affine_sample import pixel_matrix
 from ..reference.augment import geometric_filter, geometric_plan
-from ._common import check_tensor, dense
+from ._common import check_same_device, check_tensor, compute_dtype, dense
 from .upfirdn2d import downsample2d, upsample2d
 
 __all__ = ["affine_resample", "affine_sample"]
@@ -34,10 +34,6 @@ __all__ = ["affine_resample", "affine_sample"]
 # forward 55 ms vs 51 ms for affine_grid + grid_sample, forward+backward 121 ms vs 184 ms (the training use:
 # every augmented D input is differentiated). auto on CUDA: CUDA kernel, then Triton; not yet measured on a GPU.
 _OP = register_op("affine_sample", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, size: list[int], transpose: bool) -> torch.Tensor:
@@ -71,43 +67,42 @@ def _sample_op(x: torch.Tensor, matrix: torch.Tensor, size: list[int], impl: str
     return _launch(impl, x, matrix, size, transpose=False)
 
 
-@_sample_op.register_fake
-def _(x, matrix, size, impl):
-    return x.new_empty([x.shape[0], x.shape[1], *size])
-
-
 @torch.library.custom_op("ganfast::affine_sample_transpose", mutates_args=())
 def _transpose_op(dy: torch.Tensor, matrix: torch.Tensor, in_size: list[int], impl: str) -> torch.Tensor:
     return _launch(impl, dy, matrix, in_size, transpose=True)
 
 
-@_transpose_op.register_fake
-def _(dy, matrix, in_size, impl):
-    return dy.new_empty([dy.shape[0], dy.shape[1], *in_size])
+def _fake(x, matrix, size, impl):
+    """Both ops map (N, C, ·, ·) to (N, C, *size)."""
+    return x.new_empty([x.shape[0], x.shape[1], *size])
+
+
+_sample_op.register_fake(_fake)
+_transpose_op.register_fake(_fake)
 
 
 def _setup_context(ctx, inputs, output):
     src, matrix, _, impl = inputs
     ctx.params = (list(src.shape[2:]), impl)
     ctx.save_for_backward(matrix)
+    ctx.set_materialize_grads(False)
 
 
-def _sample_backward(ctx, dy):
-    (matrix,) = ctx.saved_tensors
-    in_size, impl = ctx.params
-    dx = torch.ops.ganfast.affine_sample_transpose(dy, matrix, in_size, impl) if ctx.needs_input_grad[0] else None
-    return dx, None, None, None
+def _backward_by(adjoint):
+    """The backward of one op of the pair: the other one, ``adjoint``, back to the input's size (the map is
+    linear in its input); None for a None incoming gradient."""
+    def backward(ctx, g):
+        (matrix,) = ctx.saved_tensors
+        size, impl = ctx.params
+        dt = adjoint(g, matrix, size, impl) if g is not None and ctx.needs_input_grad[0] else None
+        return dt, None, None, None
+    return backward
 
 
-def _transpose_backward(ctx, ddx):
-    (matrix,) = ctx.saved_tensors
-    out_size, impl = ctx.params
-    ddy = torch.ops.ganfast.affine_sample(ddx, matrix, out_size, impl) if ctx.needs_input_grad[0] else None
-    return ddy, None, None, None
-
-
-torch.library.register_autograd("ganfast::affine_sample", _sample_backward, setup_context=_setup_context)
-torch.library.register_autograd("ganfast::affine_sample_transpose", _transpose_backward, setup_context=_setup_context)
+torch.library.register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
+                                setup_context=_setup_context)
+torch.library.register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
+                                setup_context=_setup_context)
 
 
 # ---- public API -------------------------------------------------------------------------------------------------
@@ -140,13 +135,12 @@ def affine_sample(x: torch.Tensor, theta: torch.Tensor, size, impl: str | None =
     if theta.shape != (x.shape[0], 2, 3):
         raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3) for x of batch {x.shape[0]}, "
                          f"got {tuple(theta.shape)}")
-    if theta.device != x.device:
-        raise ValueError(f"theta is on {theta.device} but x is on {x.device}")
+    check_same_device(x, theta=theta)
     size = _check_size(size)
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
         return affine_sample_ref(x, theta, size)
-    matrix = pixel_matrix(theta.detach(), x.shape[2:], size).to(_compute_dtype(x.dtype)).contiguous()
+    matrix = pixel_matrix(theta.detach(), x.shape[2:], size).to(compute_dtype(x.dtype)).contiguous()
     return torch.ops.ganfast.affine_sample(x, matrix, size, chosen)
 
 

@@ -14,7 +14,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.color_matrix import color_matrix as color_matrix_ref
-from ._common import check_tensor
+from ._common import check_same_device, check_tensor, compute_dtype
 
 __all__ = ["color_matrix"]
 
@@ -52,12 +52,13 @@ def _setup_context(ctx, inputs, output):
     _, matrix, offset, impl = inputs
     ctx.impl = impl
     ctx.save_for_backward(matrix, offset)
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dy):
     matrix, offset = ctx.saved_tensors
     dx = None
-    if ctx.needs_input_grad[0]:
+    if dy is not None and ctx.needs_input_grad[0]:
         transposed = matrix.transpose(1, 2).contiguous()
         dx = torch.ops.ganfast.color_matrix(dy.contiguous(), transposed, torch.zeros_like(offset), ctx.impl)
     return dx, None, None, None
@@ -85,12 +86,10 @@ def color_matrix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, im
     if matrix.shape != (n, c, c) or offset.shape != (n, c):
         raise ValueError(f"matrix must be ({n}, {c}, {c}) and offset ({n}, {c}) for x of shape {tuple(x.shape)}, got "
                          f"{tuple(matrix.shape)} and {tuple(offset.shape)}")
-    for name, t in (("matrix", matrix), ("offset", offset)):
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    check_same_device(x, matrix=matrix, offset=offset)
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
         return color_matrix_ref(x, matrix, offset)
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     return torch.ops.ganfast.color_matrix(x, matrix.detach().to(compute).contiguous(),
                                           offset.detach().to(compute).contiguous(), chosen)

@@ -17,6 +17,8 @@ Registered ops (fake impls, so torch.compile traces them):
     ganfast::filtered_lrelu         (y, mask) = forward; the mask only when asked (write_mask)
     ganfast::filtered_lrelu_linear  L(t) or L*(t) with a stored mask
 Backward of the forward: dx = L*(dy), db = Σ_{n,h,w} dx. No gradient flows to the filters.
+The derivative depends on dy alone (the mask is fixed): x and b are not inputs of its graph, so their second
+derivative is None where the reference (plain autograd) gives zeros, as with NVlabs' CUDA op.
 Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (ganfast.reference.filtered_lrelu).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.filtered_lrelu import filtered_lrelu as filtered_lrelu_ref
 from ..reference.upfirdn2d import IntOrPair, filter_size, parse_padding
-from ._common import check_tensor
+from ._common import check_clamp, check_finite, check_same_device, check_tensor, compute_dtype
 from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
@@ -59,7 +61,7 @@ def _mask_shape(x_shape, mid: list[int]) -> list[int]:
 def _stage_taps(f: torch.Tensor | None, scale: float, flip: bool, x: torch.Tensor) -> torch.Tensor:
     """One stage's correlation taps in the arithmetic type (float64 for float64 x, else float32): f (or one tap
     for None) times ``scale`` per axis (1-D f: ``scale``, 2-D: ``scale``²), flipped for a true convolution."""
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     if f is None:
         return torch.full((1,), scale, dtype=compute, device=x.device)
     taps = (f if scale == 1 else f * scale ** f.ndim).to(compute)
@@ -142,13 +144,14 @@ def _setup_forward(ctx, inputs, output):
     ctx.params = (up, down, padding, gain, slope, flip_filter, list(x.shape[2:]), impl)
     ctx.has_bias = b is not None
     ctx.save_for_backward(output[1], fu, fd)
+    ctx.set_materialize_grads(False)
 
 
 def _backward_forward(ctx, dy, _dmask):
     mask, fu, fd = ctx.saved_tensors
     up, down, padding, gain, slope, flip_filter, in_size, impl = ctx.params
     dx = db = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
+    if dy is not None and (ctx.needs_input_grad[0] or ctx.needs_input_grad[3]):
         if mask.numel() == 0:
             raise RuntimeError("ganfast::filtered_lrelu was called with write_mask=False, so it has no backward")
         dx = torch.ops.ganfast.filtered_lrelu_linear(dy, mask, fu, fd, up, down, padding, gain, slope, flip_filter,
@@ -162,13 +165,14 @@ def _setup_linear(ctx, inputs, output):
     _t, mask, fu, fd, up, down, padding, gain, slope, flip_filter, transpose, in_size, impl = inputs
     ctx.params = (up, down, padding, gain, slope, flip_filter, transpose, in_size, impl)
     ctx.save_for_backward(mask, fu, fd)
+    ctx.set_materialize_grads(False)
 
 
 def _backward_linear(ctx, g):
     mask, fu, fd = ctx.saved_tensors
     up, down, padding, gain, slope, flip_filter, transpose, in_size, impl = ctx.params
     dt = None
-    if ctx.needs_input_grad[0]:  # the adjoint of L is L*, and of L* is L
+    if g is not None and ctx.needs_input_grad[0]:  # the adjoint of L is L*, and of L* is L
         dt = torch.ops.ganfast.filtered_lrelu_linear(g, mask, fu, fd, up, down, padding, gain, slope, flip_filter,
                                                      not transpose, in_size, impl)
     return dt, *([None] * 12)
@@ -187,20 +191,12 @@ def _check_filter(name: str, f, x: torch.Tensor) -> None:
     if f.ndim not in (1, 2) or f.numel() == 0:
         raise ValueError(f"{name} must be None or a non-empty 1-D (separable) or 2-D filter, got shape "
                          f"{tuple(f.shape)}")
-    if f.device != x.device:
-        raise ValueError(f"{name} is on {f.device} but x is on {x.device}")
+    check_same_device(x, **{name: f})
 
 
 def _check_factor(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _check_number(name: str, value, minimum: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value >= minimum):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
     return value
 
 
@@ -235,8 +231,8 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
             raise ValueError(f"b has length {b.shape[0]} but x has {x.shape[1]} channels")
     up, down = _check_factor("up", up), _check_factor("down", down)
     padding = parse_padding(padding)
-    gain, slope = _check_number("gain", gain, 0.0), _check_number("slope", slope, 0.0)
-    clamp = None if clamp is None else _check_number("clamp", clamp, 0.0)
+    gain, slope = check_finite("gain", gain, minimum=0), check_finite("slope", slope, minimum=0)
+    clamp = check_clamp(clamp)
     out_hw = _sizes(x.shape[2], x.shape[3], fu, fd, up, down, padding)[1]
     if min(out_hw) < 1:
         raise ValueError(f"filtered_lrelu output would be {out_hw[0]}x{out_hw[1]} (H x W) for input "

@@ -21,7 +21,7 @@ from .._dispatch import register_op
 from ..reference.upfirdn2d import (IntOrPair, downsample_padding, filter_padding, filter_size, parse_padding,
                                    parse_scaling, setup_filter, upsample_padding)
 from ..reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
-from ._common import check_finite, check_same_device, check_tensor
+from ._common import check_finite, check_same_device, check_tensor, compute_dtype
 
 __all__ = ["upfirdn2d", "setup_filter", "upsample2d", "downsample2d", "filter2d"]
 
@@ -56,7 +56,7 @@ def _correlation_taps(f: torch.Tensor | None, flip_filter: bool, gain: float, x:
 
     Scaled by gain**(f.ndim/2) in f's dtype as the reference does; a separable f becomes its outer product
     (the x pass times the y pass); flipped unless ``flip_filter`` (a true convolution)."""
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     if f is None:
         return torch.full((1, 1), gain, dtype=compute, device=x.device)
     taps = (f if gain == 1 else f * gain ** (f.ndim / 2)).to(compute)  # fewer launches in the common case

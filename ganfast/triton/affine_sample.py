@@ -4,13 +4,12 @@ every channel. Math mirrors csrc/affine_sample.h; the oracle is ganfast/referenc
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import MAX_GRID_YZ, compute_type
+from ._common import MAX_GRID_YZ, compute_type, on_device
 
 
 @triton.jit
@@ -68,6 +67,6 @@ def affine_sample(out: torch.Tensor, src: torch.Tensor, matrix: torch.Tensor, in
     batch, channels = src.shape[:2]
     block = min(256, triton.next_power_of_2(out_hw[0] * out_hw[1]))
     grid = (triton.cdiv(out_hw[0] * out_hw[1], block), min(batch, MAX_GRID_YZ))
-    with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
+    with on_device(src):
         _affine_sample_kernel[grid](out, src, matrix, batch, channels, in_hw[0], in_hw[1], out_hw[0], out_hw[1],
                                     *src.stride(), *out.stride(), TRANSPOSE=int(transpose), BLOCK=block)

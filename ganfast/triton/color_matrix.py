@@ -3,13 +3,12 @@ image, the channels (≤ 4, a constexpr) read once into registers. Math mirrors 
 ganfast/reference/color_matrix.py."""
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import MAX_GRID_YZ, compute_type
+from ._common import MAX_GRID_YZ, compute_type, on_device
 
 
 @triton.jit
@@ -34,6 +33,6 @@ def color_matrix(out: torch.Tensor, x: torch.Tensor, matrix: torch.Tensor, offse
     batch, channels, h, w = x.shape
     block = min(1024, triton.next_power_of_2(h * w))
     grid = (triton.cdiv(h * w, block), min(batch, MAX_GRID_YZ))
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+    with on_device(x):
         _color_matrix_kernel[grid](out, x, matrix, offset, batch, h * w, w, *x.stride(), *out.stride(), C=channels,
                                    BLOCK=block)

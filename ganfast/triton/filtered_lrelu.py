@@ -13,14 +13,13 @@ The oracle is ganfast/reference/filtered_lrelu.py.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import MAX_GRID_YZ, compute_type, scalar, split_f64
+from ._common import MAX_GRID_YZ, compute_type, on_device, scalar, split_f64
 
 
 @triton.jit
@@ -162,7 +161,7 @@ def filtered_lrelu(out: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, m
     grid = (triton.cdiv(out_h, valid_y) * tiles_x, min(planes, MAX_GRID_YZ))
     dummy = out
     half = x.dtype in (torch.float16, torch.bfloat16)
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # launch on x's GPU
+    with on_device(x):
         _filtered_lrelu_kernel[grid](
             out, x, b if b is not None else dummy, mask if mask is not None else dummy, taps1, taps2,
             planes, channels, x.shape[2], x.shape[3], mid[0], mid[1], out_h, out_w, (mid[1] + 3) // 4,
