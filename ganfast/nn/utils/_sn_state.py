@@ -52,7 +52,8 @@ SMALL_WEIGHT = 1 << 16  # weight elements below which a one-weight call is "smal
 
 def _torch_sigma(unit: SNUnit) -> torch.Tensor:
     """torch's own spectral norm step for one weight, with torch's mat-vecs: the iteration in place on u, v, then
-    σ = uᵀ W_mat v differentiable in W (u, v constants: clones, so that a later iteration leaves the graph valid)."""
+    σ = uᴴ W_mat v differentiable in W (u, v constants: clones, so that a later iteration leaves the graph valid);
+    ᴴ is the conjugate transpose for complex weights, the transpose for real ones, as in torch's parametrization."""
     w_mat = sn_ref.weight_matrix(unit.weight, unit.dim)
     u, v = unit.u, unit.v
     if unit.n_power_iterations:
@@ -61,11 +62,11 @@ def _torch_sigma(unit: SNUnit) -> torch.Tensor:
             for _ in range(unit.n_power_iterations):
                 if unit.u_first:
                     u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
-                    v.copy_(sn_ref.normalize(torch.mv(w_const.t(), u), unit.eps))
+                    v.copy_(sn_ref.normalize(torch.mv(w_const.mH, u), unit.eps))
                 else:
-                    v.copy_(sn_ref.normalize(torch.mv(w_const.t(), u), unit.eps))
+                    v.copy_(sn_ref.normalize(torch.mv(w_const.mH, u), unit.eps))
                     u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
-    return torch.dot(u.clone(), torch.mv(w_mat, v.clone()))
+    return torch.vdot(u.clone(), torch.mv(w_mat, v.clone()))
 
 
 def sigma(unit: SNUnit) -> torch.Tensor:
