@@ -228,8 +228,9 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load:
          "load only adds time. Ratio = alternative / ganfast (> 1: ganfast faster). Absolute times vary with the "
          f"machine and its load; the ratios are the claim. Load average (1 min) {load[0]:.1f} at the start and "
          f"{load[1]:.1f} at the end. Load distorts both ways: torch's OpenMP regions can slow down far more than "
-         "ganfast's kernels under heavy load (flattering ganfast), while the second thread ganfast starts per call "
-         "can start late (flattering torch); seconds-long rows get few samples. See the README."),
+         "ganfast's kernels under heavy load (flattering ganfast), while ganfast's pool worker can wake late, leaving "
+         "the calling thread to run its chunks alone (flattering torch); seconds-long rows get few samples. See the "
+         "README."),
         "",
         "| workload | ganfast | alternatives | ratio |",
         "|---|---|---|---|",

@@ -275,6 +275,79 @@ def test_ops_from_two_threads_at_once(device):
                     _assert_same_sums(got, expected[name], f"{impl} {name}")
 
 
+def _pool_sized_calls() -> dict[str, Callable[[], tuple[torch.Tensor, ...]]]:
+    """Extension calls large enough that parallel_for splits them over the worker pool."""
+    gen = torch.Generator().manual_seed(3)
+    x, b = torch.randn(4, 32, 32, 32, generator=gen), torch.randn(32, generator=gen)
+    f = setup_filter([1, 3, 3, 1])
+
+    def bias_act_call():
+        xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        y = bias_act(xg, bg, act="lrelu", clamp=1.0, impl="ext")
+        return (y.detach(), *_grads(y, (xg, bg)))
+
+    def upfirdn2d_call():
+        xg = x.clone().requires_grad_(True)
+        y = upfirdn2d(xg, f, up=2, padding=[2, 1], impl="ext")
+        return (y.detach(), *_grads(y, (xg,)))
+    return {"bias_act": bias_act_call, "upfirdn2d": upfirdn2d_call}
+
+
+def test_pool_sized_calls_from_many_threads_at_once():
+    """Eight threads sharing the CPU worker pool (or running inline when it is busy) get bit-identical results."""
+    calls = _pool_sized_calls()
+    expected = {name: call() for name, call in calls.items()}
+
+    def work(_):
+        return [(name, call()) for _ in range(4) for name, call in calls.items()]
+
+    with ThreadPoolExecutor(8) as pool:
+        for results in pool.map(work, range(16)):
+            for name, got in results:
+                for g, e in zip(got, expected[name], strict=True):
+                    assert torch.equal(g, e), name
+
+
+def _child_runs_the_calls(calls, expected) -> None:
+    torch.set_num_threads(1)  # torch's own OpenMP pool hangs in a forked child otherwise (DataLoader does the same)
+    same = all(torch.equal(g, e) for name, call in calls.items() for g, e in zip(call(), expected[name], strict=True))
+    os._exit(0 if same else 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_pool_sized_calls_in_a_forked_child():
+    """A child forked while another thread is inside the worker pool makes its own pool and finishes."""
+    import multiprocessing
+    import threading
+    import warnings
+    calls = _pool_sized_calls()
+    expected = {name: call() for name, call in calls.items()}
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            calls["bias_act"]()
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: what this test is about
+            children = [multiprocessing.get_context("fork").Process(target=_child_runs_the_calls,
+                                                                      args=(calls, expected)) for _ in range(3)]
+            for child in children:
+                child.start()
+        for child in children:
+            child.join(timeout=120)
+            if child.is_alive():
+                child.kill()
+                pytest.fail("a forked child hung in a CPU kernel")
+            assert child.exitcode == 0, f"forked child exited with {child.exitcode}"
+    finally:
+        stop.set()
+        thread.join()
+
+
 # -- CUDA-graph capture -------------------------------------------------------------------------------------------
 @needs_cuda
 @pytest.mark.parametrize("impl", available_impls("cuda") if torch.cuda.is_available() else [])
