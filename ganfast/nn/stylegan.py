@@ -36,7 +36,8 @@ class FullyConnectedLayer(torch.nn.Module):
         b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
+        y = x.matmul(w.t())  # under autocast y may be of a lower precision than x: b follows y
+        return bias_act(y, None if b is None else b.to(y.dtype), act=self.activation)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
