@@ -21,7 +21,8 @@ from ganfast.reference import setup_filter
 
 BATCH = 32 if ON_GPU else 2
 SHAPES = [(512, 8), (512, 16), (512, 32), (256, 64), (128, 128), (64, 256)] if ON_GPU else [(8, 8)]
-SHAPES = sweep(SHAPES[1::3])  # compact: a small-resolution wide layer and a large-resolution narrow one
+if ON_GPU and COMPACT:  # a small-resolution wide layer and a large-resolution narrow one
+    SHAPES = SHAPES[1::3]
 DTYPES = sweep({"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32} if ON_GPU else
               {"fp32": torch.float32})
 LAYER = dict(padding=1, act="lrelu", gain=math.sqrt(2), clamp=256.0)
