@@ -42,11 +42,7 @@ PRESETS = {
 }
 AUG_MODES = ("ada", "fixed", "noaug", "diffaug")
 TRANSFORMS = BLIT + GEOM + COLOR + ("imgfilter", "noise", "cutout")
-LUMA_AXIS = (1 / math.sqrt(3),) * 3
-
-
-def _where(mask: torch.Tensor, value: torch.Tensor, identity: float) -> torch.Tensor:
-    return torch.where(mask, value, torch.full_like(value, identity))
+LUMA_AXIS = (float(torch.tensor(1 / math.sqrt(3), dtype=torch.float32)),) * 3  # unit grey axis, float32-rounded
 
 
 class AugmentPipe(torch.nn.Module):
@@ -97,15 +93,28 @@ class AugmentPipe(torch.nn.Module):
         return f"preset={self.preset!r}, p={self.p:.4f}"
 
     # -- parameters --------------------------------------------------------------------------------------------
-    def _chance(self, name: str, n: int, device, shape=()) -> torch.Tensor:
-        """Per image: whether ``name`` applies (probability strength · p)."""
-        return torch.rand([n, *shape], device=device) < self.strength[name] * self.p
+    # The draws follow StyleGAN2-ADA's AugmentPipe call for call, so that one seed gives its parameters: each
+    # enabled transform (strength > 0) draws whatever p is, its value first and then one coin per image; the
+    # coin's threshold strength · p is float32 arithmetic (p is a float32 buffer there), as are the matrices.
+
+    def _threshold(self, *factors: float) -> float:
+        """p · factors in float32, the threshold a coin (uniform in [0, 1)) must fall below."""
+        threshold = torch.tensor(self.p, dtype=torch.float32)
+        for factor in factors:
+            threshold = factor * threshold
+        return threshold.item()
+
+    @staticmethod
+    def _gated(value: torch.Tensor, threshold: float, identity: float) -> torch.Tensor:
+        """``value`` (N, ...) where a coin drawn after it, one per image, falls below ``threshold``; else
+        ``identity``."""
+        coin = torch.rand([value.shape[0]] + [1] * (value.ndim - 1), device=value.device)
+        return torch.where(coin < threshold, value, torch.full_like(value, identity))
 
     def sample_params(self, n: int, channels: int, height: int, width: int, device) -> ref.AugmentParams:
-        """Draws the per-image parameters of one batch from torch's generator of ``device``."""
+        """Draws the per-image parameters of one batch from torch's generator of ``device``. At p = 0 the
+        generator advances as at any other p, and the parameters are empty (the images stay as they are)."""
         s, params = self.strength, ref.AugmentParams()
-        if self.p == 0:
-            return params
         if any(s[name] > 0 for name in BLIT + GEOM):
             params.G_inv = self._geometric_matrix(n, height, width, device)
         if any(s[name] > 0 for name in COLOR):
@@ -114,77 +123,73 @@ class AugmentPipe(torch.nn.Module):
             params.band_gains = self._band_gains(n, device)
         if s["noise"] > 0:
             sigma = torch.randn([n, 1, 1, 1], device=device).abs() * self.noise_std
-            sigma = _where(self._chance("noise", n, device, (1, 1, 1)), sigma, 0)
+            sigma = self._gated(sigma, self._threshold(s["noise"]), 0)
             params.noise = torch.randn([n, channels, height, width], device=device) * sigma
         if s["cutout"] > 0:
-            size = torch.full([n, 2], self.cutout_size, device=device)
-            params.cutout_size = _where(self._chance("cutout", n, device, (1,)), size, 0)
-            params.cutout_center = torch.rand([n, 2], device=device)
-        return params
+            size = self._gated(torch.full([n, 2], self.cutout_size, device=device), self._threshold(s["cutout"]), 0)
+            params.cutout_size, params.cutout_center = size, torch.rand([n, 2], device=device)
+        return params if self.p > 0 else ref.AugmentParams()
 
     def _geometric_matrix(self, n: int, height: int, width: int, device) -> torch.Tensor:
-        """The composed inverse map G⁻¹ (N, 3, 3): output pixel → input pixel, origin at the image centre."""
+        """The composed inverse map G⁻¹ (N, 3, 3): output pixel → input pixel, origin at the image centre; each
+        transform's inverse multiplies on the right."""
         s, ones = self.strength, torch.ones(n, device=device)
         G = torch.eye(3, device=device).repeat(n, 1, 1)
         if s["xflip"] > 0:
-            i = _where(self._chance("xflip", n, device), torch.floor(torch.rand(n, device=device) * 2), 0)
+            i = self._gated(torch.floor(torch.rand(n, device=device) * 2), self._threshold(s["xflip"]), 0)
             G = G @ ref.scale2d(1 - 2 * i, ones)
         if s["rotate90"] > 0:
-            i = torch.floor(torch.rand(n, device=device) * 4)
-            i = _where(self._chance("rotate90", n, device), i, 0)
+            i = self._gated(torch.floor(torch.rand(n, device=device) * 4), self._threshold(s["rotate90"]), 0)
             G = G @ ref.rotate2d(math.pi / 2 * i)
         if s["xint"] > 0:
             t = (torch.rand([n, 2], device=device) * 2 - 1) * self.xint_max
-            t = _where(self._chance("xint", n, device, (1,)), t, 0)
+            t = self._gated(t, self._threshold(s["xint"]), 0)
             G = G @ ref.translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
         if s["scale"] > 0:
-            scale = torch.exp2(torch.randn(n, device=device) * self.scale_std)
-            scale = _where(self._chance("scale", n, device), scale, 1)
+            scale = self._gated(torch.exp2(torch.randn(n, device=device) * self.scale_std),
+                                self._threshold(s["scale"]), 1)
             G = G @ ref.scale2d(1 / scale, 1 / scale)
-        rotate_chance = 1 - math.sqrt(min(max(1 - s["rotate"] * self.p, 0), 1))
+        # two rotations, each with probability 1 − sqrt(1 − strength · p): some rotation with probability strength · p
+        rotate_threshold = (1 - torch.sqrt((1 - s["rotate"] * torch.tensor(self.p, dtype=torch.float32))
+                                           .clamp(0, 1))).item()
         if s["rotate"] > 0:  # before aniso
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max
-            theta = _where(torch.rand(n, device=device) < rotate_chance, theta, 0)
-            G = G @ ref.rotate2d(theta)
+            G = G @ ref.rotate2d(self._gated(theta, rotate_threshold, 0))
         if s["aniso"] > 0:
-            scale = torch.exp2(torch.randn(n, device=device) * self.aniso_std)
-            scale = _where(self._chance("aniso", n, device), scale, 1)
-            G = G @ ref.scale2d(1 / scale, scale)
+            scale = self._gated(torch.exp2(torch.randn(n, device=device) * self.aniso_std),
+                                self._threshold(s["aniso"]), 1)
+            inverse = 1 / scale
+            G = G @ ref.scale2d(inverse, 1 / inverse)
         if s["rotate"] > 0:  # after aniso
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max
-            theta = _where(torch.rand(n, device=device) < rotate_chance, theta, 0)
-            G = G @ ref.rotate2d(theta)
+            G = G @ ref.rotate2d(self._gated(theta, rotate_threshold, 0))
         if s["xfrac"] > 0:
-            t = torch.randn([n, 2], device=device) * self.xfrac_std
-            t = _where(self._chance("xfrac", n, device, (1,)), t, 0)
+            t = self._gated(torch.randn([n, 2], device=device) * self.xfrac_std, self._threshold(s["xfrac"]), 0)
             G = G @ ref.translate2d(-t[:, 0] * width, -t[:, 1] * height)
         return G
 
     def _color_matrix(self, n: int, channels: int, device) -> torch.Tensor:
-        """The composed colour matrix C (N, 4, 4) on homogeneous RGB."""
+        """The composed colour matrix C (N, 4, 4) on homogeneous RGB; each transform multiplies on the left."""
         s = self.strength
         C = torch.eye(4, device=device).repeat(n, 1, 1)
         v = torch.tensor([*LUMA_AXIS, 0.0], device=device)
         vv = torch.outer(v, v)
         if s["brightness"] > 0:
-            b = torch.randn(n, device=device) * self.brightness_std
-            b = _where(self._chance("brightness", n, device), b, 0)
+            b = self._gated(torch.randn(n, device=device) * self.brightness_std, self._threshold(s["brightness"]), 0)
             C = ref.translate3d(b, b, b) @ C
         if s["contrast"] > 0:
-            c = torch.exp2(torch.randn(n, device=device) * self.contrast_std)
-            c = _where(self._chance("contrast", n, device), c, 1)
+            c = self._gated(torch.exp2(torch.randn(n, device=device) * self.contrast_std),
+                            self._threshold(s["contrast"]), 1)
             C = ref.scale3d(c, c, c) @ C
         if s["lumaflip"] > 0:
-            i = torch.floor(torch.rand([n, 1, 1], device=device) * 2)
-            i = _where(self._chance("lumaflip", n, device, (1, 1)), i, 0)
+            i = self._gated(torch.floor(torch.rand([n, 1, 1], device=device) * 2), self._threshold(s["lumaflip"]), 0)
             C = (torch.eye(4, device=device) - 2 * vv * i) @ C  # Householder reflection through the luma plane
         if s["hue"] > 0 and channels > 1:
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.hue_max
-            theta = _where(self._chance("hue", n, device), theta, 0)
-            C = ref.rotate3d(LUMA_AXIS, theta) @ C
+            C = ref.rotate3d(LUMA_AXIS, self._gated(theta, self._threshold(s["hue"]), 0)) @ C
         if s["saturation"] > 0 and channels > 1:
-            sat = torch.exp2(torch.randn([n, 1, 1], device=device) * self.saturation_std)
-            sat = _where(self._chance("saturation", n, device, (1, 1)), sat, 1)
+            sat = self._gated(torch.exp2(torch.randn([n, 1, 1], device=device) * self.saturation_std),
+                              self._threshold(s["saturation"]), 1)
             C = (vv + (torch.eye(4, device=device) - vv) * sat) @ C
         return C
 
@@ -194,11 +199,11 @@ class AugmentPipe(torch.nn.Module):
         power = torch.tensor(ref.BAND_POWER, device=device)
         gains = torch.ones([n, 4], device=device)
         for band, strength in enumerate(self.imgfilter_bands):
-            t_band = torch.exp2(torch.randn(n, device=device) * self.imgfilter_std)
-            t_band = _where(torch.rand(n, device=device) < self.strength["imgfilter"] * self.p * strength, t_band, 1)
+            t_band = self._gated(torch.exp2(torch.randn(n, device=device) * self.imgfilter_std),
+                                 self._threshold(self.strength["imgfilter"], strength), 1)
             t = torch.ones([n, 4], device=device)
             t[:, band] = t_band
-            gains = gains * t / (power * t.square()).sum(dim=-1, keepdim=True).sqrt()
+            gains = gains * (t / (power * t.square()).sum(dim=-1, keepdim=True).sqrt())
         return gains
 
     # -- application -------------------------------------------------------------------------------------------

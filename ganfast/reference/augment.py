@@ -78,7 +78,7 @@ def scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
 
 def rotate2d(theta: torch.Tensor) -> torch.Tensor:
     c, s = theta.cos(), theta.sin()
-    return _stack([[c, -s, 0], [s, c, 0], [0, 0, 1]], theta)
+    return _stack([[c, (-theta).sin(), 0], [s, c, 0], [0, 0, 1]], theta)  # sin(−θ): StyleGAN2-ADA's rounding
 
 
 def translate3d(tx: torch.Tensor, ty: torch.Tensor, tz: torch.Tensor) -> torch.Tensor:
