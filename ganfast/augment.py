@@ -56,7 +56,8 @@ class AugmentPipe(torch.nn.Module):
         impl: the implementation of the geometric and colour passes (None: auto; "ref": the reference, e.g.
             affine_grid/grid_sample and a batched matmul).
     The parameter ranges (``xint_max``, ``scale_std``, ...) are attributes with StyleGAN2-ADA's defaults.
-    Random numbers come from torch's generator of the images' device (checkpointed by the trainer).
+    Random numbers come from torch's generator of the images' device (checkpointed by the trainer), drawn as
+    StyleGAN2-ADA's AugmentPipe draws them: the same seed, device and batch give its parameters.
     """
 
     xint_max, scale_std, rotate_max, aniso_std, xfrac_std = 0.125, 0.2, 1.0, 0.2, 0.125
@@ -150,8 +151,8 @@ class AugmentPipe(torch.nn.Module):
                                 self._threshold(s["scale"]), 1)
             G = G @ ref.scale2d(1 / scale, 1 / scale)
         # two rotations, each with probability 1 − sqrt(1 − strength · p): some rotation with probability strength · p
-        rotate_threshold = (1 - torch.sqrt((1 - s["rotate"] * torch.tensor(self.p, dtype=torch.float32))
-                                           .clamp(0, 1))).item()
+        rotate_p = torch.tensor(self._threshold(s["rotate"]), dtype=torch.float32)
+        rotate_threshold = (1 - torch.sqrt((1 - rotate_p).clamp(0, 1))).item()
         if s["rotate"] > 0:  # before aniso
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max
             G = G @ ref.rotate2d(self._gated(theta, rotate_threshold, 0))

@@ -6,7 +6,7 @@ import operator
 
 import pytest
 import torch
-from support import available_impls
+from support import DEVICE, available_impls
 
 from ganfast.augment import PRESETS, AdaController, AugmentPipe, DiffAugment
 from ganfast.reference import augment as ref
@@ -210,8 +210,9 @@ DRAW_CASES = [("bgc", 0.3, 3), ("bgc", 1.0, 3), ("bgcfnc", 0.6, 3), ("bgcfnc", 0
               ("bgcfnc", 0.0, 3), (None, 0.45, 3)]
 
 
+@pytest.mark.parametrize("device", sorted({"cpu", str(DEVICE)}))
 @pytest.mark.parametrize("preset,p,channels", DRAW_CASES)
-def test_draws_follow_stylegan2_ada(preset, p, channels):
+def test_draws_follow_stylegan2_ada(preset, p, channels, device):
     """Same seed, same parameters as StyleGAN2-ADA's AugmentPipe (to float rounding), and the generator left in
     the same state — also at p = 0, where StyleGAN2-ADA still draws (ganfast then applies nothing)."""
     n, height, width = 64, 10, 14
@@ -220,11 +221,11 @@ def test_draws_follow_stylegan2_ada(preset, p, channels):
     if preset is None:
         pipe.imgfilter_bands = (1.0, 0.0, 0.5, 2.0)
     torch.manual_seed(1)
-    expected = _stylegan2_ada_draws(pipe, n, channels, height, width, "cpu")
-    expected_next = torch.rand(8)
+    expected = _stylegan2_ada_draws(pipe, n, channels, height, width, device)
+    expected_next = torch.rand(8, device=device)
     torch.manual_seed(1)
-    params = pipe.sample_params(n, channels, height, width, "cpu")
-    assert torch.equal(torch.rand(8), expected_next)  # the same number of draws
+    params = pipe.sample_params(n, channels, height, width, device)
+    assert torch.equal(torch.rand(8, device=device), expected_next)  # the same number of draws
     if p == 0:
         assert all(getattr(params, name) is None for name in expected)
         return
