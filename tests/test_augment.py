@@ -127,9 +127,10 @@ def _stylegan2_ada_draws(pipe: AugmentPipe, n: int, channels: int, height: int, 
     rand = lambda *shape: torch.rand(shape, device=device)
     randn = lambda *shape: torch.randn(shape, device=device)
 
+    one = torch.ones(n, dtype=torch.float64, device=device)
+
     def gated(value, threshold, otherwise, *coin_shape):  # the coin is drawn after the value (an argument here)
         return torch.where(rand(n, *coin_shape) < threshold, value.double(), otherwise)
-    one = torch.ones(n, dtype=torch.float64, device=device)
 
     def mat(rows):  # rows of (n,) tensors or numbers → (n, r, c) float64
         return torch.stack([torch.stack([v * one if isinstance(v, torch.Tensor) else one * v for v in row], -1)
@@ -183,7 +184,8 @@ def _stylegan2_ada_draws(pipe: AugmentPipe, n: int, channels: int, height: int, 
         k = gated(torch.exp2(randn(n) * pipe.saturation_std), s["saturation"] * p, 1)[:, None, None]
         color.append(along + (eye - along) * k)
 
-    expected = {"G_inv": None, "C": None, "band_gains": None, "noise": None, "cutout_center": None}
+    expected = {"G_inv": None, "C": None, "band_gains": None, "noise": None, "cutout_center": None,
+                "cutout_size": None}
     if geometric:
         expected["G_inv"] = functools.reduce(operator.matmul, geometric)
     if color:
