@@ -376,3 +376,114 @@ def test_generator_must_return_images():
             return z
     with pytest.raises(ValueError, match="images"):
         next(ganfast.sample(PointsG(), "0-1"))
+
+
+# ---- CUDA graphs: the CPU-testable logic, with the capture replaced by a stand-in ---------------------------------
+
+class _FakeGraph:
+    """Stands in for a captured CUDA graph: replay() reruns the forward on the static inputs into the static
+    output (``shift`` makes the replay differ from the eager forward) and records what it was given."""
+
+    def __init__(self, run, inputs, kwargs, shift=0):
+        self.run, self.inputs, self.kwargs, self.shift = run, inputs, kwargs, shift
+        self.output = run(*inputs, **kwargs).clone()
+        self.replayed = []
+
+    def replay(self):
+        self.replayed.append([x.clone() for x in self.inputs])
+        self.output.copy_(self.run(*self.inputs, **self.kwargs) + self.shift)
+
+
+def _fake_capture(monkeypatch, shift=0):
+    graphs = []
+
+    def capture(run, inputs, kwargs):
+        graphs.append(_FakeGraph(run, inputs, kwargs, shift))
+        return graphs[-1], graphs[-1].output
+    monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", capture)
+    return graphs
+
+
+def _graphed(G, seeds, batch_size, **options):
+    """ganfast.sample's batches with cuda_graph forced on (the options refuse it on a CPU)."""
+    from dataclasses import replace
+    opts = replace(ganfast.sampling.sample_options(G, num_seeds=len(seeds), **options), cuda_graph=True)
+    return ganfast.sampling._generate(G, list(seeds), batch_size, opts, opts.labels_for(list(seeds)))
+
+
+def _cond_g():
+    from ganfast.models import DCGANGenerator
+    torch.manual_seed(0)
+    return DCGANGenerator(z_dim=8, resolution=16, channels=1, base_channels=4, c_dim=3)
+
+
+@pytest.mark.parametrize("make_g", [TinyG, _cond_g])
+def test_cuda_graph_replay_pads_the_last_batch(monkeypatch, make_g):
+    """One capture for the run; every batch replayed through the static buffers, the last (1 of 3 rows) padded
+    with zero rows; the images are the eager ones, seed by seed."""
+    graphs = _fake_capture(monkeypatch)
+    G = make_g()
+    seeds, images = _all_images(_graphed(G, range(7), 3))
+    _, eager = _all_images(ganfast.sample(G, range(7), batch_size=7, cuda_graph=False))
+    np.testing.assert_array_equal(seeds, np.arange(7))
+    np.testing.assert_array_equal(images, eager)
+    assert len(graphs) == 1 and len(graphs[0].replayed) == 3
+    last = graphs[0].replayed[-1]
+    assert len(last) == (2 if getattr(G, "c_dim", 0) else 1) and all(x.shape[0] == 3 and not x[1:].any() for x in last)
+    assert last[0][0].equal(seed_latents([6], 8)[0])
+
+
+def test_cuda_graph_not_captured_for_one_batch(monkeypatch):
+    graphs = _fake_capture(monkeypatch)
+    _all_images(_graphed(TinyG(), range(3), 3))
+    assert graphs == []
+
+
+@pytest.mark.parametrize("failure,match", [("capture", "capture failed .RuntimeError: operation not permitted"),
+                                           ("replay", "its images differ from the eager forward's")])
+def test_cuda_graph_failure_falls_back_to_eager(monkeypatch, failure, match):
+    """A capture that raises, or a replay whose images differ from eager: one warning naming why, then G runs
+    without a graph (never captured again) and the images are the eager ones."""
+    graphs = _fake_capture(monkeypatch, shift=0 if failure == "capture" else 0.5)
+    if failure == "capture":
+        def broken(run, inputs, kwargs):
+            graphs.append(None)
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", broken)
+    G = TinyG()
+    with pytest.warns(RuntimeWarning, match=f"CUDA graph of TinyG: {match}.*; running it without a graph") as record:
+        _, images = _all_images(_graphed(G, range(7), 2))
+    assert len(record) == 1 and len(graphs) == 1
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, range(7), cuda_graph=False))[1])
+
+
+def test_cuda_graph_option():
+    """Default: on a CUDA device unless noise is random; asking for it where it cannot work is an error."""
+    from ganfast.sampling import _check_cuda_graph, sample_options
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _check_cuda_graph(None, cuda, None) and _check_cuda_graph(None, cuda, "const")
+    assert not _check_cuda_graph(None, cuda, "random") and not _check_cuda_graph(None, cpu, None)
+    assert not _check_cuda_graph(False, cuda, "const") and _check_cuda_graph(True, cuda, "none")
+    assert sample_options(TinyG()).cuda_graph is False
+    with pytest.raises(ValueError, match="cuda_graph=True needs a generator on a CUDA device; G is on cpu"):
+        sample_options(TinyG(), cuda_graph=True)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot be used with noise_mode='random'"):
+        _check_cuda_graph(True, cuda, "random")
+    with pytest.raises(ValueError, match="cuda_graph must be True, False or None"):
+        sample_options(TinyG(), cuda_graph="yes")
+
+
+@pytest.mark.parametrize("flag,expected", [([], None), (["--cuda-graph"], True), (["--no-cuda-graph"], False)])
+def test_cli_cuda_graph_flag(monkeypatch, tmp_path, flag, expected):
+    from ganfast import checkpoint, sampling
+    from ganfast.cli import main
+    seen = {}
+
+    def write_samples(G, seeds, out, **kwargs):
+        seen.update(kwargs)
+        return sampling.SampleReport(0, 0, 0.0, out)
+    monkeypatch.setattr(checkpoint, "load_generator", lambda *args, **kwargs: TinyG())
+    monkeypatch.setattr(sampling, "write_samples", write_samples)
+    assert main(["sample", "--checkpoint", "x", "--seeds", "0-3", "--out", str(tmp_path), "--device", "cpu",
+                 "--no-progress", *flag]) == 0
+    assert seen["cuda_graph"] is expected
