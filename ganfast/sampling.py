@@ -151,10 +151,17 @@ def seed_classes(seeds: Sequence[int], class_counts: Sequence[int]) -> np.ndarra
     """int64 (len(seeds),): the class of each seed, drawn with probability proportional to ``class_counts``
     (images per class) from ``np.random.RandomState([seed, LABEL_STREAM])``: class k where the integer
     ``randint(sum(counts))`` falls in k's share. Exact integer arithmetic; the stream is NumPy's frozen legacy
-    one, so a seed keeps its class across versions and machines."""
+    one, so a seed keeps its class across versions and machines. The draws are made in parallel by the compiled
+    extension (csrc/latents.cpp, bit-exact with NumPy) or, without it, by NumPy."""
     cumulative = np.cumsum(np.asarray(class_counts, dtype=np.int64))
-    draws = np.array([np.random.RandomState([s, LABEL_STREAM]).randint(cumulative[-1]) for s in seeds],
-                     dtype=np.int64)
+    if _ext.loaded():
+        seeds = torch.tensor(seeds, dtype=torch.int64)
+        draws = torch.empty(len(seeds), dtype=torch.int64)
+        _ext._C.seed_randint_cpu(seeds.data_ptr(), len(seeds), LABEL_STREAM, int(cumulative[-1]), draws.data_ptr())
+        draws = draws.numpy()
+    else:
+        draws = np.array([np.random.RandomState([s, LABEL_STREAM]).randint(cumulative[-1]) for s in seeds],
+                         dtype=np.int64)
     return np.searchsorted(cumulative, draws, side="right").astype(np.int64)
 
 

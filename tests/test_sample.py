@@ -79,6 +79,42 @@ def test_compiled_latents_bit_exact_with_numpy(z_dim):
     np.testing.assert_array_equal(seed_latents(EDGE_SEEDS, z_dim).numpy(), want.astype(np.float32))
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+@pytest.mark.parametrize("high", [1, 2, 10, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 3 * 2 ** 40 + 7, 2 ** 63 - 1])
+def test_compiled_randint_bit_exact_with_numpy(high):
+    """RandomState([seed, stream]).randint(high) (init_by_array seeding, masked rejection with 32- and 64-bit
+    draws), over edge and random seeds and three streams; and seed_classes with and without the extension."""
+    seeds = torch.tensor(EDGE_SEEDS, dtype=torch.int64)
+    for stream in (ganfast.sampling.LABEL_STREAM, 0, 2 ** 32 - 1):
+        want = np.array([np.random.RandomState([s, stream]).randint(high) for s in EDGE_SEEDS])
+        got = torch.empty(len(EDGE_SEEDS), dtype=torch.int64)
+        _ext._C.seed_randint_cpu(seeds.data_ptr(), len(EDGE_SEEDS), stream, high, got.data_ptr())
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+def test_compiled_seed_classes_match_numpy(monkeypatch):
+    from ganfast.sampling import seed_classes
+    counts = [[1], [5, 0, 3], [1] * 10, [2 ** 40, 1, 2 ** 33]]
+    compiled = [seed_classes(EDGE_SEEDS, c) for c in counts]
+    monkeypatch.setattr(_ext, "_C", None)
+    for c, got in zip(counts, compiled):
+        np.testing.assert_array_equal(got, seed_classes(EDGE_SEEDS, c))
+    with pytest.raises(ValueError, match="Seed must be between 0 and 2"):
+        seed_classes([2 ** 32], [1, 1])
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+def test_compiled_randint_refuses_bad_arguments():
+    from ganfast.sampling import seed_classes
+    with pytest.raises(ValueError, match="seed_randint: seed 4294967296 is outside"):
+        seed_classes([1, 2 ** 32], [1, 1])
+    seeds, out = torch.zeros(1, dtype=torch.int64), torch.empty(1, dtype=torch.int64)
+    for stream, high, match in ((0, 0, "high must be >= 1"), (2 ** 32, 1, "stream 4294967296 is outside")):
+        with pytest.raises(ValueError, match=match):
+            _ext._C.seed_randint_cpu(seeds.data_ptr(), 1, stream, high, out.data_ptr())
+
+
 def test_latents_without_the_extension_use_numpy(monkeypatch):
     monkeypatch.setattr(_ext, "_C", None)
     z = seed_latents([3, 2 ** 32 - 1], 5)
