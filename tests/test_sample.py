@@ -523,3 +523,25 @@ def test_cli_cuda_graph_flag(monkeypatch, tmp_path, flag, expected):
     assert main(["sample", "--checkpoint", "x", "--seeds", "0-3", "--out", str(tmp_path), "--device", "cpu",
                  "--no-progress", *flag]) == 0
     assert seen["cuda_graph"] is expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_cuda_graph_on_a_gpu(monkeypatch, dtype):
+    """On a GPU, by default: captured once, no warning, the images of the eager forward at the same batch size
+    (the last batch of 2 padded to 4)."""
+    import warnings
+    from ganfast.models import StyleGAN2Generator
+    captures = []
+    capture = ganfast.sampling._capture_cuda_graph
+    monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", lambda *a: captures.append(1) or capture(*a))
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(img_resolution=16, num_fp16_res=2, conv_clamp=256).cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, graphed = _all_images(ganfast.sample(G, range(10), batch_size=4, dtype=dtype))
+    _, eager = _all_images(ganfast.sample(G, range(10), batch_size=4, dtype=dtype, cuda_graph=False))
+    assert captures == [1]
+    np.testing.assert_array_equal(graphed[:8], eager[:8])
+    _, last_padded = _all_images(ganfast.sample(G, [8, 9, 0, 1], batch_size=4, dtype=dtype, cuda_graph=False))
+    np.testing.assert_array_equal(graphed[8:], last_padded[:2])
