@@ -1,5 +1,6 @@
-"""Sampling throughput (images/s) of the StyleGAN2 generator: ganfast.sample vs a generate.py-style loop (one
-seed per forward, reference ops) vs a batched loop on the reference ops; plus writing npz and PNG files.
+"""Sampling throughput (images/s) of the StyleGAN2 generator: ganfast.sample (on a GPU with and without its CUDA
+graph) vs a generate.py-style loop (one seed per forward, reference ops) vs a batched loop on the reference ops;
+plus writing npz and PNG files.
 
 On a GPU: 64² and 256² generators in StyleGAN2's config-F channel widths (z/w 512), batch 64, float16 layers.
 On a CPU: one tiny generator, so that CI proves the suite runs. extra_info["images"] gives images per call.
@@ -32,16 +33,18 @@ def _drain(iterator):
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-@pytest.mark.parametrize("variant", ["ganfast", "batched_ref"] + ["one_seed_per_forward_ref"] * (not COMPACT))
+@pytest.mark.parametrize("variant", ["ganfast"] + ["ganfast_no_cuda_graph"] * ON_GPU + ["batched_ref"]
+                         + ["one_seed_per_forward_ref"] * (not COMPACT))
 def test_sample_throughput(benchmark, resolution, variant):
     G = _generator(resolution)
     seeds = range(N_IMAGES if variant != "one_seed_per_forward_ref" else N_IMAGES // 8)
-    dtype = "fp16" if ON_GPU and variant == "ganfast" else "fp32"
+    dtype = "fp16" if ON_GPU and variant.startswith("ganfast") else "fp32"
     batch = 1 if variant == "one_seed_per_forward_ref" else BATCH
 
     def run():
-        if variant == "ganfast":
-            return _drain(ganfast.sample(G, seeds, batch_size=batch, dtype=dtype))
+        if variant.startswith("ganfast"):
+            return _drain(ganfast.sample(G, seeds, batch_size=batch, dtype=dtype,
+                                         cuda_graph=False if variant == "ganfast_no_cuda_graph" else None))
         with ganfast.use_impl("ref"):
             return _drain(ganfast.sample(G, seeds, batch_size=batch, dtype=dtype))
 

@@ -3,6 +3,12 @@
 //   uniform   a = next() >> 5, b = next() >> 6, (a·2^26 + b) / 2^53        (53 random bits in [0, 1))
 //   gaussian  Marsaglia's polar method: x1, x2 = 2·uniform − 1 until 0 < r2 = x1² + x2² < 1, f = √(−2 ln r2 / r2);
 //             returns f·x2 and keeps f·x1 for the next draw
+// and NumPy's legacy integers (RandomState([seed, stream]).randint(high)), also bit for bit:
+//   seeding   init_by_array(key): init_genrand(19650218), then max(624, len) mixing steps with the key words
+//             (multiplier 1664525) and 623 more (multiplier 1566083941), key[0] = 2^31
+//   randint   r = high − 1, mask = 2^k − 1 the smallest ≥ r: draw (next() & mask) until ≤ r, 32-bit draws when
+//             r < 2^32 − 1 (r = 2^32 − 1: one draw as it is), 64-bit ones (next() << 32 | next()) above; r = 0
+//             draws nothing
 // The file is compiled with -ffp-contract=off (CMakeLists.txt): a fused multiply-add in r2 would change bits.
 // log is the C library's, as NumPy's.
 #include "latents.h"
@@ -24,6 +30,21 @@ class MT19937 {
     key_[0] = seed;
     for (int i = 1; i < kN; ++i) key_[i] = 1812433253u * (key_[i - 1] ^ (key_[i - 1] >> 30)) + uint32_t(i);
     pos_ = kN;
+  }
+
+  // init_by_array: the seeding of RandomState(array of 32-bit words).
+  MT19937(const uint32_t* init_key, int key_length) : MT19937(19650218u) {
+    int i = 1, j = 0;
+    for (int k = std::max(kN, key_length); k > 0; --k) {
+      key_[i] = (key_[i] ^ ((key_[i - 1] ^ (key_[i - 1] >> 30)) * 1664525u)) + init_key[j] + uint32_t(j);
+      if (++i >= kN) key_[0] = key_[kN - 1], i = 1;
+      if (++j >= key_length) j = 0;
+    }
+    for (int k = kN - 1; k > 0; --k) {
+      key_[i] = (key_[i] ^ ((key_[i - 1] ^ (key_[i - 1] >> 30)) * 1566083941u)) - uint32_t(i);
+      if (++i >= kN) key_[0] = key_[kN - 1], i = 1;
+    }
+    key_[0] = 0x80000000u;
   }
 
   uint32_t next() {
@@ -77,13 +98,52 @@ void fill_row(uint32_t seed, int64_t z_dim, T* out) {
   }
 }
 
+// randint(high) of the legacy generator: an integer in [0, high), by masked rejection.
+int64_t randint(MT19937& rng, int64_t high) {
+  const uint64_t r = uint64_t(high) - 1;
+  if (r == 0) return 0;
+  uint64_t mask = r;
+  for (int shift = 1; shift < 64; shift *= 2) mask |= mask >> shift;
+  if (r == 0xffffffffu) return int64_t(rng.next());
+  uint64_t v;
+  if (r < 0xffffffffu) {
+    do v = rng.next() & mask; while (v > r);
+  } else {
+    do {
+      const uint64_t high_word = rng.next();  // drawn first
+      v = ((high_word << 32) | rng.next()) & mask;
+    } while (v > r);
+  }
+  return int64_t(v);
+}
+
+void check_seeds(const char* op, const int64_t* seeds, int64_t count) {
+  for (int64_t j = 0; j < count; ++j)
+    if (seeds[j] < 0 || seeds[j] > int64_t(0xffffffff))
+      fail(std::string(op) + ": seed " + std::to_string(seeds[j]) + " is outside [0, 2**32 - 1]");
+}
+
 }  // namespace
+
+void seed_randint_cpu(const int64_t* seeds, int64_t count, int64_t stream, int64_t high, int64_t* out) {
+  if (count < 0 || (count > 0 && (!seeds || !out))) fail("seed_randint: bad arguments");
+  if (high < 1) fail("seed_randint: high must be >= 1, got " + std::to_string(high));
+  if (stream < 0 || stream > int64_t(0xffffffff))
+    fail("seed_randint: stream " + std::to_string(stream) + " is outside [0, 2**32 - 1]");
+  check_seeds("seed_randint", seeds, count);
+  // seeding updates about 1,900 state words per seed (init_genrand and init_by_array), the first refill 624 more
+  parallel_for(count, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const uint32_t key[2] = {uint32_t(seeds[j]), uint32_t(stream)};
+      MT19937 rng(key, 2);
+      out[j] = randint(rng, high);
+    }
+  });
+}
 
 void seed_latents_cpu(const int64_t* seeds, int64_t count, int64_t z_dim, int dtype, void* out) {
   if (count < 0 || z_dim < 0 || (count > 0 && z_dim > 0 && (!seeds || !out))) fail("seed_latents: bad arguments");
-  for (int64_t j = 0; j < count; ++j)
-    if (seeds[j] < 0 || seeds[j] > int64_t(0xffffffff))
-      fail("seed_latents: seed " + std::to_string(seeds[j]) + " is outside [0, 2**32 - 1]");
+  check_seeds("seed_latents", seeds, count);
   dispatch_dtype("seed_latents", dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;
     if constexpr (!std::is_floating_point_v<S>) {

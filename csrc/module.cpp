@@ -347,7 +347,7 @@ void bind_color_matrix(py::module_& m) {
 #endif
 }
 
-// ---- seed_latents (MT19937 + NumPy's legacy Gaussian, csrc/latents.h) -----------------------------------------------
+// ---- seed_latents, seed_randint (MT19937 + NumPy's legacy Gaussian and integers, csrc/latents.h) -----------------
 void bind_seed_latents(py::module_& m) {
   m.def(
       "seed_latents_cpu",
@@ -357,6 +357,15 @@ void bind_seed_latents(py::module_& m) {
       py::arg("seeds"), py::arg("count"), py::arg("z_dim"), py::arg("dtype"), py::arg("out"),
       py::call_guard<py::gil_scoped_release>(),
       "Row j of the (count, z_dim) float32/float64 `out`: np.random.RandomState(seeds[j]).randn(z_dim).");
+  m.def(
+      "seed_randint_cpu",
+      [](uintptr_t seeds, int64_t count, int64_t stream, int64_t high, uintptr_t out) {
+        ganfast::seed_randint_cpu(reinterpret_cast<const int64_t*>(seeds), count, stream, high,
+                                  reinterpret_cast<int64_t*>(out));
+      },
+      py::arg("seeds"), py::arg("count"), py::arg("stream"), py::arg("high"), py::arg("out"),
+      py::call_guard<py::gil_scoped_release>(),
+      "int64 `out`[j] = np.random.RandomState([seeds[j], stream]).randint(high).");
 }
 
 }  // namespace

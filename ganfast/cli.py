@@ -255,7 +255,7 @@ def _cmd_sample(args) -> int:
                            shard=(index, count), shard_size=args.shard_size, workers=args.workers,
                            progress=not args.no_progress, truncation_psi=args.truncation,
                            noise_mode=args.noise_mode, dtype=args.dtype, compile=args.compile,
-                           class_index=class_index)
+                           cuda_graph=args.cuda_graph, class_index=class_index)
     print(f"shard {index}/{count}: {report}")
     return 0
 
@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the generator (default: on a CPU for 32768 images or more)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction,
+                   help="replay the generator from a CUDA graph (default: on a GPU, unless --noise-mode random)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)

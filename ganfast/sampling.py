@@ -31,10 +31,12 @@ shards is one of the folder's settings.
 ``DIR/ganfast-samples.json`` records what the files depend on (see ``_settings``); a run into a folder written
 with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
-Pipeline: latents are made on the host, the generator runs under no_grad (optionally autocast to bf16/fp16 and
-torch.compile), images are converted to uint8 NHWC on the device and copied into pinned host memory
-asynchronously while the next batch is generated; a pool of threads encodes and writes the files, so the device
-does not wait on the disk.
+Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad
+(optionally autocast to bf16/fp16 and torch.compile; on a GPU replayed from a CUDA graph), images are converted to
+uint8 NHWC on the device and copied into pinned host memory asynchronously while the next batch is generated (on a
+GPU the host prepares batch i+1 while the device runs batch i); a pool of threads encodes and writes the files,
+so the device does not wait on the disk. On a CPU the host's share (latents, class draws, noise generators: about
+2 ms per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured).
 """
 from __future__ import annotations
 
@@ -151,10 +153,17 @@ def seed_classes(seeds: Sequence[int], class_counts: Sequence[int]) -> np.ndarra
     """int64 (len(seeds),): the class of each seed, drawn with probability proportional to ``class_counts``
     (images per class) from ``np.random.RandomState([seed, LABEL_STREAM])``: class k where the integer
     ``randint(sum(counts))`` falls in k's share. Exact integer arithmetic; the stream is NumPy's frozen legacy
-    one, so a seed keeps its class across versions and machines."""
+    one, so a seed keeps its class across versions and machines. The draws are made in parallel by the compiled
+    extension (csrc/latents.cpp, bit-exact with NumPy) or, without it, by NumPy."""
     cumulative = np.cumsum(np.asarray(class_counts, dtype=np.int64))
-    draws = np.array([np.random.RandomState([s, LABEL_STREAM]).randint(cumulative[-1]) for s in seeds],
-                     dtype=np.int64)
+    if _ext.loaded():
+        seeds = torch.tensor(seeds, dtype=torch.int64)
+        draws = torch.empty(len(seeds), dtype=torch.int64)
+        _ext._C.seed_randint_cpu(seeds.data_ptr(), len(seeds), LABEL_STREAM, int(cumulative[-1]), draws.data_ptr())
+        draws = draws.numpy()
+    else:
+        draws = np.array([np.random.RandomState([s, LABEL_STREAM]).randint(cumulative[-1]) for s in seeds],
+                         dtype=np.int64)
     return np.searchsorted(cumulative, draws, side="right").astype(np.int64)
 
 
@@ -187,6 +196,7 @@ class SampleOptions:
     compile: bool
     classes: int | str | torch.Tensor | None
     class_counts: tuple[int, ...] | None
+    cuda_graph: bool = False
 
     @property
     def dtype_name(self) -> str:
@@ -231,17 +241,35 @@ def _auto_compile(G: torch.nn.Module, n_images: int) -> bool:
     return n_images >= _COMPILE_MIN_IMAGES.get(device.type, math.inf)
 
 
+def _check_cuda_graph(cuda_graph: bool | None, device: torch.device, noise_mode: str | None) -> bool:
+    """Whether G's forward is replayed from a CUDA graph: by default on a CUDA device unless layer noise is random
+    (drawn on the host per seed, which a graph would freeze at the captured batch's); asking for it there is an
+    error."""
+    if cuda_graph is None:
+        return device.type == "cuda" and noise_mode != "random"
+    if not isinstance(cuda_graph, bool):
+        raise ValueError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
+    if cuda_graph and noise_mode == "random":
+        raise ValueError("cuda_graph=True cannot be used with noise_mode='random': the noise is drawn on the host "
+                         "for each batch, and a graph would replay the captured batch's")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a generator on a CUDA device; G is on {device}")
+    return cuda_graph
+
+
 def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: str | None = None,
                    dtype: str | torch.dtype | None = None, compile: bool | None = None,
                    c: int | str | torch.Tensor | None = None, class_counts: Sequence[int] | None = None,
-                   num_seeds: int | None = None) -> SampleOptions:
+                   num_seeds: int | None = None, cuda_graph: bool | None = None) -> SampleOptions:
     """Checks the sampling options against ``G`` once (a ValueError/TypeError naming the bad one).
 
     ``c`` for a conditional G (``c_dim`` > 0, one-hot class labels): a class index, ``"all"`` or None (a class
     per seed drawn from ``class_counts``, default ``G.class_counts`` (from its checkpoint), else uniform), or a
     float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` None:
     ``torch.compile`` G on a CPU for runs of 32768 images or more (where the compile time pays off), else not; a
-    generator that fails to compile runs eagerly (with a warning)."""
+    generator that fails to compile runs eagerly (with a warning). ``cuda_graph`` None: on a CUDA device, G's
+    forward is captured once into a CUDA graph and replayed for every batch (not with ``noise_mode="random"``); a
+    capture that fails, or a replay that does not reproduce the eager images, leaves G eager (with a warning)."""
     z_dim = getattr(G, "z_dim", None)
     if not isinstance(z_dim, int):
         raise TypeError(f"G must be a generator module with an int attribute z_dim; {type(G).__name__} has none")
@@ -268,7 +296,9 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
                              f"ganfast's models, {', '.join(_models_taking(name)) or 'none'} take it)")
     c_dim = getattr(G, "c_dim", 0) or 0
     classes, counts = _label_choice(G, c_dim, c, class_counts, num_seeds)
-    return SampleOptions(z_dim, c_dim, g_kwargs, dtype, compile, classes, counts)
+    device = next(G.parameters(), torch.empty(0)).device
+    cuda_graph = _check_cuda_graph(cuda_graph, device, noise_mode)
+    return SampleOptions(z_dim, c_dim, g_kwargs, dtype, compile, classes, counts, cuda_graph)
 
 
 def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
@@ -301,7 +331,7 @@ def _label_choice(G, c_dim: int, c, class_counts, num_seeds: int | None):
 def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int | None = None,
            truncation_psi: float = 1.0, noise_mode: str | None = None, dtype: str | torch.dtype | None = None,
            compile: bool | None = None, c: int | str | torch.Tensor | None = None,
-           class_counts: Sequence[int] | None = None) -> Iterator[SampleBatch]:
+           class_counts: Sequence[int] | None = None, cuda_graph: bool | None = None) -> Iterator[SampleBatch]:
     """Generates one image per seed, ``batch_size`` at a time, yielding uint8 NHWC batches on the host.
 
     G: a generator module with ``z_dim``, called as ``G(z, **kw)`` (``G(z, c, **kw)`` when ``G.c_dim`` > 0) →
@@ -313,7 +343,7 @@ def sample(G: torch.nn.Module, seeds: str | Iterable[int], batch_size: int | Non
     """
     seeds = parse_seeds(seeds)
     batch_size = batch_size_for(G, batch_size)
-    options = sample_options(G, truncation_psi, noise_mode, dtype, compile, c, class_counts, len(seeds))
+    options = sample_options(G, truncation_psi, noise_mode, dtype, compile, c, class_counts, len(seeds), cuda_graph)
     return _generate(G, seeds, batch_size, options, options.labels_for(seeds))
 
 
@@ -332,7 +362,11 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     on_gpu = device.type == "cuda"
     was_training = G.training
     run = _CompiledOrEager(G.eval()) if options.compile else G.eval()
+    if options.cuda_graph and len(seeds) > batch_size:  # one batch: capturing would only add work
+        run = _CudaGraphOrEager(run, batch_size)
     dtype, kwargs = options.dtype, options.g_kwargs
+    autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32,
+                    cache_enabled=not options.cuda_graph)  # a graph must not capture autocast's weight cache
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
         for start in range(0, len(seeds), batch_size):
@@ -341,9 +375,9 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
             z = seed_latents(chunk, options.z_dim)
             z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
             c = _label_input(chunk_labels, options.c_dim)
-            args = (z,) if c is None else (z, c.to(device))
+            args = (z,) if c is None else (z, c.pin_memory().to(device, non_blocking=True) if on_gpu else c)
             noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in chunk])
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), noise:
+            with torch.no_grad(), torch.autocast(**autocast), noise:
                 images = run(*args, **kwargs)
             if images.ndim != 4:
                 raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
@@ -378,6 +412,65 @@ class _CompiledOrEager:
                               f"eagerly", RuntimeWarning, stacklevel=3)
                 self.run = self.G
         return self.G(*args, **kwargs)
+
+
+class _CudaGraphOrEager:
+    """``run`` (G, or G compiled) replayed from a CUDA graph captured for batches of ``batch_size``: its inputs are
+    copied into the graph's static buffers (a smaller batch is padded with zero rows, whose images are cut off:
+    in eval mode G treats rows independently) and the images read from its static output. On the first call the
+    graph's images are compared with an eager run on the same inputs; if capturing fails or they differ, ``run``
+    is used from then on (one warning naming why)."""
+
+    def __init__(self, run, batch_size: int) -> None:
+        self.run, self.batch_size = run, batch_size
+        self.graph = self.inputs = self.output = None
+        self.eager = False
+
+    def __call__(self, *args, **kwargs):
+        if self.eager:
+            return self.run(*args, **kwargs)
+        if self.graph is not None:
+            return self._replay(args)
+        self.inputs = [torch.zeros((self.batch_size, *a.shape[1:]), dtype=a.dtype, device=a.device) for a in args]
+        self._fill(args)
+        expected = self.run(*self.inputs, **kwargs)[:len(args[0])]
+        try:
+            self.graph, self.output = _capture_cuda_graph(self.run, self.inputs, kwargs)
+            images = self._replay(args)
+            why = None if torch.equal(images, expected) else "its images differ from the eager forward's"
+        except Exception as exc:  # noqa: BLE001 - any capture failure: the eager forward still works
+            why = f"capture failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        if why is None:
+            return images
+        warnings.warn(f"ganfast.sample: CUDA graph of {type(getattr(self.run, 'G', self.run)).__name__}: {why}; "
+                      f"running it without a graph", RuntimeWarning, stacklevel=3)
+        self.eager, self.graph = True, None
+        self.inputs = self.output = None
+        return expected
+
+    def _fill(self, args) -> None:
+        for static, given in zip(self.inputs, args):
+            static[:len(given)].copy_(given, non_blocking=True)
+            static[len(given):].zero_()
+
+    def _replay(self, args) -> torch.Tensor:
+        self._fill(args)
+        self.graph.replay()
+        return self.output[:len(args[0])]
+
+
+def _capture_cuda_graph(run, inputs: list[torch.Tensor], kwargs: dict):
+    """``(graph, output)``: ``run(*inputs, **kwargs)`` captured into a ``torch.cuda.CUDAGraph``, after a warm-up
+    run on a side stream (the documented recipe: lazy set-up such as cuBLAS handles must not be captured)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run(*inputs, **kwargs)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = run(*inputs, **kwargs)
+    return graph, output
 
 
 def _finish(seeds: list[int], host: torch.Tensor, event, labels: np.ndarray | None) -> SampleBatch:
@@ -504,10 +597,10 @@ def _called_with(options: SampleOptions) -> dict:
 
 def _settings(G: torch.nn.Module, seeds: list[int], fmt: str, shard_size: int, options: SampleOptions,
               shards: int = 1) -> dict:
-    """What the files of a sample folder depend on (not the shard index, batch size, workers or compile): the
-    generator's weights (its state dict), the layout, the sampling options, the label choice and, where files
-    group several seeds (npz, webdataset), the seed list (count and SHA-256; a png is one seed under its own
-    name) and the number of shards (a file groups seeds of one shard)."""
+    """What the files of a sample folder depend on (not the shard index, batch size, workers, compile or CUDA
+    graphs): the generator's weights (its state dict), the layout, the sampling options, the label choice and,
+    where files group several seeds (npz, webdataset), the seed list (count and SHA-256; a png is one seed under
+    its own name) and the number of shards (a file groups seeds of one shard)."""
     from .checkpoint import tensor_digest
     weights = hashlib.sha256()
     for key, value in G.state_dict().items():
@@ -558,8 +651,8 @@ def write_samples(G: torch.nn.Module, seeds: str | Iterable[int], out: str | os.
     an earlier run completed; ``out`` must hold samples of the same settings or none (``MANIFEST``).
     ``class_index`` (class-conditional G): one class for every seed, or "all"/None for a class per seed drawn
     from the training distribution. ``sample_kwargs`` go to :func:`sample_options` (truncation_psi, noise_mode,
-    dtype, compile, class_counts). PNG compression level 1 is lossless like any other, and several times faster
-    to encode than 6."""
+    dtype, compile, class_counts, cuda_graph). PNG compression level 1 is lossless like any other, and several
+    times faster to encode than 6."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if not isinstance(shard_size, int) or shard_size < 1:

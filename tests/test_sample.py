@@ -79,6 +79,42 @@ def test_compiled_latents_bit_exact_with_numpy(z_dim):
     np.testing.assert_array_equal(seed_latents(EDGE_SEEDS, z_dim).numpy(), want.astype(np.float32))
 
 
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+@pytest.mark.parametrize("high", [1, 2, 10, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 3 * 2 ** 40 + 7, 2 ** 63 - 1])
+def test_compiled_randint_bit_exact_with_numpy(high):
+    """RandomState([seed, stream]).randint(high) (init_by_array seeding, masked rejection with 32- and 64-bit
+    draws), over edge and random seeds and three streams; and seed_classes with and without the extension."""
+    seeds = torch.tensor(EDGE_SEEDS, dtype=torch.int64)
+    for stream in (ganfast.sampling.LABEL_STREAM, 0, 2 ** 32 - 1):
+        want = np.array([np.random.RandomState([s, stream]).randint(high) for s in EDGE_SEEDS])
+        got = torch.empty(len(EDGE_SEEDS), dtype=torch.int64)
+        _ext._C.seed_randint_cpu(seeds.data_ptr(), len(EDGE_SEEDS), stream, high, got.data_ptr())
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+def test_compiled_seed_classes_match_numpy(monkeypatch):
+    from ganfast.sampling import seed_classes
+    counts = [[1], [5, 0, 3], [1] * 10, [2 ** 40, 1, 2 ** 33]]
+    compiled = [seed_classes(EDGE_SEEDS, c) for c in counts]
+    monkeypatch.setattr(_ext, "_C", None)
+    for c, got in zip(counts, compiled):
+        np.testing.assert_array_equal(got, seed_classes(EDGE_SEEDS, c))
+    with pytest.raises(ValueError, match="Seed must be between 0 and 2"):
+        seed_classes([2 ** 32], [1, 1])
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the compiled draws need the extension")
+def test_compiled_randint_refuses_bad_arguments():
+    from ganfast.sampling import seed_classes
+    with pytest.raises(ValueError, match="seed_randint: seed 4294967296 is outside"):
+        seed_classes([1, 2 ** 32], [1, 1])
+    seeds, out = torch.zeros(1, dtype=torch.int64), torch.empty(1, dtype=torch.int64)
+    for stream, high, match in ((0, 0, "high must be >= 1"), (2 ** 32, 1, "stream 4294967296 is outside")):
+        with pytest.raises(ValueError, match=match):
+            _ext._C.seed_randint_cpu(seeds.data_ptr(), 1, stream, high, out.data_ptr())
+
+
 def test_latents_without_the_extension_use_numpy(monkeypatch):
     monkeypatch.setattr(_ext, "_C", None)
     z = seed_latents([3, 2 ** 32 - 1], 5)
@@ -376,3 +412,136 @@ def test_generator_must_return_images():
             return z
     with pytest.raises(ValueError, match="images"):
         next(ganfast.sample(PointsG(), "0-1"))
+
+
+# ---- CUDA graphs: the CPU-testable logic, with the capture replaced by a stand-in ---------------------------------
+
+class _FakeGraph:
+    """Stands in for a captured CUDA graph: replay() reruns the forward on the static inputs into the static
+    output (``shift`` makes the replay differ from the eager forward) and records what it was given."""
+
+    def __init__(self, run, inputs, kwargs, shift=0):
+        self.run, self.inputs, self.kwargs, self.shift = run, inputs, kwargs, shift
+        self.output = run(*inputs, **kwargs).clone()
+        self.replayed = []
+
+    def replay(self):
+        self.replayed.append([x.clone() for x in self.inputs])
+        self.output.copy_(self.run(*self.inputs, **self.kwargs) + self.shift)
+
+
+def _fake_capture(monkeypatch, shift=0):
+    graphs = []
+
+    def capture(run, inputs, kwargs):
+        graphs.append(_FakeGraph(run, inputs, kwargs, shift))
+        return graphs[-1], graphs[-1].output
+    monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", capture)
+    return graphs
+
+
+def _graphed(G, seeds, batch_size, **options):
+    """ganfast.sample's batches with cuda_graph forced on (the options refuse it on a CPU)."""
+    from dataclasses import replace
+    opts = replace(ganfast.sampling.sample_options(G, num_seeds=len(seeds), **options), cuda_graph=True)
+    return ganfast.sampling._generate(G, list(seeds), batch_size, opts, opts.labels_for(list(seeds)))
+
+
+def _cond_g():
+    from ganfast.models import DCGANGenerator
+    torch.manual_seed(0)
+    return DCGANGenerator(z_dim=8, resolution=16, channels=1, base_channels=4, c_dim=3)
+
+
+@pytest.mark.parametrize("make_g", [TinyG, _cond_g])
+def test_cuda_graph_replay_pads_the_last_batch(monkeypatch, make_g):
+    """One capture for the run; every batch replayed through the static buffers, the last (1 of 3 rows) padded
+    with zero rows; the images are the eager ones, seed by seed."""
+    graphs = _fake_capture(monkeypatch)
+    G = make_g()
+    seeds, images = _all_images(_graphed(G, range(7), 3))
+    _, eager = _all_images(ganfast.sample(G, range(7), batch_size=7, cuda_graph=False))
+    np.testing.assert_array_equal(seeds, np.arange(7))
+    np.testing.assert_array_equal(images, eager)
+    assert len(graphs) == 1 and len(graphs[0].replayed) == 3
+    last = graphs[0].replayed[-1]
+    assert len(last) == (2 if getattr(G, "c_dim", 0) else 1) and all(x.shape[0] == 3 and not x[1:].any() for x in last)
+    assert last[0][0].equal(seed_latents([6], 8)[0])
+
+
+def test_cuda_graph_not_captured_for_one_batch(monkeypatch):
+    graphs = _fake_capture(monkeypatch)
+    _all_images(_graphed(TinyG(), range(3), 3))
+    assert graphs == []
+
+
+@pytest.mark.parametrize("failure,match", [("capture", "capture failed .RuntimeError: operation not permitted"),
+                                           ("replay", "its images differ from the eager forward's")])
+def test_cuda_graph_failure_falls_back_to_eager(monkeypatch, failure, match):
+    """A capture that raises, or a replay whose images differ from eager: one warning naming why, then G runs
+    without a graph (never captured again) and the images are the eager ones."""
+    graphs = _fake_capture(monkeypatch, shift=0 if failure == "capture" else 0.5)
+    if failure == "capture":
+        def broken(run, inputs, kwargs):
+            graphs.append(None)
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", broken)
+    G = TinyG()
+    with pytest.warns(RuntimeWarning, match=f"CUDA graph of TinyG: {match}.*; running it without a graph") as record:
+        _, images = _all_images(_graphed(G, range(7), 2))
+    assert len(record) == 1 and len(graphs) == 1
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, range(7), cuda_graph=False))[1])
+
+
+def test_cuda_graph_option():
+    """Default: on a CUDA device unless noise is random; asking for it where it cannot work is an error."""
+    from ganfast.sampling import _check_cuda_graph, sample_options
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _check_cuda_graph(None, cuda, None) and _check_cuda_graph(None, cuda, "const")
+    assert not _check_cuda_graph(None, cuda, "random") and not _check_cuda_graph(None, cpu, None)
+    assert not _check_cuda_graph(False, cuda, "const") and _check_cuda_graph(True, cuda, "none")
+    assert sample_options(TinyG()).cuda_graph is False
+    with pytest.raises(ValueError, match="cuda_graph=True needs a generator on a CUDA device; G is on cpu"):
+        sample_options(TinyG(), cuda_graph=True)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot be used with noise_mode='random'"):
+        _check_cuda_graph(True, cuda, "random")
+    with pytest.raises(ValueError, match="cuda_graph must be True, False or None"):
+        sample_options(TinyG(), cuda_graph="yes")
+
+
+@pytest.mark.parametrize("flag,expected", [([], None), (["--cuda-graph"], True), (["--no-cuda-graph"], False)])
+def test_cli_cuda_graph_flag(monkeypatch, tmp_path, flag, expected):
+    from ganfast import checkpoint, sampling
+    from ganfast.cli import main
+    seen = {}
+
+    def write_samples(G, seeds, out, **kwargs):
+        seen.update(kwargs)
+        return sampling.SampleReport(0, 0, 0.0, out)
+    monkeypatch.setattr(checkpoint, "load_generator", lambda *args, **kwargs: TinyG())
+    monkeypatch.setattr(sampling, "write_samples", write_samples)
+    assert main(["sample", "--checkpoint", "x", "--seeds", "0-3", "--out", str(tmp_path), "--device", "cpu",
+                 "--no-progress", *flag]) == 0
+    assert seen["cuda_graph"] is expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_cuda_graph_on_a_gpu(monkeypatch, dtype):
+    """On a GPU, by default: captured once, no warning, the images of the eager forward at the same batch size
+    (the last batch of 2 padded to 4)."""
+    import warnings
+    from ganfast.models import StyleGAN2Generator
+    captures = []
+    capture = ganfast.sampling._capture_cuda_graph
+    monkeypatch.setattr(ganfast.sampling, "_capture_cuda_graph", lambda *a: captures.append(1) or capture(*a))
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(img_resolution=16, num_fp16_res=2, conv_clamp=256).cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, graphed = _all_images(ganfast.sample(G, range(10), batch_size=4, dtype=dtype))
+    _, eager = _all_images(ganfast.sample(G, range(10), batch_size=4, dtype=dtype, cuda_graph=False))
+    assert captures == [1]
+    np.testing.assert_array_equal(graphed[:8], eager[:8])
+    _, last_padded = _all_images(ganfast.sample(G, [8, 9, 0, 1], batch_size=4, dtype=dtype, cuda_graph=False))
+    np.testing.assert_array_equal(graphed[8:], last_padded[:2])
