@@ -19,7 +19,7 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
-from ._common import check_dim, check_epilogue, check_tensor, dense, same_layout
+from ._common import autocast_like, check_dim, check_epilogue, check_tensor, custom_op, dense, no_autocast, same_layout
 
 __all__ = ["bias_act", "ACTIVATIONS"]
 
@@ -63,19 +63,19 @@ def _clamp_in(dtype: torch.dtype, clamp: float) -> float:
 
 # ---- registered ops -------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::bias_act", mutates_args=())
+@custom_op("ganfast::bias_act", mutates_args=())
 def _bias_act_op(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
                  clamp: float | None, impl: str) -> torch.Tensor:
     return _launch(impl, 0, x, b, None, None, None, dim, act, alpha, gain, clamp)
 
 
-@torch.library.custom_op("ganfast::bias_act_grad", mutates_args=())
+@custom_op("ganfast::bias_act_grad", mutates_args=())
 def _bias_act_grad_op(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor | None, dim: int,
                       act: str, alpha: float, gain: float, clamp: float | None, impl: str) -> torch.Tensor:
     return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
 
 
-@torch.library.custom_op("ganfast::bias_act_grad2", mutates_args=())
+@custom_op("ganfast::bias_act_grad2", mutates_args=())
 def _bias_act_grad2_op(g: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None,
                        y: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float, clamp: float | None,
                        impl: str) -> torch.Tensor:
@@ -166,7 +166,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
 
     Args:
         x: input tensor of any shape (float16/bfloat16/float32/float64; any dense layout, e.g. channels_last).
-        b: optional 1-D bias of length ``x.shape[dim]``, same device and dtype as ``x``.
+        b: optional 1-D bias of length ``x.shape[dim]``, same device and dtype as ``x`` (under autocast any float
+            dtype: it is cast to x's, see ganfast.ops._common).
         dim: the dimension of ``x`` that ``b`` runs along.
         act: one of ``ACTIVATIONS`` (linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish).
         alpha: activation parameter (lrelu slope); None: the activation's default.
@@ -178,6 +179,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     """
     check_tensor("x", x)
     act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
+    (b,) = autocast_like(x, b)
     if b is not None:
         check_tensor("b", b, like=x, ndim=1)
         if x.ndim == 0:
@@ -190,5 +192,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     variant = None if clamp is not None and act in _CPU_EXT_ACTS else "other"
     chosen = _OP.resolve(impl, x.device, x.dtype, variant)
     if chosen == "ref":
-        return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+        with no_autocast(x):
+            return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, chosen)
