@@ -25,7 +25,7 @@ from .._dispatch import register_op
 from ..reference.affine_sample import affine_sample as affine_sample_ref
 from ..reference.affine_sample import pixel_matrix
 from ..reference.augment import geometric_filter, geometric_plan
-from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast
+from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast, register_autograd
 from .upfirdn2d import downsample2d, upsample2d
 
 __all__ = ["affine_resample", "affine_sample"]
@@ -99,10 +99,10 @@ def _backward_by(adjoint):
     return backward
 
 
-torch.library.register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
-                                setup_context=_setup_context)
-torch.library.register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
-                                setup_context=_setup_context)
+register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
+                  setup_context=_setup_context)
+register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
+                  setup_context=_setup_context)
 
 
 # ---- public API -------------------------------------------------------------------------------------------------

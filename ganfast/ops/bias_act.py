@@ -19,7 +19,8 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
-from ._common import autocast_like, check_dim, check_epilogue, check_tensor, custom_op, dense, no_autocast, same_layout
+from ._common import (autocast_like, check_dim, check_epilogue, check_tensor, custom_op, dense, no_autocast,
+                      register_autograd, same_layout)
 
 __all__ = ["bias_act", "ACTIVATIONS"]
 
@@ -151,10 +152,10 @@ def _backward_grad2(ctx, *grads):
                               "derivative was requested (use impl='ref' for higher orders)")
 
 
-torch.library.register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
-torch.library.register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
-torch.library.register_autograd("ganfast::bias_act_grad2", _backward_grad2,
-                                setup_context=lambda ctx, inputs, output: None)
+register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
+register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
+register_autograd("ganfast::bias_act_grad2", _backward_grad2,
+                  setup_context=lambda ctx, inputs, output: None)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.color_matrix import color_matrix as color_matrix_ref
-from ._common import check_same_device, check_tensor, compute_dtype, custom_op, no_autocast
+from ._common import check_same_device, check_tensor, compute_dtype, custom_op, no_autocast, register_autograd
 
 __all__ = ["color_matrix"]
 
@@ -64,7 +64,7 @@ def _backward(ctx, dy):
     return dx, None, None, None
 
 
-torch.library.register_autograd("ganfast::color_matrix", _backward, setup_context=_setup_context)
+register_autograd("ganfast::color_matrix", _backward, setup_context=_setup_context)
 
 
 def color_matrix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, impl: str | None = None

@@ -32,7 +32,7 @@ from .._dispatch import register_op
 from ..reference.filtered_lrelu import filtered_lrelu as filtered_lrelu_ref
 from ..reference.upfirdn2d import IntOrPair, filter_size, parse_padding
 from ._common import (autocast_like, check_clamp, check_finite, check_same_device, check_tensor, compute_dtype,
-                      custom_op, no_autocast)
+                      custom_op, no_autocast, register_autograd)
 from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
@@ -179,8 +179,8 @@ def _backward_linear(ctx, g):
     return dt, *([None] * 12)
 
 
-torch.library.register_autograd("ganfast::filtered_lrelu", _backward_forward, setup_context=_setup_forward)
-torch.library.register_autograd("ganfast::filtered_lrelu_linear", _backward_linear, setup_context=_setup_linear)
+register_autograd("ganfast::filtered_lrelu", _backward_forward, setup_context=_setup_forward)
+register_autograd("ganfast::filtered_lrelu_linear", _backward_linear, setup_context=_setup_linear)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------

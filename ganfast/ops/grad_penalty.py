@@ -20,7 +20,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.losses import grad_penalty as grad_penalty_ref
-from ._common import check_tensor, custom_op, is_dense, no_autocast
+from ._common import check_tensor, custom_op, is_dense, no_autocast, register_autograd
 
 __all__ = ["grad_penalty"]
 
@@ -166,8 +166,8 @@ def _backward_bwd(ctx, grad_out):
     return d_g, d_dterm, d_dnorm, d_norm, None, None
 
 
-torch.library.register_autograd("ganfast::grad_penalty", _backward_fwd, setup_context=_setup_fwd)
-torch.library.register_autograd("ganfast::grad_penalty_backward", _backward_bwd, setup_context=_setup_bwd)
+register_autograd("ganfast::grad_penalty", _backward_fwd, setup_context=_setup_fwd)
+register_autograd("ganfast::grad_penalty_backward", _backward_bwd, setup_context=_setup_bwd)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ from ..reference.conv2d_resample import check_factor, oriented_weight, resample_
 from ..reference.modulated_conv2d import DEMOD_EPS, prenormalize
 from ..reference.modulated_conv2d import modulated_conv2d as modulated_conv2d_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import autocast_input, check_epilogue, check_same_device, check_tensor, custom_op, no_autocast
+from ._common import (autocast_input, check_epilogue, check_same_device, check_tensor, custom_op, no_autocast,
+                      register_autograd)
 from .bias_act import bias_act
 from .upfirdn2d import upfirdn2d
 
@@ -280,10 +281,10 @@ def _backward_demod(ctx, gd):
     return d_weight, d_styles, None
 
 
-torch.library.register_autograd("ganfast::modconv", _backward_modconv, setup_context=_setup_modconv)
-torch.library.register_autograd("ganfast::modconv_weight_grad", _backward_weight_grad,
-                                setup_context=_setup_weight_grad)
-torch.library.register_autograd("ganfast::modconv_demod", _backward_demod, setup_context=_setup_demod)
+register_autograd("ganfast::modconv", _backward_modconv, setup_context=_setup_modconv)
+register_autograd("ganfast::modconv_weight_grad", _backward_weight_grad,
+                  setup_context=_setup_weight_grad)
+register_autograd("ganfast::modconv_demod", _backward_demod, setup_context=_setup_demod)
 
 
 # ---- public API -------------------------------------------------------------------------------------------------

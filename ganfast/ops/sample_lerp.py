@@ -14,7 +14,7 @@ import torch
 
 from .._dispatch import register_op
 from ..reference.losses import sample_lerp as sample_lerp_ref
-from ._common import autocast_like, check_tensor, custom_op, no_autocast, same_layout
+from ._common import autocast_like, check_tensor, custom_op, no_autocast, register_autograd, same_layout
 from .grad_penalty import sample_major
 
 __all__ = ["sample_lerp"]
@@ -59,7 +59,7 @@ def _backward(ctx, dout):
     return da, db, deps, None
 
 
-torch.library.register_autograd("ganfast::sample_lerp", _backward, setup_context=_setup)
+register_autograd("ganfast::sample_lerp", _backward, setup_context=_setup)
 
 
 def sample_lerp(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, impl: str | None = None) -> torch.Tensor:

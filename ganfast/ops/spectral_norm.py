@@ -29,7 +29,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference import spectral_norm as ref
-from ._common import FLOAT_DTYPES, check_dim, check_tensor, custom_op, no_autocast
+from ._common import FLOAT_DTYPES, check_dim, check_tensor, custom_op, no_autocast, register_autograd
 
 __all__ = ["SNResult", "power_iteration", "spectral_norm_sigma"]
 
@@ -196,7 +196,7 @@ class _EagerSigma(torch.autograd.Function):
         return _sigma_backward(ctx, grad)
 
 
-torch.library.register_autograd("ganfast::spectral_norm_sigma", _sigma_backward, setup_context=_sigma_setup)
+register_autograd("ganfast::spectral_norm_sigma", _sigma_backward, setup_context=_sigma_setup)
 
 
 def _check_like(name: str, t: torch.Tensor, other_name: str, other: torch.Tensor) -> None:

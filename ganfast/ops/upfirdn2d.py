@@ -21,7 +21,8 @@ from .._dispatch import register_op
 from ..reference.upfirdn2d import (IntOrPair, downsample_padding, filter_padding, filter_size, parse_padding,
                                    parse_scaling, setup_filter, upsample_padding)
 from ..reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
-from ._common import check_finite, check_same_device, check_tensor, compute_dtype, custom_op, no_autocast
+from ._common import (check_finite, check_same_device, check_tensor, compute_dtype, custom_op, no_autocast,
+                      register_autograd)
 
 __all__ = ["upfirdn2d", "setup_filter", "upsample2d", "downsample2d", "filter2d"]
 
@@ -124,7 +125,7 @@ def _backward(ctx, dy):
     return dx, None, None, None, None, None, None, None
 
 
-torch.library.register_autograd("ganfast::upfirdn2d", _backward, setup_context=_setup_context)
+register_autograd("ganfast::upfirdn2d", _backward, setup_context=_setup_context)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
