@@ -12,13 +12,12 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
 3. Public function: validate with the helpers below (``check_tensor`` for dtype/device/rank, ``check_same_device``,
    ``check_dim``, ``check_epilogue`` for act/alpha/gain/clamp, ``check_finite``, ``check_clamp``); ``"ref"`` calls
    the reference, every other impl the registered op ``torch.ops.ganfast.foo(..., impl)``.
-4. Registered op: ``@custom_op("ganfast::foo", mutates_args=())`` (``torch.library.custom_op`` plus the autocast
-   rule below) with ``register_fake`` (shapes only, so torch.compile traces it) and
-   ``register_autograd`` (below: torch's, with the autocast rule) whose backward is made of registered ops (double
-   backward runs on the kernels). The setup calls ``ctx.set_materialize_grads(False)`` and the
-   backward returns None for a None incoming gradient and for every input the derivative cannot depend on, never
-   zeros: that is the reference's gradient graph (tests: ``support.assert_grad_graph_parity``), and Adam skips a
-   None gradient but steps a zero one.
+4. Registered op: ``@custom_op("ganfast::foo", mutates_args=())`` with ``register_fake`` (shapes only, so
+   torch.compile traces it) and ``register_autograd`` (both below: torch's, with the autocast rule of item 7) whose
+   backward is made of registered ops (double backward runs on the kernels). The setup calls
+   ``ctx.set_materialize_grads(False)`` and the backward returns None for a None incoming gradient and for every
+   input the derivative cannot depend on, never zeros: that is the reference's gradient graph (tests:
+   ``support.assert_grad_graph_parity``), and Adam skips a None gradient but steps a zero one.
 5. Launch: Triton kernels in ``ganfast/triton/foo.py`` launch inside ``ganfast.triton._common.on_device(x)``;
    compiled kernels through ``ganfast._ext.launch("foo", x.device, dtype code, ..., addresses)``, which calls
    ``_C.foo_cpu`` / ``_C.foo_cuda``. In C++/CUDA (``csrc/``, ``kernels/``) the dtype code becomes a type with
@@ -39,9 +38,8 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
       reductions (grad_penalty) return float32, as without autocast.
    c. Registered ops made with ``custom_op`` run with autocast off (their autocast kernel turns it off and
       redispatches; no casts), so do their backwards (``register_autograd``), and the public functions run the
-      reference under ``no_autocast``: kernels,
-      reference and fake impl see the same dtypes and return the same dtypes, eager and under torch.compile,
-      in the forward and in every backward.
+      reference under ``no_autocast``: kernels, reference and fake impl see the same dtypes and return the same
+      dtypes, eager and under torch.compile, in the forward and in every backward.
    Outside autocast nothing changes: a parameter of the wrong dtype is an error, as before.
 """
 from __future__ import annotations
@@ -56,9 +54,8 @@ from .._dispatch import FLOAT_DTYPES
 from ..reference.bias_act import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
-           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout", "custom_op", "register_autograd",
-           "autocast_on",
-           "autocast_input", "autocast_like", "no_autocast"]
+           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout", "AUTOCAST_DEVICES", "custom_op",
+           "register_autograd", "autocast_on", "autocast_input", "autocast_like", "no_autocast"]
 
 AUTOCAST_DEVICES = ("cpu", "cuda")  # the device types ganfast's kernels serve and torch's autocast covers
 _AUTOCAST_LIB = torch.library.Library("ganfast", "FRAGMENT")  # holds the ops' autocast kernels (rule 7c)
@@ -81,23 +78,19 @@ def custom_op(name: str, mutates_args=()):
     return register
 
 
-@contextlib.contextmanager
-def _autocast_off_everywhere():
-    """Autocast off for every device type where it is on (a backward does not know its device beforehand)."""
-    with contextlib.ExitStack() as stack:
-        for device_type in AUTOCAST_DEVICES:
-            if torch.is_autocast_enabled(device_type):
-                stack.enter_context(torch.autocast(device_type, enabled=False))
-        yield
-
-
 def register_autograd(name: str, backward, setup_context) -> None:
     """``torch.library.register_autograd`` with the backward run with autocast off (rule 7c): its torch ops (the
     sums and products around the registered ops) compute in the dtypes they are given whether the backward runs
-    after the autocast region (eager), inside it (a double backward) or is traced with the forward (torch.compile)."""
+    after the autocast region (eager), inside it (a double backward) or is traced with the forward (torch.compile).
+    A backward does not know its device beforehand: autocast goes off for every device type where it is on."""
     @functools.wraps(backward)
     def backward_without_autocast(ctx, *grads):
-        with _autocast_off_everywhere():
+        active = [device_type for device_type in AUTOCAST_DEVICES if torch.is_autocast_enabled(device_type)]
+        if not active:  # the common case (a backward after the autocast region), at no cost
+            return backward(ctx, *grads)
+        with contextlib.ExitStack() as stack:
+            for device_type in active:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
             return backward(ctx, *grads)
     torch.library.register_autograd(name, backward_without_autocast, setup_context=setup_context)
 
