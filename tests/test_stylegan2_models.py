@@ -70,6 +70,45 @@ def test_r1_and_path_length_double_backward():
     assert G.blocks[-1].conv1.weight.grad.abs().sum() > 0
 
 
+def test_w_avg_moves_in_the_d_step_only():
+    """As in StyleGAN2-ADA's training loop: the D step's generation moves w_avg; the G step, path-length pass
+    included, does not."""
+    from ganfast.train.step import d_step, g_step
+    G, D = _pair()
+    G.train()
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    before = G.mapping.w_avg.clone()
+    g_step(G, D, opt_g, torch.randn(4, G.z_dim), path_length=ganfast.losses.PathLengthPenalty(), pl_weight=2.0,
+           regularize=True)
+    torch.testing.assert_close(G.mapping.w_avg, before, rtol=0, atol=0)
+    d_step(G, D, opt_d, torch.rand(4, 1, 16, 16) * 2 - 1, torch.randn(4, G.z_dim))
+    assert not torch.equal(G.mapping.w_avg, before)
+
+
+def test_bf16_training_steps(tmp_path):
+    """Two Trainer steps under bf16 autocast with R1 and path length (double backward through the ops in bf16):
+    finite losses and gradients, the synthesis layers ran in bf16."""
+    import math
+
+    from ganfast.data import load_dataset
+    from ganfast.train import TrainConfig, Trainer
+    G, D = _pair()
+    trainer = Trainer(G, D, load_dataset("digits"), str(tmp_path / "run"),
+                      TrainConfig(batch_size=4, num_fixed=4, r1_gamma=0.5, r1_interval=1, pl_weight=2.0, pl_interval=1,
+                                  bf16=True),
+                      progress=False)
+    dtypes = set()
+    hook = G.blocks[-1].conv1.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    stats = [trainer.train_step() for _ in range(2)]
+    hook.remove()
+    assert dtypes == {torch.bfloat16}
+    for record in stats:
+        for key in ("loss_d", "loss_g", "r1", "pl", "grad_norm_d", "grad_norm_g"):
+            assert math.isfinite(record[key]), (key, record)
+        assert not record["skipped_d"] and not record["skipped_g"]
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in G.parameters())
+
+
 def test_per_sample_noise_is_batch_independent():
     G, _ = _pair()
     z = torch.randn(3, G.z_dim)

@@ -178,6 +178,49 @@ def test_generator_ganfast_ops_match_reference_and_backward():
     assert all(layer.weight.grad.abs().sum() > 0 for layer in G.synthesis.layers)
 
 
+def _emas(G):
+    return [G.mapping.w_avg.clone()] + [layer.magnitude_ema.clone() for layer in G.synthesis.layers]
+
+
+def test_emas_move_in_the_d_step_only():
+    """As in StyleGAN3's training loop: the D step's generation moves w_avg and every layer's magnitude_ema, the
+    G step (in training mode, with gradients) leaves them where they are."""
+    from ganfast.models import StyleGAN2Discriminator
+    from ganfast.train.step import d_step, g_step
+    G = _tiny(img_channels=1).train()
+    D = StyleGAN2Discriminator(img_resolution=16, img_channels=1, channel_base=64, channel_max=8)
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    before = _emas(G)
+    g_step(G, D, opt_g, torch.randn(4, 8))
+    assert all(torch.equal(a, b) for a, b in zip(before, _emas(G)))
+    d_step(G, D, opt_d, torch.rand(4, 1, 16, 16) * 2 - 1, torch.randn(4, 8))
+    assert all(not torch.equal(a, b) for a, b in zip(before, _emas(G)))
+
+
+@pytest.mark.parametrize("config", ["t", "r"])
+def test_bf16_training_steps(tmp_path, config):
+    """Two Trainer steps under bf16 autocast (R1's double backward in the first) with finite losses and gradients;
+    the modulated convolutions ran in bf16."""
+    from ganfast.data import load_dataset
+    from ganfast.models import StyleGAN2Discriminator
+    from ganfast.train import TrainConfig, Trainer
+    G = _tiny(config, img_channels=1)
+    D = StyleGAN2Discriminator(img_resolution=16, img_channels=1, channel_base=64, channel_max=8)
+    trainer = Trainer(G, D, load_dataset("digits"), str(tmp_path / "run"),
+                      TrainConfig(batch_size=4, num_fixed=4, r1_gamma=0.5, r1_interval=1, bf16=True), progress=False)
+    dtypes = set()
+    hook = G.synthesis.layers[1].register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    stats = [trainer.train_step() for _ in range(2)]
+    hook.remove()
+    assert dtypes == {torch.bfloat16}
+    for record in stats:
+        for key in ("loss_d", "loss_g", "r1", "grad_norm_d", "grad_norm_g"):
+            assert key not in record or math.isfinite(record[key]), (key, record)
+        assert not record["skipped_d"] and not record["skipped_g"]
+    assert "r1" in stats[0]
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in G.parameters())
+
+
 def test_errors():
     with pytest.raises(ValueError, match="img_resolution"):
         StyleGAN3Generator(img_resolution=24)

@@ -12,12 +12,12 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
 3. Public function: validate with the helpers below (``check_tensor`` for dtype/device/rank, ``check_same_device``,
    ``check_dim``, ``check_epilogue`` for act/alpha/gain/clamp, ``check_finite``, ``check_clamp``); ``"ref"`` calls
    the reference, every other impl the registered op ``torch.ops.ganfast.foo(..., impl)``.
-4. Registered op: ``@torch.library.custom_op("ganfast::foo", mutates_args=())`` with ``register_fake`` (shapes
-   only, so torch.compile traces it) and ``torch.library.register_autograd`` whose backward is made of registered
-   ops (double backward runs on the kernels). The setup calls ``ctx.set_materialize_grads(False)`` and the
-   backward returns None for a None incoming gradient and for every input the derivative cannot depend on, never
-   zeros: that is the reference's gradient graph (tests: ``support.assert_grad_graph_parity``), and Adam skips a
-   None gradient but steps a zero one.
+4. Registered op: ``@custom_op("ganfast::foo", mutates_args=())`` with ``register_fake`` (shapes only, so
+   torch.compile traces it) and ``register_autograd`` (both below: torch's, with the autocast rule of item 7) whose
+   backward is made of registered ops (double backward runs on the kernels). The setup calls
+   ``ctx.set_materialize_grads(False)`` and the backward returns None for a None incoming gradient and for every
+   input the derivative cannot depend on, never zeros: that is the reference's gradient graph (tests:
+   ``support.assert_grad_graph_parity``), and Adam skips a None gradient but steps a zero one.
 5. Launch: Triton kernels in ``ganfast/triton/foo.py`` launch inside ``ganfast.triton._common.on_device(x)``;
    compiled kernels through ``ganfast._ext.launch("foo", x.device, dtype code, ..., addresses)``, which calls
    ``_C.foo_cpu`` / ``_C.foo_cuda``. In C++/CUDA (``csrc/``, ``kernels/``) the dtype code becomes a type with
@@ -25,9 +25,27 @@ How an op ``foo`` is built (bias_act, upfirdn2d, grad_penalty are complete examp
    csrc/module.cpp.
 6. Tests in ``tests/test_foo.py`` (float64 parity, gradcheck/gradgradcheck, the gradient graph, every dtype and
    layout, the kernels' grid limits, bad input), benchmarks in ``benchmarks/test_bench_foo.py``.
+7. Autocast (``torch.autocast`` on x's device, CPU or CUDA): every op does what torch's autocast does to the torch
+   op it stands in for, and nothing inside an op is autocast.
+   a. Compute dtype: the dtype of the activation input x. The convolutions (modulated_conv2d, conv2d_resample),
+      like torch's conv2d on autocast's lower-precision list, first cast x to the autocast dtype
+      (``autocast_input``; float64 stays float64, as under autocast).
+   b. Parameters (weights, styles, biases, noise, the second operand of an interpolation) are cast to the
+      compute dtype where they are used (StyleGAN's rule: ``w.to(x.dtype)``); an op that outside autocast
+      demands x's dtype of them takes any float dtype under autocast (``autocast_like``). The casts are torch's
+      differentiable ``.to`` outside the registered ops, so every gradient comes back in its own input's dtype.
+      Filters and matrices stay in the kernels' arithmetic type (float32; float64 for float64 x), per-sample
+      reductions (grad_penalty) return float32, as without autocast.
+   c. Registered ops made with ``custom_op`` run with autocast off (their autocast kernel turns it off and
+      redispatches; no casts), so do their backwards (``register_autograd``), and the public functions run the
+      reference under ``no_autocast``: kernels, reference and fake impl see the same dtypes and return the same
+      dtypes, eager and under torch.compile, in the forward and in every backward.
+   Outside autocast nothing changes: a parameter of the wrong dtype is an error, as before.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
@@ -36,7 +54,71 @@ from .._dispatch import FLOAT_DTYPES
 from ..reference.bias_act import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
-           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout"]
+           "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout", "AUTOCAST_DEVICES", "custom_op",
+           "register_autograd", "autocast_on", "autocast_input", "autocast_like", "no_autocast"]
+
+AUTOCAST_DEVICES = ("cpu", "cuda")  # the device types ganfast's kernels serve and torch's autocast covers
+_AUTOCAST_LIB = torch.library.Library("ganfast", "FRAGMENT")  # holds the ops' autocast kernels (rule 7c)
+
+
+def custom_op(name: str, mutates_args=()):
+    """``torch.library.custom_op(name, mutates_args=...)`` for a ganfast op, with autocast kernels (CPU, CUDA)
+    that run the op with autocast off and its arguments unchanged (rule 7c of the module docstring): inside,
+    torch's own calls (convolutions, matmuls) compute in the dtypes the op was given, as the fake impl says."""
+    def register(fn):
+        op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
+        overload = op._opoverload
+        for device_type in AUTOCAST_DEVICES:
+            def kernel(_keyset, *args, device_type=device_type):
+                with torch.autocast(device_type, enabled=False):
+                    return overload(*args)
+            _AUTOCAST_LIB.impl(name.split("::")[1], kernel, "Autocast" + torch._C._dispatch_key_for_device(device_type),
+                               with_keyset=True)
+        return op
+    return register
+
+
+def register_autograd(name: str, backward, setup_context) -> None:
+    """``torch.library.register_autograd`` with the backward run with autocast off (rule 7c): its torch ops (the
+    sums and products around the registered ops) compute in the dtypes they are given whether the backward runs
+    after the autocast region (eager), inside it (a double backward) or is traced with the forward (torch.compile).
+    A backward does not know its device beforehand: autocast goes off for every device type where it is on."""
+    @functools.wraps(backward)
+    def backward_without_autocast(ctx, *grads):
+        active = [device_type for device_type in AUTOCAST_DEVICES if torch.is_autocast_enabled(device_type)]
+        if not active:  # the common case (a backward after the autocast region), at no cost
+            return backward(ctx, *grads)
+        with contextlib.ExitStack() as stack:
+            for device_type in active:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            return backward(ctx, *grads)
+    torch.library.register_autograd(name, backward_without_autocast, setup_context=setup_context)
+
+
+def autocast_on(x: torch.Tensor) -> bool:
+    """Whether torch.autocast is active for x's device."""
+    return x.device.type in AUTOCAST_DEVICES and torch.is_autocast_enabled(x.device.type)
+
+
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """The activation input of a convolution op under autocast (rule 7a): cast to the autocast dtype, unless it is
+    float64 or autocast is off for its device."""
+    if x.dtype != torch.float64 and autocast_on(x):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
+
+
+def autocast_like(x: torch.Tensor, *tensors: torch.Tensor | None) -> tuple:
+    """``tensors`` cast to x's dtype under autocast (rule 7b; None stays None), unchanged outside it (where a
+    mismatch is the caller's error)."""
+    if not autocast_on(x):
+        return tensors
+    return tuple(t if t is None or not t.is_floating_point() else t.to(x.dtype) for t in tensors)
+
+
+def no_autocast(x: torch.Tensor):
+    """A context in which autocast is off for x's device (rule 7c: the reference runs on the dtypes it is given)."""
+    return torch.autocast(x.device.type, enabled=False) if autocast_on(x) else contextlib.nullcontext()
 
 
 def check_tensor(name: str, t, *, dtypes=FLOAT_DTYPES, like: torch.Tensor | None = None,

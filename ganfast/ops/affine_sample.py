@@ -25,7 +25,7 @@ from .._dispatch import register_op
 from ..reference.affine_sample import affine_sample as affine_sample_ref
 from ..reference.affine_sample import pixel_matrix
 from ..reference.augment import geometric_filter, geometric_plan
-from ._common import check_same_device, check_tensor, compute_dtype, dense
+from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast, register_autograd
 from .upfirdn2d import downsample2d, upsample2d
 
 __all__ = ["affine_resample", "affine_sample"]
@@ -62,12 +62,12 @@ def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, size: list[int],
 
 # ---- registered ops ---------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::affine_sample", mutates_args=())
+@custom_op("ganfast::affine_sample", mutates_args=())
 def _sample_op(x: torch.Tensor, matrix: torch.Tensor, size: list[int], impl: str) -> torch.Tensor:
     return _launch(impl, x, matrix, size, transpose=False)
 
 
-@torch.library.custom_op("ganfast::affine_sample_transpose", mutates_args=())
+@custom_op("ganfast::affine_sample_transpose", mutates_args=())
 def _transpose_op(dy: torch.Tensor, matrix: torch.Tensor, in_size: list[int], impl: str) -> torch.Tensor:
     return _launch(impl, dy, matrix, in_size, transpose=True)
 
@@ -99,10 +99,10 @@ def _backward_by(adjoint):
     return backward
 
 
-torch.library.register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
-                                setup_context=_setup_context)
-torch.library.register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
-                                setup_context=_setup_context)
+register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
+                  setup_context=_setup_context)
+register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
+                  setup_context=_setup_context)
 
 
 # ---- public API -------------------------------------------------------------------------------------------------
@@ -139,7 +139,8 @@ def affine_sample(x: torch.Tensor, theta: torch.Tensor, size, impl: str | None =
     size = _check_size(size)
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
-        return affine_sample_ref(x, theta, size)
+        with no_autocast(x):
+            return affine_sample_ref(x, theta, size)
     matrix = pixel_matrix(theta.detach(), x.shape[2:], size).to(compute_dtype(x.dtype)).contiguous()
     return torch.ops.ganfast.affine_sample(x, matrix, size, chosen)
 

@@ -19,7 +19,8 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
-from ._common import check_dim, check_epilogue, check_tensor, dense, same_layout
+from ._common import (autocast_like, check_dim, check_epilogue, check_tensor, custom_op, dense, no_autocast,
+                      register_autograd, same_layout)
 
 __all__ = ["bias_act", "ACTIVATIONS"]
 
@@ -63,19 +64,19 @@ def _clamp_in(dtype: torch.dtype, clamp: float) -> float:
 
 # ---- registered ops -------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::bias_act", mutates_args=())
+@custom_op("ganfast::bias_act", mutates_args=())
 def _bias_act_op(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
                  clamp: float | None, impl: str) -> torch.Tensor:
     return _launch(impl, 0, x, b, None, None, None, dim, act, alpha, gain, clamp)
 
 
-@torch.library.custom_op("ganfast::bias_act_grad", mutates_args=())
+@custom_op("ganfast::bias_act_grad", mutates_args=())
 def _bias_act_grad_op(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor | None, dim: int,
                       act: str, alpha: float, gain: float, clamp: float | None, impl: str) -> torch.Tensor:
     return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
 
 
-@torch.library.custom_op("ganfast::bias_act_grad2", mutates_args=())
+@custom_op("ganfast::bias_act_grad2", mutates_args=())
 def _bias_act_grad2_op(g: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None,
                        y: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float, clamp: float | None,
                        impl: str) -> torch.Tensor:
@@ -151,10 +152,10 @@ def _backward_grad2(ctx, *grads):
                               "derivative was requested (use impl='ref' for higher orders)")
 
 
-torch.library.register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
-torch.library.register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
-torch.library.register_autograd("ganfast::bias_act_grad2", _backward_grad2,
-                                setup_context=lambda ctx, inputs, output: None)
+register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
+register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
+register_autograd("ganfast::bias_act_grad2", _backward_grad2,
+                  setup_context=lambda ctx, inputs, output: None)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -166,7 +167,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
 
     Args:
         x: input tensor of any shape (float16/bfloat16/float32/float64; any dense layout, e.g. channels_last).
-        b: optional 1-D bias of length ``x.shape[dim]``, same device and dtype as ``x``.
+        b: optional 1-D bias of length ``x.shape[dim]``, same device and dtype as ``x`` (under autocast any float
+            dtype: it is cast to x's, see ganfast.ops._common).
         dim: the dimension of ``x`` that ``b`` runs along.
         act: one of ``ACTIVATIONS`` (linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish).
         alpha: activation parameter (lrelu slope); None: the activation's default.
@@ -178,6 +180,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     """
     check_tensor("x", x)
     act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
+    (b,) = autocast_like(x, b)
     if b is not None:
         check_tensor("b", b, like=x, ndim=1)
         if x.ndim == 0:
@@ -190,5 +193,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     variant = None if clamp is not None and act in _CPU_EXT_ACTS else "other"
     chosen = _OP.resolve(impl, x.device, x.dtype, variant)
     if chosen == "ref":
-        return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+        with no_autocast(x):
+            return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, chosen)

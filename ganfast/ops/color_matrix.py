@@ -14,7 +14,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.color_matrix import color_matrix as color_matrix_ref
-from ._common import check_same_device, check_tensor, compute_dtype
+from ._common import check_same_device, check_tensor, compute_dtype, custom_op, no_autocast, register_autograd
 
 __all__ = ["color_matrix"]
 
@@ -38,7 +38,7 @@ def _launch(impl: str, x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tens
     return out
 
 
-@torch.library.custom_op("ganfast::color_matrix", mutates_args=())
+@custom_op("ganfast::color_matrix", mutates_args=())
 def _color_matrix_op(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, impl: str) -> torch.Tensor:
     return _launch(impl, x, matrix, offset)
 
@@ -64,7 +64,7 @@ def _backward(ctx, dy):
     return dx, None, None, None
 
 
-torch.library.register_autograd("ganfast::color_matrix", _backward, setup_context=_setup_context)
+register_autograd("ganfast::color_matrix", _backward, setup_context=_setup_context)
 
 
 def color_matrix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, impl: str | None = None
@@ -89,7 +89,8 @@ def color_matrix(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, im
     check_same_device(x, matrix=matrix, offset=offset)
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
-        return color_matrix_ref(x, matrix, offset)
+        with no_autocast(x):
+            return color_matrix_ref(x, matrix, offset)
     compute = compute_dtype(x.dtype)
     return torch.ops.ganfast.color_matrix(x, matrix.detach().to(compute).contiguous(),
                                           offset.detach().to(compute).contiguous(), chosen)

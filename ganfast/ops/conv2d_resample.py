@@ -23,7 +23,7 @@ from .._dispatch import register_op
 from ..reference.conv2d_resample import check_factor, oriented_weight, resample_padding
 from ..reference.conv2d_resample import conv2d_resample as conv2d_resample_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import check_same_device, check_tensor
+from ._common import autocast_input, check_same_device, check_tensor, no_autocast
 from .upfirdn2d import upfirdn2d
 
 __all__ = ["conv2d_resample"]
@@ -66,7 +66,8 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     """2-D convolution with optional up/downsampling, a drop-in for StyleGAN2-ADA's ``conv2d_resample``.
 
     Args:
-        x: (N, C, H, W) float tensor.
+        x: (N, C, H, W) float tensor; under autocast cast to its dtype first, as torch's conv2d is (see
+            ganfast.ops._common).
         w: (O, C/groups, kh, kw) weight (cast to x's dtype).
         f: FIR filter for the resampling (from ``setup_filter``), or None.
         up, down: integer resampling factors (≥ 1).
@@ -91,8 +92,10 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     if x.shape[1] != in_per_group * groups:
         raise ValueError(f"x has {x.shape[1]} channels but w expects {in_per_group} x groups={groups} = "
                          f"{in_per_group * groups}")
+    x = autocast_input(x)
     if _OP.resolve(impl, x.device, x.dtype) == "ref":
-        return conv2d_resample_ref(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
+        with no_autocast(x):
+            return conv2d_resample_ref(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
     w = w.to(x.dtype)
     pads = resample_padding(f, up, down, padding)
     px0, px1, py0, py1 = pads

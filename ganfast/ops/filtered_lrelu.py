@@ -31,7 +31,8 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.filtered_lrelu import filtered_lrelu as filtered_lrelu_ref
 from ..reference.upfirdn2d import IntOrPair, filter_size, parse_padding
-from ._common import check_clamp, check_finite, check_same_device, check_tensor, compute_dtype
+from ._common import (autocast_like, check_clamp, check_finite, check_same_device, check_tensor, compute_dtype,
+                      custom_op, no_autocast, register_autograd)
 from .upfirdn2d import _empty_output
 
 __all__ = ["filtered_lrelu"]
@@ -110,7 +111,7 @@ def _launch(impl: str, t: torch.Tensor, fu, fd, b, mask, up: int, down: int, pad
 
 # ---- registered ops -----------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::filtered_lrelu", mutates_args=())
+@custom_op("ganfast::filtered_lrelu", mutates_args=())
 def _filtered_lrelu_op(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None,
                        up: int, down: int, padding: list[int], gain: float, slope: float, clamp: float | None,
                        flip_filter: bool, write_mask: bool, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +126,7 @@ def _(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, write_ma
     return _empty_output(x, [x.shape[0], x.shape[1], *out_hw]), mask
 
 
-@torch.library.custom_op("ganfast::filtered_lrelu_linear", mutates_args=())
+@custom_op("ganfast::filtered_lrelu_linear", mutates_args=())
 def _filtered_lrelu_linear_op(t: torch.Tensor, mask: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None,
                               up: int, down: int, padding: list[int], gain: float, slope: float, flip_filter: bool,
                               transpose: bool, in_size: list[int], impl: str) -> torch.Tensor:
@@ -178,8 +179,8 @@ def _backward_linear(ctx, g):
     return dt, *([None] * 12)
 
 
-torch.library.register_autograd("ganfast::filtered_lrelu", _backward_forward, setup_context=_setup_forward)
-torch.library.register_autograd("ganfast::filtered_lrelu_linear", _backward_linear, setup_context=_setup_linear)
+register_autograd("ganfast::filtered_lrelu", _backward_forward, setup_context=_setup_forward)
+register_autograd("ganfast::filtered_lrelu_linear", _backward_linear, setup_context=_setup_linear)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -210,7 +211,8 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
         x: (N, C, H, W) float16/bfloat16/float32/float64, any layout (channels_last output for channels_last x).
         fu, fd: the upsampling and downsampling FIR filters: float32, 2-D (fh, fw), 1-D (separable) or None
             (one tap). No gradient flows to them.
-        b: optional bias of length C, x's dtype and device; added before upsampling.
+        b: optional bias of length C, x's dtype (under autocast any float dtype, cast to x's) and device; added
+            before upsampling.
         up, down: int upsampling and downsampling factors (≥ 1).
         padding: int, [x, y] or [x0, x1, y0, y1] with respect to the upsampled image; negative values crop.
         gain: the leaky ReLU's output scale (√2 keeps the variance).
@@ -225,6 +227,7 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     check_tensor("x", x, ndim=4)
     _check_filter("fu", fu, x)
     _check_filter("fd", fd, x)
+    (b,) = autocast_like(x, b)
     if b is not None:
         check_tensor("b", b, like=x, ndim=1)
         if b.shape[0] != x.shape[1]:
@@ -241,7 +244,8 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
                          f"it must be at least 1x1")
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
-        return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, bool(flip_filter))
+        with no_autocast(x):
+            return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, bool(flip_filter))
     write_mask = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     return torch.ops.ganfast.filtered_lrelu(x, fu, fd, b, up, down, list(padding), gain, slope, clamp,
                                             bool(flip_filter), write_mask, chosen)[0]

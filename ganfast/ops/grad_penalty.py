@@ -20,7 +20,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.losses import grad_penalty as grad_penalty_ref
-from ._common import check_tensor, is_dense
+from ._common import check_tensor, custom_op, is_dense, no_autocast, register_autograd
 
 __all__ = ["grad_penalty"]
 
@@ -88,12 +88,12 @@ def _launch_bwd(impl: str, g: torch.Tensor, dterm: torch.Tensor, dnorm: torch.Te
 
 # ---- registered ops -------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::grad_penalty", mutates_args=())
+@custom_op("ganfast::grad_penalty", mutates_args=())
 def _grad_penalty_op(g: torch.Tensor, center: float, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _launch_fwd(impl, g, center)
 
 
-@torch.library.custom_op("ganfast::grad_penalty_backward", mutates_args=())
+@custom_op("ganfast::grad_penalty_backward", mutates_args=())
 def _grad_penalty_backward_op(g: torch.Tensor, dterm: torch.Tensor, dnorm: torch.Tensor, norm: torch.Tensor,
                               center: float, impl: str) -> torch.Tensor:
     return _launch_bwd(impl, g, dterm, dnorm, norm, center)
@@ -166,8 +166,8 @@ def _backward_bwd(ctx, grad_out):
     return d_g, d_dterm, d_dnorm, d_norm, None, None
 
 
-torch.library.register_autograd("ganfast::grad_penalty", _backward_fwd, setup_context=_setup_fwd)
-torch.library.register_autograd("ganfast::grad_penalty_backward", _backward_bwd, setup_context=_setup_bwd)
+register_autograd("ganfast::grad_penalty", _backward_fwd, setup_context=_setup_fwd)
+register_autograd("ganfast::grad_penalty_backward", _backward_bwd, setup_context=_setup_bwd)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -189,6 +189,7 @@ def grad_penalty(g: torch.Tensor, center: float | None = None,
             raise ValueError(f"center must be None or a finite number >= 0, got {center}")
     chosen = _OP.resolve(impl, g.device, g.dtype, "small" if g.numel() < SMALL_CPU_NUMEL else None)
     if chosen == "ref":
-        return grad_penalty_ref(g, center)
+        with no_autocast(g):
+            return grad_penalty_ref(g, center)
     return torch.ops.ganfast.grad_penalty(g, _center_arg(center), chosen)
 

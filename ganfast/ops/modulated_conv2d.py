@@ -44,7 +44,8 @@ from ..reference.conv2d_resample import check_factor, oriented_weight, resample_
 from ..reference.modulated_conv2d import DEMOD_EPS, prenormalize
 from ..reference.modulated_conv2d import modulated_conv2d as modulated_conv2d_ref
 from ..reference.upfirdn2d import IntOrPair
-from ._common import check_epilogue, check_same_device, check_tensor
+from ._common import (autocast_input, check_epilogue, check_same_device, check_tensor, custom_op, no_autocast,
+                      register_autograd)
 from .bias_act import bias_act
 from .upfirdn2d import upfirdn2d
 
@@ -110,7 +111,7 @@ def _bias_act_impl(impl: str) -> str:
 
 # ---- registered ops -----------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::modconv", mutates_args=())
+@custom_op("ganfast::modconv", mutates_args=())
 def _modconv_op(x: torch.Tensor, weight: torch.Tensor, in_scale: torch.Tensor | None,
                 out_scale: torch.Tensor | None, noise: torch.Tensor | None, bias: torch.Tensor | None, stride: int,
                 padding: list[int], transposed: bool, output_padding: list[int], act: str, alpha: float,
@@ -140,7 +141,7 @@ def _(x, weight, in_scale, out_scale, noise, bias, stride, padding, transposed, 
     return x.new_empty(shape), x.new_empty(shape if need_raw else (0,))
 
 
-@torch.library.custom_op("ganfast::modconv_weight_grad", mutates_args=())
+@custom_op("ganfast::modconv_weight_grad", mutates_args=())
 def _modconv_weight_grad_op(x: torch.Tensor, x_scale: torch.Tensor | None, g: torch.Tensor,
                             g_scale: torch.Tensor | None, weight_shape: list[int], stride: int, padding: list[int],
                             transposed: bool, output_padding: list[int], impl: str) -> torch.Tensor:
@@ -159,7 +160,7 @@ def _(x, x_scale, g, g_scale, weight_shape, stride, padding, transposed, output_
     return x.new_empty(weight_shape)
 
 
-@torch.library.custom_op("ganfast::modconv_demod", mutates_args=())
+@custom_op("ganfast::modconv_demod", mutates_args=())
 def _modconv_demod_op(weight: torch.Tensor, styles: torch.Tensor, impl: str) -> torch.Tensor:
     w2 = weight.square().sum(dim=(2, 3))
     if impl == "triton":
@@ -280,10 +281,10 @@ def _backward_demod(ctx, gd):
     return d_weight, d_styles, None
 
 
-torch.library.register_autograd("ganfast::modconv", _backward_modconv, setup_context=_setup_modconv)
-torch.library.register_autograd("ganfast::modconv_weight_grad", _backward_weight_grad,
-                                setup_context=_setup_weight_grad)
-torch.library.register_autograd("ganfast::modconv_demod", _backward_demod, setup_context=_setup_demod)
+register_autograd("ganfast::modconv", _backward_modconv, setup_context=_setup_modconv)
+register_autograd("ganfast::modconv_weight_grad", _backward_weight_grad,
+                  setup_context=_setup_weight_grad)
+register_autograd("ganfast::modconv_demod", _backward_demod, setup_context=_setup_demod)
 
 
 # ---- public API -------------------------------------------------------------------------------------------------
@@ -329,16 +330,18 @@ def _modulated(x, weight, styles, noise, bias, up, down, padding, resample_filte
                fused_modconv, act, alpha, gain, clamp, impl):
     _check_inputs(x, weight, styles, noise, bias, up, down, resample_filter)
     act, alpha, gain, clamp = check_epilogue(act, alpha, gain, clamp)
+    x = autocast_input(x)  # a convolution: under autocast it computes in autocast's dtype (ganfast.ops._common)
     px0, px1, py0, py1 = resample_padding(resample_filter, up, down, padding)
     chosen = _OP.resolve(impl, x.device, x.dtype, "up" if up > 1 else None)
     epilogue = bias is not None or not _is_identity(act, gain, clamp)
     if chosen == "ref":
-        y = modulated_conv2d_ref(x, weight, styles, None, up, down, padding, resample_filter, demodulate,
-                                 flip_weight, fused_modconv)
-        _check_noise(noise, y.shape)
-        y = y if noise is None else y + noise.to(y.dtype)
-        return bias_act_ref(y, bias.to(y.dtype) if bias is not None else None, 1, act, alpha, gain, clamp) \
-            if epilogue else y
+        with no_autocast(x):
+            y = modulated_conv2d_ref(x, weight, styles, None, up, down, padding, resample_filter, demodulate,
+                                     flip_weight, fused_modconv)
+            _check_noise(noise, y.shape)
+            y = y if noise is None else y + noise.to(y.dtype)
+            return bias_act_ref(y, bias.to(y.dtype) if bias is not None else None, 1, act, alpha, gain, clamp) \
+                if epilogue else y
 
     if x.dtype == torch.float16 and demodulate:
         weight, styles = prenormalize(weight, styles)
@@ -398,7 +401,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             impl="ref" (the reference) follows the flag.
         impl: None/"auto"/"cuda", "ref", "triton" or "ext" (torch's convolutions around ganfast's epilogue).
     Returns:
-        (N, O, H', W') in x's dtype. Differentiable twice in x, weight, styles and noise.
+        (N, O, H', W') in x's dtype (under autocast: autocast's, as torch's conv2d; weight, styles and noise are
+        cast to it where used and get their gradients in their own dtypes). Differentiable twice in x, weight,
+        styles and noise.
     """
     return _modulated(x, weight, styles, noise, None, up, down, padding, resample_filter, demodulate, flip_weight,
                       fused_modconv, "linear", None, None, None, impl)

@@ -14,7 +14,7 @@ import torch
 
 from .._dispatch import register_op
 from ..reference.losses import sample_lerp as sample_lerp_ref
-from ._common import check_tensor, same_layout
+from ._common import autocast_like, check_tensor, custom_op, no_autocast, register_autograd, same_layout
 from .grad_penalty import sample_major
 
 __all__ = ["sample_lerp"]
@@ -27,7 +27,7 @@ _OP = register_op("sample_lerp", {"cpu": ("ref",), "cuda": ("triton", "ref")},
                                   "Triton on GPUs)"})
 
 
-@torch.library.custom_op("ganfast::sample_lerp", mutates_args=())
+@custom_op("ganfast::sample_lerp", mutates_args=())
 def _sample_lerp_op(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, impl: str) -> torch.Tensor:
     from ..triton import grad_penalty as triton_grad_penalty
     a = sample_major(a)
@@ -59,12 +59,14 @@ def _backward(ctx, dout):
     return da, db, deps, None
 
 
-torch.library.register_autograd("ganfast::sample_lerp", _backward, setup_context=_setup)
+register_autograd("ganfast::sample_lerp", _backward, setup_context=_setup)
 
 
 def sample_lerp(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, impl: str | None = None) -> torch.Tensor:
-    """``eps_b · a + (1 − eps_b) · b`` per sample; ``eps`` has one value per sample (shape (B,))."""
+    """``eps_b · a + (1 − eps_b) · b`` per sample; ``eps`` has one value per sample (shape (B,)). b and eps have
+    a's dtype (under autocast any float dtype: they are cast to a's, see ganfast.ops._common)."""
     check_tensor("a", a)
+    b, eps = autocast_like(a, b, eps)
     check_tensor("b", b, like=a)
     check_tensor("eps", eps, like=a, ndim=1)
     if a.ndim == 0:
@@ -75,5 +77,6 @@ def sample_lerp(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, impl: str |
         raise ValueError(f"eps has {eps.shape[0]} values but the batch is {a.shape[0]}")
     chosen = _OP.resolve(impl, a.device, a.dtype)
     if chosen == "ref":
-        return sample_lerp_ref(a, b, eps)
+        with no_autocast(a):
+            return sample_lerp_ref(a, b, eps)
     return torch.ops.ganfast.sample_lerp(a, b, eps, chosen)

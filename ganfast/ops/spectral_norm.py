@@ -29,7 +29,7 @@ import torch
 from .. import _ext
 from .._dispatch import register_op
 from ..reference import spectral_norm as ref
-from ._common import FLOAT_DTYPES, check_dim, check_tensor
+from ._common import FLOAT_DTYPES, check_dim, check_tensor, custom_op, no_autocast, register_autograd
 
 __all__ = ["SNResult", "power_iteration", "spectral_norm_sigma"]
 
@@ -137,7 +137,7 @@ def _run_power(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[tor
     return out
 
 
-@torch.library.custom_op("ganfast::spectral_norm_power_", mutates_args=("us", "vs"))
+@custom_op("ganfast::spectral_norm_power_", mutates_args=("us", "vs"))
 def _power_op(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor], dims: list[int],
               n_iters: list[int], eps: list[float], u_first: list[bool], impl: str) -> torch.Tensor:
     return _run_power(weights, us, vs, dims, n_iters, eps, u_first, impl)
@@ -149,7 +149,7 @@ def _(weights, us, vs, dims, n_iters, eps, u_first, impl):
     return weights[0].new_empty(total)
 
 
-@torch.library.custom_op("ganfast::spectral_norm_sigma", mutates_args=())
+@custom_op("ganfast::spectral_norm_sigma", mutates_args=())
 def _sigma_op(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, dim: int) -> torch.Tensor:
     return sigma.clone()
 
@@ -196,7 +196,7 @@ class _EagerSigma(torch.autograd.Function):
         return _sigma_backward(ctx, grad)
 
 
-torch.library.register_autograd("ganfast::spectral_norm_sigma", _sigma_backward, setup_context=_sigma_setup)
+register_autograd("ganfast::spectral_norm_sigma", _sigma_backward, setup_context=_sigma_setup)
 
 
 def _check_like(name: str, t: torch.Tensor, other_name: str, other: torch.Tensor) -> None:
@@ -304,7 +304,7 @@ def power_iteration(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor],
     dims, n_iters, eps, u_first = checked
     chosen = OP.resolve(impl, weights[0].device, weights[0].dtype)
     args = ([w.detach() for w in weights], list(us), list(vs), dims, n_iters, eps, u_first, chosen)
-    with torch.no_grad():
+    with torch.no_grad(), no_autocast(weights[0]):  # the eager route skips the op's autocast kernel
         if torch.compiler.is_compiling():
             out = torch.ops.ganfast.spectral_norm_power_(*args)
         else:  # the op's own body, without the dispatcher's Python layers (≈150 µs a call on CPU)

@@ -21,7 +21,8 @@ from .._dispatch import register_op
 from ..reference.upfirdn2d import (IntOrPair, downsample_padding, filter_padding, filter_size, parse_padding,
                                    parse_scaling, setup_filter, upsample_padding)
 from ..reference.upfirdn2d import upfirdn2d as upfirdn2d_ref
-from ._common import check_finite, check_same_device, check_tensor, compute_dtype
+from ._common import (check_finite, check_same_device, check_tensor, compute_dtype, custom_op, no_autocast,
+                      register_autograd)
 
 __all__ = ["upfirdn2d", "setup_filter", "upsample2d", "downsample2d", "filter2d"]
 
@@ -85,7 +86,7 @@ def _launch(impl: str, x: torch.Tensor, f: torch.Tensor | None, up, down, paddin
 
 # ---- registered op --------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("ganfast::upfirdn2d", mutates_args=())
+@custom_op("ganfast::upfirdn2d", mutates_args=())
 def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor | None, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, impl: str) -> torch.Tensor:
     return _launch(impl, x, f, up, down, padding, flip_filter, gain)
@@ -124,7 +125,7 @@ def _backward(ctx, dy):
     return dx, None, None, None, None, None, None, None
 
 
-torch.library.register_autograd("ganfast::upfirdn2d", _backward, setup_context=_setup_context)
+register_autograd("ganfast::upfirdn2d", _backward, setup_context=_setup_context)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -169,7 +170,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntOrPair = 1, down: 
                          f"padding={padding}: it must be at least 1x1")
     chosen = _OP.resolve(impl, x.device, x.dtype)
     if chosen == "ref":
-        return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+        with no_autocast(x):
+            return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     return torch.ops.ganfast.upfirdn2d(x, f, list(up), list(down), list(padding), bool(flip_filter), gain, chosen)
 
 

@@ -5,10 +5,15 @@ own loop can call them directly. ``G(z)`` returns samples and ``D(x)`` returns l
 conditional models are called as ``G(z, c)`` and ``D(x, c)`` with labels ``c`` (N, c_dim) (``real_c`` the
 labels of the real batch, ``fake_c`` those the fakes are generated with); with ``c`` None they are called
 without it, so models that take no labels work unchanged.
+
+Generators with an ``update_emas`` argument (StyleGAN2/3: the mapping's w_avg, StyleGAN3's magnitude EMAs) move
+their running statistics in the D step's generation only, never in the G step or the path-length pass, as
+StyleGAN2-ADA's and StyleGAN3's training loops do.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 
 import torch
@@ -77,6 +82,20 @@ def call_with_labels(model, x: torch.Tensor, c: torch.Tensor | None) -> torch.Te
     return model(x) if c is None else model(x, c)
 
 
+def _takes_update_emas(fn) -> bool:
+    """Whether a generator (a module's forward, or a function) has an ``update_emas`` argument."""
+    try:
+        return "update_emas" in inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn).parameters
+    except (TypeError, ValueError):  # no signature to inspect (e.g. a builtin)
+        return False
+
+
+def generate(G, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool) -> torch.Tensor:
+    """``call_with_labels(G, z, c)`` with ``update_emas`` passed on to generators that take it (else dropped)."""
+    kwargs = {"update_emas": update_emas} if _takes_update_emas(G) else {}
+    return G(z, **kwargs) if c is None else G(z, c, **kwargs)
+
+
 def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Tensor | None = None,
            fake_c: torch.Tensor | None = None, loss: str = "logistic", r1_gamma: float = 0.0, r1_interval: int = 1,
            regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False,
@@ -97,7 +116,7 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
     check_loss(loss)
     augment = augment or _no_augment
     with torch.no_grad(), autocast(real.device, bf16):
-        fake = call_with_labels(G, z, fake_c)
+        fake = generate(G, z, fake_c, update_emas=True)  # the one pass that moves G's running statistics
     use_r1 = regularize and r1_gamma > 0
     real = real.detach().requires_grad_(use_r1)
     with autocast(real.device, bf16):
@@ -140,10 +159,10 @@ def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, 
     use_pl = regularize and path_length is not None and pl_weight > 0
     with _frozen(D), autocast(z.device, bf16):
         if use_pl:
-            ws = call_with_labels(G.mapping, z, fake_c)
-            fake = G.synthesis(ws)
+            ws = generate(G.mapping, z, fake_c, update_emas=False)
+            fake = G.synthesis(ws, update_emas=False) if _takes_update_emas(G.synthesis) else G.synthesis(ws)
         else:
-            fake = call_with_labels(G, z, fake_c)
+            fake = generate(G, z, fake_c, update_emas=False)
         fake_logits = call_with_labels(D, augment(fake), fake_c).float()
     loss_value = losses.g_loss(loss, fake_logits)
     total, stats = loss_value, {}
