@@ -144,7 +144,7 @@ def test_a_rank_failing_mid_run_ends_the_whole_job(tmp_path):
     assert "ganfast train: error (rank 1): batch 3 is unreadable" in stderr, stderr[-3000:]
     root_cause = stderr[stderr.index("Root Cause"):]
     assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s+exitcode\s*: 2", root_cause), root_cause
-    assert max(_steps_recorded(out)) <= 3 and time.monotonic() - start < 90
+    assert max(_steps_recorded(out), default=0) <= 3 and time.monotonic() - start < 90
 
 
 def _free_port() -> int:
@@ -170,9 +170,10 @@ def test_rank_0_failing_to_decode_stops_the_others_in_one_line(tmp_path):
              for rank in (0, 1)]
     errors = [_finish(proc, seconds=90)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [2, 2], errors
-    for err in errors:
-        assert len(err.strip().splitlines()) == 1, err
-    assert re.match(r"ganfast train: error \(rank 0\): dataset: '[^']*a\.png' is not a readable PNG/JPEG image",
-                    errors[0]), errors[0]
-    assert errors[1].startswith("ganfast train: error (rank 1): rank 0 could not load the data set "), errors[1]
+    for err in errors:  # one line of ganfast's (torch may add warnings of its own), no traceback
+        assert "Traceback" not in err and sum(line.startswith("ganfast") for line in err.splitlines()) == 1, err
+    assert re.search(r"^ganfast train: error \(rank 0\): dataset: '[^']*a\.png' is not a readable PNG/JPEG image",
+                     errors[0], re.M), errors[0]
+    assert re.search(r"^ganfast train: error \(rank 1\): rank 0 could not load the data set ", errors[1], re.M), \
+        errors[1]
     assert "a.png' is not a readable PNG/JPEG image" in errors[1], errors[1]
