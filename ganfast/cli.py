@@ -193,6 +193,7 @@ def _cmd_train(args) -> int:
     if trainer.interrupted == "SIGINT":
         status = 130  # Ctrl-C: the shell's convention (128 + SIGINT); SIGTERM exits 0 so a requeue just resumes
     if dist.is_initialized():
+        dist.barrier()  # rank 0's last lines are out before any rank exits (torchrun stops all at a non-zero exit)
         dist.destroy_process_group()
     return status
 
