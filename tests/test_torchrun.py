@@ -39,8 +39,7 @@ def _wait_until(ready, proc: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            stdout, stderr = proc.communicate()
+            stdout, stderr = _kill(proc)
             pytest.fail(f"the run ended (status {proc.returncode}) or took too long:\n{stdout[-2000:]}\n"
                         f"{stderr[-3000:]}")
         time.sleep(0.05)
@@ -52,23 +51,37 @@ def _steps_recorded(out: Path) -> list[int]:
     return [int(m) for m in re.findall(r'"step": (\d+)', (out / "stats.jsonl").read_text())]
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for path in glob.glob(f"/proc/{pid}/task/*/children") for child in open(path).read().split()]
+
+
 def _workers(launcher: int) -> dict[int, int]:
     """{rank: pid} of a torchrun launcher's worker processes."""
-    pids = [int(pid) for path in glob.glob(f"/proc/{launcher}/task/*/children") for pid in open(path).read().split()]
     ranks = {}
-    for pid in pids:
+    for pid in _children(launcher):
         env = dict(item.split("=", 1) for item in open(f"/proc/{pid}/environ").read().split("\0") if "=" in item)
         ranks[int(env["RANK"])] = pid
     assert sorted(ranks) == [0, 1], ranks
     return ranks
 
 
+def _kill(proc: subprocess.Popen) -> tuple[str, str]:
+    """Kills a job that failed the test: its workers first (torchrun starts them in sessions of their own, so
+    they would outlive it), then the process itself; its output."""
+    for pid in _children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    return proc.communicate()
+
+
 def _finish(proc: subprocess.Popen, seconds: float = 90) -> tuple[str, str]:
     try:
         return proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
+        stdout, stderr = _kill(proc)
         pytest.fail(f"the job did not end within {seconds} s (a hang):\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
 
