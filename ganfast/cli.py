@@ -144,7 +144,7 @@ def _cmd_train(args) -> int:
                          "another folder (--outdir ROOT makes a new numbered one)")
     if args.dataset is None and not resuming:
         raise ValueError("--dataset is required (except with --resume of a run that has a checkpoint)")
-    device = init_distributed() if args.device is None else args.device
+    device = init_distributed(args.device)  # also with --device: torchrun's ranks must join their group
     if resuming:
         definition = _resumed_run(args, checkpoint)
     else:
@@ -193,6 +193,7 @@ def _cmd_train(args) -> int:
     if trainer.interrupted == "SIGINT":
         status = 130  # Ctrl-C: the shell's convention (128 + SIGINT); SIGTERM exits 0 so a requeue just resumes
     if dist.is_initialized():
+        dist.barrier()  # rank 0's last lines are out before any rank exits (torchrun stops all at a non-zero exit)
         dist.destroy_process_group()
     return status
 
@@ -479,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("GANFAST_DEBUG", "0") not in ("", "0") or \
                 not isinstance(exc, (ValueError, OSError, ImplNotSupportedError)):
             raise
-        parser.exit(2, f"ganfast {args.command}: error: {exc} (GANFAST_DEBUG=1 shows the traceback)\n")
+        rank = f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        parser.exit(2, f"ganfast {args.command}: error{rank}: {exc} (GANFAST_DEBUG=1 shows the traceback)\n")
 
 
 if __name__ == "__main__":

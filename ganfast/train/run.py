@@ -1,9 +1,15 @@
 """What ``ganfast train`` and ``ganfast demo`` build: per-data-set defaults, models, evaluators, DDP setup."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import re
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -13,7 +19,9 @@ from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPG
                       StyleGAN2Discriminator, StyleGAN2Generator, StyleGAN3Generator)
 from ..models.conv import RESOLUTIONS as CONV_RESOLUTIONS
 from ..models.stylegan3 import STYLEGAN3_CONFIGS
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, check_device
+
+T = TypeVar("T")
 
 # Defaults tuned on CPU (a busy shared 2-core machine, 1 thread): ring8 seed 0 had 8/8 modes from step 1000 and
 # 89% high-quality samples at step 6000, 93% at 8000; digits at 2000 steps: recognisable digits, FD 4626 -> 22.
@@ -110,17 +118,55 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
     return G, D
 
 
-def init_distributed() -> torch.device:
-    """Joins the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPUs); the device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl")
-        else:
-            dist.init_process_group("gloo")
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def init_distributed(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on — ``device`` when given (``cuda`` without an index: the rank's GPU), else the rank's
+    GPU when CUDA is available, else the CPU — after joining the torchrun process group when launched by
+    torchrun: NCCL for a CUDA device, gloo for the CPU."""
+    world_size, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"device: {device!r} is not a device ({exc})") from None
+    check_device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+_HANDOFFS = itertools.count()  # rank0_first calls, in the same order on every rank: each waits on its own key
+
+
+def rank0_first(load: Callable[[], T], what: str) -> T:
+    """``load()`` on rank 0 first, then on the other ranks (which then find, e.g., rank 0's decoded data set
+    cache). The other ranks wait by polling the process group's key-value store, not in a collective, so a long
+    first ``load`` meets no collective timeout; if rank 0's ``load`` raises, they raise a one-line ValueError
+    quoting its error (rank 0 waits a few seconds for them to read it) instead of waiting for it."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    store, key = dist.distributed_c10d._get_default_store(), f"ganfast/rank0-first/{next(_HANDOFFS)}"
+    if rank == 0:
+        try:
+            result = load()
+        except Exception as exc:
+            store.set(key, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            with contextlib.suppress(Exception):  # a rank already gone does not keep this one from failing
+                store.wait([f"{key}/read{r}" for r in range(1, world_size)], timedelta(seconds=10))
+            raise
+        store.set(key, "")
+        return result
+    try:
+        while not store.check([key]):
+            time.sleep(0.1)
+        error = store.get(key).decode()
+    except RuntimeError as exc:  # without torchrun rank 0 holds the store: it ended
+        raise ValueError(f"rank 0 ended before loading {what} ({exc})".splitlines()[0]) from None
+    if error:
+        store.set(f"{key}/read{rank}", "")
+        raise ValueError(f"rank 0 could not load {what}, so rank {rank} stops too: {error}")
+    return load()
 
 
 def new_run_folder(root: str, data: str, model: str) -> str:
@@ -154,11 +200,9 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
     if (out is None) == (outdir is None):
         raise ValueError("give either out (a run folder) or outdir (a folder of numbered runs)")
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    for turn in (0, 1):
-        if (rank == 0) == (turn == 0):
-            dataset = load_dataset(dataset_name, resolution=resolution, seed=seed, mirror=mirror, cache_dir=cache_dir)
-        if world_size > 1 and turn == 0:
-            dist.barrier()
+    def load():
+        return load_dataset(dataset_name, resolution=resolution, seed=seed, mirror=mirror, cache_dir=cache_dir)
+    dataset = rank0_first(load, f"the data set {dataset_name!r}") if world_size > 1 else load()
     base = defaults(dataset, model)
     model = model or base["model"]
     fields, auto = dict(base["config"].__dict__), None

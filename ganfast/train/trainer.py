@@ -29,6 +29,7 @@ from .visual import save_image_grid, save_scatter
 STATS = "stats.jsonl"
 SNAPSHOT_PATTERN = "network-snapshot-{kimg:06d}.safetensors"  # the networks kept every ``snapshot_ticks`` ticks
 RESUMABLE_FIELDS = ("snapshot_ticks", "keep_snapshots", "collapse_ratio", "num_fixed")  # free to change on resume
+STOP_SIGNALS = ("SIGTERM", "SIGINT")  # what stops Trainer.train after its step (a SIGINT anywhere: 130)
 RECALL_FLOOR = 0.1  # a k-NN recall of the real features below this raises the collapse alarm
 
 
@@ -383,19 +384,23 @@ class Trainer:
                     if (snapshot or done) and self.config.keep_snapshots:
                         self.save_snapshot()
                     tick_start, tick_nimg = time.perf_counter(), self.nimg
-                if not done and self._agree(stop[0] is not None):
-                    self.interrupted = stop[0] or "SIGTERM"
+                agreed = None if done else self._agree(stop[0])
+                if agreed:
+                    self.interrupted = agreed
                     self.save()  # the partial tick's statistics are dropped; the run resumes exactly
                     break
         bar.close()
 
-    def _agree(self, flag: bool) -> bool:
-        """Whether any rank has ``flag`` set (all ranks stop at the same step)."""
-        if self.world_size == 1:
-            return flag
-        t = torch.tensor([int(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t)
-        return bool(t.item())
+    def _agree(self, stop: str | None) -> str | None:
+        """The signal that stops the run, the same on every rank (None: none of them got one), so that all ranks
+        stop after the same step and report, and exit with, the same signal: a rank's own ``stop`` is one of
+        ``STOP_SIGNALS`` or None, and the last of ``STOP_SIGNALS`` any rank got wins."""
+        code = 0 if stop is None else STOP_SIGNALS.index(stop) + 1
+        if self.world_size > 1:
+            t = torch.tensor([code], device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            code = int(t.item())
+        return STOP_SIGNALS[code - 1] if code else None
 
     @contextlib.contextmanager
     def _stop_on_signals(self, log: Callable[[str], None]):
@@ -415,7 +420,7 @@ class Trainer:
                     + (" (Ctrl-C again aborts without saving)" if name == "SIGINT" else ""))
             stop[0] = stop[0] or name
 
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, handle) for sig in (getattr(signal, n) for n in STOP_SIGNALS)}
         try:
             yield stop
         finally:
