@@ -72,8 +72,8 @@ def save_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
     opt_meta = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in optimizers.items()}
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda{i}"] = s
+        # The current device's stream: every rank seeds and draws alike, so rank 0's state is every rank's.
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
     digests = {key: tensor_digest(value) for key, value in tensors.items()}
     meta = {"format": FORMAT, "optimizers": opt_meta, "digests": digests, "extra": extra}
     blob = save(tensors, metadata={"ganfast": json.dumps(meta)})
@@ -175,10 +175,9 @@ def load_checkpoint(path: str, modules: dict[str, torch.nn.Module], optimizers: 
         if rng is None or rng.dtype != torch.uint8:
             raise ValueError(f"checkpoint: {path!r} holds no valid 'rng/torch' state")
         torch.set_rng_state(rng)
-        if torch.cuda.is_available():
-            states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda"))]
-            if states:
-                torch.cuda.set_rng_state_all(states[:torch.cuda.device_count()])
+        cuda_rng = tensors.get("rng/cuda", tensors.get("rng/cuda0"))  # rng/cuda0: rank 0's, in older checkpoints
+        if torch.cuda.is_available() and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)  # each rank's own device (run.py makes it the current one)
     return meta["extra"]
 
 
