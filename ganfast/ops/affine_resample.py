@@ -1,0 +1,133 @@
+"""affine_resample: StyleGAN2-ADA's geometric augmentation as one fused resampling pass.
+
+Per image and channel (csrc/affine_resample.h has every stage's formula):
+    out = D_y D_x S_A U_y U_x P x
+P reflection padding by the plan's margins, U 2× upsampling with the symlet-6 filter, S_A bilinear sampling of
+the (2H + K) × (2W + K) canvas at the pixel-space matrix A, D 2× downsampling — the same as the reference's four
+torch calls (ganfast.reference.augment.geometric: F.pad, upsample2d, grid_sample, downsample2d) without their
+full-size intermediates: the kernels read reflected, upsampled values on the fly.
+
+Registered ops (with fake impls, so torch.compile traces them):
+    ganfast::affine_resample            out = R x
+    ganfast::affine_resample_transpose  dx = Rᵀ dy = Pᵀ U_xᵀ U_yᵀ S_Aᵀ D_xᵀ D_yᵀ dy
+R is linear in x, so the gradient of each is the other: every derivative order runs on the kernels. No gradient
+flows to the matrices (augmentations are drawn, not learnt).
+Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref" (the reference composition).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _ext
+from .._dispatch import register_op
+from ..reference.affine_sample import pixel_matrix
+from ..reference.augment import geometric as geometric_ref
+from ..reference.augment import geometric_filter, geometric_plan
+from ._common import check_same_device, check_tensor, compute_dtype, dense
+
+__all__ = ["affine_resample"]
+
+_OP = register_op("affine_resample", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
+
+
+def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, filt: torch.Tensor, margins: list[int],
+            transpose: bool) -> torch.Tensor:
+    """R src (forward) or Rᵀ src (transpose), both of src's shape.
+
+    The GPU scatters (the transposes, and the CUDA kernel altogether) take float32 and float64: half types run
+    in float32 there, and they get a zeroed output to accumulate into; the C++ kernels write every element."""
+    scatter = transpose and (src.is_cuda or impl == "triton")
+    if src.dtype in (torch.float16, torch.bfloat16) and ((src.is_cuda and impl == "ext") or scatter):
+        return _launch(impl, src.float(), matrix, filt, margins, transpose).to(src.dtype)
+    out = (torch.zeros if scatter else torch.empty)(src.shape, dtype=src.dtype, device=src.device)
+    if out.numel() == 0:
+        return out
+    src = dense(src)
+    if impl == "triton":
+        from ..triton import affine_resample as triton_affine_resample
+        triton_affine_resample.affine_resample(out, src, matrix, filt, margins, transpose)
+    else:
+        _ext.launch("affine_resample", src.device, _ext.DTYPE_CODES[src.dtype], int(transpose), list(src.shape),
+                    list(margins), filt.numel(), list(src.stride()), list(out.stride()), _ext.address(out),
+                    _ext.address(src), _ext.address(matrix), _ext.address(filt))
+    return out
+
+
+# ---- registered ops ---------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("ganfast::affine_resample", mutates_args=())
+def _resample_op(x: torch.Tensor, matrix: torch.Tensor, filter: torch.Tensor, margins: list[int],
+                 impl: str) -> torch.Tensor:
+    return _launch(impl, x, matrix, filter, margins, transpose=False)
+
+
+@torch.library.custom_op("ganfast::affine_resample_transpose", mutates_args=())
+def _transpose_op(dy: torch.Tensor, matrix: torch.Tensor, filter: torch.Tensor, margins: list[int],
+                  impl: str) -> torch.Tensor:
+    return _launch(impl, dy, matrix, filter, margins, transpose=True)
+
+
+def _fake(x, matrix, filter, margins, impl):
+    """Both ops keep the input's shape."""
+    return x.new_empty(x.shape)
+
+
+_resample_op.register_fake(_fake)
+_transpose_op.register_fake(_fake)
+
+
+def _setup_context(ctx, inputs, output):
+    _, matrix, filt, margins, impl = inputs
+    ctx.params = (list(margins), impl)
+    ctx.save_for_backward(matrix, filt)
+    ctx.set_materialize_grads(False)
+
+
+def _backward_by(adjoint):
+    """The backward of one op of the pair: the other one, ``adjoint`` (R is linear in its input); None for a None
+    incoming gradient."""
+    def backward(ctx, g):
+        matrix, filt = ctx.saved_tensors
+        margins, impl = ctx.params
+        dt = adjoint(g, matrix, filt, margins, impl) if g is not None and ctx.needs_input_grad[0] else None
+        return dt, None, None, None, None
+    return backward
+
+
+torch.library.register_autograd("ganfast::affine_resample",
+                                _backward_by(torch.ops.ganfast.affine_resample_transpose),
+                                setup_context=_setup_context)
+torch.library.register_autograd("ganfast::affine_resample_transpose", _backward_by(torch.ops.ganfast.affine_resample),
+                                setup_context=_setup_context)
+
+
+# ---- public API -------------------------------------------------------------------------------------------------
+
+def affine_resample(images: torch.Tensor, G_inv: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """StyleGAN2-ADA's geometric augmentation of each image by its (N, 3, 3) inverse map ``G_inv`` (output pixel →
+    input pixel, origin at the image centre): reflection padding, 2× upsampling, bilinear sampling, 2×
+    downsampling, fused into one pass (ganfast.reference.augment.geometric is the oracle).
+
+    Args:
+        images: (N, C, H, W) float16/bfloat16/float32/float64, any layout.
+        G_inv: (N, 3, 3) float tensor on images' device; no gradient. Its margins are planned on the host (one
+            read of the matrices, ganfast.reference.augment.geometric_plan).
+        impl: None/"auto"/"cuda", "ref", "ext" or "triton" (see ganfast._dispatch).
+    Returns:
+        (N, C, H, W), contiguous, differentiable (any order) in images.
+    """
+    check_tensor("images", images, ndim=4)
+    check_tensor("G_inv", G_inv, ndim=3)
+    if G_inv.shape != (images.shape[0], 3, 3):
+        raise ValueError(f"G_inv must have shape ({images.shape[0]}, 3, 3), got {tuple(G_inv.shape)}")
+    check_same_device(images, G_inv=G_inv)
+    chosen = _OP.resolve(impl, images.device, images.dtype)
+    if chosen == "ref":
+        return geometric_ref(images, G_inv)
+    dtype = compute_dtype(images.dtype)
+    filt = geometric_filter(images.device, dtype)
+    taps = filt.numel()
+    (mx0, mx1, my0, my1), theta, size = geometric_plan(G_inv.detach(), images.shape[2], images.shape[3], taps)
+    padded = (2 * (images.shape[2] + my0 + my1), 2 * (images.shape[3] + mx0 + mx1))
+    matrix = pixel_matrix(theta, padded, size).to(dtype).contiguous()
+    return torch.ops.ganfast.affine_resample(images, matrix, filt, [mx0, mx1, my0, my1], chosen)
