@@ -11,11 +11,12 @@
 // planes. Every output element is the same sequence of operations whatever the thread count: bit-identical runs.
 // Sums run in float for the half types and float32, in double for float64.
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "affine_resample.h"
-#include "affine_sample.h"  // footprint(): the bilinear footprint, shared with affine_sample
 #include "parallel.h"
 #include "simd.h"
 
@@ -32,12 +33,16 @@ void check_affine_resample_args(const AffineResampleArgs& a) {
     fail("affine_resample: reflection margins must be in [0, size - 1], got x (" + std::to_string(a.pad_x0) + ", " +
          std::to_string(a.pad_x1) + ") y (" + std::to_string(a.pad_y0) + ", " + std::to_string(a.pad_y1) +
          ") for a " + std::to_string(a.height) + "x" + std::to_string(a.width) + " image");
+  const int64_t box_h = 2 * (a.height + a.pad_y0 + a.pad_y1) + 5, box_w = 2 * (a.width + a.pad_x0 + a.pad_x1) + 5;
+  if (box_h * box_w > INT32_MAX)  // the per-tile indices into the upsampled image are 32-bit
+    fail("affine_resample: the 2x upsampled padded image (" + std::to_string(box_h - 5) + "x" +
+         std::to_string(box_w - 5) + ") must have fewer than 2^31 pixels");
   if (!a.dst || !a.src || !a.matrix || !a.filter) fail("affine_resample: pointers must not be null");
 }
 
 namespace {
 
-constexpr int64_t kTile = 32;  // output tile side
+constexpr int64_t kTile = 64;  // output tile side
 
 int64_t floor_half(int64_t v) { return v >= 0 ? v / 2 : -((1 - v) / 2); }
 
@@ -74,7 +79,7 @@ GANFAST_CPU_CLONES void combine_rows(double* out, const double* const* src, cons
 // s[p] = bilinear read of the box at footprint p: (1 − ay)((1 − ax) b[o] + ax b[o + 1]) + ay(... row o + width).
 template <typename T>
 GANFAST_INLINE void sample_box_impl(T* __restrict s, const T* __restrict box, int64_t width,
-                                    const int64_t* __restrict offset, const T* __restrict ax,
+                                    const int32_t* __restrict offset, const T* __restrict ax,
                                     const T* __restrict ay, int64_t n) {
   for (int64_t p = 0; p < n; ++p) {
     const T* b = box + offset[p];
@@ -84,14 +89,52 @@ GANFAST_INLINE void sample_box_impl(T* __restrict s, const T* __restrict box, in
   }
 }
 
-GANFAST_CPU_CLONES void sample_box(float* s, const float* box, int64_t width, const int64_t* offset, const float* ax,
+GANFAST_CPU_CLONES void sample_box(float* s, const float* box, int64_t width, const int32_t* offset, const float* ax,
                                    const float* ay, int64_t n) {
   sample_box_impl(s, box, width, offset, ax, ay, n);
 }
 
-GANFAST_CPU_CLONES void sample_box(double* s, const double* box, int64_t width, const int64_t* offset,
+GANFAST_CPU_CLONES void sample_box(double* s, const double* box, int64_t width, const int32_t* offset,
                                    const double* ax, const double* ay, int64_t n) {
   sample_box_impl(s, box, width, offset, ax, ay, n);
+}
+
+// Footprints of canvas pixels (sx0 + 2i, sy), i < n, as csrc/affine_sample.h footprint() computes them (the position clamped to
+// [−2, size + 1], its floor and fractions), and the running bounds {min x0, max x0, min y0, max y0}.
+template <typename T>
+GANFAST_INLINE void footprint_row_impl(const T* m, int64_t sx0, int64_t sy, int64_t n, int64_t in_w, int64_t in_h,
+                                       int32_t* __restrict fx, int32_t* __restrict fy, T* __restrict ax,
+                                       T* __restrict ay, int32_t* bounds) {
+  const T bx = m[1] * T(sy) + m[2], by = m[4] * T(sy) + m[5];
+  const T hi_x = T(in_w + 1), hi_y = T(in_h + 1);
+  int32_t min_x = bounds[0], max_x = bounds[1], min_y = bounds[2], max_y = bounds[3];
+  for (int64_t i = 0; i < n; ++i) {
+    const T sx = T(sx0 + 2 * i);
+    T ix = m[0] * sx + bx, iy = m[3] * sx + by;
+    ix = ix < T(-2) ? T(-2) : (ix > hi_x ? hi_x : ix);
+    iy = iy < T(-2) ? T(-2) : (iy > hi_y ? hi_y : iy);
+    const T fx_i = std::floor(ix), fy_i = std::floor(iy);
+    const int32_t jx = static_cast<int32_t>(fx_i), jy = static_cast<int32_t>(fy_i);
+    fx[i] = jx, fy[i] = jy, ax[i] = ix - fx_i, ay[i] = iy - fy_i;
+    min_x = std::min(min_x, jx), max_x = std::max(max_x, jx), min_y = std::min(min_y, jy), max_y = std::max(max_y, jy);
+  }
+  bounds[0] = min_x, bounds[1] = max_x, bounds[2] = min_y, bounds[3] = max_y;
+}
+
+GANFAST_CPU_CLONES void footprint_row(const float* m, int64_t sx0, int64_t sy, int64_t n, int64_t in_w,
+                                      int64_t in_h, int32_t* fx, int32_t* fy, float* ax, float* ay, int32_t* bounds) {
+  footprint_row_impl(m, sx0, sy, n, in_w, in_h, fx, fy, ax, ay, bounds);
+}
+
+GANFAST_CPU_CLONES void footprint_row(const double* m, int64_t sx0, int64_t sy, int64_t n, int64_t in_w,
+                                      int64_t in_h, int32_t* fx, int32_t* fy, double* ax, double* ay,
+                                      int32_t* bounds) {
+  footprint_row_impl(m, sx0, sy, n, in_w, in_h, fx, fy, ax, ay, bounds);
+}
+
+GANFAST_CPU_CLONES void box_offsets(const int32_t* fx, const int32_t* fy, int32_t* offset, int64_t n, int32_t bx0,
+                                    int32_t by0, int32_t width) {
+  for (int64_t p = 0; p < n; ++p) offset[p] = (fy[p] - by0) * width + (fx[p] - bx0);
 }
 
 // The per-call constants: sizes, the filter's polyphase taps and the reflection tables.
@@ -133,7 +176,7 @@ struct Tile {
   int64_t y0, x0, th, tw, ch, cw;
   int64_t by0, by1, bx0, bx1, vy0, vy1, vx0, vx1, qy0, qy1, qx0, qx1;
   bool empty;  // no footprint reaches inside U: the canvas tile is zero
-  std::vector<int64_t> fx, fy, offset;
+  std::vector<int32_t> fx, fy, offset;
   std::vector<T> ax, ay;
 
   int64_t box_w() const { return bx1 - bx0 + 1; }
@@ -147,28 +190,22 @@ struct Tile {
     ch = 2 * th + plan.taps - 2, cw = 2 * tw + plan.taps - 2;
     const int64_t n = ch * cw, phase = cw / 2;
     fx.resize(n), fy.resize(n), offset.resize(n), ax.resize(n), ay.resize(n);
-    int64_t min_x = INT64_MAX, max_x = INT64_MIN, min_y = INT64_MAX, max_y = INT64_MIN;
+    int32_t bounds[4] = {INT32_MAX, INT32_MIN, INT32_MAX, INT32_MIN};  // min x0, max x0, min y0, max y0
     for (int64_t r = 0; r < ch; ++r) {
-      const int64_t sy = 2 * y0 + 1 + r;
       for (int64_t e = 0; e < 2; ++e) {
-        for (int64_t i = 0; i < phase; ++i) {
-          const int64_t p = r * cw + e * phase + i;
-          const Footprint<T> fp = footprint(m, 2 * x0 + 1 + 2 * i + e, sy, plan.uw, plan.uh);
-          fx[p] = fp.x0, fy[p] = fp.y0, ax[p] = fp.wx1, ay[p] = fp.wy1;
-          min_x = std::min(min_x, fp.x0), max_x = std::max(max_x, fp.x0);
-          min_y = std::min(min_y, fp.y0), max_y = std::max(max_y, fp.y0);
-        }
+        const int64_t p = r * cw + e * phase;
+        footprint_row(m, 2 * x0 + 1 + e, 2 * y0 + 1 + r, phase, plan.uw, plan.uh, fx.data() + p, fy.data() + p,
+                      ax.data() + p, ay.data() + p, bounds);
       }
     }
-    bx0 = min_x, bx1 = max_x + 1, by0 = min_y, by1 = max_y + 1;
+    bx0 = bounds[0], bx1 = bounds[1] + 1, by0 = bounds[2], by1 = bounds[3] + 1;
     vx0 = std::max<int64_t>(bx0, 0), vx1 = std::min(bx1, plan.uw - 1);
     vy0 = std::max<int64_t>(by0, 0), vy1 = std::min(by1, plan.uh - 1);
     empty = vx0 > vx1 || vy0 > vy1;
     if (empty) return;
     qx0 = floor_half(vx0 - plan.half + 1), qx1 = floor_half(vx1 + plan.half - 1);
     qy0 = floor_half(vy0 - plan.half + 1), qy1 = floor_half(vy1 + plan.half - 1);
-    const int64_t bw = box_w();
-    for (int64_t p = 0; p < n; ++p) offset[p] = (fy[p] - by0) * bw + (fx[p] - bx0);
+    box_offsets(fx.data(), fy.data(), offset.data(), n, int32_t(bx0), int32_t(by0), int32_t(box_w()));
   }
 };
 
@@ -345,7 +382,11 @@ void upsample_transpose(const Plan<T>& plan, const Tile<T>& t, Scratch<T>& s) {
   s.src.resize(taps);
   for (int64_t uy = t.vy0; uy <= t.vy1; ++uy) {
     const T* brow = s.box.data() + (uy - t.by0) * bw - t.bx0;
-    for (int64_t ux = t.vx0; ux <= t.vx1; ++ux) s.phases[((ux - lo) % 2) * phase + (ux - lo) / 2] = brow[ux];
+    for (int64_t e = 0; e < 2; ++e) {  // U column lo + 2i + e to phase e, index i
+      const int64_t first = t.vx0 + ((t.vx0 - lo - e) & 1);
+      T* dst = s.phases.data() + e * phase;
+      for (int64_t ux = first, i = (first - lo - e) / 2; ux <= t.vx1; ux += 2, ++i) dst[i] = brow[ux];
+    }
     for (int64_t k = 0; k < taps; ++k) s.src[k] = s.phases.data() + (k % 2) * phase + k / 2;
     combine_rows(s.v.data() + (uy - t.vy0) * pw, s.src.data(), plan.up_t.data(), taps, pw);
   }
