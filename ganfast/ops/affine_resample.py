@@ -25,7 +25,7 @@ from ..reference.augment import geometric as geometric_ref
 from ..reference.augment import geometric_filter, geometric_plan
 from ._common import check_same_device, check_tensor, compute_dtype, dense
 
-__all__ = ["affine_resample"]
+__all__ = ["affine_resample", "resample_args"]
 
 _OP = register_op("affine_resample", {"cpu": ("ext", "ref"), "cuda": ("ext", "triton", "ref")})
 
@@ -122,12 +122,22 @@ def affine_resample(images: torch.Tensor, G_inv: torch.Tensor, impl: str | None 
         raise ValueError(f"G_inv must have shape ({images.shape[0]}, 3, 3), got {tuple(G_inv.shape)}")
     check_same_device(images, G_inv=G_inv)
     chosen = _OP.resolve(impl, images.device, images.dtype)
+    if images.shape[0] == 0:  # nothing to plan margins for
+        return images.clone(memory_format=torch.contiguous_format)
     if chosen == "ref":
         return geometric_ref(images, G_inv)
-    dtype = compute_dtype(images.dtype)
-    filt = geometric_filter(images.device, dtype)
-    taps = filt.numel()
-    (mx0, mx1, my0, my1), theta, size = geometric_plan(G_inv.detach(), images.shape[2], images.shape[3], taps)
-    padded = (2 * (images.shape[2] + my0 + my1), 2 * (images.shape[3] + mx0 + mx1))
-    matrix = pixel_matrix(theta, padded, size).to(dtype).contiguous()
-    return torch.ops.ganfast.affine_resample(images, matrix, filt, [mx0, mx1, my0, my1], chosen)
+    matrix, filt, margins = resample_args(G_inv.detach(), images.shape[2], images.shape[3], images.dtype)
+    return torch.ops.ganfast.affine_resample(images, matrix, filt, margins, chosen)
+
+
+def resample_args(G_inv: torch.Tensor, height: int, width: int, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The registered ops' (matrix, filter, margins) for ``G_inv`` and images of ``height × width`` and ``dtype``:
+    the (N, 2, 3) map from canvas pixels to positions in the 2× upsampled padded image, the K-tap filter (both
+    contiguous, in the kernels' arithmetic type) and the reflection margins (pad_x0, pad_x1, pad_y0, pad_y1) of
+    ganfast.reference.augment.geometric_plan."""
+    dtype = compute_dtype(dtype)
+    filt = geometric_filter(G_inv.device, dtype)
+    (mx0, mx1, my0, my1), theta, size = geometric_plan(G_inv, height, width, filt.numel())
+    padded = (2 * (height + my0 + my1), 2 * (width + mx0 + mx1))
+    return pixel_matrix(theta, padded, size).to(dtype).contiguous(), filt, [mx0, mx1, my0, my1]
