@@ -7,8 +7,9 @@
 // gather the box's preimage in the padded image (reflection by index tables, no padded copy), upsample it 2×
 // along y then x (polyphase: K/2 taps per output), sample the canvas tile, downsample 2× along x then y, store.
 // Transpose: the adjoint of the same stages in reverse order (Dᵀ, bilinear scatter into the box, Uᵀ, reflection
-// folded back) per tile; a task is one image, its tiles in a fixed order, accumulating into private per-channel
-// planes. Every output element is the same sequence of operations whatever the thread count: bit-identical runs.
+// folded back) per tile; a task is one image (or a group of its channels when the batch is smaller than the core
+// count), its tiles in a fixed order, accumulating into private per-channel planes. Every output element is the
+// same sequence of operations whatever the thread count: bit-identical runs.
 // Sums run in float for the half types and float32, in double for float64.
 #include <algorithm>
 #include <climits>
@@ -99,8 +100,9 @@ GANFAST_CPU_CLONES void sample_box(double* s, const double* box, int64_t width, 
   sample_box_impl(s, box, width, offset, ax, ay, n);
 }
 
-// Footprints of canvas pixels (sx0 + 2i, sy), i < n, as csrc/affine_sample.h footprint() computes them (the position clamped to
-// [−2, size + 1], its floor and fractions), and the running bounds {min x0, max x0, min y0, max y0}.
+// Footprints of canvas pixels (sx0 + 2i, sy), i < n, as footprint() of csrc/affine_sample.h computes them (the
+// position clamped to [−2, size + 1], its floor and fractions), and the running bounds {min x0, max x0, min y0,
+// max y0}.
 template <typename T>
 GANFAST_INLINE void footprint_row_impl(const T* m, int64_t sx0, int64_t sy, int64_t n, int64_t in_w, int64_t in_h,
                                        int32_t* __restrict fx, int32_t* __restrict fy, T* __restrict ax,
@@ -143,7 +145,7 @@ struct Plan {
   int64_t h, w, hp, wp, uh, uw, taps, half;  // image, padded and upsampled sizes; K and K/2
   int64_t tiles_y, tiles_x;
   std::vector<T> f;            // f[k]
-  std::vector<T> up[2];        // up[e][i] = 2 f[(K/2 − 1 + e) % 2 + 2i]: U index 2t + e reads P index t + shift[e] − i
+  std::vector<T> up[2];        // up[e][i] = 2 f[(K/2 − 1 + e) % 2 + 2i]: U index 2t + e reads P t + shift[e] − i
   int64_t shift[2];            // floor((K/2 − 1 + e) / 2)
   std::vector<T> up_t;         // 2 f[k], the transposed upsampling's taps
   std::vector<int64_t> ry, rx; // padded index → image index (reflection)
@@ -413,19 +415,27 @@ void transpose_typed(const AffineResampleArgs& a) {
   S* out = static_cast<S*>(a.dst);
   const T* matrix = static_cast<const T*>(a.matrix);
   const int64_t tiles = plan.tiles_y * plan.tiles_x, plane = plan.h * plan.w;
-  parallel_for(a.batch, 1, [&](int64_t begin, int64_t end) {
+  // a task: the channels [c0, c0 + group) of one image; groups split the channels only when the batch alone
+  // cannot occupy the cores (each group computes the tiles' footprints again; no plane's bits depend on it)
+  static const int64_t cores = usable_cores();
+  const int64_t batch = std::max<int64_t>(a.batch, 1), channels = std::max<int64_t>(a.channels, 1);
+  const int64_t groups = std::min(channels, (cores + batch - 1) / batch);
+  const int64_t group = (channels + groups - 1) / groups, tasks_per_image = (channels + group - 1) / group;
+  parallel_for(a.batch * tasks_per_image, 1, [&](int64_t begin, int64_t end) {
     Tile<T> t;
     Scratch<T> s;
-    std::vector<T> acc(a.channels * plane);
-    for (int64_t n = begin; n < end; ++n) {
-      std::fill(acc.begin(), acc.end(), T(0));
+    std::vector<T> acc;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / tasks_per_image, c0 = (task % tasks_per_image) * group;
+      const int64_t count = std::min(group, a.channels - c0);
+      acc.assign(count * plane, T(0));
       for (int64_t tile = 0; tile < tiles; ++tile) {
         t.setup(plan, matrix + n * 6, tile);
         if (t.empty) continue;
         const int64_t pw = t.p_w();
         const int64_t cx0 = std::max<int64_t>(t.qx0, 0), cx1 = std::min(t.qx1, plan.wp - 1);
-        for (int64_t c = 0; c < a.channels; ++c) {
-          downsample_transpose(plan, t, dy + n * a.src_stride[0] + c * a.src_stride[1], a.src_stride, s);
+        for (int64_t c = 0; c < count; ++c) {
+          downsample_transpose(plan, t, dy + n * a.src_stride[0] + (c0 + c) * a.src_stride[1], a.src_stride, s);
           s.box.assign(t.box_w() * t.box_h(), T(0));
           scatter_box(t, s);
           upsample_transpose(plan, t, s);
@@ -437,11 +447,12 @@ void transpose_typed(const AffineResampleArgs& a) {
           }
         }
       }
-      for (int64_t c = 0; c < a.channels; ++c) {
-        S* dst = out + n * a.dst_stride[0] + c * a.dst_stride[1];
+      for (int64_t c = 0; c < count; ++c) {
+        S* dst = out + n * a.dst_stride[0] + (c0 + c) * a.dst_stride[1];
         const T* src = acc.data() + c * plane;
         for (int64_t y = 0; y < plan.h; ++y)
-          for (int64_t x = 0; x < plan.w; ++x) E::store(dst, y * a.dst_stride[2] + x * a.dst_stride[3], src[y * plan.w + x]);
+          for (int64_t x = 0; x < plan.w; ++x)
+            E::store(dst, y * a.dst_stride[2] + x * a.dst_stride[3], src[y * plan.w + x]);
       }
     }
   });

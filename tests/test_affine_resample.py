@@ -13,7 +13,7 @@ from support import DEVICE, assert_layout_parity, available_impls, grad_graph, r
 import ganfast
 from ganfast.ops import affine_resample
 from ganfast.ops.affine_resample import resample_args
-from ganfast.reference.augment import geometric as geometric_ref
+from ganfast.reference.affine_resample import affine_resample as affine_resample_ref
 from ganfast.reference.augment import geometric_plan, rotate2d, scale2d, translate2d
 
 # The Triton kernel of this op lives in ganfast/triton/affine_resample.py, tested with it.
@@ -56,7 +56,7 @@ def test_matches_reference_float64(impl, case):
     x = torch.randn(shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
     out = affine_resample(x, G_inv, impl=impl)
     assert out.shape == x.shape and out.is_contiguous()
-    assert_layout_parity(out, geometric_ref(x, G_inv), x, "contiguous")
+    assert_layout_parity(out, affine_resample_ref(x, G_inv), x, "contiguous")
 
 
 def test_identity_and_maximal_padding_plans():
@@ -80,7 +80,7 @@ def test_layouts(impl):
         x = x.detach().requires_grad_()
         out = affine_resample(x, G_inv, impl=impl)
         assert out.is_contiguous()
-        assert_layout_parity(out, geometric_ref(x, G_inv), x, "contiguous")
+        assert_layout_parity(out, affine_resample_ref(x, G_inv), x, "contiguous")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -104,7 +104,7 @@ def test_gradient_graph(impl):
     G_inv = _random_g_inv(2)
     inputs = (torch.randn(2, 3, 8, 8, dtype=torch.float64, device=DEVICE),)
     (got_first, got_second) = grad_graph(lambda x: affine_resample(x, G_inv, impl=impl), inputs)
-    (want_first, want_second) = grad_graph(lambda x: geometric_ref(x, G_inv), inputs)
+    (want_first, want_second) = grad_graph(lambda x: affine_resample_ref(x, G_inv), inputs)
     assert rel_err(got_first[0], want_first[0]) < 1e-12
     assert got_second[0] is None and (want_second[0] is None or not want_second[0].any())
 
@@ -150,7 +150,7 @@ def test_lower_precision(impl, dtype):
     G_inv = _random_g_inv(2)
     out = affine_resample(x, G_inv, impl=impl)
     x64 = x.detach().double().requires_grad_()
-    ref = geometric_ref(x64, G_inv)
+    ref = affine_resample_ref(x64, G_inv)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert out.dtype == dtype and rel_err(out, ref) < tol
     dy = torch.randn(out.shape, device=DEVICE).to(dtype)
@@ -162,7 +162,7 @@ def test_lower_precision(impl, dtype):
 def test_ref_impl_is_the_reference_and_empty_batches():
     x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
     G_inv = _random_g_inv(2).cpu()
-    assert torch.equal(affine_resample(x, G_inv, impl="ref"), geometric_ref(x, G_inv))
+    assert torch.equal(affine_resample(x, G_inv, impl="ref"), affine_resample_ref(x, G_inv))
     for shape in ((0, 3, 6, 6), (2, 0, 6, 6)):
         empty = torch.randn(shape)
         assert affine_resample(empty, G_inv[:shape[0]].float()).shape == shape
@@ -185,10 +185,12 @@ def _determinism_inputs():
 
 
 def _determinism_outputs():
-    """Forward and transpose of a batch big enough for several threads (6 forward tasks per image, 3 images)."""
+    """Forward and transpose of a batch big enough for several threads (6 forward tasks per image, 3 images), and
+    the transpose of one image (its channels split over the cores)."""
     x, matrix, filt, margins = _determinism_inputs()
     return [torch.ops.ganfast.affine_resample(x, matrix, filt, margins, "ext"),
-            torch.ops.ganfast.affine_resample_transpose(x, matrix, filt, margins, "ext")]
+            torch.ops.ganfast.affine_resample_transpose(x, matrix, filt, margins, "ext"),
+            torch.ops.ganfast.affine_resample_transpose(x[:1], matrix[:1], filt, margins, "ext")]
 
 
 @pytest.mark.skipif("ext" not in available_impls("cpu"), reason="the C++ kernels need the extension")

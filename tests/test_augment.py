@@ -36,7 +36,7 @@ def test_family_matches_reference(family, impl):
     if impl not in available_impls("cpu"):
         pytest.skip(f"{impl} not available here")
     if impl == "triton" and family != "color" and importlib.util.find_spec("ganfast.triton.affine_resample") is None:
-        pytest.skip("the fused geometric pass has no Triton kernel in this checkout (ganfast/triton/affine_resample.py)")
+        pytest.skip("no Triton kernel of the fused geometric pass in this checkout (ganfast/triton/affine_resample.py)")
     size = 8 if impl == "triton" else FAMILIES[family]
     n = 1 if impl == "triton" else 2
     params = _params(family, size, n=n)

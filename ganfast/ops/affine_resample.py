@@ -20,9 +20,9 @@ import torch
 
 from .. import _ext
 from .._dispatch import register_op
+from ..reference.affine_resample import affine_resample as affine_resample_ref
+from ..reference.affine_resample import geometric_filter, geometric_plan
 from ..reference.affine_sample import pixel_matrix
-from ..reference.augment import geometric as geometric_ref
-from ..reference.augment import geometric_filter, geometric_plan
 from ._common import check_same_device, check_tensor, compute_dtype, dense
 
 __all__ = ["affine_resample", "resample_args"]
@@ -106,7 +106,7 @@ torch.library.register_autograd("ganfast::affine_resample_transpose", _backward_
 def affine_resample(images: torch.Tensor, G_inv: torch.Tensor, impl: str | None = None) -> torch.Tensor:
     """StyleGAN2-ADA's geometric augmentation of each image by its (N, 3, 3) inverse map ``G_inv`` (output pixel →
     input pixel, origin at the image centre): reflection padding, 2× upsampling, bilinear sampling, 2×
-    downsampling, fused into one pass (ganfast.reference.augment.geometric is the oracle).
+    downsampling, fused into one pass (ganfast.reference.affine_resample is the oracle).
 
     Args:
         images: (N, C, H, W) float16/bfloat16/float32/float64, any layout.
@@ -125,7 +125,7 @@ def affine_resample(images: torch.Tensor, G_inv: torch.Tensor, impl: str | None 
     if images.shape[0] == 0:  # nothing to plan margins for
         return images.clone(memory_format=torch.contiguous_format)
     if chosen == "ref":
-        return geometric_ref(images, G_inv)
+        return affine_resample_ref(images, G_inv)
     matrix, filt, margins = resample_args(G_inv.detach(), images.shape[2], images.shape[3], images.dtype)
     return torch.ops.ganfast.affine_resample(images, matrix, filt, margins, chosen)
 
