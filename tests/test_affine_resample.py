@@ -237,5 +237,7 @@ def test_errors():
         matrix, filt, _ = resample_args(G_inv.double(), 6, 6, torch.float32)
         _one_line_error(ValueError, r"reflection margins must be in \[0, size - 1\]",
                         lambda: torch.ops.ganfast.affine_resample(x, matrix, filt, [6, 0, 0, 0], "ext"))
+        _one_line_error(ValueError, "matrix must be",
+                        lambda: torch.ops.ganfast.affine_resample(x, matrix.double(), filt, [0] * 4, "ext"))
         _one_line_error(ValueError, "even number of taps",
                         lambda: torch.ops.ganfast.affine_resample(x, matrix, filt[:11].contiguous(), [0] * 4, "ext"))

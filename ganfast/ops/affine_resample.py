@@ -44,10 +44,15 @@ def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, filt: torch.Tens
     scatter = transpose and (src.is_cuda or impl == "triton")
     if src.dtype in (torch.float16, torch.bfloat16) and scatter:
         return _launch(impl, src.float(), matrix, filt, margins, transpose).to(src.dtype)
+    arithmetic = compute_dtype(src.dtype)
+    if matrix.dtype != arithmetic or filt.dtype != arithmetic or matrix.shape != (src.shape[0], 2, 3):
+        raise ValueError(f"affine_resample: matrix must be ({src.shape[0]}, 2, 3) and both matrix and filter "
+                         f"{arithmetic} for {src.dtype} images, got {tuple(matrix.shape)} {matrix.dtype} and "
+                         f"{filt.dtype} (see resample_args)")
     out = (torch.zeros if scatter else torch.empty)(src.shape, dtype=src.dtype, device=src.device)
     if out.numel() == 0:
         return out
-    src = dense(src)
+    src, matrix, filt = dense(src), matrix.contiguous(), filt.contiguous()
     if impl == "triton":
         from ..triton import affine_resample as triton_affine_resample
         triton_affine_resample.affine_resample(out, src, matrix, filt, margins, transpose)
