@@ -1,5 +1,5 @@
 """Augmentation benchmarks: StyleGAN2-ADA's bgc pipeline forward + backward (the D input's gradient, as in the
-G step and R1) at p = 1, ganfast (the fused geometric pass on affine_sample + upfirdn2d) vs the reference
+G step and R1) at p = 1, ganfast (the fused geometric pass ganfast.ops.affine_resample) vs the reference
 composition (affine_grid/grid_sample and the reference upfirdn2d) vs torch.compile(reference); and the colour
 stage (ganfast.ops.color_matrix vs the reference's baddbmm) against a copy of the images, the floor of any
 per-pixel pass.

@@ -11,6 +11,7 @@
 #include "spectral_norm.h"
 #include "filtered_lrelu.h"
 #include "affine_sample.h"
+#include "affine_resample.h"
 #include "color_matrix.h"
 #include "latents.h"
 
@@ -305,6 +306,57 @@ void bind_affine_sample(py::module_& m) {
 #endif
 }
 
+// ---- affine_resample ------------------------------------------------------------------------------------------------
+// sizes: (N, C, H, W); margins: (pad_x0, pad_x1, pad_y0, pad_y1); strides of the tensor read and the tensor written.
+ganfast::AffineResampleArgs make_affine_resample_args(int dtype, int transpose, const std::array<int64_t, 4>& sizes,
+                                                      const std::array<int64_t, 4>& margins, int64_t taps,
+                                                      const std::array<int64_t, 4>& src_stride,
+                                                      const std::array<int64_t, 4>& dst_stride, uintptr_t dst,
+                                                      uintptr_t src, uintptr_t matrix, uintptr_t filter) {
+  ganfast::AffineResampleArgs a{};
+  a.dtype = dtype, a.transpose = transpose;
+  a.batch = sizes[0], a.channels = sizes[1], a.height = sizes[2], a.width = sizes[3];
+  a.pad_x0 = margins[0], a.pad_x1 = margins[1], a.pad_y0 = margins[2], a.pad_y1 = margins[3];
+  a.taps = taps;
+  for (int d = 0; d < 4; ++d) a.src_stride[d] = src_stride[d], a.dst_stride[d] = dst_stride[d];
+  a.dst = reinterpret_cast<void*>(dst);
+  a.src = reinterpret_cast<const void*>(src);
+  a.matrix = reinterpret_cast<const void*>(matrix);
+  a.filter = reinterpret_cast<const void*>(filter);
+  return a;
+}
+
+#define GANFAST_AFFINE_RESAMPLE_PYARGS                                                                           \
+  py::arg("dtype"), py::arg("transpose"), py::arg("sizes"), py::arg("margins"), py::arg("taps"),                 \
+      py::arg("src_stride"), py::arg("dst_stride"), py::arg("dst"), py::arg("src"), py::arg("matrix"),           \
+      py::arg("filter")
+
+void bind_affine_resample(py::module_& m) {
+  m.def(
+      "affine_resample_cpu",
+      [](int dtype, int transpose, const std::array<int64_t, 4>& sizes, const std::array<int64_t, 4>& margins,
+         int64_t taps, const std::array<int64_t, 4>& src_stride, const std::array<int64_t, 4>& dst_stride,
+         uintptr_t dst, uintptr_t src, uintptr_t matrix, uintptr_t filter) {
+        ganfast::affine_resample_cpu(make_affine_resample_args(dtype, transpose, sizes, margins, taps, src_stride,
+                                                               dst_stride, dst, src, matrix, filter));
+      },
+      GANFAST_AFFINE_RESAMPLE_PYARGS, py::call_guard<py::gil_scoped_release>(),
+      "Fused geometric augmentation pass or its transpose on host memory (see csrc/affine_resample.h).");
+#ifdef GANFAST_WITH_CUDA
+  m.def(
+      "affine_resample_cuda",
+      [](int dtype, int transpose, const std::array<int64_t, 4>& sizes, const std::array<int64_t, 4>& margins,
+         int64_t taps, const std::array<int64_t, 4>& src_stride, const std::array<int64_t, 4>& dst_stride,
+         uintptr_t dst, uintptr_t src, uintptr_t matrix, uintptr_t filter, int device, uintptr_t stream) {
+        ganfast::affine_resample_cuda(make_affine_resample_args(dtype, transpose, sizes, margins, taps, src_stride,
+                                                                dst_stride, dst, src, matrix, filter),
+                                      device, stream);
+      },
+      GANFAST_AFFINE_RESAMPLE_PYARGS, py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+      "affine_resample on device memory, launched on `stream` of `device`.");
+#endif
+}
+
 // ---- color_matrix ---------------------------------------------------------------------------------------------------
 // sizes: (N, C, H, W); strides of x and out in elements.
 ganfast::ColorMatrixArgs make_color_matrix_args(int dtype, const std::array<int64_t, 4>& sizes,
@@ -385,6 +437,7 @@ PYBIND11_MODULE(_C, m) {
   bind_spectral_norm(m);
   bind_filtered_lrelu(m);
   bind_affine_sample(m);
+  bind_affine_resample(m);
   bind_color_matrix(m);
   bind_seed_latents(m);
 }

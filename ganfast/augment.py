@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .ops.affine_sample import affine_resample
+from .ops.affine_resample import affine_resample
 from .ops.color_matrix import color_matrix
 from .reference import augment as ref
 

@@ -20,6 +20,7 @@ import ganfast
 from ganfast._dispatch import OPS
 from ganfast.ops import (affine_sample, bias_act, color_matrix, filtered_lrelu, grad_penalty, modulated_conv2d,
                          modulated_conv2d_bias_act, sample_lerp, setup_filter, upfirdn2d)
+from ganfast.ops.affine_resample import resample_args
 from ganfast.ops.spectral_norm import power_iteration
 from support import available_impls
 
@@ -99,6 +100,16 @@ def op_calls(impl: str, device) -> dict[str, OpCall]:
         (dx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
         return (y.detach(), dx.detach(), *_grads(dx, (x,)))
 
+    # the fused geometric pass through its registered op: the public function plans the margins on the host
+    resample = resample_args(torch.eye(3).repeat(2, 1, 1) + 0.1 * torch.randn(2, 3, 3, generator=gen), 6, 6,
+                             torch.float32)
+    resample = (resample[0].to(device), resample[1].to(device), resample[2])
+
+    def affine_resample_call():
+        y = torch.ops.ganfast.affine_resample(x, *resample, impl)
+        (dx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        return (y.detach(), dx.detach(), *_grads(dx, (x,)))
+
     matrix, offset = randn(2, 4, 4), randn(2, 4)
 
     def color_matrix_call():
@@ -108,6 +119,7 @@ def op_calls(impl: str, device) -> dict[str, OpCall]:
 
     calls = {"bias_act": ("bias_act", (x, b), bias_act_call),
              "affine_sample": ("affine_sample", (x,), affine_sample_call),
+             "affine_resample": ("affine_resample", (x,), affine_resample_call),
              "color_matrix": ("color_matrix", (x,), color_matrix_call),
              "upfirdn2d": ("upfirdn2d", (x,), upfirdn2d_call),
              "filtered_lrelu": ("filtered_lrelu", (x, b), filtered_lrelu_call),
@@ -166,7 +178,7 @@ def test_ops_never_wait_for_the_device(impl, monkeypatch):
     for keeping the GPU's launch queue full. Python-side reads (tolist/numpy/cpu) are recorded too. (Triton
     under the CPU interpreter copies tensors to numpy by design, so it is checked by the GPU test below.)"""
     calls = op_calls(impl, "cpu")
-    assert len(calls) == 9
+    assert len(calls) == 10
     for name, call in calls.items():
         with HostSyncWatcher() as watcher:
             for method in ("tolist", "numpy", "cpu"):
@@ -411,6 +423,8 @@ def test_every_kernel_refuses_an_unknown_dtype_code():
                                                    [4, 4, 2, 1], [4, 4, 2, 1], p, p, p),
         "grad_penalty": lambda: _ext._C.grad_penalty_fwd_cpu(7, 1, 4, -1.0, p, p, p),
         "spectral_norm": lambda: _ext._C.spectral_norm_cpu(7, 0, 0, 0),
+        "affine_resample": lambda: _ext._C.affine_resample_cpu(7, 0, [1, 1, 2, 2], [0, 0, 0, 0], 2, [4, 4, 2, 1],
+                                                               [4, 4, 2, 1], p, p, p, p),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match=f"{name}: unsupported dtype code 7"):

@@ -1,5 +1,6 @@
 """ganfast ops: each a ``torch.ops.ganfast.*`` registration with a public function taking ``impl=``."""
-from .affine_sample import affine_resample, affine_sample
+from .affine_resample import affine_resample
+from .affine_sample import affine_sample
 from .bias_act import ACTIVATIONS, bias_act
 from .color_matrix import color_matrix
 from .conv2d_resample import conv2d_resample

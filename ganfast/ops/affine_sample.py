@@ -10,25 +10,21 @@ Registered ops (with fake impls, so torch.compile traces them):
 The map is linear in x, so the gradient of each is the other: every derivative order runs on the kernels.
 No gradient flows to theta (augmentation matrices are drawn, not learnt).
 
-``affine_resample`` is StyleGAN2-ADA's geometric pass built on it: reflection padding, 2× upsampling with the
-symlet-6 filter (ganfast upfirdn2d), one affine_sample, 2× downsampling — one resampling per image, however
-many transforms its matrix composes.
+StyleGAN2-ADA's geometric pass, which samples this way between a 2× upsampling and a 2× downsampling, is the
+fused op ``ganfast.ops.affine_resample``.
 Backends: "ext" (C++ on CPU, CUDA on GPU), "triton", "ref".
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .. import _ext
 from .._dispatch import register_op
 from ..reference.affine_sample import affine_sample as affine_sample_ref
 from ..reference.affine_sample import pixel_matrix
-from ..reference.augment import geometric_filter, geometric_plan
 from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast, register_autograd
-from .upfirdn2d import downsample2d, upsample2d
 
-__all__ = ["affine_resample", "affine_sample"]
+__all__ = ["affine_sample"]
 
 # auto on CPU: the C++ kernel. Measured (one thread, busy 2-core machine, 8x3x200x200 -> 200x200 rotations, fp32):
 # forward 55 ms vs 51 ms for affine_grid + grid_sample, forward+backward 121 ms vs 184 ms (the training use:
@@ -143,20 +139,4 @@ def affine_sample(x: torch.Tensor, theta: torch.Tensor, size, impl: str | None =
             return affine_sample_ref(x, theta, size)
     matrix = pixel_matrix(theta.detach(), x.shape[2:], size).to(compute_dtype(x.dtype)).contiguous()
     return torch.ops.ganfast.affine_sample(x, matrix, size, chosen)
-
-
-def affine_resample(images: torch.Tensor, G_inv: torch.Tensor, impl: str | None = None) -> torch.Tensor:
-    """StyleGAN2-ADA's geometric augmentation of each image by its (N, 3, 3) inverse map ``G_inv`` (output pixel →
-    input pixel, origin at the image centre): reflection padding, 2× upsampling, bilinear sampling, 2×
-    downsampling (see ganfast.reference.augment.geometric, the oracle). Differentiable (any order) in images."""
-    check_tensor("images", images, ndim=4)
-    check_tensor("G_inv", G_inv, ndim=3)
-    if G_inv.shape != (images.shape[0], 3, 3):
-        raise ValueError(f"G_inv must have shape ({images.shape[0]}, 3, 3), got {tuple(G_inv.shape)}")
-    f = geometric_filter(images.device)
-    padding, theta, size = geometric_plan(G_inv, images.shape[2], images.shape[3], f.numel())
-    x = F.pad(images, list(padding), mode="reflect")
-    x = upsample2d(x, f, up=2, impl=impl)
-    x = affine_sample(x, theta, size, impl=impl)
-    return downsample2d(x, f, down=2, padding=-(f.numel() // 4) * 2, flip_filter=True, impl=impl)
 

@@ -145,8 +145,9 @@ def geometric_plan(G_inv: torch.Tensor, height: int, width: int, taps: int):
 
 
 def geometric(images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad, upsample 2×, sample bilinearly at ``G_inv``, downsample 2× (the reference composition)."""
-    f = geometric_filter(images.device)
+    """Reflect-pad, upsample 2×, sample bilinearly at ``G_inv``, downsample 2× (the reference composition; the
+    filter in float64 for float64 images)."""
+    f = geometric_filter(images.device, torch.float64 if images.dtype == torch.float64 else torch.float32)
     padding, theta, size = geometric_plan(G_inv, images.shape[2], images.shape[3], f.numel())
     x = F.pad(images, list(padding), mode="reflect")
     x = upsample2d(x, f, up=2)
