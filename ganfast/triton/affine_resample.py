@@ -48,7 +48,7 @@ def _axis_footprint(u, padded2, TAPS: tl.constexpr):
 
 
 @triton.jit
-def _tap_weight(f_ptr, parity, w0, w1, b: tl.constexpr, TAPS: tl.constexpr):
+def _tap_weight(f_ptr, parity, w0, w1, b, TAPS: tl.constexpr):
     """W_b of the module docstring; ``f_ptr`` is f padded by _FILTER_PAD zeros on each side."""
     base = f_ptr + TAPS - 2 - 2 * b + 2  # f[K − 2 − 2b] in the padded filter
     f_even = tl.load(base)       # f[e − 2b] for parity 0
@@ -111,12 +111,12 @@ def _affine_resample_kernel(
             g = tl.dot(dmy.to(g.dtype), tl.dot(g, dmx.to(g.dtype), input_precision=PRECISION),
                        input_precision=PRECISION)  # [MT, MT] canvas gradient
             plane_dst = dst_ptr + n * sd0 + c * sd1
-            for a in tl.static_range(TAPS // 2 + 1):
+            for a in tl.range(TAPS // 2 + 1):
                 qy = q0y + a
                 wy = _tap_weight(f_ptr, par_y, w0y, w1y, a, TAPS) * g
                 ok_y = own & (qy >= 0) & (qy < padded_h)
                 row = _reflect(qy, pad_y0, height) * sd2
-                for b in tl.static_range(TAPS // 2 + 1):
+                for b in tl.range(TAPS // 2 + 1):
                     qx = q0x + b
                     w = _tap_weight(f_ptr, par_x, w0x, w1x, b, TAPS) * wy
                     tl.atomic_add(plane_dst + row + _reflect(qx, pad_x0, width) * sd3,
@@ -124,12 +124,12 @@ def _affine_resample_kernel(
         else:
             plane_src = src_ptr + n * ss0 + c * ss1
             s = tl.zeros((MT, MT), dtype=ty)
-            for a in tl.static_range(TAPS // 2 + 1):
+            for a in tl.range(TAPS // 2 + 1):
                 qy = q0y + a
                 wy = _tap_weight(f_ptr, par_y, w0y, w1y, a, TAPS)
                 ok_y = (qy >= 0) & (qy < padded_h)
                 row = _reflect(qy, pad_y0, height) * ss2
-                for b in tl.static_range(TAPS // 2 + 1):
+                for b in tl.range(TAPS // 2 + 1):
                     qx = q0x + b
                     xv = tl.load(plane_src + row + _reflect(qx, pad_x0, width) * ss3,
                                  mask=ok_y & (qx >= 0) & (qx < padded_w), other=0)
