@@ -19,6 +19,9 @@ upsampled image is never formed. Each program takes one tile of one (n, c) plane
   scattered twice. One kernel rather than a canvas-gradient kernel plus a scatter: the canvas gradient (4× the
   image) never reaches memory, and the atomics are the same either way. Atomic adds need float32/float64:
   ganfast.ops runs half types' transposes in float32.
+The tap loops keep the footprint of the rows out of the registers (recomputed per row tap, disable_licm): held
+across the loops, the sm_90 build spilled (255 registers at 8 warps). Offsets inside a plane are 32-bit unless
+Triton passes the strides as 64-bit (from 2³¹).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import triton.language as tl
 from ._common import MAX_GRID_YZ, compute_type, on_device
 from .filtered_lrelu import _band
 
-_FILTER_PAD = 2  # zeros on each side of f: the weights read f[−2 … K] with constant offsets, unmasked
+_FILTER_PAD = tl.constexpr(2)  # zeros on each side of f: the weights read f[−2 … K] with constant offsets, unmasked
 
 
 @triton.jit
@@ -39,7 +42,7 @@ def _axis_footprint(u, padded2, TAPS: tl.constexpr):
     bilinear weights of j0 and j0 + 1 (zero outside the upsampled image of size ``padded2``)."""
     u = tl.minimum(tl.maximum(u, -2.0), padded2 + 1.0)  # beyond, both neighbours lie outside: defines the int cast
     fu = tl.floor(u)
-    j0 = fu.to(tl.int64)
+    j0 = fu.to(tl.int32)  # |j0| ≤ padded2 + 1
     w1 = u - fu
     w0 = tl.where((j0 >= 0) & (j0 < padded2), 1 - w1, 0)
     w1 = tl.where((j0 + 1 >= 0) & (j0 + 1 < padded2), w1, 0)
@@ -50,11 +53,24 @@ def _axis_footprint(u, padded2, TAPS: tl.constexpr):
 @triton.jit
 def _tap_weight(f_ptr, parity, w0, w1, b, TAPS: tl.constexpr):
     """W_b of the module docstring; ``f_ptr`` is f padded by _FILTER_PAD zeros on each side."""
-    base = f_ptr + TAPS - 2 - 2 * b + 2  # f[K − 2 − 2b] in the padded filter
+    base = f_ptr + TAPS - 2 - 2 * b + _FILTER_PAD  # f[K − 2 − 2b]
     f_even = tl.load(base)       # f[e − 2b] for parity 0
     f_odd = tl.load(base + 1)    # f[e − 2b] for parity 1, f[e + 1 − 2b] for parity 0
     f_next = tl.load(base + 2)   # f[e + 1 − 2b] for parity 1
     return 2 * (w0 * tl.where(parity == 1, f_odd, f_even) + w1 * tl.where(parity == 1, f_next, f_odd))
+
+
+@triton.jit
+def _position(m, sx, sy):
+    """The upsampled position, along the axis of matrix row ``m``, of canvas pixels (sx, sy)."""
+    return tl.load(m) * sx + tl.load(m + 1) * sy + tl.load(m + 2)
+
+
+@triton.jit
+def _tap(m, sx, sy, padded, f_ptr, a, TAPS: tl.constexpr):
+    """Padded pixel q0 + a along the axis of matrix row ``m`` read by canvas pixels (sx, sy), and its weight W_a."""
+    q0, parity, w0, w1 = _axis_footprint(_position(m, sx, sy), 2 * padded, TAPS)
+    return q0 + a, _tap_weight(f_ptr, parity, w0, w1, a, TAPS)
 
 
 @triton.jit
@@ -76,14 +92,12 @@ def _affine_resample_kernel(
     o0x = (tl.program_id(0) % tiles_x).to(tl.int64) * VALID
     jj_y, jj_x = tl.arange(0, MT), tl.arange(0, MT)
     oo_y, oo_x = tl.arange(0, BO), tl.arange(0, BO)
-    taps = f_ptr + 2
+    taps = f_ptr + _FILTER_PAD
     if TRANSPOSE:
         # dy rows/columns o0 − (K/2 − 1) + o; canvas pixel j of the tile is read by that output with f[j − 2o + K − 2]
         oy, ox = o0y - (TAPS // 2 - 1) + oo_y, o0x - (TAPS // 2 - 1) + oo_x
         dy_ok = ((oy >= 0) & (oy < height) & (oo_y < VALID + TAPS // 2 - 1))[:, None] & \
             ((ox >= 0) & (ox < width) & (oo_x < VALID + TAPS // 2 - 1))[None, :]
-        dmy = _band(taps, jj_y, oo_y, 1, 2, TAPS - 2, TAPS)             # [MT, BO]
-        dmx = tl.trans(_band(taps, jj_x, oo_x, 1, 2, TAPS - 2, TAPS))   # [BO, MT]
         owned_y = tl.where(o0y + VALID >= height, MT, 2 * VALID)  # the last tile of an axis owns the rest
         owned_x = tl.where(o0x + VALID >= width, MT, 2 * VALID)
         own_y = (jj_y < owned_y) & (2 * o0y + 1 + jj_y < 2 * height + TAPS - 1)
@@ -92,8 +106,6 @@ def _affine_resample_kernel(
     else:
         oy, ox = o0y + oo_y, o0x + oo_x
         out_ok = ((oo_y < VALID) & (oy < height))[:, None] & ((oo_x < VALID) & (ox < width))[None, :]
-        dmy = tl.trans(_band(taps, jj_y, oo_y, 1, 2, 0, TAPS))  # [BO, MT]: Dy[o, j] = f[j − 2o]
-        dmx = _band(taps, jj_x, oo_x, 1, 2, 0, TAPS)            # [MT, BO]
     ty = m_ptr.dtype.element_ty
     sy = (2 * o0y + 1 + jj_y).to(ty)[:, None]  # the tile's canvas pixels
     sx = (2 * o0x + 1 + jj_x).to(ty)[None, :]
@@ -101,40 +113,40 @@ def _affine_resample_kernel(
         n = tl.cast(plane // channels, tl.int64)  # tl.cast: the interpreter's loop variable is a Python int
         c = tl.cast(plane % channels, tl.int64)
         m = m_ptr + n * 6
-        ux = tl.load(m) * sx + tl.load(m + 1) * sy + tl.load(m + 2)
-        uy = tl.load(m + 3) * sx + tl.load(m + 4) * sy + tl.load(m + 5)
-        q0x, par_x, w0x, w1x = _axis_footprint(ux, 2 * padded_w, TAPS)
-        q0y, par_y, w0y, w1y = _axis_footprint(uy, 2 * padded_h, TAPS)
         if TRANSPOSE:
             g = compute_type(tl.load(src_ptr + n * ss0 + c * ss1 + oy[:, None] * ss2 + ox[None, :] * ss3,
                                      mask=dy_ok, other=0))
-            g = tl.dot(dmy.to(g.dtype), tl.dot(g, dmx.to(g.dtype), input_precision=PRECISION),
-                       input_precision=PRECISION)  # [MT, MT] canvas gradient
+            dmy = _band(taps, jj_y, oo_y, 1, 2, TAPS - 2, TAPS).to(g.dtype)            # [MT, BO]
+            dmx = tl.trans(_band(taps, jj_x, oo_x, 1, 2, TAPS - 2, TAPS)).to(g.dtype)  # [BO, MT]
+            g = tl.dot(dmy, tl.dot(g, dmx, input_precision=PRECISION), input_precision=PRECISION)  # canvas gradient
+            q0x, par_x, w0x, w1x = _axis_footprint(_position(m, sx, sy), 2 * padded_w, TAPS)
             plane_dst = dst_ptr + n * sd0 + c * sd1
-            for a in tl.range(TAPS // 2 + 1):
-                qy = q0y + a
-                wy = _tap_weight(f_ptr, par_y, w0y, w1y, a, TAPS) * g
+            for a in tl.range(TAPS // 2 + 1, disable_licm=True):
+                qy, wy = _tap(m + 3, sx, sy, padded_h, f_ptr, a, TAPS)
+                wy = wy * g
                 ok_y = own & (qy >= 0) & (qy < padded_h)
                 row = _reflect(qy, pad_y0, height) * sd2
-                for b in tl.range(TAPS // 2 + 1):
+                for b in tl.range(TAPS // 2 + 1, disable_licm=True):
                     qx = q0x + b
                     w = _tap_weight(f_ptr, par_x, w0x, w1x, b, TAPS) * wy
                     tl.atomic_add(plane_dst + row + _reflect(qx, pad_x0, width) * sd3,
                                   w.to(dst_ptr.dtype.element_ty), mask=ok_y & (qx >= 0) & (qx < padded_w))
         else:
+            q0x, par_x, w0x, w1x = _axis_footprint(_position(m, sx, sy), 2 * padded_w, TAPS)
             plane_src = src_ptr + n * ss0 + c * ss1
             s = tl.zeros((MT, MT), dtype=ty)
-            for a in tl.range(TAPS // 2 + 1):
-                qy = q0y + a
-                wy = _tap_weight(f_ptr, par_y, w0y, w1y, a, TAPS)
+            for a in tl.range(TAPS // 2 + 1, disable_licm=True):
+                qy, wy = _tap(m + 3, sx, sy, padded_h, f_ptr, a, TAPS)
                 ok_y = (qy >= 0) & (qy < padded_h)
                 row = _reflect(qy, pad_y0, height) * ss2
-                for b in tl.range(TAPS // 2 + 1):
+                for b in tl.range(TAPS // 2 + 1, disable_licm=True):
                     qx = q0x + b
                     xv = tl.load(plane_src + row + _reflect(qx, pad_x0, width) * ss3,
                                  mask=ok_y & (qx >= 0) & (qx < padded_w), other=0)
                     s += _tap_weight(f_ptr, par_x, w0x, w1x, b, TAPS) * wy * compute_type(xv)
-            out = tl.dot(dmy.to(ty), tl.dot(s, dmx.to(ty), input_precision=PRECISION), input_precision=PRECISION)
+            dmy = tl.trans(_band(taps, jj_y, oo_y, 1, 2, 0, TAPS)).to(ty)  # [BO, MT]: Dy[o, j] = f[j − 2o]
+            dmx = _band(taps, jj_x, oo_x, 1, 2, 0, TAPS).to(ty)            # [MT, BO]
+            out = tl.dot(dmy, tl.dot(s, dmx, input_precision=PRECISION), input_precision=PRECISION)
             tl.store(dst_ptr + n * sd0 + c * sd1 + oy[:, None] * sd2 + ox[None, :] * sd3,
                      out.to(dst_ptr.dtype.element_ty), mask=out_ok)
 
