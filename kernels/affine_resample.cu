@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(AffineResampleArgs a,
     const T* m = static_cast<const T*>(a.matrix) + n * 6;
     const S* x = static_cast<const S*>(a.src) + n * ss[0] + c * ss[1];
     __syncthreads();  // the filter is in place; the previous plane's reads of rows are done
-    for (int64_t i = threadIdx.x; i < ct * ct; i += kThreads) {
+    for (int64_t i = threadIdx.x; i < ct * ct; i += blockDim.x) {
       const CanvasFootprint<T> fp = canvas_footprint(m, 2 * o0x + 1 + i % ct, 2 * o0y + 1 + i / ct, a);
       T acc = T(0);
       for (int64_t by = 0; by <= taps / 2; ++by) {
@@ -122,15 +122,16 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(AffineResampleArgs a,
       canvas[i] = acc;
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < ct * kTile; i += kThreads) {  // rows[r][o] = Σ_k f[k] canvas[r][2o + k]
+    for (int64_t i = threadIdx.x; i < ct * kTile; i += blockDim.x) {  // rows[r][o] = Σ_k f[k] canvas[r][2o + k]
       const T* in = canvas + i / kTile * ct + 2 * (i % kTile);
       T acc = T(0);
       for (int64_t k = 0; k < taps; ++k) acc += fpad[k + kFilterPad] * in[k];
       rows[i] = acc;
     }
     __syncthreads();
-    const int64_t oy = threadIdx.x / kTile, ox = threadIdx.x % kTile;
-    if (o0y + oy < a.height && o0x + ox < a.width) {
+    for (int64_t i = threadIdx.x; i < kTile * kTile; i += blockDim.x) {  // one output per thread
+      const int64_t oy = i / kTile, ox = i % kTile;
+      if (o0y + oy >= a.height || o0x + ox >= a.width) continue;
       T acc = T(0);
       for (int64_t k = 0; k < taps; ++k) acc += fpad[k + kFilterPad] * rows[(2 * oy + k) * kTile + ox];
       E::store(static_cast<S*>(a.dst), n * sd[0] + c * sd[1] + (o0y + oy) * sd[2] + (o0x + ox) * sd[3], acc);
@@ -160,14 +161,14 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(AffineResampleArgs 
     const T* g = static_cast<const T*>(a.src) + n * ss[0] + c * ss[1];
     T* out = static_cast<T*>(a.dst) + n * sd[0] + c * sd[1];
     __syncthreads();  // the filter is in place; the previous plane's reads of grad are done
-    for (int64_t i = threadIdx.x; i < dt * dt; i += kThreads) {
+    for (int64_t i = threadIdx.x; i < dt * dt; i += blockDim.x) {
       const int64_t y = o0y - lead + i / dt, x = o0x - lead + i % dt;
       dy[i] = y >= 0 && y < a.height && x >= 0 && x < a.width ? g[y * ss[2] + x * ss[3]] : T(0);
     }
     __syncthreads();
     // canvas pixel j (from 2 o0 + 1) is read by output d (o0 − lead + d) with tap j − 2d + K − 2, for
     // d ∈ [j / 2, (j + K − 2) / 2]
-    for (int64_t i = threadIdx.x; i < dt * ct; i += kThreads) {
+    for (int64_t i = threadIdx.x; i < dt * ct; i += blockDim.x) {
       const int64_t r = i / ct, j = i % ct;
       T acc = T(0);
       for (int64_t d = j / 2; d <= (j + taps - 2) / 2 && d < dt; ++d)
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(AffineResampleArgs 
       cols[i] = acc;
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < ct * ct; i += kThreads) {
+    for (int64_t i = threadIdx.x; i < ct * ct; i += blockDim.x) {
       const int64_t j = i / ct, col = i % ct;
       T acc = T(0);
       for (int64_t d = j / 2; d <= (j + taps - 2) / 2 && d < dt; ++d)
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(AffineResampleArgs 
       grad[i] = acc;
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < own_y * own_x; i += kThreads) {
+    for (int64_t i = threadIdx.x; i < own_y * own_x; i += blockDim.x) {
       const int64_t jy = i / own_x, jx = i % own_x;
       const T gv = grad[jy * ct + jx];
       const CanvasFootprint<T> fp = canvas_footprint(m, 2 * o0x + 1 + jx, 2 * o0y + 1 + jy, a);
