@@ -68,18 +68,17 @@ def test_matches_reference_float64(name):
 
 
 def test_transpose_is_the_adjoint():
-    """⟨R x, y⟩ = ⟨x, Rᵀ y⟩ on images of 3 × 2 tiles."""
-    G_inv = _batch(rotate2d(_one(1.1)) @ scale2d(_one(0.9), _one(1.2)) @ translate2d(_one(0.3), _one(-0.2)),
-                   rotate2d(_one(-2.5)))
-    x = torch.randn(2, 1, 7, 5, dtype=F64, device=DEVICE)
-    y = torch.randn(2, 1, 7, 5, dtype=F64, device=DEVICE)
+    """⟨R x, y⟩ = ⟨x, Rᵀ y⟩ on an image of 3 × 2 tiles."""
+    G_inv = _batch(rotate2d(_one(1.1)) @ scale2d(_one(0.9), _one(1.2)) @ translate2d(_one(0.3), _one(-0.2)))
+    x = torch.randn(1, 1, 7, 5, dtype=F64, device=DEVICE)
+    y = torch.randn(1, 1, 7, 5, dtype=F64, device=DEVICE)
     rx, rty = _run(x, G_inv, False, 16), _run(y, G_inv, True, 16)
     assert abs((rx * y).sum() - (x * rty).sum()) < 1e-13 * rx.abs().sum() * y.abs().max()
 
 
 def test_inputs_are_read_by_stride():
     G_inv = _batch(rotate2d(_one(0.4)))
-    x = torch.randn(1, 3, 6, 10, dtype=F64, device=DEVICE)
+    x = torch.randn(1, 2, 6, 10, dtype=F64, device=DEVICE)
     for transpose in (False, True):
         for view in (x.to(memory_format=torch.channels_last), x[..., ::2]):
             assert torch.equal(_run(view, G_inv, transpose), _run(view.contiguous(), G_inv, transpose))
@@ -88,8 +87,8 @@ def test_inputs_are_read_by_stride():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 1e-2)])
 def test_lower_precision(dtype, tol):
     """Half types and float32 compute in float32 (the op's transposes run in float32 for half types)."""
-    G_inv = _batch(rotate2d(_one(0.7)) @ scale2d(_one(1.1), _one(0.9)), translate2d(_one(-0.4), _one(1.3)))
-    x = torch.randn(2, 3, 8, 9, dtype=F64, device=DEVICE, requires_grad=True)
+    G_inv = _batch(rotate2d(_one(0.7)) @ scale2d(_one(1.1), _one(0.9)) @ translate2d(_one(-0.4), _one(1.3)))
+    x = torch.randn(1, 2, 8, 9, dtype=F64, device=DEVICE, requires_grad=True)
     ref = geometric(x, G_inv)
     out = _run(x.detach().to(dtype), G_inv, False, dtype=torch.float32)
     assert out.dtype == dtype and rel_err(out, ref) < tol
