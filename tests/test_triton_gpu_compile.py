@@ -197,6 +197,25 @@ def _affine_sample():
                                 ints, (), dict(TRANSPOSE=transpose, BLOCK=256), ones)
 
 
+def _affine_resample():
+    """affine_resample.affine_resample: dst, src in the tensor's dtype (float32/float64 for the transpose, which
+    ganfast.ops runs in float32 for half types), matrix and padded filter in the arithmetic type; StyleGAN2-ADA's
+    12-tap filter and the 64-pixel canvas tile; src and dst contiguous or src channels_last, one channel or more."""
+    from ganfast.triton import affine_resample as m
+
+    ints = ("planes channels height width pad_y0 pad_x0 padded_h padded_w ss0 ss1 ss2 ss3 sd0 sd1 sd2 sd3 tiles_x"
+            ).split()
+    valid, block = m.tile_sizes(12, 64)
+    for dtype in DTYPES:
+        for transpose in ((0, 1) if dtype in ("fp32", "fp64") else (0,)):
+            for ones in (["ss3", "sd3"], ["ss1", "sd3", "channels"]):
+                compile_for_gpu(m._affine_resample_kernel,
+                                dict(dst_ptr=dtype, src_ptr=dtype, m_ptr=_arithmetic(dtype), f_ptr=_arithmetic(dtype)),
+                                ints, (), dict(TRANSPOSE=transpose, TAPS=12, MT=64, BO=block, VALID=valid,
+                                               PRECISION="tf32" if dtype in ("fp16", "bf16") else "ieee"),
+                                ones, num_warps=8)
+
+
 def _color_matrix():
     """color_matrix.color_matrix: out, x in the tensor's dtype, matrix and offset in the arithmetic type; sizes and
     strides (out contiguous, x contiguous or channels_last); 1 and 3 channels."""
@@ -230,7 +249,7 @@ def _kernels() -> set[str]:
 def main() -> None:
     start = time.perf_counter()
     for tables in (_bias_act, _upfirdn2d, _penalty, _modulated_conv2d, _filtered_lrelu, _affine_sample,
-                   _color_matrix):
+                   _affine_resample, _color_matrix):
         tables()
     missing = _kernels() - set(COMPILED)
     if missing:
