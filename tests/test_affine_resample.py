@@ -16,7 +16,7 @@ from ganfast.ops.affine_resample import resample_args
 from ganfast.reference.affine_resample import affine_resample as affine_resample_ref
 from ganfast.reference.augment import geometric_plan, rotate2d, scale2d, translate2d
 
-# The Triton kernel of this op lives in ganfast/triton/affine_resample.py, tested with it.
+# The Triton kernel is tested below, called directly (under the interpreter the op-level tests would take minutes).
 IMPLS = [impl for impl in available_impls() if impl != "triton"]
 
 
@@ -241,3 +241,89 @@ def test_errors():
                         lambda: torch.ops.ganfast.affine_resample(x, matrix.double(), filt, [0] * 4, "ext"))
         _one_line_error(ValueError, "even number of taps",
                         lambda: torch.ops.ganfast.affine_resample(x, matrix, filt[:11].contiguous(), [0] * 4, "ext"))
+
+# ---- the Triton kernel, called directly with the op's arguments (the interpreter is slow: tiny images, with
+# canvas tiles of 16 and 32 putting tile edges inside them) --------------------------------------------------------
+
+F64 = torch.float64
+
+
+def _triton_run(src: torch.Tensor, G_inv: torch.Tensor, transpose: bool, canvas_tile: int = 64, dtype=F64
+                ) -> torch.Tensor:
+    from ganfast.triton.affine_resample import affine_resample as triton_affine_resample
+    out = (torch.zeros if transpose else torch.empty)(src.shape, dtype=src.dtype, device=src.device)
+    triton_affine_resample(out, src, *resample_args(G_inv, *src.shape[2:], dtype), transpose,
+                           canvas_tile=canvas_tile)
+    return out
+
+
+TRITON_IDENTITY = torch.eye(3, dtype=F64)[None]
+TRITON_CASES = {  # name: (shape, G_inv, canvas tile); 16 and 32 put tile edges inside the image
+    "identity": ((1, 2, 8, 8), TRITON_IDENTITY, 64),
+    "rotation": ((1, 1, 12, 10), rotate2d(_batch(0.5, 1)), 32),
+    "anisotropic_scale": ((1, 1, 9, 12), scale2d(_batch(1.4, 1), _batch(0.7, 1)), 32),
+    "fractional_translation": ((1, 1, 7, 6), translate2d(_batch(0.37, 1), _batch(-1.6, 1)), 16),
+    "max_padding": ((1, 1, 6, 5), rotate2d(_batch(math.pi / 4, 1)) @ scale2d(_batch(1.9, 1), _batch(1.9, 1)), 16),
+    "odd_batch": ((3, 1, 5, 7), torch.cat([rotate2d(_batch(2.0, 1)) @ translate2d(_batch(0.5, 1), _batch(0.25, 1)),
+                                           scale2d(_batch(0.8, 1), _batch(1.3, 1)), rotate2d(_batch(-0.3, 1))]), 64),
+}
+
+
+@pytest.mark.parametrize("name", TRITON_CASES)
+def test_triton_matches_reference_float64(name):
+    shape, G_inv, tile = TRITON_CASES[name]
+    G_inv = G_inv.to(DEVICE)
+    x = torch.randn(shape, dtype=F64, device=DEVICE, requires_grad=True)
+    margins = resample_args(G_inv, *shape[2:], F64)[2]
+    if name == "max_padding":  # the corners reach past the reflection's limit: margins clamped to size − 1
+        assert margins == [shape[3] - 1, shape[3] - 1, shape[2] - 1, shape[2] - 1]
+    ref = affine_resample_ref(x, G_inv)
+    assert rel_err(_triton_run(x.detach(), G_inv, False, tile), ref) < 1e-13
+    dy = torch.randn(shape, dtype=F64, device=DEVICE)
+    assert rel_err(_triton_run(dy, G_inv, True, tile), torch.autograd.grad(ref, x, dy)[0]) < 1e-13
+
+
+def test_triton_transpose_is_the_adjoint():
+    """⟨R x, y⟩ = ⟨x, Rᵀ y⟩ on an image of 3 × 2 tiles."""
+    G_inv = (rotate2d(_batch(1.1, 1)) @ scale2d(_batch(0.9, 1), _batch(1.2, 1))
+             @ translate2d(_batch(0.3, 1), _batch(-0.2, 1)))
+    x = torch.randn(1, 1, 7, 5, dtype=F64, device=DEVICE)
+    y = torch.randn(1, 1, 7, 5, dtype=F64, device=DEVICE)
+    rx, rty = _triton_run(x, G_inv, False, 16), _triton_run(y, G_inv, True, 16)
+    assert abs((rx * y).sum() - (x * rty).sum()) < 1e-13 * rx.abs().sum() * y.abs().max()
+
+
+def test_triton_reads_inputs_by_stride():
+    G_inv = rotate2d(_batch(0.4, 1))
+    x = torch.randn(1, 2, 6, 10, dtype=F64, device=DEVICE)
+    for transpose in (False, True):
+        for view in (x.to(memory_format=torch.channels_last), x[..., ::2]):
+            assert torch.equal(_triton_run(view, G_inv, transpose), _triton_run(view.contiguous(), G_inv, transpose))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 1e-2)])
+def test_triton_lower_precision(dtype, tol):
+    """Half types and float32 compute in float32 (the op's transposes run in float32 for half types)."""
+    G_inv = (rotate2d(_batch(0.7, 1)) @ scale2d(_batch(1.1, 1), _batch(0.9, 1))
+             @ translate2d(_batch(-0.4, 1), _batch(1.3, 1)))
+    x = torch.randn(1, 2, 8, 9, dtype=F64, device=DEVICE, requires_grad=True)
+    ref = affine_resample_ref(x, G_inv)
+    out = _triton_run(x.detach().to(dtype), G_inv, False, dtype=torch.float32)
+    assert out.dtype == dtype and rel_err(out, ref) < tol
+    dy = torch.randn_like(ref)
+    grad = _triton_run(dy.to(dtype).float(), G_inv, True, dtype=torch.float32)
+    assert rel_err(grad, torch.autograd.grad(ref, x, dy.to(dtype).double())[0]) < 1e-5
+
+
+@pytest.mark.skipif("triton" not in available_impls(), reason="triton is not available")
+def test_triton_through_the_op():
+    """impl="triton" forward and backward (the op's half-type and zeroing rules for the transpose)."""
+    G_inv = rotate2d(_batch(0.6, 2)) @ scale2d(_batch([1.2, 0.9]), _batch([0.8, 1.1]))
+    x = torch.randn(2, 1, 6, 7, dtype=F64, device=DEVICE, requires_grad=True)
+    out = affine_resample(x, G_inv, impl="triton")
+    ref = affine_resample_ref(x, G_inv)
+    assert rel_err(out, ref) < 1e-13
+    dy = torch.randn_like(ref)
+    assert rel_err(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0]) < 1e-13
+    half = affine_resample(x.detach().to(torch.bfloat16).requires_grad_(), G_inv, impl="triton")
+    assert half.dtype == torch.bfloat16 and rel_err(half, ref) < 2e-2
