@@ -24,7 +24,8 @@ dest=${OUT:+$OUT/}benchmarks/results/$(date -u +%Y-%m-%d)-${gpu:-cpu}
 mkdir -p "$dest"
 status=0
 OP_TESTS="tests/test_bias_act.py tests/test_upfirdn2d.py tests/test_conv2d_resample.py tests/test_modulated_conv2d.py
-          tests/test_grad_penalty.py tests/test_sample_lerp.py tests/test_spectral_norm.py"
+          tests/test_grad_penalty.py tests/test_sample_lerp.py tests/test_spectral_norm.py tests/test_filtered_lrelu.py
+          tests/test_affine_sample.py tests/test_affine_resample.py tests/test_color_matrix.py tests/test_autocast.py"
 # per-dtype parity of every op on the GPU (float64 against the reference, the others within their tolerances);
 # torch.compile tests are left out (minutes of compilation), graph capture and threads are test_op_resources.py's
 TEST_K=${TEST_K:-"(dtype or precision or half or float16 or float64) and not fullgraph"}
@@ -76,7 +77,8 @@ run_tests() {
 
 # One pytest (and one JSON) per suite, the most telling first: a stage stopped at its time limit keeps the
 # suites it finished.
-SUITES=${SUITES:-"train_step bias_act upfirdn2d losses spectral_norm modulated_conv2d sample"}
+SUITES=${SUITES:-"train_step bias_act upfirdn2d losses spectral_norm modulated_conv2d sample filtered_lrelu
+                  affine_resample augment"}
 
 run_bench() {  # run_bench NAME [pytest args...]: every suite, then SUMMARY-NAME.md over all their JSON files
   local name=$1 rc=0 suite
