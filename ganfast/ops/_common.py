@@ -55,7 +55,8 @@ from ..reference.bias_act import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
            "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout", "AUTOCAST_DEVICES", "custom_op",
-           "register_autograd", "autocast_on", "autocast_input", "autocast_like", "no_autocast"]
+           "register_autograd", "register_adjoint_pair", "autocast_on", "autocast_input", "autocast_like",
+           "no_autocast"]
 
 AUTOCAST_DEVICES = ("cpu", "cuda")  # the device types ganfast's kernels serve and torch's autocast covers
 _AUTOCAST_LIB = torch.library.Library("ganfast", "FRAGMENT")  # holds the ops' autocast kernels (rule 7c)
@@ -93,6 +94,28 @@ def register_autograd(name: str, backward, setup_context) -> None:
                 stack.enter_context(torch.autocast(device_type, enabled=False))
             return backward(ctx, *grads)
     torch.library.register_autograd(name, backward_without_autocast, setup_context=setup_context)
+
+
+def register_adjoint_pair(name: str, adjoint_name: str, adjoint_args) -> None:
+    """Autograd for two registered ops that are linear in their first input and each other's adjoint (a sampling
+    pass and its transpose): the gradient of each is the other applied to the incoming gradient, so every
+    derivative order runs on the kernels. ``adjoint_args(inputs)`` gives the other op's arguments after the
+    gradient as (tensors, others); the tensors are saved for backward. None flows for a None incoming gradient and
+    to every argument but the first (maps and filters are drawn, not learnt)."""
+    def setup_context(ctx, inputs, output):
+        tensors, ctx.adjoint_others = adjoint_args(inputs)
+        ctx.save_for_backward(*tensors)
+        ctx.set_materialize_grads(False)
+
+    def backward_by(adjoint):
+        def backward(ctx, g):
+            dx = adjoint(g, *ctx.saved_tensors, *ctx.adjoint_others) if g is not None and ctx.needs_input_grad[0] \
+                else None
+            return (dx,) + (None,) * (len(ctx.needs_input_grad) - 1)
+        return backward
+
+    register_autograd(name, backward_by(getattr(torch.ops.ganfast, adjoint_name.split("::")[1])), setup_context)
+    register_autograd(adjoint_name, backward_by(getattr(torch.ops.ganfast, name.split("::")[1])), setup_context)
 
 
 def autocast_on(x: torch.Tensor) -> bool:

@@ -23,7 +23,8 @@ from .._dispatch import register_op
 from ..reference.affine_resample import affine_resample as affine_resample_ref
 from ..reference.affine_resample import geometric_filter, geometric_plan
 from ..reference.affine_sample import pixel_matrix
-from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast, register_autograd
+from ._common import (check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast,
+                      register_adjoint_pair)
 
 __all__ = ["affine_resample", "resample_args"]
 
@@ -86,28 +87,8 @@ _resample_op.register_fake(_fake)
 _transpose_op.register_fake(_fake)
 
 
-def _setup_context(ctx, inputs, output):
-    _, matrix, filt, margins, impl = inputs
-    ctx.params = (list(margins), impl)
-    ctx.save_for_backward(matrix, filt)
-    ctx.set_materialize_grads(False)
-
-
-def _backward_by(adjoint):
-    """The backward of one op of the pair: the other one, ``adjoint`` (R is linear in its input); None for a None
-    incoming gradient."""
-    def backward(ctx, g):
-        matrix, filt = ctx.saved_tensors
-        margins, impl = ctx.params
-        dt = adjoint(g, matrix, filt, margins, impl) if g is not None and ctx.needs_input_grad[0] else None
-        return dt, None, None, None, None
-    return backward
-
-
-register_autograd("ganfast::affine_resample", _backward_by(torch.ops.ganfast.affine_resample_transpose),
-                  setup_context=_setup_context)
-register_autograd("ganfast::affine_resample_transpose", _backward_by(torch.ops.ganfast.affine_resample),
-                  setup_context=_setup_context)
+register_adjoint_pair("ganfast::affine_resample", "ganfast::affine_resample_transpose",
+                      lambda inputs: ((inputs[1], inputs[2]), (list(inputs[3]), inputs[4])))
 
 
 # ---- public API -------------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from .. import _ext
 from .._dispatch import register_op
 from ..reference.affine_sample import affine_sample as affine_sample_ref
 from ..reference.affine_sample import pixel_matrix
-from ._common import check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast, register_autograd
+from ._common import (check_same_device, check_tensor, compute_dtype, custom_op, dense, no_autocast,
+                      register_adjoint_pair)
 
 __all__ = ["affine_sample"]
 
@@ -77,28 +78,9 @@ _sample_op.register_fake(_fake)
 _transpose_op.register_fake(_fake)
 
 
-def _setup_context(ctx, inputs, output):
-    src, matrix, _, impl = inputs
-    ctx.params = (list(src.shape[2:]), impl)
-    ctx.save_for_backward(matrix)
-    ctx.set_materialize_grads(False)
-
-
-def _backward_by(adjoint):
-    """The backward of one op of the pair: the other one, ``adjoint``, back to the input's size (the map is
-    linear in its input); None for a None incoming gradient."""
-    def backward(ctx, g):
-        (matrix,) = ctx.saved_tensors
-        size, impl = ctx.params
-        dt = adjoint(g, matrix, size, impl) if g is not None and ctx.needs_input_grad[0] else None
-        return dt, None, None, None
-    return backward
-
-
-register_autograd("ganfast::affine_sample", _backward_by(torch.ops.ganfast.affine_sample_transpose),
-                  setup_context=_setup_context)
-register_autograd("ganfast::affine_sample_transpose", _backward_by(torch.ops.ganfast.affine_sample),
-                  setup_context=_setup_context)
+# the transpose of either op goes back to the size of that op's input
+register_adjoint_pair("ganfast::affine_sample", "ganfast::affine_sample_transpose",
+                      lambda inputs: ((inputs[1],), (list(inputs[0].shape[2:]), inputs[3])))
 
 
 # ---- public API -------------------------------------------------------------------------------------------------
