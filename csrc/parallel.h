@@ -2,20 +2,15 @@
 //
 // The split of [0, n) into chunks depends only on n, grain and the core count, never on timing, and every chunk
 // is one fn(begin, end) call; which thread runs a chunk does not change any result. The pool (cores - 1 threads;
-// the calling thread works too) is created on first use; chunks are claimed from a shared counter, so a worker
-// that wakes late costs nothing: the caller runs the chunks it has not claimed. Waking a thread that sleeps on a
-// condition variable takes tens of µs (more on a virtual machine's idle core), a sizeable part of a kernel of a
-// few hundred µs and more than a mat-vec: so a worker spins for a short while (kSpinMicros) after each call
-// before it sleeps, catching the next call of a sequence of kernels (or the next mat-vec of one) at once, and the
-// caller, once out of chunks, spins as long for the workers to finish before it waits. One call uses the pool at
-// a time; a call that finds it busy (another thread's kernel) or that is made from inside a chunk runs its chunks
-// inline, in order. Worker threads are detached and the pool is never destroyed: at process exit they are idle in
-// a wait (or a spin) and end with the process. After fork() the child starts without the parent's pool (its
-// threads do not exist there) and makes a fresh one on first use.
+// the calling thread works too) is created on first use and waits on a condition variable between calls; chunks
+// are claimed from a shared counter, so a worker that wakes late costs nothing: the caller runs the chunks it has
+// not claimed. One call uses the pool at a time; a call that finds it busy (another thread's kernel) or that is
+// made from inside a chunk runs its chunks inline, in order. Worker threads are detached and the pool is never
+// destroyed: at process exit they are idle in a wait and end with the process. After fork() the child starts
+// without the parent's pool (its threads do not exist there) and makes a fresh one on first use.
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -50,7 +45,7 @@ struct ParallelJob {
   const void* fn;
   int64_t n, chunk, chunks;
   std::atomic<int64_t> next{0};
-  std::atomic<int> active{0};  // pool workers inside run_chunks; changed under the pool's mutex
+  int active = 0;  // pool workers inside run_chunks; guarded by the pool's mutex
   std::vector<std::exception_ptr> errors;
 
   void run_chunks() {
@@ -67,22 +62,6 @@ struct ParallelJob {
 // True on pool workers and on a caller while it runs its chunks: parallel_for there runs inline.
 inline thread_local bool in_parallel_region = false;
 
-constexpr int64_t kSpinMicros = 100;
-
-// Busy-waits (with the CPU's pause hint) until done() or kSpinMicros have passed; returns done().
-template <typename Done>
-bool spin_until(const Done& done) {
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 1;; ++i) {
-    if (done()) return true;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-    if (i % 64 == 0 && std::chrono::steady_clock::now() - start > std::chrono::microseconds(kSpinMicros))
-      return done();
-  }
-}
-
 class WorkerPool {
  public:
   explicit WorkerPool(int64_t threads) {
@@ -97,7 +76,7 @@ class WorkerPool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &job;
-      generation_.fetch_add(1, std::memory_order_release);
+      ++generation_;
     }
     wake_.notify_all();
     in_parallel_region = true;
@@ -105,11 +84,7 @@ class WorkerPool {
     in_parallel_region = false;
     std::unique_lock<std::mutex> lock(mu_);
     job_ = nullptr;  // workers that wake from now on find nothing to join
-    lock.unlock();
-    if (!spin_until([&] { return job.active.load(std::memory_order_acquire) == 0; })) {
-      lock.lock();
-      done_.wait(lock, [&] { return job.active.load(std::memory_order_acquire) == 0; });
-    }
+    done_.wait(lock, [&] { return job.active == 0; });
     return true;
   }
 
@@ -119,27 +94,22 @@ class WorkerPool {
     uint64_t seen = 0;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      if (generation_.load(std::memory_order_relaxed) == seen) {  // no new call yet: spin a while, then sleep
-        lock.unlock();
-        spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
-        lock.lock();
-      }
-      wake_.wait(lock, [&] { return job_ != nullptr && generation_.load(std::memory_order_relaxed) != seen; });
-      seen = generation_.load(std::memory_order_relaxed);
+      wake_.wait(lock, [&] { return job_ != nullptr && generation_ != seen; });
+      seen = generation_;
       ParallelJob& job = *job_;
-      job.active.fetch_add(1, std::memory_order_relaxed);
+      ++job.active;
       lock.unlock();
       job.run_chunks();
       lock.lock();
-      if (job.active.fetch_sub(1, std::memory_order_acq_rel) == 1) done_.notify_all();
+      if (--job.active == 0) done_.notify_all();
     }
   }
 
   std::mutex submit_mu_;  // held by the call that uses the pool
-  std::mutex mu_;         // guards job_; generation_ and the job's `active` change under it
+  std::mutex mu_;         // guards job_, generation_ and the job's `active`
   std::condition_variable wake_, done_;
   ParallelJob* job_ = nullptr;
-  std::atomic<uint64_t> generation_{0};
+  uint64_t generation_ = 0;
 };
 
 inline std::mutex pool_create_mu;
