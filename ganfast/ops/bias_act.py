@@ -199,10 +199,11 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
 
 def _plain_eager_call(x: torch.Tensor, b: torch.Tensor | None) -> bool:
     """Whether the registered op would do nothing but run its body: no gradient to record, no tracing
-    (torch.compile), no tensor subclass, functorch transform or dispatch mode that must see the op."""
+    (torch.compile, torch.jit.trace), no tensor subclass, functorch transform or dispatch mode that must see the op."""
     if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
         return False
     return (type(x) is torch.Tensor and (b is None or type(b) is torch.Tensor) and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
             and not torch._C._functorch.is_functorch_wrapped_tensor(x)
             and (b is None or not torch._C._functorch.is_functorch_wrapped_tensor(b))
             and _get_current_dispatch_mode() is None)
