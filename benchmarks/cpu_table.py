@@ -189,24 +189,27 @@ def rows_sample():
 ROWS = [rows_bias_act, rows_upsample, rows_synthesis_layer, rows_d_step, rows_spectral_norm, rows_sample]
 
 
-def measure(variants: dict, rounds: int, budget_s: float) -> dict[str, float]:
-    """Min over rounds of the median time (s) of `reps` calls per variant, variants interleaved."""
+def measure(variants: dict, rounds: int, budget_s: float, per_call: bool = False) -> dict[str, float]:
+    """Min over rounds of the median time (s) of `reps` calls per variant, variants interleaved: in blocks of `reps`
+    calls of one variant, or (per_call) call by call, so that every variant meets the same load."""
     for fn in variants.values():  # warm-up: compiles, allocator, caches
         fn(), fn()
     t0 = time.perf_counter()
     for fn in variants.values():
         fn()
-    per_call = (time.perf_counter() - t0) / len(variants)
-    reps = max(1, min(20, int(budget_s / max(per_call, 1e-6) / rounds / len(variants))))
+    call_s = (time.perf_counter() - t0) / len(variants)
+    reps = max(1, min(20, int(budget_s / max(call_s, 1e-6) / rounds / len(variants))))
     best = {name: math.inf for name in variants}
     for _ in range(rounds):
-        for name, fn in variants.items():
-            times = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            best[name] = min(best[name], statistics.median(times))
+        times = {name: [] for name in variants}
+        order = [name for _ in range(reps) for name in variants] if per_call else \
+            [name for name in variants for _ in range(reps)]
+        for name in order:
+            t = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - t)
+        for name in variants:
+            best[name] = min(best[name], statistics.median(times[name]))
     return best
 
 
@@ -280,13 +283,15 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=6.0, help="seconds of timed calls per row (roughly)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu"))
     parser.add_argument("--only", default="", help="comma-separated row builders to run, e.g. rows_bias_act")
+    parser.add_argument("--per-call", action="store_true",
+                        help="alternate the variants call by call (default: in blocks of calls of one variant)")
     args = parser.parse_args(argv)
     chosen = [r for r in ROWS if not args.only or r.__name__ in args.only.split(",")]
     load_start = os.getloadavg()[0]
     results = []
     for build in chosen:
         for title, variants in build():
-            times = measure(variants, args.rounds, args.budget)
+            times = measure(variants, args.rounds, args.budget, args.per_call)
             results.append((title, times))
             print(title, {k: _fmt(v) for k, v in times.items()}, flush=True)
     write_outputs(results, Path(args.out), args.rounds, (load_start, os.getloadavg()[0]))

@@ -355,3 +355,20 @@ def test_second_derivative_of_piecewise_linear_is_missing_for_x_and_b(impl):
 def test_sign_of_zero_kept(impl):
     x = torch.tensor([-0.0, 0.0])
     assert torch.signbit(bias_act(x, act="linear", impl=impl)).tolist() == [True, False]
+
+
+@pytest.mark.skipif(not ganfast._ext.loaded(), reason="the eager shortcut is taken for the C++ kernel")
+def test_no_grad_shortcut_matches_the_op_and_tracers_still_see_it():
+    """Without autograd, an eager call runs the op's body directly: same values as the registered op (bitwise),
+    and torch.jit.trace / make_fx, which must record the op, still get it."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    x, b = torch.randn(2, 4, 3, 5), torch.randn(4)
+
+    def f(x, b):
+        return bias_act(x, b, act="lrelu", clamp=1.0, impl="ext")
+    with torch.no_grad():
+        want = torch.ops.ganfast.bias_act(x, b, 1, "lrelu", 0.2, math.sqrt(2), 1.0, "ext")
+        assert torch.equal(f(x, b), want)
+        assert "ganfast.bias_act.default" in str(make_fx(f)(x, b).graph)
+        with pytest.warns(torch.jit.TracerWarning):
+            assert "ganfast::bias_act" in str(torch.jit.trace(f, (x, b)).graph)

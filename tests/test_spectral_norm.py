@@ -97,6 +97,42 @@ def test_training_matches_torch(flavour, layer, dtype, n_power_iterations, impl)
 
 
 @pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_eval_sigma_reused_only_while_weight_and_vectors_unchanged(flavour):
+    """Eval forwards reuse σ while W, u, v are unchanged; an in-place update, a swapped .data, a training forward
+    (new u, v) or new buffers must each give torch's new value, with torch's gradients."""
+    theirs, ours = _twins(flavour, "conv2d", torch.float64, 1, None)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    w_name = "weight_orig" if flavour == "hook" else "parametrizations.weight.original"
+
+    def check():
+        y_t, y_o = theirs(x), ours(x)
+        torch.testing.assert_close(y_o, y_t, **TOL[torch.float64])
+        g_t = torch.autograd.grad(y_t.square().sum(), theirs.get_parameter(w_name))[0]
+        g_o = torch.autograd.grad(y_o.square().sum(), ours.get_parameter(w_name))[0]
+        torch.testing.assert_close(g_o, g_t, **TOL[torch.float64])
+
+    theirs.eval(), ours.eval()
+    for change in (None, "in place", ".data", "train", "new tensors", "load_state_dict"):
+        new_weight = torch.randn_like(theirs.get_parameter(w_name))
+        for model in (theirs, ours):
+            w = model.get_parameter(w_name)
+            with torch.no_grad():
+                if change == "in place":
+                    w.mul_(1.5)
+                elif change == ".data":  # no version change
+                    w.data = new_weight.clone()
+                elif change == "new tensors":
+                    model.float().double()
+                elif change == "load_state_dict":
+                    model.load_state_dict({k: v.flip(0) for k, v in model.state_dict().items()})
+            if change == "train":
+                model.train()(x)
+                model.eval()
+        check()
+        check()
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
 def test_state_dict_interchangeable_with_torch(flavour):
     theirs, ours = _twins(flavour, "conv2d", torch.float64, 1, None)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)

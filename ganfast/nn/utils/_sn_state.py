@@ -2,11 +2,14 @@
 a pending :func:`ganfast.nn.utils.spectral_norm_step` result when there is a valid one, else from its own launch."""
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from ... import _ext
+from ..._dispatch import default_impl
 from ...ops.spectral_norm import OP, SNResult, power_iteration, spectral_norm_sigma
 from ...reference import spectral_norm as sn_ref
 
@@ -49,11 +52,26 @@ def _call_class(unit: SNUnit) -> str | None:
 
 SMALL_WEIGHT = 1 << 16  # weight elements below which a one-weight call is "small"
 
+_CHOICES: dict[tuple, str] = {}  # OP.resolve's answers for one-weight calls, by everything they depend on
+
+
+def _choice(unit: SNUnit) -> str:
+    """``OP.resolve`` for a one-weight call, memoised: a layer's forward asks the same question every time, and
+    the answer depends only on the key (the spectral-norm op's limits do not depend on the call)."""
+    weight = unit.weight
+    key = (unit.impl, default_impl(), weight.device, weight.dtype, _call_class(unit), _ext.loaded())
+    chosen = _CHOICES.get(key)
+    if chosen is None:
+        chosen = _CHOICES[key] = OP.resolve(unit.impl, weight.device, weight.dtype, _call_class(unit))
+    return chosen
+
 
 def _torch_sigma(unit: SNUnit) -> torch.Tensor:
     """torch's own spectral norm step for one weight, with torch's mat-vecs: the iteration in place on u, v, then
-    σ = uᴴ W_mat v differentiable in W (u, v constants: clones, so that a later iteration leaves the graph valid;
-    conjugate transposes and vdot, as torch's, so complex weights work too)."""
+    σ = uᴴ W_mat v differentiable in W (u, v constants; conjugate transposes and vdot, as torch's, so complex
+    weights work too). u and v enter σ's graph as clones, so that a later iteration leaves that graph valid,
+    where torch's flavour clones them: always for the parametrization, after an iteration for the hook (in eval
+    mode torch's hook uses the buffers themselves, and so does this: two copies fewer a layer)."""
     w_mat = sn_ref.weight_matrix(unit.weight, unit.dim)
     u, v = unit.u, unit.v
     if unit.n_power_iterations:
@@ -66,22 +84,61 @@ def _torch_sigma(unit: SNUnit) -> torch.Tensor:
                 else:
                     v.copy_(sn_ref.normalize(torch.mv(w_const.mH, u), unit.eps))
                     u.copy_(sn_ref.normalize(torch.mv(w_const, v), unit.eps))
-    return torch.vdot(u.clone(), torch.mv(w_mat, v.clone()))
+    if unit.n_power_iterations or unit.u_first:
+        u, v = u.clone(), v.clone()
+    return torch.vdot(u, torch.mv(w_mat, v))
+
+
+# owner -> (W, u, v as aliases, _sigma_key of them, σ): σ of the last forward without iterations. The aliases keep
+# the three storages alive, so that an equal address is the same memory; in-place writes (optimizer steps,
+# load_state_dict, iterations) change a version. Weakly keyed: copies and pickles of a module do not carry it.
+_EVAL_SIGMAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sigma_key(unit: SNUnit) -> tuple:
+    w, u, v = unit.weight, unit.u, unit.v
+    return (w.data_ptr(), w._version, w.shape, w.stride(), w.dtype, u.data_ptr(), u._version, u.shape,
+            v.data_ptr(), v._version, v.shape, unit.dim)
+
+
+def _eval_sigma(unit: SNUnit) -> SNResult | None:
+    """A forward without iterations (eval mode) whose W, u and v are those of the previous one has the same σ
+    (uᴴ W_mat v, nothing else): that forward's value, as a result for spectral_norm_sigma (u, v as σ's graph
+    takes them: cloned for the parametrization flavour, as torch's does), or None."""
+    entry = _EVAL_SIGMAS.get(unit.owner)
+    if entry is None or entry[3] != _sigma_key(unit):
+        return None
+    u, v = (unit.u.clone(), unit.v.clone()) if unit.u_first else (unit.u, unit.v)
+    return SNResult(entry[4], u, v)
+
+
+def _keep_eval_sigma(unit: SNUnit, value: torch.Tensor) -> None:
+    _EVAL_SIGMAS[unit.owner] = (unit.weight.detach(), unit.u.detach(), unit.v.detach(), _sigma_key(unit),
+                                value.detach())
 
 
 def sigma(unit: SNUnit) -> torch.Tensor:
-    """σ for this forward, differentiable in the weight; runs the iteration unless a step already did."""
+    """σ for this forward, differentiable in the weight; runs the iteration unless a step already did, and in eval
+    mode reuses σ while W, u and v are unchanged (except for impl="ref", the oracle, which recomputes)."""
     if torch.compiler.is_compiling():  # a compiled forward runs its own launch (no step results in graphs)
         return spectral_norm_sigma(unit.weight, run_units([unit])[0], unit.dim)
     pending = getattr(unit.owner, "_ganfast_pending", None)
     if pending is not None:
         unit.owner._ganfast_pending = None
+    reuse = unit.n_power_iterations == 0 and (unit.impl or default_impl()) != "ref"
     if pending is not None and pending[0] == unit.key():
         result = pending[1]
-    elif OP.resolve(unit.impl, unit.weight.device, unit.weight.dtype, _call_class(unit)) == "ref":
-        return _torch_sigma(unit)
+    elif reuse and (result := _eval_sigma(unit)) is not None:
+        pass
+    elif _choice(unit) == "ref":
+        value = _torch_sigma(unit)
+        if reuse:
+            _keep_eval_sigma(unit, value)
+        return value
     else:
         result = run_units([unit])[0]
+        if reuse:
+            _keep_eval_sigma(unit, result.sigma)
     return spectral_norm_sigma(unit.weight, result, unit.dim)
 
 
@@ -90,7 +147,7 @@ def stash(units: list[SNUnit]) -> None:
     units whose forward would take torch's mat-vecs (auto's choice for their class of call) are left to it."""
     groups: dict[tuple, list[SNUnit]] = {}
     for unit in units:
-        if OP.resolve(unit.impl, unit.weight.device, unit.weight.dtype, _call_class(unit)) == "ref":
+        if _choice(unit) == "ref":
             continue
         groups.setdefault((unit.weight.device, unit.weight.dtype, unit.impl), []).append(unit)
     for group in groups.values():

@@ -44,6 +44,19 @@ class SpectralNorm(_TorchSpectralNorm):
         unit = self.unit(module, do_power_iteration)
         return unit.weight / sigma(unit)
 
+    def __call__(self, module: nn.Module, inputs) -> None:
+        _set_plain_attribute(module, self.name, self.compute_weight(module, do_power_iteration=module.training))
+
+
+def _set_plain_attribute(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """``setattr(module, name, value)`` for the plain tensor attribute that holds W/σ, without the parameter,
+    buffer and submodule checks of ``Module.__setattr__`` (a few µs a layer), which it falls back to if ``name``
+    is one of those."""
+    if name in module._parameters or name in module._buffers or name in module._modules:
+        setattr(module, name, value)
+    else:
+        module.__dict__[name] = value
+
 
 class _DetachAfterForward:
     """Forward hook: replaces ``module.<name>`` (W/σ of the forward) by its detached value, so that the module can
@@ -53,9 +66,9 @@ class _DetachAfterForward:
         self.name = name
 
     def __call__(self, module: nn.Module, inputs, output) -> None:
-        weight = getattr(module, self.name, None)
-        if isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter):  # a Parameter: SN removed
-            setattr(module, self.name, weight.detach())
+        weight = module.__dict__.get(self.name)  # absent (a parameter again): SN was removed
+        if isinstance(weight, torch.Tensor):
+            module.__dict__[self.name] = weight.detach()
 
 
 def attach(module: nn.Module, name: str, n_power_iterations: int, dim: int, eps: float,
