@@ -171,7 +171,7 @@ def test_ref_impl_is_the_reference_and_empty_batches():
 _DETERMINISM_SCRIPT = """
 import os, sys, torch
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before the first kernel call sizes the thread pool
-sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+sys.path.insert(0, sys.argv[1])
 import test_affine_resample as t
 torch.save(t._determinism_outputs(), sys.argv[2])
 """
@@ -201,9 +201,12 @@ def test_bits_independent_of_thread_count_and_batch(tmp_path):
         pytest.skip("one usable core: nothing to compare a single thread with")
     many = _determinism_outputs()
     path = tmp_path / "one_thread.pt"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT, root, str(path)], check=True, cwd=root,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+    # a script file, run from tmp_path: ganfast is imported as this process imports it (the installed package,
+    # or the tree on PYTHONPATH), never from a source tree that lacks the built extension
+    script = tmp_path / "one_thread.py"
+    script.write_text(_DETERMINISM_SCRIPT)
+    subprocess.run([sys.executable, str(script), os.path.dirname(os.path.abspath(__file__)), str(path)], check=True,
+                   cwd=tmp_path)
     for got, want in zip(torch.load(path), many):
         assert torch.equal(got, want)
     x, matrix, filt, margins = _determinism_inputs()
