@@ -320,6 +320,31 @@ def test_pool_sized_calls_from_many_threads_at_once():
                     assert torch.equal(g, e), name
 
 
+def test_pool_sized_calls_same_bits_for_any_thread_count():
+    """The chunks depend on the core count alone: one OpenMP thread (torch.set_num_threads(1)) or all of them
+    give the same bits."""
+    calls = _pool_sized_calls()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = {name: call() for name, call in calls.items()}
+        torch.set_num_threads(max(2, os.cpu_count() or 2))
+        for name, call in calls.items():
+            assert all(torch.equal(g, e) for g, e in zip(call(), alone[name], strict=True)), name
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_extension_shares_torchs_openmp_runtime():
+    """One OpenMP runtime in the process: the extension's libgomp.so.1 is the one torch loaded, so its kernels run
+    on torch's thread team rather than on a second pool competing for the cores."""
+    assert ganfast.info()["extension_loaded"]
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line or "libomp" in line}
+    assert len(runtimes) <= 1, runtimes
+
+
 def _child_runs_the_calls(calls, expected) -> None:
     torch.set_num_threads(1)  # torch's own OpenMP pool hangs in a forked child otherwise (DataLoader does the same)
     same = all(torch.equal(g, e) for name, call in calls.items() for g, e in zip(call(), expected[name], strict=True))

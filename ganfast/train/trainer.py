@@ -159,7 +159,8 @@ def _model_c_dim(model: torch.nn.Module) -> int:
 def set_threads(threads: int | None, device) -> None:
     """The thread policy of ``ganfast train`` and of :class:`Trainer`: ``threads`` torch CPU threads when given,
     else 1 when running on the CPU. These small models ran 10-15x faster with 1 than with 2 threads on a busy
-    2-core machine (measured: ring8 12.4 vs 0.85 steps/s), and torchrun processes share the cores."""
+    2-core machine (measured: ring8 12.4 vs 0.85 steps/s), and torchrun processes share the cores. ganfast's C++
+    kernels run on torch's OpenMP threads, so the same count governs them."""
     on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
     if threads is not None or on_cpu:
         torch.set_num_threads(threads or 1)
