@@ -337,12 +337,16 @@ def test_pool_sized_calls_same_bits_for_any_thread_count():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
 def test_extension_shares_torchs_openmp_runtime():
-    """One OpenMP runtime in the process: the extension's libgomp.so.1 is the one torch loaded, so its kernels run
-    on torch's thread team rather than on a second pool competing for the cores."""
+    """One runtime answers to the soname the extension needs (libgomp.so.1): the one torch loaded, so ganfast's
+    kernels run on torch's thread team rather than on a second pool competing for the cores. (Other libraries
+    may bring runtimes of their own under other sonames, e.g. scikit-learn's hashed libgomp copy.)"""
     assert ganfast.info()["extension_loaded"]
     with open("/proc/self/maps") as maps:
-        runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line or "libomp" in line}
-    assert len(runtimes) <= 1, runtimes
+        runtimes = {line.split()[-1] for line in maps if line.rstrip().endswith("/libgomp.so.1")}
+    assert len(runtimes) == 1, runtimes
+    torch_libgomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    if os.path.exists(torch_libgomp):
+        assert os.path.samefile(runtimes.pop(), torch_libgomp)
 
 
 def _child_runs_the_calls(calls, expected) -> None:
