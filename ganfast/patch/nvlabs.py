@@ -24,8 +24,8 @@ import warnings
 from types import ModuleType
 from typing import Callable
 
-from . import ops
-from ._dispatch import normalize_impl
+from .. import ops
+from .._dispatch import normalize_impl
 
 _NVLABS_FAST = ("cuda", None, "auto")
 
