@@ -64,6 +64,8 @@ def _chart(title: str, series: dict[str, tuple[list[float], list[float]]], xlabe
         ax.set_yscale("log")
     if len(series) > 1:
         ax.legend(fontsize=8)
+    else:
+        ax.set_ylabel(next(iter(series)), fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
