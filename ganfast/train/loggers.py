@@ -25,8 +25,7 @@ import numpy as np
 
 from .._io import atomic_write
 
-BACKENDS = ("tensorboard", "wandb", "mlflow")
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+BACKENDS = ("tensorboard", "wandb", "mlflow")  # each the name of its package too
 
 
 def default_loggers() -> list[str]:
@@ -222,14 +221,21 @@ def check_loggers(names: list[str]) -> None:
     for name in names:
         if name not in _CLASSES:
             raise ValueError(f"--logger: {name!r} is not one of {', '.join(BACKENDS)}")
-        if importlib.util.find_spec(PACKAGES[name]) is None:
+        if importlib.util.find_spec(name) is None:
             extra = ' (pip install "ganfast[tb]")' if name == "tensorboard" else ""
-            raise ValueError(f"--logger {name}: the {PACKAGES[name]!r} package is not installed: "
-                             f"pip install {PACKAGES[name]}{extra}, or leave {name} out")
+            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {name}{extra}, "
+                             f"or leave {name} out")
 
 
 def open_loggers(names: list[str], run_dir: str, resume_step: int = 0, config: dict | None = None) -> Loggers:
     """The backends ``names`` for the run in ``run_dir``, continuing at ``resume_step`` images (0: a run from
     its start); ``config`` is shown (TensorBoard text, W&B config, MLflow parameters) for a run from its start."""
     check_loggers(names)
-    return Loggers([_CLASSES[name](run_dir, resume_step, config or {}) for name in names])
+    opened = Loggers([])
+    try:
+        for name in names:
+            opened.backends.append(_CLASSES[name](run_dir, resume_step, config or {}))
+    except BaseException:  # those already open are closed (their files flushed) before the error goes on
+        opened.close()
+        raise
+    return opened

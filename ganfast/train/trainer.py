@@ -535,7 +535,7 @@ class Trainer:
             picture = image_grid(samples, columns=columns, scale=scale)
         save_png(picture, path)
         self.logger.image(tag, picture, self.nimg)
-        if columns is not None and self.fixed_c is not None and tag == "samples":
+        if columns is not None:  # only class-conditional grids have their columns set
             for k, row in enumerate(samples.split(columns)):
                 self.logger.image(f"{tag}/class{k}", image_grid(row, columns=columns, scale=scale), self.nimg)
 
