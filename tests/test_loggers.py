@@ -216,3 +216,23 @@ def test_wandb_and_mlflow_receive_what_tensorboard_does(tmp_path, monkeypatch, o
     assert init["mode"] is None and init["id"] == run_id  # wandb reads $WANDB_MODE itself
     assert [step for kind, step, *_ in calls["wandb"][1:-1] if kind == "log"] == [192, 192]  # stats, then samples
     assert ("start", {"run_id": "run-1"}) in calls["mlflow"] and not [c for c in calls["mlflow"] if c[0] == "params"]
+
+
+def test_train_metrics_reach_tensorboard(tmp_path, one_thread):
+    """``ganfast train --metrics``: each metric-<name>.jsonl line is in the event files at its snapshot's nimg
+    (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall). Digits features: the built-in
+    classifier, trained once per test session."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4",
+                 "--batch-size", "16", "--tick", "2", "--snap", "1", "--steps", "4", "--metrics", "fd100,pr100",
+                 "--no-progress"]) == 0
+    events = _events(out)
+    lines = _records(out / "metric-fd100.jsonl") + _records(out / "metric-pr100.jsonl")
+    assert len(lines) == 4
+    for line in lines:
+        tags = metric_scalars(line)
+        assert set(tags) == ({"metrics/fd100"} if line["metric"] == "fd100" else
+                             {"metrics/pr100/precision", "metrics/pr100/recall"})
+        for tag, value in tags.items():
+            assert [e.value for e in events.Scalars(tag) if e.step == round(line["kimg"] * 1000)] == \
+                [pytest.approx(value, rel=1e-6)], tag
