@@ -150,6 +150,9 @@ def test_logger_choices_and_one_line_errors(tmp_path, capsys, monkeypatch, one_t
     assert not list((tmp_path / "default").glob("events.out.tfevents.*"))
     err = _error(capsys, ["train", "--out", str(tmp_path / "y"), "--steps", "2", "--logger", "tensorboard", *RING])
     assert "the 'tensorboard' package is not installed" in err and 'ganfast[tb]' in err
+    from ganfast.train.run import build_trainer
+    with pytest.raises(ValueError, match="loggers: 'tb' is not one of tensorboard, wandb, mlflow"):
+        build_trainer("ring8", str(tmp_path / "api"), loggers=("tb",), progress=False)
 
 
 def _module(name: str, **functions) -> types.ModuleType:

@@ -41,8 +41,7 @@ def parse_loggers(text: str) -> list[str]:
         return []
     bad = [n for n in names if n not in BACKENDS]
     if bad or not names:
-        raise ValueError(f"--logger: expected 'none' or a comma-separated list of {', '.join(BACKENDS)}; "
-                         f"got {text!r}")
+        raise ValueError(f"expected 'none' or a comma-separated list of {', '.join(BACKENDS)}; got {text!r}")
     return list(dict.fromkeys(names))
 
 
@@ -220,7 +219,7 @@ def check_loggers(names: list[str]) -> None:
     """A one-line ValueError naming the first backend whose package is not installed."""
     for name in names:
         if name not in _CLASSES:
-            raise ValueError(f"--logger: {name!r} is not one of {', '.join(BACKENDS)}")
+            raise ValueError(f"loggers: {name!r} is not one of {', '.join(BACKENDS)}")
         if importlib.util.find_spec(name) is None:
             extra = ' (pip install "ganfast[tb]")' if name == "tensorboard" else ""
             raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {name}{extra}, "
