@@ -1,4 +1,5 @@
-"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``metrics``, ``validate``, ``demo``."""
+"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``metrics``, ``validate``, ``report``,
+``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,8 @@ _CONFIG_OPTIONS = {"seed": ("seed",), "batch_size": ("batch_size",), "loss": ("l
                    "r1_gamma": ("r1_gamma",), "r1_interval": ("r1_interval",), "ema_kimg": ("ema_kimg",),
                    "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",), "cond": ("cond",),
                    "aug": ("aug",), "p": ("aug_p",), "target": ("aug_target",), "augpipe": ("augpipe",)}
-# What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics
-# (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
+# What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics,
+# --logger (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
 
 
 def _train_overrides(args) -> dict:
@@ -144,6 +145,9 @@ def _cmd_train(args) -> int:
                          "another folder (--outdir ROOT makes a new numbered one)")
     if args.dataset is None and not resuming:
         raise ValueError("--dataset is required (except with --resume of a run that has a checkpoint)")
+    from ganfast.train.loggers import check_loggers, default_loggers
+    loggers = default_loggers() if args.logger is None else args.logger
+    check_loggers(loggers)
     device = init_distributed(args.device)  # also with --device: torchrun's ranks must join their group
     if resuming:
         definition = _resumed_run(args, checkpoint)
@@ -156,7 +160,8 @@ def _cmd_train(args) -> int:
         from ganfast.metrics.report import snapshot_metrics_hook
         hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device)
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
-                                           progress=not args.no_progress, snapshot_hook=hook, **definition)
+                                           progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
+                                           **definition)
     out = trainer.out_dir
     if args.init and trainer.rank == 0:
         print(f"init: G, D and G_ema from {args.init}")
@@ -171,6 +176,8 @@ def _cmd_train(args) -> int:
             "fixed": f" ({cfg.augpipe}, p = {cfg.aug_p:g})", "diffaug": " (colour, translation, cutout)",
             "noaug": ""}[cfg.aug], flush=True)
         print(f"run       {out}", flush=True)
+        print(f"loggers   {', '.join(loggers) or 'none'}" + (f" (tensorboard --logdir {shlex.quote(out)})"
+                                                             if "tensorboard" in loggers else ""), flush=True)
     if resuming:
         trainer.resume()
         if trainer.rank == 0:
@@ -236,6 +243,12 @@ trained {trainer.step} steps ({trainer.nimg / 1000:.0f} kimg) in {seconds:.0f} s
   recall {after['recall']:.2f} (share of real digits the fakes cover), k=3 nearest neighbours
   per-tick statistics (losses, D accuracy, gradient norms, diversity): {args.out}/stats.jsonl
   metrics: {args.out}/metrics.json""")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from ganfast.train.run_report import write_report
+    print(f"report: {write_report(args.run, args.out)}")
     return 0
 
 
@@ -327,6 +340,15 @@ def _metric_list(text: str) -> list[str]:
     return names
 
 
+def _logger_list(text: str) -> list[str]:
+    """An argparse type: ``none`` or comma-separated logger backends (``ganfast.train.loggers.parse_loggers``)."""
+    from ganfast.train.loggers import parse_loggers
+    try:
+        return parse_loggers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from ganfast import __version__
     from ganfast.sampling import DTYPES, FORMATS, NOISE_MODES
@@ -393,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
                    "without an Inception file), or smaller counts such as fd2k, kid500")
     p.add_argument("--inception", help="TorchScript Inception file for fid/kid/pr (default: $GANFAST_INCEPTION; "
                    "nothing is downloaded)")
+    p.add_argument("--logger", type=_logger_list, help="live views of the run: none, or comma-separated "
+                   "tensorboard (event files in the run folder), wandb (offline unless $WANDB_MODE says otherwise), "
+                   "mlflow (<run>/mlruns unless $MLFLOW_TRACKING_URI) (default: tensorboard when installed, else "
+                   "none)")
     p.add_argument("--aug", choices=["ada", "fixed", "noaug", "diffaug"],
                    help="D's augmentation (default: ada for images, noaug for 2-D data)")
     p.add_argument("--p", type=PROBABILITY, help="augmentation probability: fixed p, or ada's starting p (default 0)")
@@ -459,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")
     p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("report", help="one self-contained HTML page of a run: curves, metrics, latest samples, "
+                       "configuration")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--out", help="the HTML file (default: RUN/report.html)")
+    p.set_defaults(func=_cmd_report)
     p = sub.add_parser("demo", help="the README's main job: train a GAN on the digits and show what it learnt")
     p.add_argument("--out", default="ganfast-demo", help="run folder (default ./ganfast-demo)")
     p.add_argument("--steps", type=POSITIVE_INT, help="training steps (default 3000: a few minutes on a CPU)")

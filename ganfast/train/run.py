@@ -190,11 +190,12 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
                   eval_samples: int = 1000, mirror: bool = False, cbase: int | None = None, cmax: int | None = None,
                   map_layers: int | None = None, fp16_res: int | None = None,
                   cache_dir: str | None = None, outdir: str | None = None, threads: int | None = None,
-                  snapshot_hook=None) -> tuple[Trainer, int]:
+                  snapshot_hook=None, loggers: tuple[str, ...] = ()) -> tuple[Trainer, int]:
     """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields (``cond``:
     conditional models on the data set's labels). With ``outdir`` (and ``out`` None) the run gets a new numbered
     folder there (:func:`new_run_folder`). The run's definition (data set, model and its options, resolution and
-    the one asked for, x-flips) is kept in ``trainer.run``.
+    the one asked for, x-flips) is kept in ``trainer.run``. ``loggers``: the trainer's live views
+    (:mod:`ganfast.train.loggers`).
 
     Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
     if (out is None) == (outdir is None):
@@ -240,7 +241,7 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
            "resolution_asked": resolution, "mirror": mirror,
            "cbase": cbase, "cmax": cmax, "map": map_layers, "fp16_res": fp16_res}
     trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress,
-                      threads=threads, run=run, snapshot_hook=snapshot_hook)
+                      threads=threads, run=run, snapshot_hook=snapshot_hook, loggers=loggers)
     return trainer, base["steps"]
 
 

@@ -24,7 +24,8 @@ from ..data import BatchLoader, DataOrder, Dataset
 from ..models._spec import model_spec
 from . import step as steps
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .visual import save_image_grid, save_scatter
+from .loggers import Loggers, check_loggers, metric_scalars, open_loggers, stat_scalars
+from .visual import image_grid, save_png, scatter
 
 STATS = "stats.jsonl"
 SNAPSHOT_PATTERN = "network-snapshot-{kimg:06d}.safetensors"  # the networks kept every ``snapshot_ticks`` ticks
@@ -205,7 +206,10 @@ class Trainer:
 
     ``evaluate(G_ema) -> dict`` adds metrics to each tick's record (for 2-D mixtures the mode metrics are
     computed without it); a ``recall`` it returns feeds the collapse alarm, as does a ``classes_dropped`` list.
-    ``snapshot_hook(path)`` runs after each network snapshot (``ganfast train --metrics``). ``threads``: torch
+    ``snapshot_hook(path)`` runs after each network snapshot (``ganfast train --metrics``); the metric records it
+    returns (``metric-<name>.jsonl`` lines), if any, go to the loggers. ``loggers``: backend names of
+    :mod:`ganfast.train.loggers` (``"tensorboard"``, ``"wandb"``, ``"mlflow"``) that rank 0 sends every
+    ``stats.jsonl`` scalar, metric result and sample grid to while :meth:`train` runs. ``threads``: torch
     CPU threads, as :func:`set_threads` (1 on the CPU unless given). ``run`` is the run's definition as
     ``ganfast train`` built it, stored in the checkpoint for ``--resume``.
 
@@ -217,7 +221,7 @@ class Trainer:
                  config: TrainConfig | None = None, device: str | torch.device | None = None,
                  evaluate: Callable[[torch.nn.Module], dict] | None = None, progress: bool = True,
                  threads: int | None = None, run: dict | None = None,
-                 snapshot_hook: Callable[[str], None] | None = None):
+                 snapshot_hook: Callable[[str], list[dict] | None] | None = None, loggers: tuple[str, ...] = ()):
         for name, value, kind in (("G", G, torch.nn.Module), ("D", D, torch.nn.Module), ("dataset", dataset, Dataset)):
             if not isinstance(value, kind):
                 hint = " (a tensor of samples becomes one with ganfast.data.Dataset(name, tensor))" \
@@ -234,6 +238,8 @@ class Trainer:
         check_device(self.device)
         set_threads(threads, self.device)
         self.run, self.snapshot_hook, self.interrupted = dict(run or {}), snapshot_hook, None
+        check_loggers(list(loggers))
+        self.logger_names, self.logger = list(loggers), Loggers([])
         self.rank, self.world_size = _world()
         if cfg.batch_size % self.world_size:
             raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the world size ({self.world_size})")
@@ -358,6 +364,16 @@ class Trainer:
         if steps_asked < 0:
             raise ValueError(f"total_steps must be an integer >= 0, got {total_steps!r}")
         total_steps = steps_asked
+        if self.rank == 0 and self.logger_names:
+            config = {"config": dataclasses.asdict(self.config), "run": self.run}
+            self.logger = open_loggers(self.logger_names, self.out_dir, self.nimg, json.loads(json.dumps(config)))
+        try:
+            self._loop(total_steps)
+        finally:
+            self.logger.close()
+            self.logger = Loggers([])
+
+    def _loop(self, total_steps: int) -> None:
         from tqdm.auto import tqdm
         if self.step == 0 and self.rank == 0:
             self.save_start_pictures()
@@ -443,6 +459,7 @@ class Trainer:
                 record[key] = sum(values) / len(values)
         record["skipped_steps"] = sum(int(r["skipped_d"]) + int(r["skipped_g"]) for r in rows)
         record["aug_p"] = self.aug_p
+        record["lr_g"], record["lr_d"] = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
         record["rt"] = sum(r["real_sign"] for r in rows) / max(len(rows), 1)
         samples = self.sample()
         record["diversity"] = diversity(samples)
@@ -459,6 +476,7 @@ class Trainer:
         record["collapse_alarm"] = bool(reasons)
         with open(os.path.join(self.out_dir, STATS), "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.logger.scalars(stat_scalars(record), self.nimg)
         shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
                                                               "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
                                                               "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes",
@@ -507,19 +525,27 @@ class Trainer:
         the training RNG: otherwise a run resumed after a snapshot would not repeat the uninterrupted run."""
         return torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
 
-    def _save_picture(self, samples: torch.Tensor, path: str, columns: int | None = None) -> None:
+    def _save_picture(self, samples: torch.Tensor, path: str, tag: str, columns: int | None = None) -> None:
+        """The picture of ``samples`` (scatter plot or image grid) as a PNG at ``path`` and, under ``tag``, to the
+        loggers; a class-conditional grid's rows also as ``<tag>/class<k>``."""
         if self.dataset.is_2d:
-            save_scatter(samples, path, self.dataset.modes)
+            picture = scatter(samples, self.dataset.modes)
         else:
-            save_image_grid(samples, path, columns=columns, scale=max(1, 64 // samples.shape[-1]))
+            scale = max(1, 64 // samples.shape[-1])
+            picture = image_grid(samples, columns=columns, scale=scale)
+        save_png(picture, path)
+        self.logger.image(tag, picture, self.nimg)
+        if columns is not None:  # only class-conditional grids have their columns set
+            for k, row in enumerate(samples.split(columns)):
+                self.logger.image(f"{tag}/class{k}", image_grid(row, columns=columns, scale=scale), self.nimg)
 
     def save_start_pictures(self) -> None:
         """``reals.png`` (training samples, as many as the fixed latents) and ``fakes_init.png`` (G_ema before
         training), to compare the later ``samples-*.png`` with."""
         gen = torch.Generator().manual_seed(self.config.seed + 104723)
         reals = self.dataset.batch(torch.randperm(len(self.dataset), generator=gen)[:len(self.fixed_z)])
-        self._save_picture(reals, os.path.join(self.out_dir, "reals.png"))
-        self._save_picture(self.sample(), os.path.join(self.out_dir, "fakes_init.png"), self.grid_columns)
+        self._save_picture(reals, os.path.join(self.out_dir, "reals.png"), "reals")
+        self._save_picture(self.sample(), os.path.join(self.out_dir, "fakes_init.png"), "samples", self.grid_columns)
 
     def save_samples(self) -> str | None:
         """Writes ``samples-<step>.png`` (image grid, one row per class for class-conditional models; a scatter plot
@@ -527,7 +553,7 @@ class Trainer:
         if self.rank != 0:
             return None
         path = os.path.join(self.out_dir, f"samples-{self.step:07d}.png")
-        self._save_picture(self.sample(), path, self.grid_columns)
+        self._save_picture(self.sample(), path, "samples", self.grid_columns)
         return path
 
     # -- checkpoints --------------------------------------------------------------------------------------------
@@ -564,7 +590,9 @@ class Trainer:
             save_checkpoint(path, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {}, self._extra())
             if self.snapshot_hook is not None:
                 with self._rng_untouched():
-                    self.snapshot_hook(path)
+                    records = self.snapshot_hook(path)
+                for record in records or []:
+                    self.logger.scalars(metric_scalars(record), self.nimg)
         if self.world_size > 1:
             dist.barrier()
         return path

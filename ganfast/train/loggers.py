@@ -1,0 +1,240 @@
+"""Live views of a run: TensorBoard, Weights & Biases and MLflow behind one small interface.
+
+Every backend receives the same things, all indexed by the number of real images shown so far (``nimg``, the step
+axis StyleGAN2-ADA's curves use, times 1000): the scalars of each ``stats.jsonl`` record (``stats/<key>``, lists
+as ``stats/<key>/<i>``), the results of each metric line (``metrics/<name>`` or ``metrics/<name>/<result>``),
+and pictures (``samples`` at each snapshot, ``samples/class<k>`` for the rows of a class-conditional grid,
+``reals`` at the start). None of the packages is required by ganfast; asking for one that is missing is a
+one-line ValueError.
+
+Resume: a run continued from its checkpoint at ``nimg = N`` opens its backends with ``resume_step = N``.
+TensorBoard's writer then marks the event files so that its reader drops every event past N that the
+interrupted process wrote (``purge_step``): the curves continue without duplicates. W&B and MLflow reopen the
+same run (its id is kept in ``wandb-id.txt`` / ``mlflow-id.txt``); W&B ignores steps below its last one and
+MLflow keeps every value logged, so points the interrupted process logged after its checkpoint stay there.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import uuid
+
+import numpy as np
+
+from .._io import atomic_write
+
+BACKENDS = ("tensorboard", "wandb", "mlflow")  # each the name of its package too
+
+
+def default_loggers() -> list[str]:
+    """``ganfast train``'s default: TensorBoard when its package is installed (``pip install "ganfast[tb]"``),
+    else none."""
+    return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+
+
+def parse_loggers(text: str) -> list[str]:
+    """Comma-separated backend names (``none``: no logger); a ValueError naming a name that is not one."""
+    names = [n for n in text.replace(" ", "").split(",") if n]
+    if names == ["none"]:
+        return []
+    bad = [n for n in names if n not in BACKENDS]
+    if bad or not names:
+        raise ValueError(f"expected 'none' or a comma-separated list of {', '.join(BACKENDS)}; got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def scalars_of(record: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a record as ``{prefix/key: value}``: booleans as 0/1, lists of numbers as ``key/<i>``;
+    strings, None and non-finite values are left out."""
+    out = {}
+    for key, value in record.items():
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in items:
+            if isinstance(v, (bool, np.bool_)):
+                v = int(v)
+            if isinstance(v, (int, float, np.number)) and math.isfinite(float(v)):
+                out[f"{prefix}/{key}" + ("" if i is None else f"/{i}")] = float(v)
+    return out
+
+
+def stat_scalars(record: dict) -> dict[str, float]:
+    """The curves of a ``stats.jsonl`` record as ``stats/<key>``: its scalars and lists of numbers, but not the
+    tick, step, kimg (the step axis) or time; ``classes_dropped`` (class indices) as their count."""
+    curves = {k: v for k, v in record.items() if k not in ("tick", "step", "kimg", "time")}
+    if "classes_dropped" in curves:
+        curves["classes_dropped"] = len(curves["classes_dropped"])
+    return scalars_of(curves, "stats")
+
+
+def metric_scalars(record: dict) -> dict[str, float]:
+    """A ``metric-<name>.jsonl`` record's results: ``metrics/<name>`` for a single result, else
+    ``metrics/<name>/<result>``."""
+    values = scalars_of(record.get("results", {}), f"metrics/{record['metric']}")
+    if len(values) == 1:
+        return {f"metrics/{record['metric']}": next(iter(values.values()))}
+    return values
+
+
+class Logger:
+    """What every backend implements; ``step`` is the number of real images shown so far."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """``image``: uint8 ``(H, W, C)`` with C = 1 or 3."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class TensorBoardLogger(Logger):
+    """Event files (``events.out.tfevents.*``) in the run folder; the run's configuration as text at the start."""
+
+    def __init__(self, run_dir: str, resume_step: int, config: dict):
+        from torch.utils.tensorboard import SummaryWriter
+        # Resumed at N: the reader drops the events of steps > N written before (those at N preceded the
+        # checkpoint). From step 0: all earlier events of the folder are dropped (a run restarted afresh).
+        self.writer = SummaryWriter(log_dir=run_dir, purge_step=resume_step + 1 if resume_step else 0)
+        if not resume_step:
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+        self.writer.flush()
+
+    def scalars(self, values, step):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def image(self, tag, image, step):
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+def _stored_id(path: str) -> str | None:
+    """The run id kept in ``path`` (None: no such file)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _store_id(path: str, run_id: str) -> str:
+    atomic_write(path, lambda f: f.write(run_id.encode()))
+    return run_id
+
+
+class WandbLogger(Logger):
+    """A W&B run in ``<run folder>/wandb``, offline unless ``$WANDB_MODE`` says otherwise; project
+    ``$WANDB_PROJECT`` or ``ganfast``; the run folder's name as the run's name."""
+
+    def __init__(self, run_dir: str, resume_step: int, config: dict):
+        import wandb
+        self.wandb = wandb
+        id_file = os.path.join(run_dir, "wandb-id.txt")
+        run_id = _stored_id(id_file) or _store_id(id_file, uuid.uuid4().hex[:16])
+        self.run = wandb.init(dir=run_dir, id=run_id, resume="allow", config=config,
+                              name=os.path.basename(os.path.abspath(run_dir)),
+                              project=os.environ.get("WANDB_PROJECT", "ganfast"),
+                              mode=None if os.environ.get("WANDB_MODE") else "offline")
+
+    def scalars(self, values, step):
+        self.run.log(dict(values), step=step)
+
+    def image(self, tag, image, step):
+        self.run.log({tag: self.wandb.Image(image)}, step=step)
+
+    def close(self):
+        self.run.finish()
+
+
+class MLflowLogger(Logger):
+    """An MLflow run in ``<run folder>/mlruns`` (or ``$MLFLOW_TRACKING_URI``), experiment
+    ``$MLFLOW_EXPERIMENT_NAME`` or ``ganfast``; the configuration as parameters (flattened with dots)."""
+
+    def __init__(self, run_dir: str, resume_step: int, config: dict):
+        import mlflow
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")
+                                or "file:" + os.path.join(os.path.abspath(run_dir), "mlruns"))
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "ganfast"))
+        id_file = os.path.join(run_dir, "mlflow-id.txt")
+        run_id = _stored_id(id_file)
+        if run_id:
+            self.run = mlflow.start_run(run_id=run_id)
+        else:
+            self.run = mlflow.start_run(run_name=os.path.basename(os.path.abspath(run_dir)))
+            mlflow.log_params(_flat(config))
+            _store_id(id_file, self.run.info.run_id)
+
+    def scalars(self, values, step):
+        self.mlflow.log_metrics(dict(values), step=step)
+
+    def image(self, tag, image, step):
+        self.mlflow.log_image(image, key=tag.replace("/", "_"), step=step)
+
+    def close(self):
+        self.mlflow.end_run()
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_CLASSES = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger, "mlflow": MLflowLogger}
+
+
+class Loggers(Logger):
+    """The backends of a run, each given everything."""
+
+    def __init__(self, backends: list[Logger]):
+        self.backends = backends
+
+    def scalars(self, values, step):
+        if values:
+            for backend in self.backends:
+                backend.scalars(values, step)
+
+    def image(self, tag, image, step):
+        for backend in self.backends:
+            backend.image(tag, image, step)
+
+    def close(self):
+        for backend in self.backends:
+            backend.close()
+
+
+def check_loggers(names: list[str]) -> None:
+    """A one-line ValueError naming the first backend whose package is not installed."""
+    for name in names:
+        if name not in _CLASSES:
+            raise ValueError(f"loggers: {name!r} is not one of {', '.join(BACKENDS)}")
+        if importlib.util.find_spec(name) is None:
+            extra = ' (pip install "ganfast[tb]")' if name == "tensorboard" else ""
+            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {name}{extra}, "
+                             f"or leave {name} out")
+
+
+def open_loggers(names: list[str], run_dir: str, resume_step: int = 0, config: dict | None = None) -> Loggers:
+    """The backends ``names`` for the run in ``run_dir``, continuing at ``resume_step`` images (0: a run from
+    its start); ``config`` is shown (TensorBoard text, W&B config, MLflow parameters) for a run from its start."""
+    check_loggers(names)
+    opened = Loggers([])
+    try:
+        for name in names:
+            opened.backends.append(_CLASSES[name](run_dir, resume_step, config or {}))
+    except BaseException:  # those already open are closed (their files flushed) before the error goes on
+        opened.close()
+        raise
+    return opened
