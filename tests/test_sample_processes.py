@@ -1,11 +1,12 @@
 """A seed's image is the same in every process: the same seeds sampled by separate ``ganfast sample`` processes
 (each sampling as its first work, at 1 and 2 threads, other batch sizes and shards) are byte-identical to one
 another and to the images this process samples, npz and PNG, for DCGAN, StyleGAN2 and StyleGAN3 generators,
-unconditional and conditional. Several fresh processes per generator, because a process's first forward rounds
-differently in only some processes on machines where it does at all (README, "Determinism")."""
+unconditional and conditional (on the GPU runbook, on CUDA). Several fresh processes per generator, because a
+process's first forward rounds differently in only some processes on machines where it does at all (README,
+"Determinism")."""
 import pytest
 import torch
-from support import npz_samples, sample_in_processes
+from support import DEVICE, npz_samples, sample_in_processes
 
 import ganfast
 from ganfast.checkpoint import load_generator, save_checkpoint
@@ -49,8 +50,11 @@ def checkpoint(request, tmp_path_factory):
 def test_every_process_samples_the_same_bytes(checkpoint, tmp_path):
     kind, path = checkpoint
     noise = "random" if kind.startswith("stylegan") else None
-    common = ("--seeds", SEEDS, *(("--noise-mode", noise) if noise else ()))
-    png = (path, tmp_path / "png", 2 if kind == "dcgan" else 1, *common, "--format", "png", "--batch-size", "5")
+    common = ("--seeds", SEEDS, "--device", DEVICE.type, *(("--noise-mode", noise) if noise else ()))
+    # on a CPU, other batch sizes too; on a GPU one batch size (other shapes may run other kernels: README)
+    batch_size = 4 if DEVICE.type == "cpu" else None
+    png = (path, tmp_path / "png", 2 if kind == "dcgan" else 1, *common, "--format", "png",
+           *(("--batch-size", "5") if batch_size else ()))
     if kind == "dcgan-cond":  # two shards, each in a process of its own
         npz = [(path, tmp_path / "npz", 2, *common, "--format", "npz", "--shard", f"{i}/2", "--shard-size", "4")
                for i in range(2)]
@@ -58,9 +62,9 @@ def test_every_process_samples_the_same_bytes(checkpoint, tmp_path):
         npz = [(path, tmp_path / "npz", 2, *common, "--format", "npz")]
     sample_in_processes([*npz, png])
 
-    G = load_generator(path)
+    G = load_generator(path, device=DEVICE)
     here = {}
-    for batch in ganfast.sample(G, SEEDS, batch_size=4, noise_mode=noise):
+    for batch in ganfast.sample(G, SEEDS, batch_size=batch_size, noise_mode=noise):
         labels = [None] * len(batch.seeds) if batch.labels is None else batch.labels.tolist()
         here.update({seed: (image.tobytes(), label) for seed, image, label in zip(batch.seeds.tolist(), batch.images,
                                                                                  labels)})
@@ -68,7 +72,8 @@ def test_every_process_samples_the_same_bytes(checkpoint, tmp_path):
     assert len({image for image, _ in here.values()}) == 12  # the seeds' images differ: not a comparison of blanks
     if G.c_dim:
         assert len({label for _, label in here.values()}) > 1
-    ganfast.write_samples(G, SEEDS, tmp_path / "here", fmt="png", batch_size=4, progress=False, noise_mode=noise)
+    ganfast.write_samples(G, SEEDS, tmp_path / "here", fmt="png", batch_size=batch_size, progress=False,
+                          noise_mode=noise)
     pngs = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*.png"))
     assert len(pngs) == 12
     assert sorted(p.relative_to(tmp_path / "png") for p in (tmp_path / "png").rglob("*.png")) == pngs
