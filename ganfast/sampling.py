@@ -9,7 +9,9 @@ Determinism: the latent of seed s is ``np.random.RandomState(s).randn(z_dim)`` (
 generate.py, so seeds mean the same latents there and here), and random layer noise, when asked for, comes from a
 per-seed ``torch.Generator`` (``ganfast.nn.noise``; drawn on the host, so ``noise_mode="random"`` costs host time
 that "const" does not); so an image depends only on its seed, never on the batch size, the shard or the
-number of processes.
+number of processes. No image comes from a process's first forward (a discarded batch-1 forward runs first: that
+one may round differently), and on CUDA G runs with cuDNN's benchmark mode off and deterministic algorithms on
+(:func:`reproducible_algorithms`); README, "Determinism", says what the guarantee covers.
 
 Labels (class-conditional generators, ``G.c_dim`` > 0, one-hot ``c`` as in NVlabs): one class K for every
 seed, or a class per seed drawn from the training set's class counts (``G.class_counts``, which
