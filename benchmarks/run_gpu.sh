@@ -10,8 +10,9 @@
 #
 # Stages: check  the device, versions and `ganfast info`; fails fast unless ganfast._C has CUDA kernels for it
 #         test   the GPU-only checks: op resources (CUDA graph capture and replay, memory growth, two threads,
-#                launch limits) and each op's parity per dtype on the GPU (float64 against the reference,
-#                float32/bfloat16/float16 within their tolerances)
+#                launch limits), each op's parity per dtype on the GPU (float64 against the reference,
+#                float32/bfloat16/float16 within their tolerances) and the same seeds' samples byte-identical
+#                across fresh processes on CUDA (tests/test_sample_processes.py)
 #         bench  every op and whole D and G steps at two shapes each (GANFAST_BENCH=compact), then SUMMARY.md
 #         sweep  every suite in full
 # Limits (seconds) can be changed: CHECK_LIMIT, TEST_LIMIT, BENCH_LIMIT, SWEEP_LIMIT; TEST_K picks the op tests.
@@ -72,7 +73,11 @@ run_tests() {
   # shellcheck disable=SC2086
   pytest $OP_TESTS -k "$TEST_K" -q -p no:cacheprovider -rs --durations=15 --junitxml="$dest/tests-ops.xml" \
     2>&1 | tee -a "$dest/tests.log" | tail -25
-  [[ $rc == 0 && ${PIPESTATUS[0]} == 0 ]]
+  local rc_ops=${PIPESTATUS[0]}
+  # a seed's image is the same bytes in every process on CUDA too (cuDNN benchmark off, deterministic algorithms)
+  pytest tests/test_sample_processes.py -q -p no:cacheprovider -rs --junitxml="$dest/tests-sample-processes.xml" \
+    2>&1 | tee -a "$dest/tests.log" | tail -5
+  [[ $rc == 0 && $rc_ops == 0 && ${PIPESTATUS[0]} == 0 ]]
 }
 
 # One pytest (and one JSON) per suite, the most telling first: a stage stopped at its time limit keeps the

@@ -264,6 +264,8 @@ def _cmd_sample(args) -> int:
     from ganfast.train.trainer import check_device
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
     check_device(torch.device(device))
+    # cuBLAS is deterministic with a fixed workspace configuration, read at its first call (README, "Determinism")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     G = load_generator(args.checkpoint, which=args.weights, device=device)
     report = write_samples(G, args.seeds, args.out, fmt=args.format, batch_size=args.batch_size,
                            shard=(index, count), shard_size=args.shard_size, workers=args.workers,

@@ -9,7 +9,9 @@ Determinism: the latent of seed s is ``np.random.RandomState(s).randn(z_dim)`` (
 generate.py, so seeds mean the same latents there and here), and random layer noise, when asked for, comes from a
 per-seed ``torch.Generator`` (``ganfast.nn.noise``; drawn on the host, so ``noise_mode="random"`` costs host time
 that "const" does not); so an image depends only on its seed, never on the batch size, the shard or the
-number of processes.
+number of processes. No image comes from a process's first forward (a discarded batch-1 forward runs first: that
+one may round differently), and on CUDA G runs with cuDNN's benchmark mode off and deterministic algorithms on
+(:func:`reproducible_algorithms`); README, "Determinism", says what the guarantee covers.
 
 Labels (class-conditional generators, ``G.c_dim`` > 0, one-hot ``c`` as in NVlabs): one class K for every
 seed, or a class per seed drawn from the training set's class counts (``G.class_counts``, which
@@ -40,6 +42,7 @@ so the device does not wait on the disk. On a CPU the host's share (latents, cla
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
@@ -364,21 +367,17 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     run = _CompiledOrEager(G.eval()) if options.compile else G.eval()
     if options.cuda_graph and len(seeds) > batch_size:  # one batch: capturing would only add work
         run = _CudaGraphOrEager(run, batch_size)
-    dtype, kwargs = options.dtype, options.g_kwargs
+    dtype = options.dtype
     autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32,
                     cache_enabled=not options.cuda_graph)  # a graph must not capture autocast's weight cache
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
+        if seeds:  # a process's first forward may round differently from later ones (README, "Determinism"):
+            _forward(G, seeds[:1], None if labels is None else labels[:1], options, device, autocast)  # discarded
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start:start + batch_size]
             chunk_labels = None if labels is None else labels[start:start + batch_size]
-            z = seed_latents(chunk, options.z_dim)
-            z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
-            c = _label_input(chunk_labels, options.c_dim)
-            args = (z,) if c is None else (z, c.pin_memory().to(device, non_blocking=True) if on_gpu else c)
-            noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in chunk])
-            with torch.no_grad(), torch.autocast(**autocast), noise:
-                images = run(*args, **kwargs)
+            images = _forward(run, chunk, chunk_labels, options, device, autocast)
             if images.ndim != 4:
                 raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
             images = to_uint8_nhwc(images)
@@ -394,6 +393,40 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
             yield _finish(*pending)
     finally:
         G.train(was_training)
+
+
+def _forward(run, seeds: list[int], labels: np.ndarray | None, options: SampleOptions, device: torch.device,
+             autocast: dict) -> torch.Tensor:
+    """``run``'s images of ``seeds`` (with their ``labels``): latents, one-hot labels and per-seed layer noise."""
+    on_gpu = device.type == "cuda"
+    z = seed_latents(seeds, options.z_dim)
+    z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
+    c = _label_input(labels, options.c_dim)
+    args = (z,) if c is None else (z, c.pin_memory().to(device, non_blocking=True) if on_gpu else c)
+    noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in seeds])
+    with torch.no_grad(), torch.autocast(**autocast), noise, reproducible_algorithms(device):
+        return run(*args, **options.g_kwargs)
+
+
+@contextlib.contextmanager
+def reproducible_algorithms(device: torch.device):
+    """Within, on a CUDA device: cuDNN's benchmark mode off (it times candidate algorithms in each process, so two
+    processes may pick different ones) and torch's deterministic algorithms on (``warn_only``, unless they were on
+    strictly already: an op without one warns), without the NaN fill of new tensors that mode adds (a debugging
+    aid, one extra write per allocation); the previous settings are restored on exit. Elsewhere: nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn, fill = torch.backends.cudnn, torch.utils.deterministic
+    saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), fill.fill_uninitialized_memory)
+    cudnn.benchmark, cudnn.deterministic, fill.fill_uninitialized_memory = False, True, False
+    torch.use_deterministic_algorithms(True, warn_only=not saved[2] or saved[3])
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic, fill.fill_uninitialized_memory = saved[0], saved[1], saved[4]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 class _CompiledOrEager:

@@ -1,4 +1,6 @@
 """Helpers shared by the tests (conftest.py sets the environment before this is imported)."""
+from pathlib import Path
+
 import torch
 
 from ganfast._dispatch import common_reasons
@@ -89,3 +91,35 @@ def record_grids(monkeypatch, module, *names) -> dict:
     for name, recorder in recorders.items():
         monkeypatch.setattr(module, name, recorder)
     return recorders
+
+
+def sample_in_processes(runs, timeout: float = 300) -> None:
+    """Runs ``ganfast sample`` once per ``(checkpoint, out, threads, *options)`` of ``runs``, each in a fresh process
+    (so that its sampling is the process's first work) with ``threads`` torch CPU threads, all at once; fails
+    with the first failing run's stderr."""
+    import os
+    import subprocess
+    import sys
+
+    import ganfast
+    root = str(Path(ganfast.__file__).parents[1])
+    procs = [subprocess.Popen([sys.executable, "-m", "ganfast.cli", "sample", "--checkpoint", str(checkpoint),
+                               "--out", str(out), "--no-progress", *map(str, options)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": root})
+             for checkpoint, out, threads, *options in runs]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, stderr[-2000:]
+
+
+def npz_samples(out) -> dict[int, tuple[bytes, object]]:
+    """Seed -> (image bytes, label) of every npz shard in a sample folder."""
+    import numpy as np
+    found = {}
+    for path in sorted(Path(out).glob("*.npz")):
+        with np.load(path) as data:
+            labels = data["labels"] if "labels" in data else [None] * len(data["seeds"])
+            for seed, image, label in zip(data["seeds"].tolist(), data["images"], labels):
+                found[seed] = (image.tobytes(), None if label is None else label.tolist())
+    return found

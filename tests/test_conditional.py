@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from support import npz_samples, sample_in_processes
 
 import ganfast
 from ganfast.data import Dataset, load_dataset
@@ -152,6 +153,10 @@ def test_conditional_resume_is_exact(tmp_path, kind, one_thread):
     assert labels == {"c_dim": 10, "num_classes": 10, "class_counts": counts}
     G = load_generator(tmp_path / "straight")
     assert G.c_dim == 10 and G.class_counts == counts
+    # and their samples, each run's in a process of its own, are the same bytes
+    sample_in_processes([(tmp_path / run, tmp_path / f"samples-{run}", 2, "--seeds", "0-7", "--format", "npz")
+                         for run in ("straight", "resumed")])
+    assert npz_samples(tmp_path / "samples-straight") == npz_samples(tmp_path / "samples-resumed")
 
 
 def test_real_labels_come_with_their_images_and_fake_labels_follow_the_data(tmp_path):

@@ -141,6 +141,56 @@ def test_batch_size_does_not_change_the_images():
     assert G.training  # the caller's mode is restored
 
 
+
+def test_no_image_comes_from_the_first_forward():
+    """A generator whose first forward rounds differently (as a process's first forward may: README,
+    "Determinism") still samples the images of its later forwards: a batch-1 forward runs first, discarded."""
+    class FirstForwardOff(TinyG):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            self.batches.append(len(z))
+            images = super().forward(z, truncation_psi, noise_mode)
+            return images + 0.02 if len(self.batches) == 1 else images  # 2.55 pixel levels
+
+    G = FirstForwardOff()
+    _, first = _all_images(ganfast.sample(G, range(6), batch_size=4))
+    _, later = _all_images(ganfast.sample(G, range(6), batch_size=4))
+    np.testing.assert_array_equal(first, later)
+    assert G.batches == [1, 4, 2] * 2
+
+
+def test_reproducible_algorithms_on_cuda_only_and_restored():
+    """While G runs on CUDA: cuDNN benchmark off, deterministic algorithms on (warn-only unless already strict),
+    no NaN fill; the settings before are restored; on other devices nothing changes."""
+    from ganfast.sampling import reproducible_algorithms
+    cudnn, fill = torch.backends.cudnn, torch.utils.deterministic
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), fill.fill_uninitialized_memory)
+    try:
+        cudnn.benchmark, cudnn.deterministic = True, False
+        torch.use_deterministic_algorithms(False)
+        with reproducible_algorithms(torch.device("cpu")):
+            assert cudnn.benchmark and not cudnn.deterministic and not torch.are_deterministic_algorithms_enabled()
+        with reproducible_algorithms(torch.device("cuda")):
+            assert not cudnn.benchmark and cudnn.deterministic and not fill.fill_uninitialized_memory
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert cudnn.benchmark and not cudnn.deterministic and not torch.are_deterministic_algorithms_enabled()
+        assert fill.fill_uninitialized_memory
+        torch.use_deterministic_algorithms(True)  # already strict: stays strict, and on afterwards
+        with pytest.raises(RuntimeError, match="boom"), reproducible_algorithms(torch.device("cuda")):
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+            raise RuntimeError("boom")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert cudnn.benchmark
+    finally:
+        cudnn.benchmark, cudnn.deterministic, fill.fill_uninitialized_memory = before[0], before[1], before[4]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
+
 def test_compiled_sampling_is_per_seed_deterministic():
     """torch.compile'd G: an image still depends on its seed alone (not the batch it was in), and matches eager."""
     G = TinyG()

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import npz_samples, sample_in_processes
 
 from ganfast.data import load_dataset
 from ganfast.models import DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator
@@ -53,6 +54,10 @@ def test_resume_is_exact_with_ada(tmp_path):
     b = load_file(str(tmp_path / "resumed" / "checkpoint.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # and their samples, each run's in a process of its own, are the same bytes
+    sample_in_processes([(tmp_path / run, tmp_path / f"samples-{run}", 2, "--seeds", "0-7", "--format", "npz")
+                         for run in ("straight", "resumed")])
+    assert npz_samples(tmp_path / "samples-straight") == npz_samples(tmp_path / "samples-resumed")
     records = [json.loads(line) for line in (tmp_path / "straight" / "stats.jsonl").read_text().splitlines()]
     assert all("aug_p" in r and "rt" in r for r in records)
     _trainer(tmp_path / "other", aug="noaug").save()
