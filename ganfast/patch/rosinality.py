@@ -22,8 +22,9 @@ so its ``cpp_extension.load(...)`` (or its missing ``fused_act_ext``) never runs
   both axes or (x0, x1, y0, y1), a true convolution with the 2-D kernel: ganfast's ``upfirdn2d``; and
   ``upfirdn2d_native`` with its ten-argument signature.
 
-The derivatives are theirs: twice differentiable in input and bias, None for the kernel, and no second-order
-gradient through the leaky ReLU's mask (their CUDA path's None-ness). Copies imported before the patch have
+The derivatives are theirs: twice differentiable in input and bias, None for the kernel; the leaky ReLU's mask
+has no derivative, and a second-order pass that meets it gives input and bias a zero gradient (not None), as
+their CUDA path's autograd Functions do. Copies imported before the patch have
 ``fused_leaky_relu``, ``upfirdn2d`` and ``upfirdn2d_native`` rebound instead (in their module and wherever the
 code base bound them by name). ``conv2d_gradfix`` compiles nothing and is left as it is.
 """
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .._dispatch import normalize_impl
+from .._dispatch import OPS, normalize_impl
 from ._rebind import Binding, rebind, restore
 
 # module name's last part -> the source that marks it as a copy of rosinality's
@@ -76,6 +77,51 @@ def _has_bias_argument(source: str) -> bool:
     return True
 
 
+def _lrelu_grad(dy: torch.Tensor, out: torch.Tensor, slope: float, scale: float, impl: str | None) -> torch.Tensor:
+    """dy · (out > 0 ? 1 : slope) · scale: their backward, which reads the mask from the output."""
+    chosen = OPS["bias_act"].resolve(impl, dy.device, dy.dtype, "other")
+    if chosen == "ref":
+        return torch.where(out > 0, dy, dy * slope) * scale
+    return torch.ops.ganfast.bias_act_grad(dy, out, None, out, 1, "lrelu", slope, scale, None, chosen)
+
+
+class _FusedLeakyReLUFunction(torch.autograd.Function):
+    """ganfast's bias_act forward with their autograd structure: a zero (not None) gradient reaches input and
+    bias wherever a second-order pass meets the mask, as their FusedLeakyReLUFunction gives it."""
+
+    @staticmethod
+    def forward(ctx, input, bias, negative_slope, scale, impl):
+        out = ops.bias_act(input, bias, dim=1, act="lrelu", alpha=negative_slope, gain=scale, impl=impl)
+        ctx.save_for_backward(out)
+        ctx.params = (bias is not None, negative_slope, scale, impl)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (out,) = ctx.saved_tensors
+        grad_input, grad_bias = _FusedLeakyReLUGrad.apply(grad_output, out, *ctx.params)
+        return grad_input, grad_bias, None, None, None
+
+
+class _FusedLeakyReLUGrad(torch.autograd.Function):
+    """(grad_input, grad_bias) of the leaky ReLU; linear in grad_output, no derivative for the mask."""
+
+    @staticmethod
+    def forward(ctx, grad_output, out, has_bias, negative_slope, scale, impl):
+        ctx.save_for_backward(out)
+        ctx.params = (negative_slope, scale, impl)
+        grad_input = _lrelu_grad(grad_output, out, negative_slope, scale, impl)
+        grad_bias = grad_input.sum([0, *range(2, grad_input.ndim)]) if has_bias else None
+        return grad_input, grad_bias
+
+    @staticmethod
+    def backward(ctx, gradgrad_input, gradgrad_bias):
+        (out,) = ctx.saved_tensors
+        if gradgrad_bias is not None:
+            gradgrad_input = gradgrad_input + gradgrad_bias.view(1, -1, *[1] * (out.ndim - 2))
+        return _lrelu_grad(gradgrad_input, out, *ctx.params), None, None, None, None, None
+
+
 def _replacements(impl: str | None) -> dict[str, Callable]:
     """The functions of a patched module; ``impl`` is passed to ganfast's ops."""
 
@@ -83,6 +129,8 @@ def _replacements(impl: str | None) -> dict[str, Callable]:
         """lrelu(input + bias, negative_slope) * scale, with bias (C,) along dim 1 (``device`` is ignored)."""
         if bias is not None and bias.dtype != input.dtype:
             bias = bias.to(input.dtype)
+        if torch.is_grad_enabled() and (input.requires_grad or (bias is not None and bias.requires_grad)):
+            return _FusedLeakyReLUFunction.apply(input, bias, negative_slope, scale, impl)
         return ops.bias_act(input, bias, dim=1, act="lrelu", alpha=negative_slope, gain=scale, impl=impl)
 
     def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0), device=None):
