@@ -108,10 +108,11 @@ LRELU_CASES = [((3, 5), True, 0.2, 2 ** 0.5), ((2, 4, 3), True, 0.1, 1.5), ((2, 
                ((2, 3, 4, 5), False, 0.3, 1.0), ((1, 2, 3, 3, 2), True, 0.05, 2.0)]
 
 
+@pytest.mark.parametrize("impl", [None, "ext"])
 @pytest.mark.parametrize("shape,with_bias,slope,scale", LRELU_CASES)
-def test_fused_leaky_relu_is_theirs(copies, shape, with_bias, slope, scale):
+def test_fused_leaky_relu_is_theirs(copies, shape, with_bias, slope, scale, impl):
     theirs = copies("new", "cuda_theirs", build=_fake_build)
-    copies.patch()
+    copies.patch(impl=impl)
     ours = copies("new", "patched")
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True) if with_bias else None
@@ -403,12 +404,14 @@ if "--fail" in sys.argv:
 """
 
 
-@pytest.mark.parametrize("launcher", [["-m", "ganfast.run"], ["-m", "ganfast", "run"]])
+@pytest.mark.parametrize("launcher", [["-m", "ganfast.run"], ["-m", "ganfast", "run", "-m"]])
 def test_launcher_runs_the_script_as_main_with_its_argv(tmp_path, launcher):
+    """python -m ganfast.run SCRIPT ARGS (with a failing run too), and ganfast run -m MODULE ARGS."""
     _place(tmp_path, "new", "repo")
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    done = subprocess.run([sys.executable, *launcher, str(script), "--size", "64"], capture_output=True, text=True,
+    target = "train" if launcher[-1] == "-m" else str(script)
+    done = subprocess.run([sys.executable, *launcher, target, "--size", "64"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     want = float(ref_bias_act(torch.tensor([[-1.0, 2.0]]), torch.zeros(2), 1, "lrelu").sum())
