@@ -376,7 +376,9 @@ def test_patch_stylegan_leaves_main_alone(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "stylegan_standin"))
     for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "training")]:
         monkeypatch.delitem(sys.modules, name)
-    from torch_utils.ops import bias_act
+    with ganfast.patch_rosinality():  # NVlabs' upfirdn2d is not a rosinality copy: imported as it is
+        from torch_utils.ops import bias_act, upfirdn2d
+    assert not getattr(upfirdn2d, "__ganfast_patch__", False) and hasattr(upfirdn2d, "setup_filter")
     original = bias_act.bias_act
     monkeypatch.setattr(sys.modules["__main__"], "saved_bias_act", original, raising=False)
     try:
