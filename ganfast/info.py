@@ -55,18 +55,24 @@ def info() -> dict:
         "default_impl": default_impl(),
         "ops": ops,
         "reference_only_dtypes": {name: dtypes for name, dtypes in reference_only.items() if dtypes},
-        "patches": {"rosinality": _rosinality_report(ops)},
+        "patches": {"rosinality": _rosinality_report(devices)},
     }
 
 
-def _rosinality_report(ops: dict) -> dict:
+def _rosinality_report(devices: list[str]) -> dict:
     """What ``patch_rosinality`` serves in this process: its modules and rebound names, and per replaced function
-    the ganfast op (and its impl per device) that serves it."""
+    the ganfast op and the impl a float32 call of it takes per device."""
     from .patch.rosinality import SERVED_BY, active_patches
+
+    def chosen(op: str, variant: str | None, dev: str) -> str:
+        try:
+            return OPS[op].resolve(None, torch.device(dev), torch.float32, variant)
+        except ImplNotSupportedError as exc:
+            return f"error: {exc}"
     patches = active_patches()
     return {"active": bool(patches), "patched": [name for patch in patches for name in patch.patched],
-            "functions": {fn: {"op": op, "call": call, "impl": {dev: choice["impl"] for dev, choice in ops[op].items()}}
-                          for fn, (op, call) in SERVED_BY.items()}}
+            "functions": {fn: {"op": op, "call": call, "impl": {dev: chosen(op, variant, dev) for dev in devices}}
+                          for fn, (op, variant, call) in SERVED_BY.items()}}
 
 
 def format_info(report: dict) -> str:

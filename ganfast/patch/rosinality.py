@@ -51,11 +51,11 @@ from ._rebind import Binding, rebind, restore
 _MARKERS = {"fused_act": (re.compile(r"^def fused_leaky_relu\(", re.M), re.compile(r"^class FusedLeakyReLU\b", re.M)),
             "upfirdn2d": (re.compile(r"^def upfirdn2d\(", re.M),
                           re.compile(r"^(def upfirdn2d_native\(|class UpFirDn2d\b)", re.M))}
-# what serves each replaced function: (ganfast op, how it is called)
-SERVED_BY = {"fused_leaky_relu": ("bias_act", "act='lrelu', alpha=negative_slope, gain=scale, dim=1"),
-             "FusedLeakyReLU": ("bias_act", "act='lrelu' with the module's bias"),
-             "upfirdn2d": ("upfirdn2d", "flip_filter=False, padding (x0, x1, y0, y1)"),
-             "upfirdn2d_native": ("upfirdn2d", "flip_filter=False")}
+# what serves each replaced function: (ganfast op, its dispatch variant for these calls, how it is called)
+SERVED_BY = {"fused_leaky_relu": ("bias_act", "other", "act='lrelu', alpha=negative_slope, gain=scale, dim=1"),
+             "FusedLeakyReLU": ("bias_act", "other", "act='lrelu' with the module's bias"),
+             "upfirdn2d": ("upfirdn2d", None, "flip_filter=False, padding (x0, x1, y0, y1)"),
+             "upfirdn2d_native": ("upfirdn2d", None, "flip_filter=False")}
 _REBOUND = {"fused_act": ("fused_leaky_relu",), "upfirdn2d": ("upfirdn2d", "upfirdn2d_native")}
 _ACTIVE: list["RosinalityPatch"] = []
 _LOCK = threading.Lock()
