@@ -4,8 +4,9 @@ loss + path length, gradients of both) on ganfast's ops (``patch_rosinality``) v
 
 Their op is, by default, the stand-in copy's own path: on the CPU the copies' CPU branch (``upfirdn2d_native``:
 zero insertion + conv2d per channel; ``F.leaky_relu(input + bias) * scale``), the path every CPU user of these
-code bases runs. ``--their-op DIR`` (or ``GANFAST_BENCH_ROSINALITY_OP``) takes a real copy's ``op`` folder instead
-(e.g. stylegan2-pytorch/op on a GPU machine: their JIT-compiled CUDA ops).
+code bases runs. On a GPU the default is the stand-in's autograd Functions on a plain-PyTorch stand-in of their
+extension, not their kernels: ``--their-op DIR`` (or ``GANFAST_BENCH_ROSINALITY_OP``) takes a real copy's ``op``
+folder instead (e.g. stylegan2-pytorch/op on a GPU machine with nvcc: their JIT-compiled CUDA ops).
 
     python benchmarks/test_bench_rosinality.py --sizes 32 64 128 --batch 4 --channels 32 --rounds 5
 
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
         theirs, ours = load_models(Path(root), args.their_op)
         print(f"rosinality train step (D + R1, G + path length), batch {args.batch}, {args.channels} channels, "
               f"{DEVICE}, torch {torch.__version__}, {torch.get_num_threads()} threads; their op: "
-              f"{args.their_op or 'the copies own path (CPU branch on the CPU)'}; load {load_start}", flush=True)
+              f"{args.their_op or 'the stand-in copy (its CPU branch; on a GPU, NOT their CUDA kernels)'}; "
+              f"load {load_start}", flush=True)
         for size in args.sizes:
             variants = {"ganfast": step_runner(ours, size, args.batch, args.channels),
                         "theirs": step_runner(theirs, size, args.batch, args.channels)}
