@@ -426,3 +426,15 @@ def test_launcher_runs_the_script_as_main_with_its_argv(tmp_path, launcher):
                             cwd=tmp_path, timeout=300)
     assert failed.returncode == 1 and "KeyError: 'raised by the script'" in failed.stderr
     assert f'File "{script}", line 11' in failed.stderr  # the traceback points into the script
+
+
+def test_without_the_compiled_extension_the_reference_serves(copies, monkeypatch):
+    monkeypatch.setattr(ganfast._ext, "_C", None)
+    copies.patch()
+    ours = copies("new", "no_extension")
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b, k = torch.randn(2, dtype=torch.float64), torch.rand(3, 3, dtype=torch.float64)
+    y = ours.upfirdn2d(ours.fused_leaky_relu(x, b, 0.1), k, up=2, pad=(1, 1))
+    assert rel_err(y, ref_upfirdn2d(ref_bias_act(x, b, 1, "lrelu", 0.1), k, 2, 1, [1, 1, 1, 1])) < 1e-12
+    torch.autograd.gradgradcheck(lambda t: ours.upfirdn2d(ours.fused_leaky_relu(t, b, 0.1), k, up=2, pad=(1, 1)),
+                                 (x,))
