@@ -186,7 +186,20 @@ def rows_sample():
              {"ganfast": defaults, "plain eager loop, batch 256": plain})]
 
 
-ROWS = [rows_bias_act, rows_upsample, rows_synthesis_layer, rows_d_step, rows_spectral_norm, rows_sample]
+def rows_rosinality_step():
+    """patch_rosinality vs the copies' own CPU path on a rosinality-style G and D (test_bench_rosinality.py)."""
+    import tempfile
+
+    from test_bench_rosinality import load_models, step_runner
+    with tempfile.TemporaryDirectory() as root:  # the modules are imported: their files are no longer needed
+        theirs, ours = load_models(Path(root))
+    return [("rosinality-style train step (D + R1, G + path length), 64 px, batch 4, 32 channels",
+             {"ganfast": step_runner(ours, 64, 4, 32),
+              "their CPU path (upfirdn2d_native, F.leaky_relu)": step_runner(theirs, 64, 4, 32)})]
+
+
+ROWS = [rows_bias_act, rows_upsample, rows_synthesis_layer, rows_d_step, rows_spectral_norm, rows_sample,
+        rows_rosinality_step]
 
 
 def measure(variants: dict, rounds: int, budget_s: float, per_call: bool = False) -> dict[str, float]:

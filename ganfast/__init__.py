@@ -9,9 +9,10 @@ from ._dispatch import ImplNotSupportedError, use_impl
 from ._version import __version__
 from .info import info
 from .nn.utils import convert_spectral_norm
-from .patch import StyleGANPatch, patch_stylegan
+from .patch import RosinalityPatch, StyleGANPatch, patch_rosinality, patch_stylegan
 from .sampling import sample, write_samples
 from .validate import validate
 
-__all__ = ["ImplNotSupportedError", "StyleGANPatch", "convert_spectral_norm", "info", "losses", "nn", "ops",
-           "patch_stylegan", "reference", "sample", "use_impl", "validate", "write_samples", "__version__"]
+__all__ = ["ImplNotSupportedError", "RosinalityPatch", "StyleGANPatch", "convert_spectral_norm", "info", "losses", "nn",
+           "ops", "patch_rosinality", "patch_stylegan", "reference", "sample", "use_impl", "validate", "write_samples",
+           "__version__"]

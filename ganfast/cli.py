@@ -352,6 +352,10 @@ def _logger_list(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # the script's arguments, errors and exit status are its own
+        from ganfast.run import main as run_main
+        return run_main(argv[1:])
     from ganfast import __version__
     from ganfast.sampling import DTYPES, FORMATS, NOISE_MODES
     parser = argparse.ArgumentParser(prog="ganfast", description="Fused kernels for GAN training and sampling.")
@@ -492,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="the run folder")
     p.add_argument("--out", help="the HTML file (default: RUN/report.html)")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("run", help="run a script of a rosinality-family code base (pSp, e4e, GFPGAN, ...) with "
+                       "ganfast.patch_rosinality() installed: ganfast run train.py ARGS... (or -m MODULE ARGS...)",
+                       add_help=False)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...] or -m MODULE [ARGS...]")
     p = sub.add_parser("demo", help="the README's main job: train a GAN on the digits and show what it learnt")
     p.add_argument("--out", default="ganfast-demo", help="run folder (default ./ganfast-demo)")
     p.add_argument("--steps", type=POSITIVE_INT, help="training steps (default 3000: a few minutes on a CPU)")

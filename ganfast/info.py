@@ -55,7 +55,24 @@ def info() -> dict:
         "default_impl": default_impl(),
         "ops": ops,
         "reference_only_dtypes": {name: dtypes for name, dtypes in reference_only.items() if dtypes},
+        "patches": {"rosinality": _rosinality_report(devices)},
     }
+
+
+def _rosinality_report(devices: list[str]) -> dict:
+    """What ``patch_rosinality`` serves in this process: its modules and rebound names, and per replaced function
+    the ganfast op and the impl a float32 call of it takes per device."""
+    from .patch.rosinality import SERVED_BY, active_patches
+
+    def chosen(op: str, variant: str | None, dev: str) -> str:
+        try:
+            return OPS[op].resolve(None, torch.device(dev), torch.float32, variant)
+        except ImplNotSupportedError as exc:
+            return f"error: {exc}"
+    patches = active_patches()
+    return {"active": bool(patches), "patched": [name for patch in patches for name in patch.patched],
+            "functions": {fn: {"op": op, "call": call, "impl": {dev: chosen(op, variant, dev) for dev in devices}}
+                          for fn, (op, variant, call) in SERVED_BY.items()}}
 
 
 def format_info(report: dict) -> str:
@@ -80,4 +97,12 @@ def format_info(report: dict) -> str:
                 lines.append(f"  {'':<16} {'':<5}    {impl}: {note}")
     for name, dtypes in report.get("reference_only_dtypes", {}).items():
         lines.append(f"  {name:<16} {', '.join(dtypes)}: impl='ref' only (the kernels are real-valued)")
+    rosinality = report.get("patches", {}).get("rosinality")
+    if rosinality:
+        state = (f"active: {', '.join(rosinality['patched']) or 'no copy imported yet'}" if rosinality["active"] else
+                 "not installed in this process (ganfast.patch_rosinality(), or ganfast run SCRIPT)")
+        lines.append(f"rosinality patch: {state}")
+        for fn, served in rosinality["functions"].items():
+            impls = ", ".join(f"{dev}: {impl}" for dev, impl in served["impl"].items())
+            lines.append(f"  {fn:<16} -> ganfast {served['op']} ({served['call']}) [{impls}]")
     return "\n".join(lines)

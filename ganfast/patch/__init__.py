@@ -1,4 +1,6 @@
-"""Drop-ins for other code bases, one module per family: ``nvlabs`` (StyleGAN2-ADA / StyleGAN3)."""
+"""Drop-ins for other code bases, one module per family: ``nvlabs`` (StyleGAN2-ADA / StyleGAN3) and ``rosinality``
+(stylegan2-pytorch's ``op`` package and its copies)."""
 from .nvlabs import StyleGANPatch, patch_stylegan
+from .rosinality import RosinalityPatch, patch_rosinality
 
-__all__ = ["StyleGANPatch", "patch_stylegan"]
+__all__ = ["RosinalityPatch", "StyleGANPatch", "patch_rosinality", "patch_stylegan"]

@@ -11,21 +11,21 @@ Replaced (where the module is imported): ``torch_utils.ops.bias_act.bias_act``; 
 ``upfirdn2d``, ``upsample2d``, ``downsample2d`` and ``filter2d`` (``setup_filter`` stays: it only builds a
 tensor); ``torch_utils.ops.conv2d_resample.conv2d_resample``; ``torch_utils.ops.filtered_lrelu.filtered_lrelu``
 (StyleGAN3's alias-free layers); ``modulated_conv2d`` in ``training.networks`` and ``training.networks_stylegan2``.
-Every other imported module that bound one of these functions by name
-(``from torch_utils.ops.bias_act import bias_act``) is rebound too. The replacements take the originals' arguments,
-``impl`` included: ``impl="ref"`` asks for ganfast's reference, anything else for ganfast's default (or the
-``impl`` given to ``patch_stylegan``).
+Every other module of the code base that bound one of these functions by name
+(``from torch_utils.ops.bias_act import bias_act``) is rebound too; ``__main__`` is not (see ganfast.patch._rebind).
+The replacements take the originals' arguments, ``impl`` included: ``impl="ref"`` asks for ganfast's reference,
+anything else for ganfast's default (or the ``impl`` given to ``patch_stylegan``).
 """
 from __future__ import annotations
 
 import math
 import sys
 import warnings
-from types import ModuleType
 from typing import Callable
 
 from .. import ops
 from .._dispatch import normalize_impl
+from ._rebind import Binding, rebind, restore
 
 _NVLABS_FAST = ("cuda", None, "auto")
 
@@ -88,7 +88,7 @@ def _replacements(default: str | None) -> dict[tuple[str, str], Callable]:
 class StyleGANPatch:
     """What ``patch_stylegan`` changed; ``undo()`` puts the originals back (also on leaving a ``with`` block)."""
 
-    def __init__(self, bindings: list[tuple[ModuleType, str, Callable, Callable]]):
+    def __init__(self, bindings: list[Binding]):
         self._bindings = bindings
 
     @property
@@ -98,9 +98,7 @@ class StyleGANPatch:
 
     def undo(self) -> None:
         """Restores every binding that still holds ganfast's function (idempotent)."""
-        for module, name, original, replacement in reversed(self._bindings):
-            if getattr(module, name, None) is replacement:
-                setattr(module, name, original)
+        restore(self._bindings)
         self._bindings = []
 
     def __enter__(self) -> "StyleGANPatch":
@@ -118,25 +116,12 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
     module docstring); ``impl`` is used where the code base asks for its fast path (default: ganfast's auto).
     Returns a :class:`StyleGANPatch` whose ``undo()`` restores the originals."""
     default = None if impl is None else normalize_impl(impl)
-    originals: dict[int, tuple[Callable, Callable]] = {}  # id(original) -> (original, replacement)
-    for (module_name, attr), replacement in _replacements(default).items():
-        module = sys.modules.get(module_name)
-        original = getattr(module, attr, None) if module is not None else None
-        if callable(original) and not getattr(original, "__ganfast_patch__", False):
-            originals[id(original)] = (original, replacement)
-    if not originals:
+    pairs = {(sys.modules[module_name], attr): replacement
+             for (module_name, attr), replacement in _replacements(default).items() if module_name in sys.modules}
+    bindings = rebind(pairs)
+    if not bindings:
         warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,"
                       "filtered_lrelu} or "
                       "training.networks[_stylegan2] is imported (or they are patched already); nothing was "
                       "replaced. Import the code base first.", RuntimeWarning, stacklevel=2)
-    bindings = []
-    for module in list(sys.modules.values()):  # every module that holds one of the originals, by any name
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        for name, value in list(namespace.items()):
-            found = originals.get(id(value))
-            if found is not None and found[0] is value:
-                setattr(module, name, found[1])
-                bindings.append((module, name, value, found[1]))
     return StyleGANPatch(bindings)
