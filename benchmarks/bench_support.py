@@ -58,10 +58,10 @@ def bench_copy(benchmark, op: str, shape, dtype) -> None:
 
 
 def nvlabs_bias_act(x, b, act="lrelu", clamp=256.0):
-    """bias_act for lrelu with a clamp as NVlabs' reference computes it and a user writes it: bias, leaky ReLU
-    (slope 0.2), gain √2, one clamp; x's dim 1 holds the channels. The fastest eager baseline for bias_act
-    (ganfast.reference.bias_act, the test oracle, handles every activation and is slower)."""
+    """bias_act for lrelu as NVlabs' reference computes it and a user writes it: bias, leaky ReLU (slope 0.2),
+    gain √2, one clamp (None: none, as R3GAN calls it); x's dim 1 holds the channels. The fastest eager baseline
+    for bias_act (ganfast.reference.bias_act, the test oracle, handles every activation and is slower)."""
     if act != "lrelu":
         raise ValueError("nvlabs_bias_act is written for act='lrelu'")
     y = F.leaky_relu(x.add(b.reshape([1, -1] + [1] * (x.ndim - 2))), 0.2).mul(math.sqrt(2))
-    return y.clamp(-clamp, clamp)
+    return y if clamp is None else y.clamp(-clamp, clamp)

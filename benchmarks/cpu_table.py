@@ -9,6 +9,11 @@ ever adds time, disturbs the comparison as little as it can. Ratios are alternat
 ganfast is faster). The alternatives are plain-torch compositions as NVlabs' code or a user writes them (eager),
 torch.compile of them where it compiles, and torch's own spectral norm; ganfast.reference (the test oracle) is
 used only where it is that composition.
+
+    python benchmarks/cpu_table.py --threads 1,2        # every row at 1 and at 2 torch threads
+
+Each row records the load average (1 min) before and after it; a row measured with a load above 1 (other
+processes competing for the cores) is marked "not a claim" in SUMMARY.md: rerun it on a quiet machine.
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_support import nvlabs_bias_act
@@ -32,6 +36,7 @@ from ganfast.models import DCGANGenerator
 from ganfast.sampling import to_uint8_nhwc
 
 GAIN = math.sqrt(2)
+CLAIM_LOAD = 1.0  # a row measured above this load average (1 min) is not a claim
 
 
 def _grad_runner(fn, inputs, grad_out):
@@ -57,6 +62,20 @@ def rows_bias_act():
            "eager (NVlabs composition)": _grad_runner(nvlabs_bias_act, (xg, bg), g),
            "torch.compile of it": _grad_runner(compiled_g, (xg, bg), g)}
     return [("bias_act lrelu+clamp (8,128,64,64) fwd", fwd), ("bias_act lrelu+clamp (8,128,64,64) fwd+bwd", bwd)]
+
+
+def rows_bias_act_small():
+    """Unclamped lrelu (R3GAN calls bias_act without a clamp) at a small and a mid-size shape, forward+backward."""
+    rows = []
+    for shape in ((8, 64, 8, 8), (8, 128, 32, 32)):
+        torch.manual_seed(0)
+        x, b = torch.randn(shape, requires_grad=True), torch.randn(shape[1], requires_grad=True)
+        g = torch.randn(shape)
+        rows.append((f"bias_act lrelu, no clamp ({','.join(map(str, shape))}) fwd+bwd",
+                     {"ganfast": _grad_runner(lambda x, b: ganfast.ops.bias_act(x, b, act="lrelu"), (x, b), g),
+                      "eager (NVlabs composition)": _grad_runner(lambda x, b: nvlabs_bias_act(x, b, clamp=None),
+                                                                 (x, b), g)}))
+    return rows
 
 
 def rows_upsample():
@@ -119,6 +138,68 @@ def rows_d_step():
     return [("StyleGAN2 D step with R1, 32 px, batch 8", {"ganfast": step, "eager (reference ops)": ref_step})]
 
 
+class _ResidualD(nn.Module):
+    """A small R3GAN-style discriminator (residual blocks of two 3x3 convolutions with bias + leaky ReLU, average
+    pooling between stages, a linear logit) whose bias + activation is ``bias_act(x, b, clamp)``: ganfast's op
+    (what ``patch_stylegan()`` puts in place of NVlabs' ``bias_act``) or NVlabs' own composition."""
+
+    def __init__(self, bias_act, clamp, channels: int = 64, resolution: int = 32):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bias_act, self.clamp = bias_act, clamp
+        self.stem = nn.Conv2d(3, channels, 1, bias=False)
+        self.stem_b = nn.Parameter(torch.zeros(channels))
+        stages = int(math.log2(resolution // 4))
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(2 * stages))
+        self.biases = nn.ParameterList(nn.Parameter(torch.randn(channels) * 0.1) for _ in range(2 * stages))
+        self.logit = nn.Linear(channels * 16, 1)
+
+    def forward(self, x):
+        x = self.bias_act(self.stem(x), self.stem_b, self.clamp)
+        for k in range(0, len(self.convs), 2):
+            h = self.bias_act(self.convs[k](x), self.biases[k], self.clamp)
+            h = self.bias_act(self.convs[k + 1](h), self.biases[k + 1], self.clamp)
+            x = F.avg_pool2d(x + h, 2)
+        return self.logit(x.flatten(1)).squeeze(1)
+
+
+def rows_residual_d_step():
+    """R3GAN's D step (RpGAN + R1 + R2: two double backwards through D) on an R3GAN-style D, with unclamped lrelu
+    (R3GAN) and clamped (StyleGAN2's 256), against NVlabs' own ops and against ganfast's reference ops."""
+    reals, fakes = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    rows = []
+    for clamp in (None, 256.0):
+        def ganfast_bias_act(x, b, clamp):
+            return ganfast.ops.bias_act(x, b, act="lrelu", clamp=clamp)
+
+        def nvlabs(x, b, clamp):
+            return nvlabs_bias_act(x, b, clamp=clamp)
+        ours, theirs = _ResidualD(ganfast_bias_act, clamp), _ResidualD(nvlabs, clamp)
+
+        def step(D, penalty):
+            def run():
+                r, f = reals.detach().requires_grad_(True), fakes.detach().requires_grad_(True)
+                real_logits, fake_logits = D(r), D(f)
+                loss = F.softplus(fake_logits - real_logits).mean() + 5 * (penalty(real_logits, r)
+                                                                            + penalty(fake_logits, f))
+                return torch.autograd.grad(loss, list(D.parameters()))
+            return run
+
+        def plain_penalty(logits, x):  # R1 / R2 as a user writes them
+            (g,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+            return g.square().sum([1, 2, 3]).mean()
+
+        def ref_step(run=step(ours, ganfast.losses.r1_penalty)):
+            with ganfast.use_impl("ref"):
+                return run()
+        name = "no clamp (R3GAN)" if clamp is None else "clamp 256"
+        rows.append((f"R3GAN-style D step (RpGAN + R1 + R2), lrelu {name}, 32 px, batch 8",
+                     {"ganfast": step(ours, ganfast.losses.r1_penalty),
+                      "NVlabs' own ops (eager)": step(theirs, plain_penalty),
+                      "eager (ganfast reference ops)": ref_step}))
+    return rows
+
+
 def _sn_stack(kind: str, n: int, channels: int):
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Conv2d(channels, channels, 3, padding=1) for _ in range(n)])
@@ -159,19 +240,27 @@ def rows_spectral_norm():
         return run
     train = {"ganfast": fwd(mods["ganfast"], x), "ganfast + spectral_norm_step": fwd(mods["ganfast"], x, True),
              "torch's spectral_norm": fwd(mods["torch"], x)}
+    stack_eval = {k: _sn_stack(k, 20, 256).eval() for k in ("ganfast", "torch")}
+    stack_eval["ganfast"].load_state_dict(stack_eval["torch"].state_dict())
+    evals_stack = {"ganfast": fwd(stack_eval["ganfast"], x), "torch's spectral_norm": fwd(stack_eval["torch"], x)}
     d = {k: _biggan_d(k).eval() for k in ("ganfast", "torch")}
     d["ganfast"].load_state_dict(d["torch"].state_dict())
     img = torch.randn(2, 3, 32, 32)
     evals = {"ganfast": fwd(d["ganfast"], img), "ganfast + spectral_norm_step": fwd(d["ganfast"], img, True),
              "torch's spectral_norm": fwd(d["torch"], img)}
     return [("spectral norm, 20 x Conv2d(256,256,3) at 4x4, train fwd", train),
+            ("spectral norm, 20 x Conv2d(256,256,3) at 4x4, eval fwd", evals_stack),
             ("spectral norm, 40-layer BigGAN-like D (16-256 ch) at 32 px, eval fwd", evals)]
 
 
+SAMPLE_IMAGES = 2048
+
+
 def rows_sample():
+    """ganfast.sample with its defaults against the loop a user writes: torch.randn latents, batch 256, uint8."""
     torch.manual_seed(0)
-    G = DCGANGenerator(resolution=32, channels=3)
-    seeds = list(range(2048))
+    G = DCGANGenerator()  # the default generator: 16 px, 1 channel
+    seeds = list(range(SAMPLE_IMAGES))
 
     def defaults():
         return sum(len(b.seeds) for b in ganfast.sample(G, seeds))
@@ -180,10 +269,9 @@ def rows_sample():
         G.eval()
         with torch.no_grad():
             for i in range(0, len(seeds), batch):
-                z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds[i:i + batch]])
-                to_uint8_nhwc(G(torch.from_numpy(z.astype(np.float32)))).numpy()
-    return [("ganfast.sample defaults, DCGAN 32 px, 2,048 images",
-             {"ganfast": defaults, "plain eager loop, batch 256": plain})]
+                to_uint8_nhwc(G(torch.randn(len(seeds[i:i + batch]), G.z_dim))).numpy()
+    return [(f"ganfast.sample defaults, DCGAN 16 px 1 ch, {SAMPLE_IMAGES:,} images",
+             {"ganfast": defaults, "plain torch.randn eager loop, batch 256": plain})]
 
 
 def rows_rosinality_step():
@@ -198,8 +286,8 @@ def rows_rosinality_step():
               "their CPU path (upfirdn2d_native, F.leaky_relu)": step_runner(theirs, 64, 4, 32)})]
 
 
-ROWS = [rows_bias_act, rows_upsample, rows_synthesis_layer, rows_d_step, rows_spectral_norm, rows_sample,
-        rows_rosinality_step]
+ROWS = [rows_bias_act, rows_bias_act_small, rows_upsample, rows_synthesis_layer, rows_d_step, rows_residual_d_step,
+        rows_spectral_norm, rows_sample, rows_rosinality_step]
 
 
 def measure(variants: dict, rounds: int, budget_s: float, per_call: bool = False) -> dict[str, float]:
@@ -230,7 +318,8 @@ def _fmt(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load: tuple[float, float]) -> None:
+def write_outputs(results: list[tuple[str, dict, tuple[float, float]]], out: Path, rounds: int,
+                  load: tuple[float, float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if os.path.exists("/proc/cpuinfo") else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
@@ -239,7 +328,7 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load:
         "# ganfast on the CPU: side by side with what a user would run instead",
         "",
         (f"`python benchmarks/cpu_table.py` on {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-         f"({torch.get_num_threads()} threads), float32. One process; variants interleaved, {rounds} rounds; each "
+         "(threads: in each row's title), float32. One process; variants interleaved, {rounds} rounds; each "
          "figure is the best round's median (min of medians), because the machine was shared with other jobs and "
          "load only adds time. Ratio = alternative / ganfast (> 1: ganfast faster). Absolute times vary with the "
          f"machine and its load; the ratios are the claim. Load average (1 min) {load[0]:.1f} at the start and "
@@ -248,10 +337,13 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load:
          "the calling thread to run its chunks alone (flattering torch); seconds-long rows get few samples. See the "
          "README."),
         "",
-        "| workload | ganfast | alternatives | ratio |",
-        "|---|---|---|---|",
+        f"Rows measured at a load average above {CLAIM_LOAD:g} (column \"load\": before → after the row) are marked "
+        "*not a claim*: other processes competed for the cores while they ran.",
+        "",
+        "| workload | ganfast | alternatives | ratio | load |",
+        "|---|---|---|---|---|",
     ]
-    for title, times in results:
+    for title, times, (before, after) in results:
         fast = times["ganfast"]
         others = {k: v for k, v in times.items() if k != "ganfast"}
         ours = "; ".join(f"{k.replace('ganfast + ', '+ ')} {_fmt(v)}" for k, v in others.items()
@@ -260,17 +352,18 @@ def write_outputs(results: list[tuple[str, dict]], out: Path, rounds: int, load:
         ratios = " / ".join(f"{v / fast:.2f}x" for k, v in others.items() if not k.startswith("ganfast"))
         cell = _fmt(fast) + (f" ({ours})" if ours else "")
         if title.startswith("ganfast.sample"):
-            n = 2048
+            n = SAMPLE_IMAGES
             cell += f" = {n / fast:,.0f} img/s"
             alts += f" = {n / next(v for k, v in others.items() if not k.startswith('ganfast')):,.0f} img/s"
-        lines.append(f"| {title} | {cell} | {alts} | {ratios} |")
+        claim = "" if max(before, after) <= CLAIM_LOAD else " (*not a claim*)"
+        lines.append(f"| {title} | {cell} | {alts} | {ratios} | {before:.1f} → {after:.1f}{claim} |")
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels, values, colors = [], [], []
-    for title, times in results:
+    for title, times, _ in results:
         best_alt = min(v for k, v in times.items() if not k.startswith("ganfast"))
         best_ours = min(v for k, v in times.items() if k.startswith("ganfast"))
         labels.append(title)
@@ -298,15 +391,24 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated row builders to run, e.g. rows_bias_act")
     parser.add_argument("--per-call", action="store_true",
                         help="alternate the variants call by call (default: in blocks of calls of one variant)")
+    parser.add_argument("--threads", default="",
+                        help="comma-separated torch thread counts to run every row at, e.g. 1,2 (default: torch's)")
     args = parser.parse_args(argv)
     chosen = [r for r in ROWS if not args.only or r.__name__ in args.only.split(",")]
+    thread_counts = [int(t) for t in args.threads.split(",") if t] or [torch.get_num_threads()]
     load_start = os.getloadavg()[0]
     results = []
-    for build in chosen:
-        for title, variants in build():
-            times = measure(variants, args.rounds, args.budget, args.per_call)
-            results.append((title, times))
-            print(title, {k: _fmt(v) for k, v in times.items()}, flush=True)
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for build in chosen:
+            for title, variants in build():
+                before = os.getloadavg()[0]
+                times = measure(variants, args.rounds, args.budget, args.per_call)
+                load = (before, os.getloadavg()[0])
+                title = f"{title} [{threads} thread{'s' if threads > 1 else ''}]"
+                results.append((title, times, load))
+                print(title, {k: _fmt(v) for k, v in times.items()}, f"load {load[0]:.1f} -> {load[1]:.1f}",
+                      flush=True)
     write_outputs(results, Path(args.out), args.rounds, (load_start, os.getloadavg()[0]))
     print(f"wrote {args.out}/SUMMARY.md and cpu_table.png")
     return 0

@@ -15,9 +15,11 @@
 namespace ganfast {
 namespace {
 
-// Multiply-adds of one mat-vec below which it stays on one thread: starting a thread costs tens of µs, and a
-// 256 × 2304 mat-vec (0.6M) takes about that long on one core with AVX-512 (measured on a 2-core AMD EPYC).
-constexpr int64_t kThreadedWork = int64_t(1) << 21;
+// Multiply-adds per thread below which a mat-vec stays on one thread. The chunks run on torch's OpenMP team
+// (parallel.h), whose threads wake in a few µs between back-to-back calls, so a 256 × 2304 mat-vec (0.6M, tens of
+// µs on one core) splits over 2 cores as torch's mat-vec does (2^17: 0.92-0.98x of torch's spectral norm at
+// 2 threads where 2^21, sized for a pool of sleeping workers, kept it on one core: 0.81-0.85x).
+constexpr int64_t kThreadedWork = int64_t(1) << 17;
 constexpr int kLanes = 16;  // partial sums per row of W v: one AVX-512 vector of floats, the order at any width
 
 template <typename S>
@@ -134,10 +136,12 @@ struct SNWeight {
     return threaded && rows * cols >= kThreadedWork ? std::max<int64_t>(1, kThreadedWork / (rows * cols / n)) : n;
   }
 
-  // y = W x (rows values)
+  // y = W x (rows values), split in whole groups of four rows: a row summed in a group of four and one summed
+  // alone may round differently, so every split must group the rows as the one-thread pass does.
   void mat_vec(const S* x, T* y) const {
-    parallel_for(rows, grain(rows), [&](int64_t begin, int64_t end) {
-      mat_vec_rows(weight, x, y, outer, rows, inner, begin, end);
+    const int64_t groups = (rows + 3) / 4;
+    parallel_for(groups, grain(groups), [&](int64_t begin, int64_t end) {
+      mat_vec_rows(weight, x, y, outer, rows, inner, 4 * begin, std::min(rows, 4 * end));
     });
   }
 

@@ -115,6 +115,7 @@ class OpEntry:
     ref_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
     notes: dict[str, str] = field(default_factory=dict)
     warned: set = field(default_factory=set)
+    resolved: dict = field(default_factory=dict)  # auto's answers, by everything they depend on (see resolve)
 
     def not_supported_reasons(self, impl: str, device: torch.device, dtype: torch.dtype) -> list[str]:
         if impl in self.missing:
@@ -131,12 +132,19 @@ class OpEntry:
         ``variant`` names a class of calls with its own auto order (key ``"<device type>:<variant>"``).
         """
         impl = normalize_impl(impl) if impl is not None else default_impl()
-        if impl != "auto":
-            reasons = self.not_supported_reasons(impl, device, dtype)
-            if reasons:
-                raise ImplNotSupportedError(
-                    f"{self.name}: impl={impl!r} cannot serve {dtype} tensors on {device}: " + "; ".join(reasons))
-            return impl
+        if impl == "auto":  # an op's limits are call-independent: auto's answer depends on this key alone
+            key = (device, dtype, variant, _ext.loaded(), os.environ.get("TRITON_INTERPRET"))
+            chosen = self.resolved.get(key)
+            if chosen is None:
+                chosen = self.resolved[key] = self._auto(device, dtype, variant)
+            return chosen
+        reasons = self.not_supported_reasons(impl, device, dtype)
+        if reasons:
+            raise ImplNotSupportedError(
+                f"{self.name}: impl={impl!r} cannot serve {dtype} tensors on {device}: " + "; ".join(reasons))
+        return impl
+
+    def _auto(self, device: torch.device, dtype: torch.dtype, variant: str | None) -> str:
         order = self.auto_order.get(f"{device.type}:{variant}") or self.auto_order.get(device.type, ("ref",))
         skipped = []
         for candidate in order:
@@ -145,7 +153,7 @@ class OpEntry:
                 if candidate == "ref" and device.type == "cuda" and (device.type, dtype) not in self.warned:
                     self.warned.add((device.type, dtype))
                     warnings.warn(f"ganfast: {self.name} falls back to the slow PyTorch reference on {device} "
-                                  f"({'; '.join(skipped)}); see ganfast.info()", RuntimeWarning, stacklevel=3)
+                                  f"({'; '.join(skipped)}); see ganfast.info()", RuntimeWarning, stacklevel=4)
                 return candidate
             skipped.append(f"{candidate}: {'; '.join(reasons)}")
         return "ref"

@@ -34,15 +34,17 @@ shards is one of the folder's settings.
 with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
 Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad
-(optionally autocast to bf16/fp16 and torch.compile; on a GPU replayed from a CUDA graph), images are converted to
-uint8 NHWC on the device and copied into pinned host memory asynchronously while the next batch is generated (on a
-GPU the host prepares batch i+1 while the device runs batch i); a pool of threads encodes and writes the files,
-so the device does not wait on the disk. On a CPU the host's share (latents, class draws, noise generators: about
-2 ms per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured).
+(on a CPU as :func:`inference_model`: batch norms folded, channels_last; optionally autocast to bf16/fp16 and
+torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC on the device and copied
+into pinned host memory asynchronously while the next batch is generated (on a GPU the host prepares batch i+1
+while the device runs batch i); a pool of threads encodes and writes the files, so the device does not wait on the
+disk. On a CPU the host's share (latents, class draws, noise generators, made only for ``noise_mode="random"``:
+about 2 ms per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import inspect
 import io
@@ -364,7 +366,8 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     device = next(G.parameters(), torch.empty(0)).device
     on_gpu = device.type == "cuda"
     was_training = G.training
-    run = _CompiledOrEager(G.eval()) if options.compile else G.eval()
+    model = inference_model(G.eval())
+    run = _CompiledOrEager(model) if options.compile else model
     if options.cuda_graph and len(seeds) > batch_size:  # one batch: capturing would only add work
         run = _CudaGraphOrEager(run, batch_size)
     dtype = options.dtype
@@ -373,7 +376,7 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
         if seeds:  # a process's first forward may round differently from later ones (README, "Determinism"):
-            _forward(G, seeds[:1], None if labels is None else labels[:1], options, device, autocast)  # discarded
+            _forward(model, seeds[:1], None if labels is None else labels[:1], options, device, autocast)  # discarded
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start:start + batch_size]
             chunk_labels = None if labels is None else labels[start:start + batch_size]
@@ -403,7 +406,8 @@ def _forward(run, seeds: list[int], labels: np.ndarray | None, options: SampleOp
     z = z.pin_memory().to(device, non_blocking=True) if on_gpu else z.to(device)
     c = _label_input(labels, options.c_dim)
     args = (z,) if c is None else (z, c.pin_memory().to(device, non_blocking=True) if on_gpu else c)
-    noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in seeds])
+    noise = per_sample_noise([torch.Generator().manual_seed(_NOISE_SEED_OFFSET + s) for s in seeds]) \
+        if options.g_kwargs.get("noise_mode") == "random" else contextlib.nullcontext()  # only then does G draw noise
     with torch.no_grad(), torch.autocast(**autocast), noise, reproducible_algorithms(device):
         return run(*args, **options.g_kwargs)
 
@@ -427,6 +431,68 @@ def reproducible_algorithms(device: torch.device):
     finally:
         cudnn.benchmark, cudnn.deterministic, fill.fill_uninitialized_memory = saved[0], saved[1], saved[4]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def inference_model(G: torch.nn.Module) -> torch.nn.Module:
+    """The model that sampling runs for G (in eval mode): on a CPU, a copy in which every eval-mode batch norm that
+    directly follows a Linear (through an Unflatten), Conv2d or ConvTranspose2d inside an ``nn.Sequential`` is folded
+    into that layer (W' = s·W, b' = s·(b − μ) + β, s = γ/√(σ² + ε)) and which runs channels_last; G itself where
+    there is no such batch norm, and on other devices (not measured there). Folding changes the float results in
+    the last bits, so every path that turns seeds into images (sample, write_samples, validate, metrics: all
+    through :func:`sample`) runs this model, and a seed's image is the same everywhere."""
+    device = next(G.parameters(), torch.empty(0)).device
+    if device.type != "cpu" or not any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules()):
+        return G
+    model, folded = copy.deepcopy(G), 0
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        layers = list(seq)
+        for i, norm in enumerate(layers):
+            if i and _foldable_norm(norm):
+                prev, spatial = layers[i - 1], 1
+                if isinstance(prev, torch.nn.Unflatten) and i > 1 and prev.dim == 1 and len(prev.unflattened_size) == 3:
+                    spatial = prev.unflattened_size[1] * prev.unflattened_size[2]
+                    prev = layers[i - 2] if isinstance(layers[i - 2], torch.nn.Linear) else None
+                if _fold_into(prev, norm, spatial):
+                    seq[i] = torch.nn.Identity()
+                    folded += 1
+    return model.to(memory_format=torch.channels_last) if folded else G
+
+
+def _foldable_norm(norm: torch.nn.Module) -> bool:
+    """An eval-mode BatchNorm2d (or a label-free subclass that computes the same) with running statistics."""
+    return (isinstance(norm, torch.nn.BatchNorm2d) and not norm.training and norm.running_var is not None
+            and type(norm).forward in (torch.nn.BatchNorm2d.forward,) + _label_free_forward(norm))
+
+
+def _label_free_forward(norm: torch.nn.Module) -> tuple:
+    """ganfast's ConditionalBatchNorm2d is nn.BatchNorm2d when it takes no labels."""
+    from .models.conv import ConditionalBatchNorm2d
+    return (ConditionalBatchNorm2d.forward,) if isinstance(norm, ConditionalBatchNorm2d) and not norm.c_dim else ()
+
+
+@torch.no_grad()
+def _fold_into(layer, norm: torch.nn.BatchNorm2d, spatial: int) -> bool:
+    """Folds ``norm`` into ``layer`` (Conv2d, ConvTranspose2d or, with ``spatial`` > 1 positions per channel, a
+    Linear whose outputs are channel-major); False where ``layer`` is none of these."""
+    if isinstance(layer, torch.nn.Linear) and spatial > 1 or isinstance(layer, torch.nn.Conv2d) and layer.groups == 1:
+        out_dim = 0
+    elif isinstance(layer, torch.nn.ConvTranspose2d) and layer.groups == 1:
+        out_dim = 1
+    else:
+        return False
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale + (norm.bias if norm.bias is not None else 0)
+    scale, shift = scale.repeat_interleave(spatial), shift.repeat_interleave(spatial)
+    if scale.shape[0] != layer.weight.shape[out_dim]:
+        return False
+    shape = [1] * layer.weight.ndim
+    shape[out_dim] = -1
+    layer.weight.mul_(scale.reshape(shape))
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(shift)
+    layer.bias = torch.nn.Parameter(bias * scale + shift, requires_grad=False)
+    return True
 
 
 class _CompiledOrEager:

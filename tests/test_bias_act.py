@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from support import DEVICE, assert_grad_graph_parity, assert_layout_parity, available_impls, rel_err
+from support import DEVICE, assert_grad_graph_parity, assert_layout_parity, available_impls, grad_graph, rel_err
 
 import ganfast
 from ganfast.ops import ACTIVATIONS, bias_act
@@ -213,7 +213,7 @@ def test_torch_compile_fullgraph():
 def test_auto_selection_and_overrides(monkeypatch):
     x, b = _inputs(dtype=torch.float32)
     entry = ganfast._dispatch.OPS["bias_act"]
-    assert entry.resolve(None, x.device, x.dtype) == "ext"              # clamped lrelu: the C++ kernel
+    assert entry.resolve(None, x.device, x.dtype) == "ext"              # linear/relu/lrelu: the C++ kernel
     assert entry.resolve("cuda", x.device, x.dtype) == "ext"            # NVlabs' spelling of auto
     assert entry.resolve(None, x.device, x.dtype, "other") == "ref"     # measured faster on CPU
     with ganfast.use_impl("ref"):
@@ -372,3 +372,24 @@ def test_no_grad_shortcut_matches_the_op_and_tracers_still_see_it():
         assert "ganfast.bias_act.default" in str(make_fx(f)(x, b).graph)
         with pytest.warns(torch.jit.TracerWarning):
             assert "ganfast::bias_act" in str(torch.jit.trace(f, (x, b)).graph)
+
+
+@pytest.mark.skipif(not ganfast._ext.loaded(), reason="the eager autograd route is taken for the C++ kernel")
+@pytest.mark.parametrize("act,clamp", [("lrelu", None), ("lrelu", 1.0), ("linear", 0.5), ("relu", None)])
+def test_eager_autograd_route_matches_the_registered_op(act, clamp):
+    """An eager call with autograd takes autograd.Function twins of the registered ops: the same values and the
+    same gradient graph (None where the op gives None), first and second derivative, bitwise in float64; auto on
+    the CPU takes the C++ kernel for unclamped piecewise-linear activations too (R3GAN's lrelu)."""
+    x, b = _inputs(device="cpu")
+    assert ganfast._dispatch.OPS["bias_act"].resolve(None, x.device, x.dtype) == "ext"
+    alpha, gain = (0.2 if act == "lrelu" else 0.0), 1.3
+
+    def via_op(x, b):
+        return torch.ops.ganfast.bias_act(x, b, 1, act, alpha, gain, clamp, "ext")
+    y = bias_act(x.detach().requires_grad_(True), b, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    assert type(y.grad_fn).__name__.startswith("_EagerBiasAct")
+    got = grad_graph(lambda x, b: bias_act(x, b, act=act, alpha=alpha, gain=gain, clamp=clamp), (x, b))
+    want = grad_graph(via_op, (x, b))
+    for got_grads, want_grads in zip(got, want):
+        for g, w in zip(got_grads, want_grads):
+            assert (g is None) == (w is None) and (g is None or torch.equal(g, w))

@@ -595,3 +595,40 @@ def test_cuda_graph_on_a_gpu(monkeypatch, dtype):
     np.testing.assert_array_equal(graphed[:8], eager[:8])
     _, last_padded = _all_images(ganfast.sample(G, [8, 9, 0, 1], batch_size=4, dtype=dtype, cuda_graph=False))
     np.testing.assert_array_equal(graphed[8:], last_padded[:2])
+
+
+def _dcgan_with_running_stats(c_dim=0):
+    from ganfast.models import DCGANGenerator
+    torch.manual_seed(3)
+    G = DCGANGenerator(z_dim=16, resolution=16, base_channels=8, c_dim=c_dim)
+    for m in G.modules():  # statistics as after training, so that folding them changes something
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+    return G
+
+
+def test_inference_model_folds_batch_norm_and_every_path_uses_it(monkeypatch):
+    """On a CPU, sampling runs a copy of G with its eval-mode batch norms folded into the layers before them,
+    channels_last: close to G (float rounding), G itself untouched, and the same bits for a seed at any batch size;
+    a generator without random layer noise gets no per-seed noise generators."""
+    from ganfast.sampling import inference_model, to_uint8_nhwc
+    G = _dcgan_with_running_stats().eval()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    folded = inference_model(G)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
+    z = seed_latents(range(12), 16)
+    with torch.no_grad():
+        want, got = G(z), folded(z)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(got, want)  # the fold is real: the floats differ in the last bits
+    monkeypatch.setattr(ganfast.sampling, "per_sample_noise", None)  # must not be called: G has no noise inputs
+    seeds, images = _all_images(ganfast.sample(G, range(12), batch_size=5))
+    np.testing.assert_array_equal(images, _all_images(ganfast.sample(G, range(12)))[1])
+    np.testing.assert_array_equal(images, to_uint8_nhwc(got).numpy())
+    assert G.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())
+    conditional = _dcgan_with_running_stats(c_dim=3).eval()  # label-dependent batch norm: nothing to fold
+    assert inference_model(conditional) is conditional

@@ -14,7 +14,7 @@ import ganfast
 from ganfast import _ext
 from ganfast.nn import SNConv2d, SNConvTranspose2d, SNEmbedding, SNLinear
 from ganfast.nn.utils import parametrizations, remove_spectral_norm, spectral_norm, spectral_norm_step
-from ganfast.ops.spectral_norm import power_iteration, spectral_norm_sigma
+from ganfast.ops.spectral_norm import power_iteration, power_iteration_one, spectral_norm_sigma
 from ganfast.reference import spectral_norm as sn_ref
 
 IMPLS = ["ext", "ref"] if _ext.loaded() else ["ref"]
@@ -596,3 +596,30 @@ def test_complex_sigma_gradient_matches_reference():
     (result,) = power_iteration([weight], [u], [v], [0], [3], [1e-12], [True], impl="ref")
     assert_grad_graph_parity(lambda w: w / spectral_norm_sigma(w, result, 0),
                              lambda w: w / sn_ref.spectral_norm_sigma(w, result.u, result.v, 0), (weight,), ("weight",))
+
+
+@pytest.mark.skipif(not _ext.loaded(), reason="the layer fast path serves the C++ kernel")
+@pytest.mark.parametrize("u_first", [False, True])
+def test_layer_fast_path_matches_power_iteration_and_rechecks(u_first):
+    """power_iteration_one (a layer's repeated one-weight call) gives power_iteration's bits at every step, and
+    checks again, or leaves the fast path, whenever what its record depends on changes: a new weight (its shape
+    checked), a wrong u, another default impl."""
+    class Holder:
+        pass
+    holder, w = Holder(), torch.randn(40, 3, 3, 3)
+    u, v = torch.randn(40), torch.randn(27)
+    u2, v2 = u.clone(), v.clone()
+    for n in (1, 1, 0, 2):
+        got = power_iteration_one(holder, w, u, v, 0, n, 1e-12, u_first, "ext")
+        (want,) = power_iteration([w], [u2], [v2], [0], [n], [1e-12], [u_first], impl="ext")
+        assert holder._ganfast_plan is not None
+        assert all(torch.equal(a, b) for a, b in zip(got, want)) and torch.equal(u, u2) and torch.equal(v, v2)
+    with pytest.raises(ValueError, match="needs 54"):
+        power_iteration_one(holder, torch.randn(40, 6, 3, 3), u, v, 0, 1, 1e-12, u_first, "ext")
+    with pytest.raises(ValueError, match="us\\[0\\] has length 39"):
+        power_iteration_one(holder, w, u[:39], v, 0, 1, 1e-12, u_first, "ext")
+    with ganfast.use_impl("ref"):
+        got = power_iteration_one(holder, w, u, v, 0, 1, 1e-12, u_first, None)
+        assert holder._ganfast_plan is None  # the reference takes the general route
+    want = sn_ref.power_iteration(w, u2, v2, 0, 1, 1e-12, u_first)
+    torch.testing.assert_close(got.sigma, want, **TOL[torch.float32])

@@ -55,8 +55,8 @@ from ..reference.bias_act import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "check_tensor", "check_same_device", "check_dim", "check_finite", "check_clamp",
            "check_epilogue", "compute_dtype", "is_dense", "dense", "same_layout", "AUTOCAST_DEVICES", "custom_op",
-           "register_autograd", "register_adjoint_pair", "autocast_on", "autocast_input", "autocast_like",
-           "no_autocast"]
+           "register_autograd", "without_autocast", "register_adjoint_pair", "autocast_on", "autocast_input",
+           "autocast_like", "no_autocast"]
 
 AUTOCAST_DEVICES = ("cpu", "cuda")  # the device types ganfast's kernels serve and torch's autocast covers
 _AUTOCAST_LIB = torch.library.Library("ganfast", "FRAGMENT")  # holds the ops' autocast kernels (rule 7c)
@@ -84,6 +84,12 @@ def register_autograd(name: str, backward, setup_context) -> None:
     sums and products around the registered ops) compute in the dtypes they are given whether the backward runs
     after the autocast region (eager), inside it (a double backward) or is traced with the forward (torch.compile).
     A backward does not know its device beforehand: autocast goes off for every device type where it is on."""
+    torch.library.register_autograd(name, without_autocast(backward), setup_context=setup_context)
+
+
+def without_autocast(backward):
+    """``backward`` run with autocast off for every device type where it is on (rule 7c); also for the eager
+    ``torch.autograd.Function`` twins of registered ops, which share the registered ops' backward functions."""
     @functools.wraps(backward)
     def backward_without_autocast(ctx, *grads):
         active = [device_type for device_type in AUTOCAST_DEVICES if torch.is_autocast_enabled(device_type)]
@@ -93,7 +99,7 @@ def register_autograd(name: str, backward, setup_context) -> None:
             for device_type in active:
                 stack.enter_context(torch.autocast(device_type, enabled=False))
             return backward(ctx, *grads)
-    torch.library.register_autograd(name, backward_without_autocast, setup_context=setup_context)
+    return backward_without_autocast
 
 
 def register_adjoint_pair(name: str, adjoint_name: str, adjoint_args) -> None:
@@ -228,7 +234,7 @@ def is_dense(t: torch.Tensor) -> bool:
 
 def dense(t: torch.Tensor) -> torch.Tensor:
     """``t`` if it is dense, else a contiguous copy."""
-    return t if is_dense(t) else t.contiguous()
+    return t if t.is_contiguous() or is_dense(t) else t.contiguous()
 
 
 def same_layout(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

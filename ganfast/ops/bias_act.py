@@ -20,14 +20,17 @@ from .._dispatch import register_op
 from ..reference.bias_act import ACTIVATIONS
 from ..reference.bias_act import bias_act as bias_act_ref
 from ._common import (autocast_like, check_dim, check_epilogue, check_tensor, custom_op, dense, no_autocast,
-                      register_autograd, same_layout)
+                      register_autograd, same_layout, without_autocast)
 
 __all__ = ["bias_act", "ACTIVATIONS"]
 
 
-# auto on CPU, measured (2 cores, 4x128x64x64 fp32, forward+backward): the C++ kernel beats eager torch for
-# clamped piecewise-linear activations (the StyleGAN case: 2-5x); torch's vectorised transcendentals win
-# for the rest, so those calls ("cpu:other") take the reference.
+# auto on CPU, measured (2 cores, fp32, 1 thread, min of medians; benchmarks/cpu_table.py --only rows_bias_act_small):
+# the C++ kernel beats eager torch for the piecewise-linear activations, clamped (the StyleGAN case: 2-5x at
+# 4x128x64x64) and unclamped (R3GAN's lrelu: the reference's torch.where is about 15x slower than F.leaky_relu, and
+# the kernel beats F.leaky_relu(x + b) * gain: 8x128x32x32 forward+backward 0.73 vs 3.0 ms; 8x64x8x8 82 vs 109 µs,
+# eager calls taking the autograd.Function route below). torch's vectorised transcendentals win for the rest, so
+# those calls ("cpu:other") take the reference.
 # auto on CUDA: the CUDA kernel first (lowest launch overhead), Triton second: not yet measured on a GPU.
 _OP = register_op("bias_act", {"cpu": ("ext", "ref"), "cpu:other": ("ref",), "cuda": ("ext", "triton", "ref")})
 _CPU_EXT_ACTS = ("linear", "relu", "lrelu")
@@ -109,6 +112,14 @@ def _setup_fwd(ctx, inputs, output):
     ctx.save_for_backward(x, b, output if clamp is not None else None)
 
 
+def _grad_ops(ctx) -> tuple:
+    """The derivative ops a backward builds on: the registered ops, or (after a forward of the eager route) their
+    autograd.Function twins, so that a double backward stays off the dispatcher too."""
+    if getattr(ctx, "eager", False):
+        return _EagerBiasActGrad.apply, _EagerBiasActGrad2.apply
+    return torch.ops.ganfast.bias_act_grad, torch.ops.ganfast.bias_act_grad2
+
+
 def _backward_fwd(ctx, dy):
     x, b, y = ctx.saved_tensors
     dim, act, alpha, gain, clamp, impl = ctx.params
@@ -117,7 +128,7 @@ def _backward_fwd(ctx, dy):
         if act == "linear" and clamp is None:  # dx depends on dy alone: x and b stay out of its graph
             dx = dy if gain == 1 else dy * gain
         else:
-            dx = torch.ops.ganfast.bias_act_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+            dx = _grad_ops(ctx)[0](dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[1]:
             db = _sum_to_bias(dx, dim)
     return dx if ctx.needs_input_grad[0] else None, db, None, None, None, None, None, None
@@ -136,12 +147,13 @@ def _backward_grad(ctx, ddx):
     d_dy = d_x = d_b = None
     if ddx is None:
         return None, None, None, None, None, None, None, None, None, None
+    grad_op, grad2_op = _grad_ops(ctx)
     if ctx.needs_input_grad[0]:  # dx is linear in dy
-        d_dy = torch.ops.ganfast.bias_act_grad(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
+        d_dy = grad_op(ddx, x, b, y, dim, act, alpha, gain, clamp, impl)
     # act'' = 0 almost everywhere for the piecewise-linear activations: dx does not depend on x or b, so their
     # gradients are None (not zeros), as in StyleGAN2-ADA and the reference; Adam then leaves b alone.
     if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-        d_x = torch.ops.ganfast.bias_act_grad2(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
+        d_x = grad2_op(ddx, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
         if b is not None and ctx.needs_input_grad[2]:
             d_b = _sum_to_bias(d_x, dim)
     return d_dy, d_x if ctx.needs_input_grad[1] else None, d_b, None, None, None, None, None, None, None
@@ -156,6 +168,44 @@ register_autograd("ganfast::bias_act", _backward_fwd, setup_context=_setup_fwd)
 register_autograd("ganfast::bias_act_grad", _backward_grad, setup_context=_setup_grad)
 register_autograd("ganfast::bias_act_grad2", _backward_grad2,
                   setup_context=lambda ctx, inputs, output: None)
+
+
+class _EagerBiasAct(torch.autograd.Function):
+    """ganfast::bias_act for eager calls with a gradient to record: the same launches and backward formulas without
+    the custom-op dispatcher's Python layers (measured on CPU at 8x64x8x8 fp32: about 45 µs of a forward with grad
+    and 100 µs of a forward+backward, more than the work). Old-style forward(ctx, ...): the setup_context style
+    costs more per call."""
+
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp, impl):
+        y = _launch(impl, 0, x, b, None, None, None, dim, act, alpha, gain, clamp)
+        ctx.eager = True
+        _setup_fwd(ctx, (x, b, dim, act, alpha, gain, clamp, impl), y)
+        return y
+
+    backward = staticmethod(without_autocast(_backward_fwd))
+
+
+class _EagerBiasActGrad(torch.autograd.Function):
+    """ganfast::bias_act_grad on the eager route (see _EagerBiasAct)."""
+
+    @staticmethod
+    def forward(ctx, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+        ctx.eager = True
+        _setup_grad(ctx, (dy, x, b, y, dim, act, alpha, gain, clamp, impl), None)
+        return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
+
+    backward = staticmethod(without_autocast(_backward_grad))
+
+
+class _EagerBiasActGrad2(torch.autograd.Function):
+    """ganfast::bias_act_grad2 on the eager route (see _EagerBiasAct)."""
+
+    @staticmethod
+    def forward(ctx, g, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+        return _launch(impl, 2, x, b, g, dy, y, dim, act, alpha, gain, clamp)
+
+    backward = staticmethod(_backward_grad2)
 
 
 # ---- public API -----------------------------------------------------------------------------------------------
@@ -190,24 +240,24 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
             raise ValueError(f"b has length {b.shape[0]} but x.shape[{dim}] is {x.shape[dim]}")
     else:
         dim = 0  # without b, dim plays no part (as in StyleGAN2-ADA)
-    variant = None if clamp is not None and act in _CPU_EXT_ACTS else "other"
+    variant = None if act in _CPU_EXT_ACTS else "other"
     chosen = _OP.resolve(impl, x.device, x.dtype, variant)
     if chosen == "ref":
         with no_autocast(x):
             return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    if _plain_eager_call(x, b):  # the op's own body, without the dispatcher's Python layers (≈8 µs a call)
+    if _plain_eager_call(x, b):  # the op's own body, without the dispatcher's Python layers
+        if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+            return _EagerBiasAct.apply(x, b, dim, act, alpha, gain, clamp, chosen)
         return _launch(chosen, 0, x, b, None, None, None, dim, act, alpha, gain, clamp)
     return torch.ops.ganfast.bias_act(x, b, dim, act, alpha, gain, clamp, chosen)
 
 
 def _plain_eager_call(x: torch.Tensor, b: torch.Tensor | None) -> bool:
-    """Whether the registered op would do nothing but run its body: no gradient to record, no tracing
+    """Whether the registered op would do nothing but run its body and its autograd formulas: no tracing
     (torch.compile, torch.jit.trace), no tensor subclass, functorch transform or dispatch mode that must see the op.
     The functorch and dispatch-mode checks are torch internals: where a torch release lacks them, every call goes
     through the dispatcher."""
     if _TORCH_INTERNALS is None:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
         return False
     functorch_wrapped, dispatch_mode = _TORCH_INTERNALS
     return (type(x) is torch.Tensor and (b is None or type(b) is torch.Tensor) and not torch.compiler.is_compiling()

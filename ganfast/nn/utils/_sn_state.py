@@ -10,7 +10,7 @@ from torch import nn
 
 from ... import _ext
 from ..._dispatch import default_impl
-from ...ops.spectral_norm import OP, SNResult, power_iteration, spectral_norm_sigma
+from ...ops.spectral_norm import OP, SNResult, power_iteration, power_iteration_one, spectral_norm_sigma
 from ...reference import spectral_norm as sn_ref
 
 
@@ -136,7 +136,8 @@ def sigma(unit: SNUnit) -> torch.Tensor:
             _keep_eval_sigma(unit, value)
         return value
     else:
-        result = run_units([unit])[0]
+        result = power_iteration_one(unit.owner, unit.weight, unit.u, unit.v, unit.dim, unit.n_power_iterations,
+                                     unit.eps, unit.u_first, unit.impl)
         if reuse:
             _keep_eval_sigma(unit, result.sigma)
     return spectral_norm_sigma(unit.weight, result, unit.dim)
