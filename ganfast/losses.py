@@ -329,15 +329,26 @@ def r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, real_c: to
                         f"{type(D).__name__}")
     if (real_c is None) != (fake_c is None):
         raise ValueError("give labels for both halves (real_c and fake_c) or for neither")
+    check_per_sample(D)
+    c = None if real_c is None else torch.cat([real_c, fake_c])
+    return one_pass(lambda x: D(x) if c is None else D(x, c), real, fake, augment, impl)
+
+
+def check_per_sample(D: torch.nn.Module) -> None:
+    """A ValueError naming D's batch-dependent layers (:func:`batch_dependent_layers`), if it has any."""
     found = batch_dependent_layers(D)
     if found:
         raise ValueError(f"one-pass R1+R2: D has batch-dependent layers, so D on [real; fake] would not equal D on "
                          f"each: {', '.join(found)}; use r1_penalty/r2_penalty on two D passes (or eval-mode batch "
                          "norm)")
+
+
+def one_pass(call_d, real: torch.Tensor, fake: torch.Tensor, augment=None, impl: str | None = None) -> R1R2:
+    """:func:`r1_r2` after its checks, with ``call_d(x) -> logits`` the labelled D on the 2B-sample batch."""
     n = real.shape[0]
     x = torch.cat([real.detach(), fake.detach()]).requires_grad_(True)
     seen = x if augment is None else torch.cat([augment(x[:n]), augment(x[n:])])
-    logits = D(seen) if real_c is None else D(seen, torch.cat([real_c, fake_c]))
+    logits = call_d(seen)
     if not isinstance(logits, torch.Tensor) or logits.shape[:1] != (2 * n,):
         raise ValueError(f"D must return one logit row per sample ({2 * n} for [real; fake]), got "
                          f"{getattr(logits, 'shape', type(logits).__name__)}")

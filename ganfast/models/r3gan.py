@@ -136,8 +136,12 @@ def _stages(img_resolution: int, widths, cardinalities, blocks) -> int:
     return count
 
 
-def _stage_autocast(x: torch.Tensor, on: bool):
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=on)
+def _run_stage(stage: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The stage on x; with ``bf16``, all of it (residual stream included) in bfloat16, as R3GAN's stage dtypes."""
+    if not bf16:
+        return stage(x)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        return stage(x.to(torch.bfloat16))
 
 
 class R3GANGenerator(BuildableModule):
@@ -165,12 +169,12 @@ class R3GANGenerator(BuildableModule):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         c = check_labels(c, self.c_dim, z.shape[0], "R3GANGenerator")
-        x = z.float() if c is None else torch.cat([z.float(), self.embed(c)], dim=1)
+        dtype = self.to_rgb.weight.dtype
+        x = z.to(dtype) if c is None else torch.cat([z.to(dtype), self.embed(c.to(dtype))], dim=1)
         count = len(self.stages)
         for i, stage in enumerate(self.stages):
-            with _stage_autocast(x, i >= count - self.bf16_stages):
-                x = stage(x)
-        return self.to_rgb(x.float())
+            x = _run_stage(stage, x, i >= count - self.bf16_stages)
+        return self.to_rgb(x.to(dtype))
 
 
 class R3GANDiscriminator(BuildableModule):
@@ -198,13 +202,9 @@ class R3GANDiscriminator(BuildableModule):
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         c = check_labels(c, self.c_dim, img.shape[0], "R3GANDiscriminator")
-        x = img
-        with _stage_autocast(x, self.bf16_stages > 0):
-            x = self.from_rgb(x)
+        x = _run_stage(self.from_rgb, img, self.bf16_stages > 0)
         for i, stage in enumerate(self.stages):
-            with _stage_autocast(x, i < self.bf16_stages):
-                x = stage(x)
-            x = x.float()
+            x = _run_stage(stage, x, i < self.bf16_stages).to(self.from_rgb.weight.dtype)
         if c is not None:
-            x = (x * self.embed(c)).sum(dim=1, keepdim=True)
+            x = (x * self.embed(c.to(x.dtype))).sum(dim=1, keepdim=True)
         return x.reshape(x.shape[0])

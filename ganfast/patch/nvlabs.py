@@ -14,7 +14,7 @@ tensor); ``torch_utils.ops.conv2d_resample.conv2d_resample``; ``torch_utils.ops.
 Every other imported module that bound one of these functions by name
 (``from torch_utils.ops.bias_act import bias_act``) is rebound too. The replacements take the originals' arguments,
 ``impl`` included: ``impl="ref"`` asks for ganfast's reference, anything else for ganfast's default (or the
-``impl`` given to ``patch_stylegan``).
+``impl`` given to ``patch_stylegan``). R3GAN's code base also gets its one-pass D step (``ganfast.patch.r3gan``).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from typing import Callable
 
 from .. import ops
 from .._dispatch import normalize_impl
+from .r3gan import patch_adversarial_training
 
 _NVLABS_FAST = ("cuda", None, "auto")
 
@@ -124,7 +125,8 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
         original = getattr(module, attr, None) if module is not None else None
         if callable(original) and not getattr(original, "__ganfast_patch__", False):
             originals[id(original)] = (original, replacement)
-    if not originals:
+    r3gan = patch_adversarial_training(default)  # R3GAN's AdversarialTraining D step, in one pass
+    if not originals and not r3gan:
         warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,"
                       "filtered_lrelu} or "
                       "training.networks[_stylegan2] is imported (or they are patched already); nothing was "
@@ -139,4 +141,4 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
             if found is not None and found[0] is value:
                 setattr(module, name, found[1])
                 bindings.append((module, name, value, found[1]))
-    return StyleGANPatch(bindings)
+    return StyleGANPatch(bindings + r3gan)
