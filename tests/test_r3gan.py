@@ -162,7 +162,7 @@ def test_cosine_schedules_start_middle_end_and_hold():
 
 def _r3gan_run(zipped, out, *extra):
     return ["train", "--dataset", zipped, "--out", str(out), "--model", "r3gan", "--preset", "tiny", "--batch-size",
-            "4", "--tick", "2", "--decay-kimg", "0.02", "--no-progress", *extra]
+            "4", "--tick", "2", "--decay-kimg", "0.02", "--aug", "fixed", "--p", "0.5", "--no-progress", *extra]
 
 
 def test_r3gan_run_schedules_and_resumes_bit_exactly(tmp_path, capsys, one_thread):
@@ -177,6 +177,7 @@ def test_r3gan_run_schedules_and_resumes_bit_exactly(tmp_path, capsys, one_threa
     records = [__import__("json").loads(line) for line in (straight / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6]
     assert records[0]["lr_g"] > records[1]["lr_g"] > records[2]["lr_g"] == pytest.approx(5e-5)  # 24 img > 20
+    assert 0 < records[0]["aug_p"] < records[1]["aug_p"] < 0.5  # p as set for the tick's last step (16 images)
     assert all(r["r1"] > 0 and r["r2"] > 0 for r in records)
     resumed = tmp_path / "resumed"
     assert main(_r3gan_run(zipped, resumed, "--steps", "2", "--cond")) == 0
