@@ -15,7 +15,7 @@ from test_train import _noise_zip
 
 import ganfast
 from ganfast.cli import main
-from ganfast.checkpoint import checkpoint_extra
+from ganfast.checkpoint import checkpoint_extra, load_generator
 from ganfast.models import R3GANDiscriminator, R3GANGenerator
 from ganfast.train import schedules
 from ganfast.train.trainer import TrainConfig
@@ -174,6 +174,7 @@ def test_r3gan_run_schedules_and_resumes_bit_exactly(tmp_path, capsys, one_threa
     cfg, run = extra["config"], extra["run"]
     assert (run["model"], run["preset"], run["bf16_stages"], cfg["loss"], cfg["r2"], cfg["r1_interval"],
             cfg["decay_kimg"], cfg["ema_rampup"]) == ("r3gan", "tiny", 0, "rpgan", True, 1, 0.02, None)
+    assert isinstance(load_generator(str(straight)), R3GANGenerator)  # rebuilt from the checkpoint's model spec
     records = [__import__("json").loads(line) for line in (straight / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6]
     assert records[0]["lr_g"] > records[1]["lr_g"] > records[2]["lr_g"] == pytest.approx(5e-5)  # 24 img > 20
