@@ -14,7 +14,9 @@ smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode
 
     python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused]
 prints the median ms per step of each variant (interleaved rounds), the ratio, and the load average before and
-after; ``--only`` times one variant, for comparing whole processes.
+after; ``--only`` times one variant, for comparing whole processes. On a CPU, give both processes the same
+allocator settings: the one pass's activations at 64 px exceed glibc's largest mmap threshold (32 MiB) and are
+faulted in afresh every step unless ``MALLOC_MMAP_THRESHOLD_`` is set (or jemalloc/tcmalloc is used).
 """
 import os
 import time
