@@ -61,11 +61,12 @@ def _cmd_bench(args) -> int:
 
 # ``ganfast train`` options that define a run: stored in its checkpoint, taken from there by ``--resume`` (a
 # different value given with it is an error). Those mapping to TrainConfig fields are in _CONFIG_OPTIONS.
-_DEFINITION_OPTIONS = ("dataset", "model", "resolution", "mirror", "cbase", "cmax", "map", "fp16_res")
+_DEFINITION_OPTIONS = ("dataset", "model", "resolution", "mirror", "cbase", "cmax", "map", "fp16_res", "preset")
 _CONFIG_OPTIONS = {"seed": ("seed",), "batch_size": ("batch_size",), "loss": ("loss",), "lr": ("lr_g", "lr_d"),
                    "r1_gamma": ("r1_gamma",), "r1_interval": ("r1_interval",), "ema_kimg": ("ema_kimg",),
                    "tick": ("tick_steps",), "pl_weight": ("pl_weight",), "bf16": ("bf16",), "cond": ("cond",),
-                   "aug": ("aug",), "p": ("aug_p",), "target": ("aug_target",), "augpipe": ("augpipe",)}
+                   "aug": ("aug",), "p": ("aug_p",), "target": ("aug_target",), "augpipe": ("augpipe",),
+                   "r2": ("r2",), "decay_kimg": ("decay_kimg",)}
 # What may change between the runs of one training: --steps/--kimg, --snap, --device, --threads, --metrics,
 # --logger (and the progress bar); snapshot_ticks and keep_snapshots are the TrainConfig fields of --snap.
 
@@ -124,7 +125,7 @@ def _resumed_run(args, checkpoint: str) -> dict:
     return {"dataset_name": run["dataset"], "seed": config["seed"], "resolution": run.get("resolution_asked"),
             "model": run["model"], "mirror": run.get("mirror", False), "cbase": run.get("cbase"),
             "cmax": run.get("cmax"), "map_layers": run.get("map"), "fp16_res": run.get("fp16_res"),
-            "overrides": overrides}
+            "preset": run.get("preset"), "bf16_stages": run.get("bf16_stages"), "overrides": overrides}
 
 
 def _cmd_train(args) -> int:
@@ -154,7 +155,8 @@ def _cmd_train(args) -> int:
     else:
         definition = {"dataset_name": args.dataset, "seed": args.seed or 0, "resolution": args.resolution,
                       "model": args.model, "mirror": bool(args.mirror), "cbase": args.cbase, "cmax": args.cmax,
-                      "map_layers": args.map, "fp16_res": args.fp16_res, "overrides": _train_overrides(args)}
+                      "map_layers": args.map, "fp16_res": args.fp16_res, "preset": args.preset,
+                      "overrides": _train_overrides(args)}
     hook = None
     if args.metrics:
         from ganfast.metrics.report import snapshot_metrics_hook
@@ -388,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                    "run's own definition (none yet, e.g. killed before the first snapshot: start afresh)")
     p.add_argument("--init", help="fine-tune: start from the G, D and G_ema of this run folder, checkpoint or "
                    "network snapshot (not its optimizer state or step)")
-    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r"],
+    p.add_argument("--model", choices=["mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r", "r3gan"],
                    help="default: mlp for 2-D data, dcgan for 16-128 px images, else stylegan2 (above 32 px with "
                    "StyleGAN2-ADA's auto widths, batch and R1 gamma)")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
@@ -402,8 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map", type=POSITIVE_INT, help="stylegan2: mapping network layers")
     p.add_argument("--fp16-res", type=NONNEGATIVE_INT, help="stylegan2: float16 in this many highest "
                    "resolutions (CUDA only)")
-    p.add_argument("--loss", choices=["logistic", "hinge", "wasserstein", "least_squares"],
-                   help="adversarial loss (default: logistic, the non-saturating one); wasserstein adds WGAN-GP")
+    p.add_argument("--loss", choices=["logistic", "hinge", "wasserstein", "least_squares", "rpgan"],
+                   help="adversarial loss (default: logistic, the non-saturating one; r3gan: rpgan, R3GAN's "
+                   "relativistic pairing); wasserstein adds WGAN-GP")
+    from ganfast.train.r3gan import PRESETS as R3GAN_PRESETS
+    p.add_argument("--preset", choices=sorted(R3GAN_PRESETS), help="r3gan: every number of the model and the run "
+                   "(default: stacked16 for stacked-digits, else tiny; cifar and ffhq64 are the paper's)")
+    p.add_argument("--r2", action="store_true", default=None, help="R2 on the fakes beside R1 (gamma/2 each), one "
+                   "D pass (r3gan: on)")
+    p.add_argument("--decay-kimg", type=NONNEGATIVE, help="R3GAN's cosine schedules of lr, beta2, gamma, EMA and "
+                   "p over this many kimg (0: constant; r3gan: the preset's)")
     p.add_argument("--lr", type=POSITIVE, help="Adam learning rate of G and D")
     p.add_argument("--r1-gamma", type=NONNEGATIVE, help="R1 weight (0: off)")
     p.add_argument("--r1-interval", type=POSITIVE_INT, help="lazy R1: every this many steps")

@@ -7,8 +7,11 @@ Adversarial losses (``kind`` one of ``LOSS_KINDS``; every term is a mean over it
     "hinge"          relu(1 − real) + relu(1 + fake)          −fake               (SNGAN, BigGAN)
     "wasserstein"    fake − real                              −fake               (WGAN, with wgan_gp)
     "least_squares"  ½(real − 1)² + ½ fake²                   ½(fake − 1)²        (LSGAN, a=0 b=1 c=1)
+    "rpgan"          softplus(−(real − fake))                 softplus(−(fake − real))   (R3GAN's relativistic
+                                                                                   pairing: logits paired by index)
 
-``d_loss`` takes ``None`` for either side, for training loops that run D on reals and fakes separately.
+``d_loss`` takes ``None`` for either side, for training loops that run D on reals and fakes separately (not for
+"rpgan", which pairs them; its ``g_loss`` takes the real logits too).
 
 Penalties (each returns a scalar; multiply by its weight yourself)::
 
@@ -17,6 +20,14 @@ Penalties (each returns a scalar; multiply by its weight yourself)::
     wgan_gp(critic, real, fake)      mean_b (‖∇critic(x̂)_b‖₂ − center)²,  x̂ = eps·real + (1 − eps)·fake
     dragan_penalty(critic, real)     wgan_gp between real and real + 0.5·std(real)·U,  U ~ U[0, 1)
     path_length_penalty(images, ws, mean)  /  PathLengthPenalty   StyleGAN2's path-length regulariser
+
+R1 and R2 in one pass (R3GAN: both on every D step)::
+
+    rpgan_r1_r2(D, real, fake, gamma, c)   mean_b [softplus(−(l_r − l_f)) + γ/2 · (R1_b + R2_b)]
+    r1_r2(D, real, fake, ...)              (l_r, l_f, R1_b, R2_b) for any loss
+D runs once on the concatenated batch [real; fake], one ``autograd.grad`` (create_graph=True) gives both input
+gradients and one fused ``grad_penalty`` reduces them: the same numbers as two passes, provided D treats every
+sample on its own (no batch statistics; :func:`batch_dependent_layers` says which layers would break that).
 
 Every penalty differentiates only with respect to its inputs (``torch.autograd.grad(..., inputs,
 create_graph=True)``), never with respect to the critic's weights, and its result is differentiable, so
@@ -32,6 +43,7 @@ Lazy regularisation (StyleGAN2: run a penalty every ``interval`` steps only)::
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -40,9 +52,11 @@ from .ops.sample_lerp import sample_lerp as _sample_lerp
 from .reference import losses as _ref
 
 __all__ = ["LOSS_KINDS", "d_loss", "g_loss", "r1_penalty", "r2_penalty", "wgan_gp", "dragan_penalty",
-           "path_length_penalty", "PathLengthPenalty", "lazy_reg_due", "lazy_penalty_weight", "lazy_adam_params"]
+           "r1_r2", "rpgan_r1_r2", "batch_dependent_layers", "R1R2", "path_length_penalty", "PathLengthPenalty",
+           "lazy_reg_due", "lazy_penalty_weight", "lazy_adam_params"]
 
 LOSS_KINDS = _ref.LOSS_KINDS
+PAIRED_KINDS = _ref.PAIRED_KINDS
 
 
 # ---- adversarial losses ----------------------------------------------------------------------------------------
@@ -75,14 +89,28 @@ def d_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tenso
     for name, t in (("real_logits", real_logits), ("fake_logits", fake_logits)):
         if t is not None:
             _check_logits(name, t)
+    if kind in _ref.PAIRED_KINDS:
+        _check_paired(kind, real_logits, fake_logits)
     return _ref.d_loss(kind, real_logits, fake_logits)
 
 
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The generator's loss (scalar) from D's raw outputs on generated samples; ``kind`` as in :func:`d_loss`."""
+def _check_paired(kind: str, real_logits, fake_logits) -> None:
+    if real_logits is None or fake_logits is None:
+        raise ValueError(f"{kind!r} pairs real and fake logits by index: both real_logits and fake_logits are needed")
+    _check_logits("real_logits", real_logits)
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"{kind!r} pairs logits by index: real_logits {tuple(real_logits.shape)} and fake_logits "
+                         f"{tuple(fake_logits.shape)} must have one shape")
+
+
+def g_loss(kind: str, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator's loss (scalar) from D's raw outputs on generated samples; ``kind`` as in :func:`d_loss`.
+    ``real_logits`` (D on reals, no gradient needed) is required by "rpgan" and ignored by the others."""
     _check_kind(kind)
     _check_logits("fake_logits", fake_logits)
-    return _ref.g_loss(kind, fake_logits)
+    if kind in _ref.PAIRED_KINDS:
+        _check_paired(kind, real_logits, fake_logits)
+    return _ref.g_loss(kind, fake_logits, real_logits)
 
 
 # ---- gradient penalties ----------------------------------------------------------------------------------------
@@ -256,6 +284,91 @@ class PathLengthPenalty(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"decay={self.decay}"
+
+
+# ---- R1 and R2 in one pass -------------------------------------------------------------------------------------
+
+_BATCH_STAT_NAMES = ("MinibatchStd",)  # StyleGAN's minibatch standard deviation (ganfast's and NVlabs' classes)
+
+
+def batch_dependent_layers(D: torch.nn.Module) -> list[str]:
+    """Names (``D.named_modules()``) and kinds of the layers whose output for a sample depends on the other samples
+    of the batch, so that D on [real; fake] differs from D on each: batch norm (any ``_BatchNorm``, SyncBatchNorm
+    included) in training mode or without running statistics, modules whose class name contains ``MinibatchStd``
+    (StyleGAN's minibatch standard deviation), and any module with an attribute ``batch_dependent = True`` (how a
+    custom layer with batch statistics declares itself; such a layer that does not is not detected)."""
+    found = []
+    for name, module in D.named_modules():
+        kind = type(module).__name__
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if module.training or not module.track_running_stats:
+                found.append(f"{name or '(D itself)'} ({kind}, batch statistics)")
+        elif any(s in kind for s in _BATCH_STAT_NAMES) or getattr(module, "batch_dependent", False) is True:
+            found.append(f"{name or '(D itself)'} ({kind})")
+    return found
+
+
+class R1R2(NamedTuple):
+    """What :func:`r1_r2` returns: D's logits on reals and fakes, and the per-sample penalties (shape (B,))."""
+    real_logits: torch.Tensor
+    fake_logits: torch.Tensor
+    r1: torch.Tensor
+    r2: torch.Tensor
+
+
+def r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, real_c: torch.Tensor | None = None,
+          fake_c: torch.Tensor | None = None, augment=None, impl: str | None = None) -> R1R2:
+    """D's logits and R1/R2 per sample from one D forward on ``x = [real; fake]`` (both detached):
+    ``R1_b = Σ (∂ΣD/∂x)²_b`` over the real rows, ``R2_b`` over the fake rows, the gradient taken with respect to
+    the images before ``augment`` (applied to the real and the fake half separately, in that order, so that its
+    random draws match a two-pass step). Labels: ``real_c`` and ``fake_c`` (both or neither). Raises ValueError
+    naming the layers if D has batch statistics (:func:`batch_dependent_layers`)."""
+    _check_pair(real, fake)
+    if not isinstance(D, torch.nn.Module):
+        raise TypeError(f"D must be a torch.nn.Module (its layers are checked for batch statistics), got "
+                        f"{type(D).__name__}")
+    if (real_c is None) != (fake_c is None):
+        raise ValueError("give labels for both halves (real_c and fake_c) or for neither")
+    check_per_sample(D)
+    c = None if real_c is None else torch.cat([real_c, fake_c])
+    return one_pass(lambda x: D(x) if c is None else D(x, c), real, fake, augment, impl)
+
+
+def check_per_sample(D: torch.nn.Module) -> None:
+    """A ValueError naming D's batch-dependent layers (:func:`batch_dependent_layers`), if it has any."""
+    found = batch_dependent_layers(D)
+    if found:
+        raise ValueError(f"one-pass R1+R2: D has batch-dependent layers, so D on [real; fake] would not equal D on "
+                         f"each: {', '.join(found)}; use r1_penalty/r2_penalty on two D passes (or eval-mode batch "
+                         "norm)")
+
+
+def one_pass(call_d, real: torch.Tensor, fake: torch.Tensor, augment=None, impl: str | None = None) -> R1R2:
+    """:func:`r1_r2` after its checks, with ``call_d(x) -> logits`` the labelled D on the 2B-sample batch."""
+    n = real.shape[0]
+    x = torch.cat([real.detach(), fake.detach()]).requires_grad_(True)
+    seen = x if augment is None else torch.cat([augment(x[:n]), augment(x[n:])])
+    logits = call_d(seen)
+    if not isinstance(logits, torch.Tensor) or logits.shape[:1] != (2 * n,):
+        raise ValueError(f"D must return one logit row per sample ({2 * n} for [real; fake]), got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    term = _per_sample(_input_grad(logits, x, "r1_r2"), None, impl)[0]
+    return R1R2(logits[:n], logits[n:], term[:n], term[n:])
+
+
+def rpgan_r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gamma: float,
+                c: torch.Tensor | None = None, impl: str | None = None) -> torch.Tensor:
+    """R3GAN's discriminator loss in one D pass (:func:`r1_r2`):
+    ``mean_b [softplus(−(D(real)_b − D(fake)_b)) + γ/2 · (R1_b + R2_b)]``, labels ``c`` for both halves.
+    ``loss.backward()`` sends its gradient into D's weights; the two-pass oracle is
+    ``ganfast.reference.losses.rpgan_r1_r2``."""
+    gamma = float(gamma)
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+    out = r1_r2(D, real, fake, c, c, impl=impl)
+    _check_paired("rpgan", out.real_logits, out.fake_logits)
+    adversarial = torch.nn.functional.softplus(out.fake_logits - out.real_logits).reshape(-1)
+    return (adversarial + gamma / 2 * (out.r1 + out.r2).to(adversarial.dtype)).mean()
 
 
 # ---- lazy regularisation ---------------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ def _textbook(kind, r, f):
         return torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean(), -f.mean()
     if kind == "wasserstein":
         return f.mean() - r.mean(), -f.mean()
+    if kind == "rpgan":  # relativistic pairing: −log σ(r_b − f_b), and −log σ(f_b − r_b) for G
+        return -torch.log(torch.sigmoid(r - f)).mean(), -torch.log(torch.sigmoid(f - r)).mean()
     return ((r - 1) ** 2).mean() / 2 + (f ** 2).mean() / 2, ((f - 1) ** 2).mean() / 2
 
 
@@ -168,10 +170,127 @@ def test_adversarial_losses(kind):
     d_want, g_want = _textbook(kind, r, f)
     d_got = losses.d_loss(kind, r, f)
     _assert_same(d_got, d_want)
-    _assert_same(losses.g_loss(kind, f), g_want)
-    _assert_same(losses.d_loss(kind, r, None) + losses.d_loss(kind, None, f), d_want)
+    _assert_same(losses.g_loss(kind, f, r), g_want)
+    if kind in losses.PAIRED_KINDS:
+        with pytest.raises(ValueError, match="both real_logits and fake_logits are needed"):
+            losses.d_loss(kind, r, None)
+        with pytest.raises(ValueError, match="both real_logits and fake_logits are needed"):
+            losses.g_loss(kind, f)
+        with pytest.raises(ValueError, match="must have one shape"):
+            losses.d_loss(kind, r, f[:3])
+    else:
+        _assert_same(losses.g_loss(kind, f), g_want)
+        _assert_same(losses.d_loss(kind, r, None) + losses.d_loss(kind, None, f), d_want)
     for a, b in zip(torch.autograd.grad(d_got, (r, f)), torch.autograd.grad(d_want, (r, f))):
         _assert_same(a, b)
+
+
+# ---- R1 + R2 in one D pass ---------------------------------------------------------------------------------------
+
+class PerSampleD(torch.nn.Module):
+    """A conditional critic built from ganfast ops with a frozen weight and an unused one (both: None)."""
+
+    def __init__(self, c_dim=0):
+        super().__init__()
+        self.critic = Critic(ganfast_ops=True)
+        self.embed = torch.nn.Linear(c_dim, 1, bias=False) if c_dim else None
+        self.frozen = torch.nn.Parameter(torch.randn(1), requires_grad=False)
+        self.unused = torch.nn.Parameter(torch.randn(2))
+
+    def forward(self, x, c=None):
+        out = self.critic(x).reshape(-1) * self.frozen
+        return out if c is None else out + self.embed(c).reshape(-1) * out.tanh()
+
+
+def _d_pair(c_dim):
+    torch.manual_seed(2)
+    return PerSampleD(c_dim).double().to(DEVICE)
+
+
+@pytest.mark.parametrize("impl", PENALTY_IMPLS)
+@pytest.mark.parametrize("c_dim", [0, 2])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_rpgan_r1_r2_one_pass_matches_two_passes(impl, c_dim, batch):
+    D = _d_pair(c_dim)
+    real, fake = _images(batch), _images(batch)
+    c = torch.randn(batch, c_dim, device=DEVICE, dtype=torch.float64) if c_dim else None
+    passes = []
+    hook = D.critic.register_forward_hook(lambda m, i, o: passes.append(i[0].shape[0]))
+    got = losses.rpgan_r1_r2(D, real, fake, 0.7, c, impl=impl)
+    assert passes == [2 * batch]  # one D forward on [real; fake]
+    want, l_r, l_f, r1, r2 = ref.rpgan_r1_r2(D, real, fake, 0.7, c)
+    assert passes == [2 * batch, batch, batch]
+    hook.remove()
+    assert got.shape == () and got.dtype == torch.float64
+    _assert_same(got, want)
+    manual = (F.softplus(-(l_r - l_f)) + 0.35 * (r1 + r2)).mean()  # the formula, term by term
+    _assert_same(want, manual)
+    params = list(D.parameters())
+    g_got = torch.autograd.grad(got, [p for p in params if p.requires_grad], allow_unused=True)
+    g_want = torch.autograd.grad(want, [p for p in params if p.requires_grad], allow_unused=True)
+    assert [g is None for g in g_got] == [g is None for g in g_want]
+    assert sum(g is None for g in g_got) == 1  # D.unused
+    for a, b in zip(g_got, g_want):
+        if a is not None:
+            _assert_same(a, b, tol=1e-11)
+    parts = losses.r1_r2(D, real, fake, c, c, impl=impl)
+    for a, b in zip(parts, (l_r, l_f, r1, r2)):
+        _assert_same(a, b)
+
+
+def test_rpgan_r1_r2_gradcheck_tiny_d():
+    """First and second derivatives through the one-pass loss (its penalty is a gradient) in float64, with respect
+    to the biases inside bias_act and the last layer (every weight would take a minute)."""
+    from torch.func import functional_call
+    D = _d_pair(0)
+    real, fake = _images(2, (3, 4, 4)), _images(2, (3, 4, 4))
+    names = ["critic.b1", "critic.b2", "critic.fc.weight", "critic.fc.bias"]
+    weights = tuple(dict(D.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+
+    def loss(*ws):
+        return losses.rpgan_r1_r2(lambda_module(ws), real, fake, 1.5, impl="ext")
+
+    def lambda_module(ws):
+        class Bound(torch.nn.Module):
+            def forward(self, x):
+                return functional_call(D, dict(zip(names, ws)), (x,))
+        return Bound()
+    assert torch.autograd.gradcheck(loss, weights, eps=1e-6, atol=1e-6)
+
+
+def test_one_pass_refuses_batch_dependent_d():
+    real, fake = _images(2), _images(2)
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                             torch.nn.Linear(60, 1)).double()
+    with pytest.raises(ValueError, match=r"1 \(BatchNorm2d, batch statistics\)"):
+        losses.rpgan_r1_r2(bn, real, fake, 1.0)
+    bn.eval()  # running statistics: per sample again
+    assert torch.isfinite(losses.rpgan_r1_r2(bn, real, fake, 1.0))
+    bn[1].track_running_stats = False  # no running statistics: batch statistics even in eval mode
+    with pytest.raises(ValueError, match="BatchNorm2d, batch statistics"):
+        losses.r1_r2(bn, real, fake)
+    from ganfast.models import StyleGAN2Discriminator
+    sg2 = StyleGAN2Discriminator(img_resolution=8, img_channels=3)
+    with pytest.raises(ValueError, match=r"MinibatchStdLayer"):
+        losses.rpgan_r1_r2(sg2, torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), 1.0)
+
+    class Custom(torch.nn.Module):
+        batch_dependent = True
+
+        def forward(self, x):
+            return x - x.mean(dim=0)
+    custom = torch.nn.Sequential(Custom(), torch.nn.Flatten(), torch.nn.Linear(90, 1)).double()
+    with pytest.raises(ValueError, match=r"0 \(Custom\)"):
+        losses.rpgan_r1_r2(custom, real, fake, 1.0)
+    D = _d_pair(0)
+    with pytest.raises(ValueError, match="gamma"):
+        losses.rpgan_r1_r2(D, real, fake, -1.0)
+    with pytest.raises(ValueError, match="fake has shape"):
+        losses.rpgan_r1_r2(D, real, _images(3), 1.0)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        losses.rpgan_r1_r2(lambda x: x.sum((1, 2, 3)), real, fake, 1.0)
+    with pytest.raises(ValueError, match="real_c and fake_c"):
+        losses.r1_r2(D, real, fake, real_c=torch.randn(2, 2))
 
 
 # ---- lazy regularisation ----------------------------------------------------------------------------------------

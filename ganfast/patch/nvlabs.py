@@ -14,7 +14,8 @@ tensor); ``torch_utils.ops.conv2d_resample.conv2d_resample``; ``torch_utils.ops.
 Every other module of the code base that bound one of these functions by name
 (``from torch_utils.ops.bias_act import bias_act``) is rebound too; ``__main__`` is not (see ganfast.patch._rebind).
 The replacements take the originals' arguments, ``impl`` included: ``impl="ref"`` asks for ganfast's reference,
-anything else for ganfast's default (or the ``impl`` given to ``patch_stylegan``).
+anything else for ganfast's default (or the ``impl`` given to ``patch_stylegan``). R3GAN's code base also gets its
+one-pass D step (``ganfast.patch.r3gan``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Callable
 from .. import ops
 from .._dispatch import normalize_impl
 from ._rebind import Binding, rebind, restore
+from .r3gan import patch_adversarial_training
 
 _NVLABS_FAST = ("cuda", None, "auto")
 
@@ -118,7 +120,7 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
     default = None if impl is None else normalize_impl(impl)
     pairs = {(sys.modules[module_name], attr): replacement
              for (module_name, attr), replacement in _replacements(default).items() if module_name in sys.modules}
-    bindings = rebind(pairs)
+    bindings = rebind(pairs) + patch_adversarial_training(default)  # R3GAN's AdversarialTraining D step, one pass
     if not bindings:
         warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,"
                       "filtered_lrelu} or "

@@ -6,6 +6,7 @@ The oracle for :mod:`ganfast.losses` and for the fused ops in ``ganfast.ops.grad
     grad_penalty(g, center)   per sample b:  s_b = Σ g_b²,  n_b = √s_b,
                               term_b = s_b (center None: R1/R2)  or  (n_b − center)² (WGAN-GP/DRAGAN)
     sample_lerp(a, b, eps)    eps_b · a + (1 − eps_b) · b          (the WGAN-GP interpolation)
+    rpgan_r1_r2(D, real, fake, gamma, c)   R3GAN's discriminator step, two passes (D on reals, D on fakes)
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOSS_KINDS = ("logistic", "hinge", "wasserstein", "least_squares")
+LOSS_KINDS = ("logistic", "hinge", "wasserstein", "least_squares", "rpgan")
+PAIRED_KINDS = ("rpgan",)  # losses of the pair (real_b, fake_b): both sides needed, in D and in G
 
 
 # ---- the fused passes, unfused ---------------------------------------------------------------------------------
@@ -37,7 +39,10 @@ def sample_lerp(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor) -> torch.Te
 # ---- adversarial losses ----------------------------------------------------------------------------------------
 
 def d_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None) -> torch.Tensor:
-    """The discriminator's loss: mean over the real logits' term plus mean over the fake logits' term."""
+    """The discriminator's loss: mean over the real logits' term plus mean over the fake logits' term; RpGAN
+    (relativistic pairing): mean_b softplus(−(real_b − fake_b))."""
+    if kind == "rpgan":
+        return F.softplus(fake_logits - real_logits).mean()
     parts = []
     if real_logits is not None:
         parts.append({"logistic": lambda r: F.softplus(-r), "hinge": lambda r: F.relu(1 - r),
@@ -50,8 +55,11 @@ def d_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tenso
     return sum(parts[1:], parts[0])
 
 
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The generator's loss on the discriminator's logits for generated samples (mean)."""
+def g_loss(kind: str, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator's loss on the discriminator's logits for generated samples (mean); RpGAN also takes the
+    real logits: mean_b softplus(−(fake_b − real_b))."""
+    if kind == "rpgan":
+        return F.softplus(real_logits - fake_logits).mean()
     return {"logistic": lambda f: F.softplus(-f), "hinge": lambda f: -f, "wasserstein": lambda f: -f,
             "least_squares": lambda f: 0.5 * (f - 1).square()}[kind](fake_logits).mean()
 
@@ -95,3 +103,15 @@ def path_length_penalty(images: torch.Tensor, ws: torch.Tensor, mean: torch.Tens
     lengths = (g.reshape(g.shape[0], -1).square().sum(dim=1) / num_ws).sqrt()
     new_mean = mean.to(lengths).lerp(lengths.mean(), decay)
     return (lengths - new_mean).square().mean(), new_mean.detach()
+
+
+def rpgan_r1_r2(D, real: torch.Tensor, fake: torch.Tensor, gamma: float, c: torch.Tensor | None = None):
+    """R3GAN's discriminator loss as its code base computes it, in two passes: with x_r, x_f the detached inputs,
+    l_r = D(x_r, c), l_f = D(x_f, c), R1_b = Σ (∂Σl_r/∂x_r)²_b, R2_b = Σ (∂Σl_f/∂x_f)²_b,
+    loss = mean_b [softplus(−(l_r − l_f)) + γ/2 · (R1_b + R2_b)]. Returns (loss, l_r, l_f, R1, R2)."""
+    x_r, x_f = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
+    l_r, l_f = (D(x) if c is None else D(x, c) for x in (x_r, x_f))
+    r1, r2 = (grad_penalty(torch.autograd.grad(logits.sum(), x, create_graph=True)[0])[0]
+              for logits, x in ((l_r, x_r), (l_f, x_f)))
+    loss = (F.softplus(l_f - l_r).reshape(-1) + gamma / 2 * (r1 + r2).to(l_r.dtype)).mean()
+    return loss, l_r, l_f, r1, r2

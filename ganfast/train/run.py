@@ -15,10 +15,12 @@ import torch
 import torch.distributed as dist
 
 from ..data import Dataset, load_dataset
-from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, SNGANDiscriminator,
-                      StyleGAN2Discriminator, StyleGAN2Generator, StyleGAN3Generator)
+from ..models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, R3GANDiscriminator,
+                      R3GANGenerator, SNGANDiscriminator, StyleGAN2Discriminator, StyleGAN2Generator,
+                      StyleGAN3Generator)
 from ..models.conv import RESOLUTIONS as CONV_RESOLUTIONS
 from ..models.stylegan3 import STYLEGAN3_CONFIGS
+from . import r3gan
 from .trainer import TrainConfig, Trainer, check_device
 
 T = TypeVar("T")
@@ -40,7 +42,7 @@ DEFAULTS_STYLEGAN2 = dict(steps=3000, config=TrainConfig(
 # StyleGAN3 as NVlabs trains it: no path-length penalty; R1 and the rest as StyleGAN2 here (not tuned either).
 DEFAULTS_STYLEGAN3 = dict(steps=3000, config=TrainConfig(**{**DEFAULTS_STYLEGAN2["config"].__dict__,
                                                              "pl_weight": 0.0}))
-MODELS = ("mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r")
+MODELS = ("mlp", "dcgan", "sngan", "stylegan2", "stylegan3-t", "stylegan3-r", "r3gan")
 CPU_SIZED_MAX_RESOLUTION = 32  # StyleGAN2 above this uses StyleGAN2-ADA's ``auto`` configuration
 
 
@@ -65,8 +67,18 @@ def stylegan2_auto(resolution: int, world_size: int = 1, batch_size: int | None 
     return {"model": model, "config": config}
 
 
-def defaults(dataset: Dataset, model: str | None = None) -> dict:
-    """Default model, step count and TrainConfig: DCGAN for images it supports (16-128 px), else StyleGAN2."""
+def r3gan_preset(dataset_name: str, preset: str | None) -> str:
+    """The R3GAN preset of a run: the one asked for, else ``stacked16`` for the stacked digits, else ``tiny``."""
+    return preset or ("stacked16" if dataset_name == "stacked-digits" else r3gan.DEFAULT_PRESET)
+
+
+def defaults(dataset: Dataset, model: str | None = None, preset: str | None = None) -> dict:
+    """Default model, step count and TrainConfig: DCGAN for images it supports (16-128 px), else StyleGAN2;
+    ``model="r3gan"``: the R3GAN ``preset``'s (:mod:`ganfast.train.r3gan`)."""
+    if model == "r3gan" and not dataset.is_2d:
+        spec = r3gan.check_preset(preset or r3gan.DEFAULT_PRESET)
+        return {"model": "r3gan", "steps": spec["steps"],
+                "config": TrainConfig(**r3gan.config_fields(preset or r3gan.DEFAULT_PRESET))}
     if dataset.is_2d:
         return DEFAULTS_2D
     if model == "stylegan2" or (model is None and dataset.sample_shape[-1] not in CONV_RESOLUTIONS):
@@ -78,12 +90,13 @@ def defaults(dataset: Dataset, model: str | None = None) -> dict:
 
 def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbase: int | None = None,
                  cmax: int | None = None, map_layers: int | None = None, fp16_res: int | None = None,
-                 auto: dict | None = None, batch_size: int = 32, c_dim: int = 0):
+                 auto: dict | None = None, batch_size: int = 32, c_dim: int = 0, r3gan_kwargs: dict | None = None):
     """``(G, D)`` for a model name and a data set (its shape decides sizes and channels). StyleGAN2 takes
     ``auto`` keyword arguments (:func:`stylegan2_auto`), then the channel base / maximum, mapping layers and
     float16 resolutions given here; DCGAN/SNGAN take ``cbase`` as their base width. ``batch_size`` sets
     StyleGAN3's magnitude EMA decay as NVlabs' training does (half-life 20k images); ``c_dim`` > 0 makes the
-    models conditional on labels of that dimension."""
+    models conditional on labels of that dimension. R3GAN takes its G keyword arguments
+    (``ganfast.train.r3gan.model_kwargs``; D takes the same without ``z_dim``)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     if dataset.is_2d:
@@ -94,6 +107,9 @@ def build_models(model: str, dataset: Dataset, z_dim: int | None = None, *, cbas
     if model == "mlp":
         raise ValueError("model: 'mlp' is for 2-D data; images need 'dcgan', 'sngan', 'stylegan2' or 'stylegan3-*'")
     channels, resolution, _ = dataset.sample_shape
+    if model == "r3gan":
+        kw = dict(r3gan_kwargs or r3gan.model_kwargs(r3gan.DEFAULT_PRESET, resolution, channels, c_dim, False))
+        return R3GANGenerator(**kw), R3GANDiscriminator(**{k: v for k, v in kw.items() if k != "z_dim"})
     if model == "stylegan2":
         kw = dict(auto or {})
         given = {"channel_base": cbase, "channel_max": cmax, "mapping_layers": map_layers, "num_fp16_res": fp16_res}
@@ -190,12 +206,14 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
                   eval_samples: int = 1000, mirror: bool = False, cbase: int | None = None, cmax: int | None = None,
                   map_layers: int | None = None, fp16_res: int | None = None,
                   cache_dir: str | None = None, outdir: str | None = None, threads: int | None = None,
-                  snapshot_hook=None, loggers: tuple[str, ...] = ()) -> tuple[Trainer, int]:
+                  snapshot_hook=None, loggers: tuple[str, ...] = (), preset: str | None = None,
+                  bf16_stages: int | None = None) -> tuple[Trainer, int]:
     """The trainer for a run and its default step count; ``overrides`` replace ``TrainConfig`` fields (``cond``:
     conditional models on the data set's labels). With ``outdir`` (and ``out`` None) the run gets a new numbered
     folder there (:func:`new_run_folder`). The run's definition (data set, model and its options, resolution and
-    the one asked for, x-flips) is kept in ``trainer.run``. ``loggers``: the trainer's live views
-    (:mod:`ganfast.train.loggers`).
+    the one asked for, x-flips; R3GAN's preset and bf16 stages) is kept in ``trainer.run``. ``loggers``: the
+    trainer's live views (:mod:`ganfast.train.loggers`). ``preset`` (R3GAN only; default :func:`r3gan_preset`) sets
+    the model and the TrainConfig before ``overrides``; ``bf16_stages`` None: the preset's on CUDA, none on the CPU.
 
     Under torchrun, rank 0 loads (decodes) the data set first and the other ranks then read its cache."""
     if (out is None) == (outdir is None):
@@ -204,7 +222,11 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
     def load():
         return load_dataset(dataset_name, resolution=resolution, seed=seed, mirror=mirror, cache_dir=cache_dir)
     dataset = rank0_first(load, f"the data set {dataset_name!r}") if world_size > 1 else load()
-    base = defaults(dataset, model)
+    if preset is not None and model != "r3gan":
+        raise ValueError(f"--preset {preset} applies to --model r3gan, not {model or 'the default model'}")
+    if model == "r3gan":
+        preset = r3gan_preset(dataset_name, preset)
+    base = defaults(dataset, model, preset)
     model = model or base["model"]
     fields, auto = dict(base["config"].__dict__), None
     if model == "stylegan2" and dataset.sample_shape[-1] > CPU_SIZED_MAX_RESOLUTION:
@@ -215,9 +237,15 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
         raise ValueError(f"--cond: the data set {dataset_name!r} has no labels (give a dataset.json with labels, or "
                          "a .npz with a 'labels' array)")
     torch.manual_seed(seed)
+    r3gan_kwargs = None
+    if model == "r3gan" and not dataset.is_2d:
+        on_cuda = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cuda"
+        r3gan_kwargs = r3gan.model_kwargs(preset, dataset.sample_shape[-1], dataset.sample_shape[0],
+                                          dataset.c_dim if config.cond else 0, on_cuda, bf16_stages)
+        bf16_stages = r3gan_kwargs["bf16_stages"]
     G, D = build_models(model, dataset, cbase=cbase, cmax=cmax, map_layers=map_layers, fp16_res=fp16_res,
                         auto=auto and auto["model"], batch_size=config.batch_size,
-                        c_dim=dataset.c_dim if config.cond else 0)
+                        c_dim=dataset.c_dim if config.cond else 0, r3gan_kwargs=r3gan_kwargs)
     evaluate = None
     if dataset.name == "digits":
         from ..metrics import digits_extractor, digits_predictor
@@ -240,6 +268,8 @@ def build_trainer(dataset_name: str, out: str | None, *, seed: int = 0, resoluti
            "model": model, "resolution": None if dataset.is_2d else dataset.sample_shape[-1],
            "resolution_asked": resolution, "mirror": mirror,
            "cbase": cbase, "cmax": cmax, "map": map_layers, "fp16_res": fp16_res}
+    if model == "r3gan":
+        run.update(preset=preset, bf16_stages=bf16_stages)
     trainer = Trainer(G, D, dataset, out, config, device=device, evaluate=evaluate, progress=progress,
                       threads=threads, run=run, snapshot_hook=snapshot_hook, loggers=loggers)
     return trainer, base["steps"]

@@ -99,7 +99,7 @@ def generate(G, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool) -> t
 def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Tensor | None = None,
            fake_c: torch.Tensor | None = None, loss: str = "logistic", r1_gamma: float = 0.0, r1_interval: int = 1,
            regularize: bool = False, gp_weight: float = 10.0, bf16: bool = False,
-           augment=None) -> dict:
+           augment=None, r2: bool = False) -> dict:
     """One discriminator update on ``(real, real_c)`` and ``(G(z, fake_c), fake_c)`` with
     ``ganfast.losses.d_loss(loss, ...)``.
 
@@ -110,25 +110,38 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
     With ``regularize`` (the trainer sets it every ``r1_interval`` steps: lazy regularisation), the loss gains
     ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
     (so the optimiser still steps once per minibatch and Adam needs no lazy-rate correction); R1 is the gradient
-    of D(x, real_c) with respect to the image only. The ``"wasserstein"`` loss always adds ``gp_weight ·
-    wgan_gp`` (interpolates judged with the real labels).
+    of D(x, real_c) with respect to the image only. With ``r2`` the same step also adds
+    ``r1_gamma / 2 · r1_interval · R2`` (R2: the penalty on the fakes); then D runs once on [real; fake]
+    (``ganfast.losses.r1_r2``: one gradient pass, one fused reduction) unless D has batch statistics, where it
+    runs twice. The ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp`` (interpolates judged with the real
+    labels).
     """
     check_loss(loss)
     augment = augment or _no_augment
     with torch.no_grad(), autocast(real.device, bf16):
         fake = generate(G, z, fake_c, update_emas=True)  # the one pass that moves G's running statistics
     use_r1 = regularize and r1_gamma > 0
-    real = real.detach().requires_grad_(use_r1)
-    with autocast(real.device, bf16):
-        real_logits = call_with_labels(D, augment(real), real_c).float()
-        fake_logits = call_with_labels(D, augment(fake.detach()), fake_c).float()
+    use_r2 = use_r1 and r2
+    stats = {}
+    if use_r2 and isinstance(D, torch.nn.Module) and not losses.batch_dependent_layers(D):
+        with autocast(real.device, bf16):
+            real_logits, fake_logits, r1, r2_value = losses.r1_r2(
+                D, real, fake.to(real.dtype), real_c, fake_c, augment=None if augment is _no_augment else augment)
+        real_logits, fake_logits, r1, r2_value = real_logits.float(), fake_logits.float(), r1.mean(), r2_value.mean()
+    else:
+        real = real.detach().requires_grad_(use_r1)
+        fake = fake.detach().to(real.dtype).requires_grad_(use_r2)
+        with autocast(real.device, bf16):
+            real_logits = call_with_labels(D, augment(real), real_c).float()
+            fake_logits = call_with_labels(D, augment(fake), fake_c).float()
+        r1 = losses.r1_penalty(real_logits, real) if use_r1 else None
+        r2_value = losses.r2_penalty(fake_logits, fake) if use_r2 else None
     loss_value = losses.d_loss(loss, real_logits, fake_logits)
     total = loss_value
-    stats = {}
-    if use_r1:
-        r1 = losses.r1_penalty(real_logits, real)
-        total = total + r1 * losses.lazy_penalty_weight(r1_gamma / 2, r1_interval)
-        stats["r1"] = r1.item()
+    for name, value in (("r1", r1), ("r2", r2_value)):
+        if value is not None:
+            total = total + value * losses.lazy_penalty_weight(r1_gamma / 2, r1_interval)
+            stats[name] = value.item()
     if loss == "wasserstein":
         with autocast(real.device, bf16):
             gp = losses.wgan_gp(lambda x: call_with_labels(D, augment(x), real_c).float(), real.detach(),
@@ -146,9 +159,11 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
 
 def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, loss: str = "logistic",
            bf16: bool = False, path_length: losses.PathLengthPenalty | None = None, pl_weight: float = 0.0,
-           pl_interval: int = 1, regularize: bool = False, augment=None) -> dict:
+           pl_interval: int = 1, regularize: bool = False, augment=None, real: torch.Tensor | None = None,
+           real_c: torch.Tensor | None = None) -> dict:
     """One generator update: minimises ``ganfast.losses.g_loss(loss, D(augment(G(z, c)), c))`` with ``c = fake_c``
-    (D's weights get no gradient; ``augment`` as in :func:`d_step`, differentiated through).
+    (D's weights get no gradient; ``augment`` as in :func:`d_step`, differentiated through). The paired
+    ``"rpgan"`` loss also needs D on ``(real, real_c)`` (detached; no penalty in the G step).
 
     With ``regularize`` and a ``path_length`` penalty (StyleGAN2 generators: ``G.mapping`` then
     ``G.synthesis``), the loss gains ``pl_weight · pl_interval · path_length(images, ws)`` (lazy regularisation
@@ -164,7 +179,12 @@ def g_step(G, D, opt_g, z: torch.Tensor, *, fake_c: torch.Tensor | None = None, 
         else:
             fake = generate(G, z, fake_c, update_emas=False)
         fake_logits = call_with_labels(D, augment(fake), fake_c).float()
-    loss_value = losses.g_loss(loss, fake_logits)
+        real_logits = None
+        if loss in losses.PAIRED_KINDS:
+            if real is None:
+                raise ValueError(f"g_step: the {loss!r} loss pairs fakes with reals; pass real (and real_c)")
+            real_logits = call_with_labels(D, augment(real.detach()), real_c).float()
+    loss_value = losses.g_loss(loss, fake_logits, real_logits)
     total, stats = loss_value, {}
     if use_pl:
         penalty = path_length(fake.float(), ws)

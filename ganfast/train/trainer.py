@@ -22,6 +22,7 @@ from .. import losses
 from .._io import atomic_write, prepare_output_dir
 from ..data import BatchLoader, DataOrder, Dataset
 from ..models._spec import model_spec
+from . import schedules
 from . import step as steps
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .loggers import Loggers, check_loggers, metric_scalars, open_loggers, stat_scalars
@@ -52,6 +53,11 @@ class TrainConfig:
     snapshots do not overwrite.
 
     ``cond``: conditional training on the data set's labels (G and D must be built with its ``c_dim``).
+
+    ``r2``: R2 (the same penalty on the fakes) beside R1, γ/2 each, in one D pass (``ganfast.losses.r1_r2``) when
+    D has no batch statistics, else in two. ``decay_kimg`` > 0 turns on R3GAN's cosine schedules
+    (:mod:`ganfast.train.schedules`): lr -> ``lr_end``, β2 -> ``beta2_end``, γ -> ``gamma_end`` (None: γ/10), EMA
+    half-life 0 -> ``ema_kimg``, and with ``aug="fixed"`` p 0 -> ``aug_p``.
     """
 
     batch_size: int = 64
@@ -80,6 +86,11 @@ class TrainConfig:
     augpipe: str = "bgc"
     ada_interval: int = 4
     ada_kimg: float = 500.0
+    r2: bool = False
+    decay_kimg: float = 0.0
+    lr_end: float | None = None
+    beta2_end: float | None = None
+    gamma_end: float | None = None
 
     def __post_init__(self):
         """Each field checked and made a plain Python value (numpy or torch scalars from a sweep are fine), so
@@ -100,7 +111,13 @@ class TrainConfig:
         self.betas = betas
         if self.ema_rampup is not None:
             self.ema_rampup = _checked_number("ema_rampup", self.ema_rampup, low=0, strict=True)
-        for name in ("bf16", "cond", "keep_snapshots"):
+        self.decay_kimg = _checked_number("decay_kimg", self.decay_kimg, low=0)
+        for name in ("lr_end", "gamma_end", "beta2_end"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _checked_number(name, getattr(self, name), low=0, strict=name == "lr_end"))
+        if self.beta2_end is not None and self.beta2_end >= 1:
+            raise ValueError(f"TrainConfig.beta2_end must be in [0, 1), got {self.beta2_end!r}")
+        for name in ("bf16", "cond", "keep_snapshots", "r2"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
             setattr(self, name, bool(getattr(self, name)))
@@ -330,16 +347,18 @@ class Trainer:
     def train_step(self) -> dict:
         """One D step, one G step and the EMA update; returns the step's statistics."""
         cfg = self.config
+        hp = self._schedule()
         real, real_c = self._next_real()
         z, fake_c = self._fakes(0)
         regularize = losses.lazy_reg_due(self.step, cfg.r1_interval)
         stats = steps.d_step(self.G, self.D, self.opt_d, real, z, real_c=real_c, fake_c=fake_c, loss=cfg.loss,
-                             r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, regularize=regularize,
-                             gp_weight=cfg.gp_weight, bf16=cfg.bf16, augment=self.augment)
+                             r1_gamma=hp["r1_gamma"], r1_interval=cfg.r1_interval, regularize=regularize,
+                             gp_weight=cfg.gp_weight, bf16=cfg.bf16, augment=self.augment, r2=cfg.r2)
         z, fake_c = self._fakes(1)
         stats.update(steps.g_step(self.G, self.D, self.opt_g, z, fake_c=fake_c, loss=cfg.loss, bf16=cfg.bf16,
                                   path_length=self.path_length, pl_weight=cfg.pl_weight, pl_interval=cfg.pl_interval,
-                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval), augment=self.augment))
+                                  regularize=losses.lazy_reg_due(self.step, cfg.pl_interval), augment=self.augment,
+                                  real=real, real_c=real_c))
         if self.ada is not None:
             signs = torch.tensor([stats["real_sign"] * len(real), len(real)], dtype=torch.float64)
             if self.world_size > 1:
@@ -350,8 +369,22 @@ class Trainer:
         steps.broadcast_module(self.D, params=False)
         self.step += 1
         self.nimg += cfg.batch_size
-        steps.ema_update(self.G_ema, self.G, steps.ema_beta(cfg.batch_size, self.nimg, cfg.ema_kimg, cfg.ema_rampup))
+        ema_kimg = schedules.at(cfg, self.nimg)["ema_kimg"]
+        steps.ema_update(self.G_ema, self.G, steps.ema_beta(cfg.batch_size, self.nimg, ema_kimg, cfg.ema_rampup))
         return stats
+
+    def _schedule(self) -> dict:
+        """The scheduled hyper-parameters at this step (:mod:`ganfast.train.schedules`), set into the optimizers and
+        the fixed-p augmentation when ``decay_kimg`` > 0."""
+        cfg = self.config
+        hp = schedules.at(cfg, self.nimg)
+        if cfg.decay_kimg:
+            for opt, lr in ((self.opt_g, hp["lr_g"]), (self.opt_d, hp["lr_d"])):
+                for group in opt.param_groups:
+                    group["lr"], group["betas"] = lr, (cfg.betas[0], hp["beta2"])
+            if cfg.aug == "fixed":
+                self.augment.p = hp["aug_p"]
+        return hp
 
     def train(self, total_steps: int) -> None:
         """Trains until ``self.step == total_steps`` (ticks, snapshots and the final checkpoint included), or until
@@ -453,7 +486,9 @@ class Trainer:
         record = {"tick": self.tick, "step": self.step, "kimg": self.nimg / 1000, "time": time.time(),
                   "sec_per_tick": seconds, "sec_per_kimg": seconds / max(images, 1) * 1000,
                   "img_per_s": images / max(seconds, 1e-9), **peak_memory(self.device)}
-        for key in ("loss_g", "loss_d", "r1", "d_real_acc", "d_fake_acc", "grad_norm_g", "grad_norm_d"):
+        if self.config.decay_kimg:
+            record.update({k: v for k, v in schedules.at(self.config, self.nimg).items() if k != "aug_p"})
+        for key in ("loss_g", "loss_d", "r1", "r2", "d_real_acc", "d_fake_acc", "grad_norm_g", "grad_norm_d"):
             values = [r[key] for r in rows if key in r and r[key] == r[key] and abs(r[key]) != float("inf")]
             if values:
                 record[key] = sum(values) / len(values)

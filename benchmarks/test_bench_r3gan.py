@@ -1,0 +1,145 @@
+"""R3GAN's discriminator step (RpGAN loss + R1 + R2, γ/2 each, backward into D's weights) on ganfast's R3GAN D:
+
+    "two_pass"   R3GAN's own structure (its AdversarialTraining): D on the reals, D on the fakes, two
+                 create_graph gradients, two penalty reductions, one backward through both graphs
+                 (ganfast.reference.losses.rpgan_r1_r2: the two-pass oracle, on the same ganfast D)
+    "fused"      ganfast.losses.rpgan_r1_r2: one D forward on [reals; fakes], one gradient, one fused reduction
+    "compiled"   the two-pass step with torch.compile(D): where the backend supports differentiating through
+                 a compiled graph's gradient (create_graph=True); torch 2.x's AOTAutograd does not, and then the
+                 variant is reported as not supported (pytest: skipped with the reason; script: the error line)
+
+Both eager variants compute the same numbers (tests/test_losses.py). On a GPU: the ``cifar`` preset's D
+(width 768, cardinality 96, 2 blocks per stage) at 32 px, batch 64 and at 64 px, batch 32. On a CPU (pytest
+smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode:
+
+    python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused]
+prints the median ms per step of each variant (interleaved rounds), the ratio, and the load average before and
+after; ``--only`` times one variant, for comparing whole processes. On a CPU, give both processes the same
+allocator settings: the one pass's activations at 64 px exceed glibc's largest mmap threshold (32 MiB) and are
+faulted in afresh every step unless ``MALLOC_MMAP_THRESHOLD_`` is set (or jemalloc/tcmalloc is used).
+"""
+import os
+import time
+
+import pytest
+import torch
+from bench_support import DEVICE, ON_GPU, synced
+
+from ganfast import losses
+from ganfast.models import R3GANDiscriminator
+from ganfast.reference import losses as losses_ref
+
+GAMMA = 0.05
+if ON_GPU:
+    CASES = [(32, 64, dict(width=768, cardinality=96, blocks=2)), (64, 32, dict(width=768, cardinality=96, blocks=2))]
+else:
+    CASES = [(8, 4, dict(width=16, cardinality=4, blocks=1))]
+# script mode on a CPU: the stacked16-sized D (width 64, cardinality 8) at 32 px (batch 16) and 64 px (batch 8)
+CPU_SCRIPT_CASES = [(32, 16, dict(width=64, cardinality=8, blocks=1)), (64, 8, dict(width=64, cardinality=8, blocks=1))]
+VARIANTS = ["two_pass", "fused", "compiled"]
+
+
+def _setup(resolution, batch, size, seed=0):
+    torch.manual_seed(seed)
+    stages = resolution.bit_length() - 2
+    D = R3GANDiscriminator(img_resolution=resolution, img_channels=3, widths=[size["width"]] * stages,
+                           cardinalities=[size["cardinality"]] * stages, blocks=[size["blocks"]] * stages).to(DEVICE)
+    with torch.no_grad():  # trained-like weights: the fix-up init's zero convs would make the blocks identities
+        for p in D.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    real = torch.randn(batch, 3, resolution, resolution, device=DEVICE)
+    fake = torch.randn(batch, 3, resolution, resolution, device=DEVICE)
+    return D, real, fake
+
+
+def step_fn(variant, D, real, fake):
+    """One D step's work (forward, penalties, backward into D's weights) for a variant; gradients are zeroed."""
+    if variant == "fused":
+        def loss():
+            return losses.rpgan_r1_r2(D, real, fake, GAMMA)
+    else:
+        d = torch.compile(D) if variant == "compiled" else D
+
+        def loss():
+            return losses_ref.rpgan_r1_r2(d, real, fake, GAMMA)[0]
+
+    def run():
+        D.zero_grad(set_to_none=True)
+        out = loss()
+        out.backward()
+        return out
+    return run
+
+
+def _supported(run):
+    """None if ``run`` works, else its error's first line."""
+    try:
+        run()
+        return None
+    except Exception as exc:  # the compile backend's refusal
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}px-b{c[1]}")
+def test_r3gan_d_step(benchmark, case, variant):
+    resolution, batch, size = case
+    D, real, fake = _setup(resolution, batch, size)
+    run = step_fn(variant, D, real, fake)
+    reason = _supported(run)
+    if reason is not None:
+        pytest.skip(f"{variant}: {reason}")
+    benchmark.group = f"r3gan D step {resolution}px batch {batch}"
+    benchmark.extra_info.update(variant=variant, resolution=resolution, batch=batch, **size)
+    benchmark(synced(run))
+
+
+def _time(run, repeats):
+    run()
+    run()  # warm-up (allocator, first-call dispatch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        if ON_GPU:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main(argv=None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description="R3GAN D step: two passes vs one (and torch.compile)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant and round (median)")
+    parser.add_argument("--resolution", type=int, action="append", help="only this case (repeatable)")
+    parser.add_argument("--only", choices=["two_pass", "fused"], help="time one variant alone (for a whole-process "
+                        "A/B comparison)")
+    args = parser.parse_args(argv)
+    if not ON_GPU:
+        torch.set_num_threads(int(os.environ.get("GANFAST_BENCH_THREADS", "1")))
+    cases = [c for c in (CASES if ON_GPU else CPU_SCRIPT_CASES) if not args.resolution or c[0] in args.resolution]
+    print(f"R3GAN D step (RpGAN + R1 + R2, backward), {DEVICE}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, median of {args.repeats} after two warm-ups; load average before "
+          f"{os.getloadavg()}", flush=True)
+    for resolution, batch, size in cases:
+        D, real, fake = _setup(resolution, batch, size)
+        label = f"  {resolution:3d} px batch {batch} width {size['width']}:"
+        if args.only:
+            print(f"{label} {args.only} {_time(step_fn(args.only, D, real, fake), args.repeats) * 1000:.1f} ms",
+                  flush=True)
+            continue
+        timings = {}
+        for variant in ("two_pass", "fused", "two_pass", "fused"):  # interleaved: load changes hit both alike
+            timings.setdefault(variant, []).append(_time(step_fn(variant, D, real, fake), args.repeats))
+        best = {k: min(v) for k, v in timings.items()}
+        reason = _supported(step_fn("compiled", D, real, fake))
+        compiled = "not supported: " + reason if reason else \
+            f"{_time(step_fn('compiled', D, real, fake), args.repeats) * 1000:.1f} ms"
+        print(f"{label} two_pass {best['two_pass'] * 1000:.1f} ms, fused {best['fused'] * 1000:.1f} ms, ratio "
+              f"{best['two_pass'] / best['fused']:.2f}x; compiled: {compiled}", flush=True)
+    print(f"load average after {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
