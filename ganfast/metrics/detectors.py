@@ -108,10 +108,8 @@ class InceptionC(nn.Module):
 
     def forward(self, x):
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        d = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                      self.branch7x7dbl_5):
-            d = layer(d)
+        d = self.branch7x7dbl_3(self.branch7x7dbl_2(self.branch7x7dbl_1(x)))
+        d = self.branch7x7dbl_5(self.branch7x7dbl_4(d))
         return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg3(x))], 1)
 
 
@@ -158,7 +156,8 @@ class InceptionE(nn.Module):
 class FIDInceptionV3(nn.Module):
     """The Inception-v3 of TensorFlow's FID (``inception-2015-12-05``) with torchvision's layer names, as in
     pytorch-fid's ``pt_inception-2015-12-05`` state dict. ``forward`` takes normalised ``(N, 3, H, W)`` images
-    (H, W >= 75) and returns the ``(N, 2048)`` average-pooled features of Mixed_7c."""
+    (H, W >= 75) and returns the ``(N, 2048)`` average-pooled features of Mixed_7c. It compiles with
+    ``torch.jit.script``."""
 
     def __init__(self):
         super().__init__()
@@ -177,11 +176,9 @@ class FIDInceptionV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
-        x = F.max_pool2d(x, 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
-            x = block(x)
-        return x.mean(dim=(2, 3))
+        x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(F.max_pool2d(x, 3, stride=2))))
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
+        return self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x))).mean(dim=(2, 3))
 
 
 _VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")

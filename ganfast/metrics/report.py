@@ -201,3 +201,45 @@ def snapshot_metrics_hook(names: list[str], inception: str | None = None, device
                   f"({record['fake_images_per_second']:.0f} fakes/s)", flush=True)
 
     return hook
+
+
+def image_set(path: str, count: int | None, device="cpu", seed: int = 0):
+    """``(label, uint8 (N, C, H, W) batches)`` of an image set: a run folder or checkpoint (``count`` images of
+    seeds 0..count-1 from its G_ema, default 50000) or anything ``ganfast train --dataset`` takes (all its
+    images, or a fixed random subset of ``count``; fewer than ``count`` is refused)."""
+    from ..checkpoint import CHECKPOINT_NAME, load_generator
+    from ..data import load_dataset
+    if path.endswith(".safetensors") or os.path.isfile(os.path.join(path, CHECKPOINT_NAME)):
+        count = 50000 if count is None else count
+        return f"{count} images from {path}", generated_images(load_generator(path, device=device), count)
+    dataset = load_dataset(path)
+    if dataset.is_2d:
+        raise ValueError(f"fid: {path!r} is 2-D points, not images")
+    if count is not None and count > dataset.num_stored:
+        raise ValueError(f"fid: {path!r} holds {dataset.num_stored} images, fewer than --num {count}")
+    n = dataset.num_stored if count is None else count
+    index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return f"{n} images of {path}", (dataset.rows(index[i:i + 1024]) for i in range(0, n, 1024))
+
+
+def fid_between(path1: str, path2: str, inception: str | None = None, mode: str | None = None,
+                count: int | None = None, device="cpu", batch_size: int = 64) -> dict:
+    """FID of two image sets (see :func:`image_set`) with the Inception file ``inception`` (default
+    ``$GANFAST_INCEPTION``): ``{"fid", "num", "mode", "detector", "images_per_second"}``."""
+    from .frechet import feature_stats, frechet_distance
+    inception = inception or os.environ.get(INCEPTION_ENV) or None
+    if not inception:
+        raise ValueError(f"fid needs an Inception file: --inception PATH or ${INCEPTION_ENV} (NVlabs' .pkl, a "
+                         "TorchScript .pt or pytorch-fid's state dict; ganfast downloads nothing)")
+    features = detector_features(inception, "inception", mode, device)
+    features.batch_size = batch_size
+    stats, labels, done = [], [], 0
+    started = time.perf_counter()
+    for path in (path1, path2):
+        label, batches = image_set(path, count, device)
+        feats = torch.cat([features(b) for b in batches])
+        stats.append(feature_stats(feats))
+        labels.append(label)
+        done += len(feats)
+    return {"fid": frechet_distance(*stats), "num": labels, "mode": features.extract.mode,
+            "detector": features.extract.name, "images_per_second": done / (time.perf_counter() - started)}
