@@ -263,3 +263,18 @@ def test_fid_and_kid_match_torch_fidelity(sets, small_detector, one_thread):
     real, fake = (_ganfast_features(p, detector) for p in sets)
     _close(frechet_distance(real, fake), theirs["frechet_inception_distance"])
     _close(kernel_inception_distance(real, fake, subset_size=N)["kid"], theirs["kernel_inception_distance_mean"])
+
+
+def test_precision_recall_match_torch_fidelity():
+    """pr50k3's statistic: k = 3 nearest-neighbour balls, the same shares as torch-fidelity's ``prc``."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from ganfast.metrics.precision_recall import precision_recall
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(N, 8, generator=g)
+    fake = 0.9 * torch.randn(N, 8, generator=g) + 0.8
+    theirs = prc_features_to_metric(fake, real, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=False,
+                                    verbose=False)
+    ours = precision_recall(real, fake, k=3)
+    assert 0.05 < ours["precision"] < 0.95 and 0.05 < ours["recall"] < 0.95
+    assert ours["precision"] == theirs["precision"] and ours["recall"] == theirs["recall"]
