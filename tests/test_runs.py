@@ -228,10 +228,11 @@ def test_metrics_at_snapshots_and_afterwards(tmp_path, capsys, monkeypatch, one_
     inception = tmp_path / "inception.pt"
     torch.jit.script(_Inception()).save(str(inception))
     monkeypatch.setenv("GANFAST_INCEPTION", str(inception))
-    assert main(["metrics", "--run", str(out), "--metrics", "fid100,pr100_full"]) == 0
+    assert main(["metrics", "--run", str(out), "--metrics", "fid100,pr100_full", "--vgg16", str(inception)]) == 0
     fid, = _records(out / "metric-fid100.jsonl")
     pr, = _records(out / "metric-pr100_full.jsonl")
     assert fid["features"] == "inception" and fid["results"]["fid"] > 0 and pr["num_reals"] == 1797
+    assert pr["features"] == "vgg16"                                # pr in the --vgg16 network's features
     assert 0 <= pr["results"]["recall"] <= 1 and fid["fake_images_per_second"] > 0
     capsys.readouterr()
     assert main(["metrics", "--checkpoint", str(out), "--metrics", "fid100"]) == 0      # the run's checkpoint
