@@ -137,6 +137,7 @@ small256 = pytest.mark.parametrize("small_detector", [256], indirect=True)
 
 
 def _close(ours: float, theirs: float) -> None:
+    print(f"ganfast {ours:.10g} tool {theirs:.10g} relative difference {abs(ours - theirs) / abs(theirs):.2e}")
     assert theirs > 0 and abs(ours - theirs) <= RTOL * abs(theirs), (ours, theirs)
 
 
