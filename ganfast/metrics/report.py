@@ -189,16 +189,17 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
 
 def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu", vgg16: str | None = None):
     """A ``Trainer`` ``snapshot_hook``: :func:`evaluate_snapshot` on each network snapshot (data set and real
-    features loaded once), its results printed."""
+    features loaded once), its results printed and its records returned."""
     cache: dict = {}
     names = [n for n in names if parse_metric(n)]
 
-    def hook(path: str) -> None:
-        for record in evaluate_snapshot(path, names, inception=inception, device=device, cache=cache,
-                                        vgg16=vgg16):
+    def hook(path: str) -> list[dict]:
+        records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16)
+        for record in records:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
             print(f"{record['metric']} of {record['snapshot']}: {shown} "
                   f"({record['fake_images_per_second']:.0f} fakes/s)", flush=True)
+        return records
 
     return hook
 
