@@ -401,8 +401,11 @@ def load_detector(path: str, kind: str = INCEPTION, mode: str | None = None,
     device = torch.device(device)
     digest = hashlib.sha256(data).hexdigest()
     archive, fmt = (data, "torchscript") if _is_torchscript_zip(data) else (None, None)
-    if archive is None and data[:1] == b"\x80" and not data.startswith(b"\x80\x02\x8a\x0a"):
+    if archive is None and data[:1] == b"\x80" and not data.startswith(b"\x80\x02\x8a\x0a"):  # not torch's legacy
         archive, fmt = _embedded_torchscript(data), "nvlabs-pkl"
+        if archive is None:
+            raise ValueError(f"{where}: a serialised Python object that carries no TorchScript archive (expected "
+                             f"{_EXPECTED[kind]}; ganfast never runs such a file's code)")
     if archive is not None:
         try:
             net = torch.jit.load(io.BytesIO(archive), map_location=device).eval()
