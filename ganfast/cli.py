@@ -1,5 +1,5 @@
-"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``metrics``, ``validate``, ``report``,
-``demo``."""
+"""The ``ganfast`` console script: ``info``, ``bench``, ``train``, ``sample``, ``metrics``, ``fid``, ``validate``,
+``report``, ``demo``."""
 from __future__ import annotations
 
 import argparse
@@ -160,7 +160,7 @@ def _cmd_train(args) -> int:
     hook = None
     if args.metrics:
         from ganfast.metrics.report import snapshot_metrics_hook
-        hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device)
+        hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device, vgg16=args.vgg16)
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
                                            progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
                                            **definition)
@@ -285,22 +285,39 @@ def _cmd_metrics(args) -> int:
 
     from ganfast.metrics.report import evaluate_snapshot
     from ganfast.checkpoint import checkpoint_path
-    files = [args.run]
-    if os.path.isdir(args.run):
+    files = [args.checkpoint or args.run]
+    if args.run and os.path.isdir(args.run):
         files = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors"))) or \
             [checkpoint_path(args.run)]
+    elif args.checkpoint:
+        files = [checkpoint_path(args.checkpoint)]
     from ganfast.train.trainer import check_device
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(torch.device(device))
     cache: dict = {}
     for path in files:
         for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception, device=device,
-                                        cache=cache):
+                                        cache=cache, vgg16=args.vgg16, mode=args.mode):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
             print(f"{record['metric']} of {record['snapshot']} (kimg {record['kimg']:g}, {record['features']} "
-                  f"features): {shown}")
+                  f"features): {shown} ({record['fake_images_per_second']:.0f} fakes/s)")
     print(f"appended to {', '.join(f'metric-{n}.jsonl' for n in args.metrics)} in "
           f"{os.path.dirname(os.path.abspath(files[0]))}")
+    return 0
+
+
+def _cmd_fid(args) -> int:
+    import torch
+
+    from ganfast.metrics.report import fid_between
+    from ganfast.train.trainer import check_device
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(torch.device(device))
+    result = fid_between(args.path1, args.path2, inception=args.inception, mode=args.mode, count=args.num,
+                         device=device, batch_size=args.batch_size)
+    print(f"{' vs '.join(result['num'])}: {result['detector']}, {result['images_per_second']:.0f} images/s",
+          file=sys.stderr)
+    print(f"{result['fid']:.6g}")
     return 0
 
 
@@ -323,6 +340,11 @@ class _Formatter(argparse.HelpFormatter):
         if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
             text += " (default: %(default)s)"
         return text
+
+
+MODE_HELP = ("how images reach the detector: legacy_tensorflow (TF1 bilinear; a TorchScript file's own resize, "
+             "StyleGAN2-ADA's numbers; default for TorchScript), legacy_pytorch (pytorch-fid's; default for a state "
+             "dict) or clean (clean-fid's PIL bicubic)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -359,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         from ganfast.run import main as run_main
         return run_main(argv[1:])
     from ganfast import __version__
+    from ganfast.metrics.detectors import MODES
     from ganfast.sampling import DTYPES, FORMATS, NOISE_MODES
     parser = argparse.ArgumentParser(prog="ganfast", description="Fused kernels for GAN training and sampling.")
     parser.add_argument("--version", action="version", version=f"ganfast {__version__}")
@@ -429,8 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", type=_metric_list, help="comma-separated, computed at each snapshot into "
                    "metric-<name>.jsonl: fid50k_full, kid50k_full, pr50k3_full, fd50k_full (digits features "
                    "without an Inception file), or smaller counts such as fd2k, kid500")
-    p.add_argument("--inception", help="TorchScript Inception file for fid/kid/pr (default: $GANFAST_INCEPTION; "
-                   "nothing is downloaded)")
+    p.add_argument("--inception", help="Inception file for fid/kid/fd: NVlabs' .pkl, a TorchScript .pt or "
+                   "pytorch-fid's state dict (default: $GANFAST_INCEPTION; nothing is downloaded)")
+    p.add_argument("--vgg16", help="VGG16 file for pr (NVlabs' vgg16.pkl or a torchvision-layout state dict; "
+                   "default: $GANFAST_VGG16, else pr uses the Inception features)")
     p.add_argument("--logger", type=_logger_list, help="live views of the run: none, or comma-separated "
                    "tensorboard (event files in the run folder), wandb (offline unless $WANDB_MODE says otherwise), "
                    "mlflow (<run>/mlruns unless $MLFLOW_TRACKING_URI) (default: tensorboard when installed, else "
@@ -472,15 +497,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)
     p = sub.add_parser("metrics", help="FID/KID/precision-recall of a run's network snapshots (or one file)")
-    p.add_argument("--run", required=True, help="a run folder (each network-snapshot-*.safetensors, else its "
-                   "checkpoint) or one snapshot / checkpoint file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="a run folder (each network-snapshot-*.safetensors, else its checkpoint) or "
+                       "one snapshot / checkpoint file")
+    which.add_argument("--checkpoint", help="one snapshot or checkpoint file (or a run folder's checkpoint)")
     p.add_argument("--metrics", required=True, type=_metric_list, help="comma-separated, e.g. fid50k_full,"
                    "kid50k_full,pr50k3_full; fd/kid/pr with small counts (fd1k) for quick checks")
     p.add_argument("--data", help="the real data (default: the run's own data set)")
-    p.add_argument("--inception", help="TorchScript Inception file (default: $GANFAST_INCEPTION)")
+    p.add_argument("--inception", help="Inception file: NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict "
+                   "(default: $GANFAST_INCEPTION)")
+    p.add_argument("--vgg16", help="VGG16 file for pr (default: $GANFAST_VGG16, else the Inception features)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")
     p.set_defaults(func=_cmd_metrics)
+    p = sub.add_parser("fid", help="FID of two image sets (folders, zips, npz, digits, or run folders / checkpoints "
+                       "to sample from); prints one number")
+    p.add_argument("path1")
+    p.add_argument("path2")
+    p.add_argument("--inception", help="Inception file: NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict "
+                   "(default: $GANFAST_INCEPTION)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
+    p.add_argument("--num", type=_number(int, 2), help="images per set: generated from a checkpoint (default 50000), "
+                   "a fixed random subset of a data set (default: all; fewer is refused)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per detector call")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")
+    p.set_defaults(func=_cmd_fid)
     p = sub.add_parser("validate", help="fidelity, utility (TSTR/TRTR) and privacy (memorisation) of synthetic data")
     p.add_argument("--synthetic", required=True, help="a `ganfast sample` folder (png, npz or webdataset), a folder "
                    "of images, or a run folder / checkpoint together with --seeds")
@@ -519,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    if args.command in ("train", "demo", "validate", "metrics"):
+    if args.command in ("train", "demo", "validate", "metrics", "fid"):
         from ganfast.train.trainer import set_threads
         set_threads(args.threads, args.device)
         import warnings

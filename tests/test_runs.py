@@ -228,11 +228,21 @@ def test_metrics_at_snapshots_and_afterwards(tmp_path, capsys, monkeypatch, one_
     inception = tmp_path / "inception.pt"
     torch.jit.script(_Inception()).save(str(inception))
     monkeypatch.setenv("GANFAST_INCEPTION", str(inception))
-    assert main(["metrics", "--run", str(out), "--metrics", "fid100,pr100_full"]) == 0
+    assert main(["metrics", "--run", str(out), "--metrics", "fid100,pr100_full", "--vgg16", str(inception)]) == 0
     fid, = _records(out / "metric-fid100.jsonl")
     pr, = _records(out / "metric-pr100_full.jsonl")
     assert fid["features"] == "inception" and fid["results"]["fid"] > 0 and pr["num_reals"] == 1797
-    assert 0 <= pr["results"]["recall"] <= 1
+    assert pr["features"] == "vgg16"                                # pr in the --vgg16 network's features
+    assert 0 <= pr["results"]["recall"] <= 1 and fid["fake_images_per_second"] > 0
+    capsys.readouterr()
+    assert main(["metrics", "--checkpoint", str(out), "--metrics", "fid100"]) == 0      # the run's checkpoint
+    again = _records(out / "metric-fid100.jsonl")[-1]
+    assert again["snapshot"] == "checkpoint.safetensors" and again["results"]["fid"] > 0
+    capsys.readouterr()
+    assert main(["fid", str(out), "digits", "--num", "100"]) == 0                       # sampled vs data set
+    assert float(capsys.readouterr().out.strip()) > 0
+    err = _error(capsys, ["metrics", "--run", str(out), "--metrics", "fid2k"])          # digits hold 1797
+    assert "holds 1797 images" in err and "fid2k_full" in err
 
 
 def test_collapse_alarm_on_a_dropped_class(tmp_path, capsys, one_thread):

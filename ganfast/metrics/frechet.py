@@ -6,7 +6,6 @@ so no non-symmetric matrix square root is needed.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,26 +55,15 @@ def extract_features(extractor: Extractor, images: torch.Tensor, batch_size: int
     return torch.cat([extractor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def inception_extractor(path: str, device: str | torch.device = "cpu") -> Extractor:
-    """Features from a user-supplied TorchScript Inception network file, for FID.
-
-    ganfast ships no Inception weights and downloads nothing. ``path`` must be a TorchScript module (e.g. the
-    ``inception-2015-12-05`` detector used by StyleGAN2-ADA's metrics, which takes uint8-range NCHW RGB images
-    of any size and returns 2048-d pool features when called with ``return_features=True``). Images in [-1, 1]
-    are mapped to [0, 255], greyscale repeated to RGB. This hook is untested against the real weights here.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"inception weights: {path!r} does not exist. FID needs a TorchScript Inception "
-                                f"file supplied by you (ganfast downloads nothing); without one use the "
-                                f"built-in extractor (ganfast.metrics.digits_extractor) for a Fréchet distance")
-    model = torch.jit.load(path, map_location=device).eval()
-    wants_flag = "return_features" in str(getattr(model.forward, "schema", ""))
+def inception_extractor(path: str, device: str | torch.device = "cpu", mode: str | None = None) -> Extractor:
+    """Features of images in [-1, 1] from a user-supplied Inception file, for FID: any format
+    :func:`ganfast.metrics.detectors.load_detector` recognises (NVlabs' ``.pkl``, a TorchScript ``.pt``, pytorch-fid's
+    state dict). ganfast ships no weights and downloads nothing. Images are quantised as saved images are,
+    round((x + 1) · 127.5) clamped to [0, 255], greyscale repeated to RGB."""
+    from .detectors import load_detector
+    detector = load_detector(path, "inception", mode=mode, device=device)
 
     def extract(images: torch.Tensor) -> torch.Tensor:
-        x = ((images.to(device).float() + 1) * 127.5).clamp(0, 255).round()
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        with torch.no_grad():
-            return (model(x, return_features=True) if wants_flag else model(x)).double()
+        return detector(((images.float() + 1) * 127.5).clamp(0, 255).round())
 
     return extract

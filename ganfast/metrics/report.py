@@ -7,9 +7,14 @@ features are used); count = fakes generated, ``50k`` = 50000 (small counts such 
 quick checks and tests); ``_full`` compares with every real image, else with at most ``count`` of them (drawn with
 a fixed seed). Examples: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``fd1k``.
 
-Features: a TorchScript Inception file given by ``inception`` or ``$GANFAST_INCEPTION`` (nothing is downloaded);
-without one ``fd``, ``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set,
-and ``fid`` is refused. Each record holds the snapshot's file name, its kimg, the features and the counts.
+Features: an Inception file given by ``inception`` or ``$GANFAST_INCEPTION`` for ``fid``/``kid``/``fd``, and a VGG16
+file (``vgg16`` or ``$GANFAST_VGG16``) for ``pr`` as StyleGAN2-ADA computes it (without one ``pr`` uses the Inception
+features); any format :mod:`ganfast.metrics.detectors` reads, nothing downloaded. Without an Inception file ``fd``,
+``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set, and ``fid`` is refused.
+A count above the images the data set holds is refused (``_full`` uses them all). The real features of each data set
+and detector file are cached on disk, keyed by the images' bytes, the file's SHA-256 and the mode. Each record holds
+the snapshot's file name, its kimg, the features, the counts and ``fake_images_per_second`` (generation and
+feature extraction of the fakes).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import time
 
 import torch
 
-INCEPTION_ENV = "GANFAST_INCEPTION"
+INCEPTION_ENV, VGG16_ENV = "GANFAST_INCEPTION", "GANFAST_VGG16"
+FEATURE_CACHE_VERSION = 1  # bump when extraction changes: older cached features are then never read
 _NAME = re.compile(r"^(?P<kind>fid|kid|fd|pr)(?P<count>\d+)(?P<thousands>k?)(?P<k>\d*)(?P<full>_full)?$")
 
 
@@ -37,62 +43,122 @@ def parse_metric(name: str) -> dict:
     return {"kind": m["kind"], "count": count, "k": k, "full": bool(m["full"])}
 
 
-def feature_extractor(dataset, inception: str | None, device) -> tuple[str, object]:
-    """``(features name, extractor)``: the Inception file (``inception`` or ``$GANFAST_INCEPTION``), else the
-    digits classifier for the digits data set; else a ValueError saying what to give."""
-    from .frechet import inception_extractor
+class Features:
+    """A named feature space: ``extract`` maps uint8 ``(N, C, H, W)`` images to ``(N, F)`` features; ``key`` (None:
+    do not cache) identifies the detector file and mode for the on-disk cache of real features."""
+
+    def __init__(self, name: str, extract, key: str | None = None, batch_size: int = 64):
+        self.name, self.extract, self.key, self.batch_size = name, extract, key, batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.extract(images[i:i + self.batch_size]).double()
+                          for i in range(0, len(images), self.batch_size)])
+
+
+def detector_features(path: str, kind: str, mode: str | None, device) -> Features:
+    """:class:`Features` of the Inception or VGG16 network in ``path`` (see :func:`detectors.load_detector`)."""
+    from .detectors import load_detector
+    detector = load_detector(path, kind, mode=mode, device=device)
+    return Features(kind, detector, key=f"{kind}-{detector.digest}-{detector.mode}")
+
+
+def feature_extractor(dataset, inception: str | None, device, mode: str | None = None) -> Features:
+    """The Inception file (``inception`` or ``$GANFAST_INCEPTION``), else the digits classifier for the digits
+    data set; else a ValueError saying what to give."""
     inception = inception or os.environ.get(INCEPTION_ENV) or None
     if inception:
-        return "inception", inception_extractor(inception, device)
+        return detector_features(inception, "inception", mode, device)
     if dataset.name == "digits":
         from .digits_classifier import digits_extractor
-        return "digits", digits_extractor(dataset.sample_shape[-1], device)
-    raise ValueError(f"metrics on {dataset.name!r} need an Inception TorchScript file: --inception PATH or "
-                     f"${INCEPTION_ENV} (ganfast downloads nothing; the digits data set has built-in features)")
+        extract = digits_extractor(dataset.sample_shape[-1], device)
+        return Features("digits", lambda x: extract(x.to(device).float() / 127.5 - 1))
+    raise ValueError(f"metrics on {dataset.name!r} need an Inception file: --inception PATH or ${INCEPTION_ENV} "
+                     "(NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict; ganfast downloads nothing; the "
+                     "digits data set has built-in features)")
 
 
-@torch.no_grad()
-def generated_images(G: torch.nn.Module, count: int, batch_size: int = 256) -> torch.Tensor:
-    """float images in [-1, 1] of seeds 0..count-1 (``ganfast.sample``'s latents and uint8 rounding)."""
+def generated_images(G: torch.nn.Module, count: int, batch_size: int = 256):
+    """uint8 ``(n, C, H, W)`` batches of the images of seeds 0..count-1 (``ganfast.sample``'s latents)."""
     from ..sampling import sample
-    chunks = [torch.from_numpy(b.images).permute(0, 3, 1, 2) for b in sample(G, range(count), batch_size)]
-    return torch.cat(chunks).float() / 127.5 - 1
+    for b in sample(G, range(count), batch_size):
+        yield torch.from_numpy(b.images).permute(0, 3, 1, 2)
 
 
-def compute_metric(name: str, G: torch.nn.Module, dataset, features: tuple[str, object], seed: int = 0,
-                   real_cache: dict | None = None) -> dict:
-    """One metric of generator ``G`` against ``dataset`` (its stored images, without x-flips)."""
-    from .frechet import extract_features, frechet_distance
+def _features_folder() -> str:
+    base = os.environ.get("GANFAST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ganfast")
+    return os.path.join(base, "features")
+
+
+def real_features(dataset, index: torch.Tensor, features: Features, memory: dict | None = None) -> torch.Tensor:
+    """Features of ``dataset``'s images at ``index``: from ``memory``, else the disk cache (keyed by the images'
+    bytes and ``features.key``), else computed (and stored in both, the file written atomically)."""
+    import hashlib
+
+    from safetensors.torch import load_file, save
+
+    from .._io import atomic_write
+    memory = {} if memory is None else memory
+    h = hashlib.sha256(f"{FEATURE_CACHE_VERSION}:{features.key}:{len(index)}".encode())
+    for i in range(0, len(index), 1024):
+        h.update(dataset.rows(index[i:i + 1024]).contiguous().numpy().tobytes())
+    key = (features.name, h.hexdigest())
+    if key in memory:
+        return memory[key]
+    path = os.path.join(_features_folder(), f"{features.name}-{key[1][:40]}.safetensors")
+    if features.key is not None and os.path.isfile(path):
+        try:
+            memory[key] = load_file(path)["features"].double()
+            return memory[key]
+        except Exception:  # an unreadable cache file is recomputed and replaced
+            pass
+    feats = torch.cat([features(dataset.rows(index[i:i + 1024])) for i in range(0, len(index), 1024)])
+    if features.key is not None:
+        atomic_write(path, lambda f: f.write(save({"features": feats.float().contiguous()})))
+    memory[key] = feats
+    return feats
+
+
+def compute_metric(name: str, G: torch.nn.Module, dataset, features: Features, seed: int = 0,
+                   real_cache: dict | None = None, pr_features: Features | None = None) -> dict:
+    """One metric of generator ``G`` against ``dataset`` (its stored images, without x-flips); ``pr_features``
+    (VGG16) replace ``features`` for ``pr``."""
+    from .frechet import frechet_distance
     from .kid import kernel_inception_distance
     from .precision_recall import precision_recall
     spec = parse_metric(name)
-    feature_name, extractor = features
-    if spec["kind"] == "fid" and feature_name != "inception":
+    if spec["kind"] == "fid" and features.name != "inception":
         raise ValueError(f"metric {name!r} needs an Inception file (--inception PATH or ${INCEPTION_ENV}); "
-                         f"fd{name[3:]} is the Fréchet distance in the {feature_name} features")
-    n = dataset.num_stored if spec["full"] else min(spec["count"], dataset.num_stored)
-    key = (feature_name, n)
-    cache = real_cache if real_cache is not None else {}
-    if key not in cache:
-        index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        cache[key] = torch.cat([extract_features(extractor, dataset.batch(index[i:i + 1024]))
-                                for i in range(0, n, 1024)])
-    real = cache[key]
-    fake = extract_features(extractor, generated_images(G, spec["count"]))
+                         f"fd{name[3:]} is the Fréchet distance in the {features.name} features")
+    if spec["kind"] == "pr" and pr_features is not None:
+        features = pr_features
+    if not spec["full"] and spec["count"] > dataset.num_stored:
+        raise ValueError(f"metric {name!r} compares {spec['count']} fakes with as many reals, but {dataset.name!r} "
+                         f"holds {dataset.num_stored} images: name a count it holds "
+                         f"({spec['kind']}{dataset.num_stored}) or use {name}_full (all reals); a smaller sample "
+                         "would give a different number under the same name")
+    n = dataset.num_stored if spec["full"] else spec["count"]
+    index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    real = real_features(dataset, index, features, real_cache)
+    started = time.perf_counter()
+    fake = torch.cat([features(batch) for batch in generated_images(G, spec["count"])])
+    rate = spec["count"] / (time.perf_counter() - started)
     if spec["kind"] in ("fid", "fd"):
         results = {spec["kind"]: frechet_distance(real, fake)}
     elif spec["kind"] == "kid":
         results = kernel_inception_distance(real, fake, seed=seed)
     else:
         results = precision_recall(real, fake, k=spec["k"])
-    return {"metric": name, "results": results, "features": feature_name, "num_fakes": spec["count"],
-            "num_reals": n}
+    return {"metric": name, "results": results, "features": features.name, "num_fakes": spec["count"],
+            "num_reals": n, "fake_images_per_second": rate}
 
 
 def evaluate_snapshot(path: str, names: list[str], data: str | None = None, inception: str | None = None,
-                      device="cpu", cache: dict | None = None) -> list[dict]:
+                      device="cpu", cache: dict | None = None, vgg16: str | None = None,
+                      mode: str | None = None) -> list[dict]:
     """Computes ``names`` for the generator (G_ema) of a snapshot or checkpoint file and appends each result to
-    ``metric-<name>.jsonl`` beside it; ``data`` replaces the run's own data set. Returns the records."""
+    ``metric-<name>.jsonl`` beside it; ``data`` replaces the run's own data set; ``mode``: how images reach the
+    detectors (:mod:`ganfast.metrics.detectors`). Returns the records."""
     from ..data import load_dataset
     from ..checkpoint import checkpoint_extra, load_generator
     extra = checkpoint_extra(path)
@@ -103,14 +169,16 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     cache = {} if cache is None else cache
     if data not in cache:
         dataset = load_dataset(data, resolution=run.get("resolution"))
-        cache[data] = (dataset, feature_extractor(dataset, inception, device), {})
-    dataset, features, real_cache = cache[data]
+        vgg16 = vgg16 or os.environ.get(VGG16_ENV) or None
+        pr_features = detector_features(vgg16, "vgg16", mode, device) if vgg16 else None
+        cache[data] = (dataset, feature_extractor(dataset, inception, device, mode), pr_features, {})
+    dataset, features, pr_features, real_cache = cache[data]
     G = load_generator(path, device=device)
     records = []
     for name in names:
         started = time.perf_counter()
         record = {"snapshot": os.path.basename(path), "kimg": extra.get("nimg", 0) / 1000, "data": data,
-                  **compute_metric(name, G, dataset, features, real_cache=real_cache),
+                  **compute_metric(name, G, dataset, features, real_cache=real_cache, pr_features=pr_features),
                   "seconds": 0.0, "time": time.time()}
         record["seconds"] = time.perf_counter() - started
         with open(os.path.join(os.path.dirname(os.path.abspath(path)), f"metric-{name}.jsonl"), "a") as f:
@@ -119,17 +187,60 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     return records
 
 
-def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu"):
+def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu", vgg16: str | None = None):
     """A ``Trainer`` ``snapshot_hook``: :func:`evaluate_snapshot` on each network snapshot (data set and real
     features loaded once), its results printed and its records returned (the trainer's loggers take them)."""
     cache: dict = {}
     names = [n for n in names if parse_metric(n)]
 
     def hook(path: str) -> list[dict]:
-        records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache)
+        records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16)
         for record in records:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
-            print(f"{record['metric']} of {record['snapshot']}: {shown}", flush=True)
+            print(f"{record['metric']} of {record['snapshot']}: {shown} "
+                  f"({record['fake_images_per_second']:.0f} fakes/s)", flush=True)
         return records
 
     return hook
+
+
+def image_set(path: str, count: int | None, device="cpu", seed: int = 0):
+    """``(label, uint8 (N, C, H, W) batches)`` of an image set: a run folder or checkpoint (``count`` images of
+    seeds 0..count-1 from its G_ema, default 50000) or anything ``ganfast train --dataset`` takes (all its
+    images, or a fixed random subset of ``count``; fewer than ``count`` is refused)."""
+    from ..checkpoint import CHECKPOINT_NAME, load_generator
+    from ..data import load_dataset
+    if path.endswith(".safetensors") or os.path.isfile(os.path.join(path, CHECKPOINT_NAME)):
+        count = 50000 if count is None else count
+        return f"{count} images from {path}", generated_images(load_generator(path, device=device), count)
+    dataset = load_dataset(path)
+    if dataset.is_2d:
+        raise ValueError(f"fid: {path!r} is 2-D points, not images")
+    if count is not None and count > dataset.num_stored:
+        raise ValueError(f"fid: {path!r} holds {dataset.num_stored} images, fewer than --num {count}")
+    n = dataset.num_stored if count is None else count
+    index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return f"{n} images of {path}", (dataset.rows(index[i:i + 1024]) for i in range(0, n, 1024))
+
+
+def fid_between(path1: str, path2: str, inception: str | None = None, mode: str | None = None,
+                count: int | None = None, device="cpu", batch_size: int = 64) -> dict:
+    """FID of two image sets (see :func:`image_set`) with the Inception file ``inception`` (default
+    ``$GANFAST_INCEPTION``): ``{"fid", "num", "mode", "detector", "images_per_second"}``."""
+    from .frechet import feature_stats, frechet_distance
+    inception = inception or os.environ.get(INCEPTION_ENV) or None
+    if not inception:
+        raise ValueError(f"fid needs an Inception file: --inception PATH or ${INCEPTION_ENV} (NVlabs' .pkl, a "
+                         "TorchScript .pt or pytorch-fid's state dict; ganfast downloads nothing)")
+    features = detector_features(inception, "inception", mode, device)
+    features.batch_size = batch_size
+    stats, labels, done = [], [], 0
+    started = time.perf_counter()
+    for path in (path1, path2):
+        label, batches = image_set(path, count, device)
+        feats = torch.cat([features(b) for b in batches])
+        stats.append(feature_stats(feats))
+        labels.append(label)
+        done += len(feats)
+    return {"fid": frechet_distance(*stats), "num": labels, "mode": features.extract.mode,
+            "detector": features.extract.name, "images_per_second": done / (time.perf_counter() - started)}
