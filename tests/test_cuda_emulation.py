@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cuda_emulation import ROOT, build, emulate, load, missing, stats
+from cuda_emulation import ROOT, asan_environment, build, emulate, load, missing, stats
 from support import rel_err
 
 from ganfast.ops import (affine_resample, affine_sample, bias_act, color_matrix, filtered_lrelu, grad_penalty,
@@ -36,7 +36,7 @@ SMALL_GRID = {"multiprocessors": 1, "max_grid_z": 3}
 @pytest.fixture(scope="module")
 def emu():
     torch.set_num_threads(1)
-    return load(build())
+    return load(build(sanitize=os.environ.get("GANFAST_CUDA_EMU_ASAN") == "1"))
 
 
 def _grads(out, inputs, dy, create_graph=False):
@@ -236,3 +236,78 @@ def test_color_matrix(emu, dtype):
     mm, oo = (m, o) if dtype == torch.float64 else (m.float(), o.float())
     assert_parity(emu, lambda x: color_matrix(x, mm, oo, impl="ext"), lambda x: color_matrix_ref(x, m, o), [x],
                   dtype)
+
+
+# ---- the model proves itself: the mistakes it exists to catch are caught ---------------------------------------------
+
+def _mutant(name: str, old: str, new: str):
+    """The emulation extension with kernels/<name> edited (``old`` must occur exactly once)."""
+    source = (ROOT / "kernels" / name).read_text()
+    assert source.count(old) == 1, f"the mutation no longer applies to kernels/{name}"
+    return load(build(replace={name: source.replace(old, new)}))
+
+
+def _grad_penalty_errors(module, g):
+    want = grad_penalty_ref(g.double())[0]
+    errors = {}
+    for order in ORDERS:
+        with emulate(module, order=order, seed=1):
+            errors[order] = rel_err(grad_penalty(g, impl="ext")[0].double(), want)
+    return errors
+
+
+def test_missing_barrier_fails_in_some_order(emu):
+    """grad_penalty's reduction without the barrier between the warp sums and their reduction by warp 0: some
+    order reads a warp sum before its warp wrote it (poisoned shared memory: NaN) or after, so the orders disagree;
+    with the barrier every order is exact."""
+    g = torch.randn(2, 3000, dtype=torch.float64)
+    assert all(e < 1e-12 for e in _grad_penalty_errors(emu, g).values())
+    mutant = _mutant("grad_penalty.cu", "warp_sums[threadIdx.x >> 5] = acc;\n  __syncthreads();",
+                     "warp_sums[threadIdx.x >> 5] = acc;\n")
+    errors = _grad_penalty_errors(mutant, g)
+    assert any(not e < 1e-12 for e in errors.values()), errors
+
+
+def test_wrong_shuffle_width_changes_the_result(emu):
+    """A warp sum shuffling within half warps (width 16) adds lanes 0-15 twice and never lanes 16-31 across."""
+    g = torch.randn(2, 3000, dtype=torch.float64)
+    mutant = _mutant("grad_penalty.cu", "__shfl_down_sync(0xffffffffu, v, offset)",
+                     "__shfl_down_sync(0xffffffffu, v, offset, 16)")
+    errors = _grad_penalty_errors(mutant, g)
+    assert all(e > 1e-3 for e in errors.values()), errors
+
+
+def _color_matrix_call(module, x, order="ascending"):
+    m, o = torch.randn(x.shape[0], 3, 3), torch.randn(x.shape[0], 3)
+    with emulate(module, order=order, max_grid_z=1):
+        return color_matrix(x, m, o, impl="ext")
+
+
+def test_out_of_bounds_shared_write_is_caught(emu):
+    """color_matrix staging its offsets one element too far: the write past ``coef`` is reported with the variable,
+    its declaration line and the block."""
+    mutant = _mutant("color_matrix.cu", "coef[C * C + threadIdx.x] =", "coef[C * C + 1 + threadIdx.x] =")
+    with pytest.raises(RuntimeError, match=r"shared-memory write out of bounds: byte \d+ of coef "
+                                           r"\(kernels/color_matrix.cu:\d+\).*"):
+        _color_matrix_call(mutant, torch.randn(2, 3, 5, 7))
+
+
+def test_barrier_not_reached_is_reported(emu):
+    """color_matrix's pixels past the image ``return`` instead of ``continue``: on a GPU the next image's barrier
+    hangs or corrupts; here it is an error naming the barrier's line and the threads that exited."""
+    mutant = _mutant("color_matrix.cu", "if (p >= a.pixels) continue;", "if (p >= a.pixels) return;")
+    with pytest.raises(RuntimeError, match=r"__syncthreads at kernels/color_matrix.cu:\d+ is never reached by "
+                                           r"threads \(35, 0, 0\)"):
+        _color_matrix_call(mutant, torch.randn(2, 3, 5, 7))
+    _color_matrix_call(mutant, torch.randn(1, 3, 5, 7))  # one image: no barrier after the exit, no error
+
+
+@pytest.mark.skipif(os.environ.get("GANFAST_CUDA_EMU_ASAN") == "1", reason="already under AddressSanitizer")
+def test_under_address_sanitizer():
+    """The float32 parity tests of every kernel again, with the kernels and the scheduler under AddressSanitizer
+    (out-of-bounds global or shared memory aborts the run)."""
+    env = {**asan_environment(), "GANFAST_CUDA_EMU_ASAN": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                          "-k", "float32 and not mutant and not address_sanitizer"],
+                         env=env, capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]

@@ -150,7 +150,8 @@ def _compile(cxx: list[str], source: Path, flags: list[str], obj: Path) -> None:
 
 def build(sanitize: bool = False, replace: dict[str, str] | None = None, jobs: int = 2) -> Path:
     """The emulation extension's path, built on first use. ``replace`` maps a kernels/ file name to the source
-    to use instead (the mutation tests); ``sanitize`` builds everything with AddressSanitizer."""
+    to use instead (the mutation tests); ``sanitize`` builds the kernels and the scheduler with AddressSanitizer
+    (load it in a process started with ``asan_environment()``)."""
     import pybind11
 
     cache = cache_dir()
@@ -159,27 +160,27 @@ def build(sanitize: bool = False, replace: dict[str, str] | None = None, jobs: i
              f"-I{HERE}", f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'kernels'}", f"-I{cuda_include()}",
              f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
              "-DGANFAST_WITH_CUDA=1", '-DGANFAST_CUDA_ARCHS="emulated"']
-    if sanitize:
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     headers = sorted([*(ROOT / "csrc").glob("*.h"), *(ROOT / "kernels").glob("*.cuh"), *HERE.glob("*.h")])
     header_hash = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in headers)).hexdigest()
 
-    # (name, C++ source text, optimisation): the host code (bindings, CPU kernels, never run here) unoptimised
-    units = [(path.name, path.read_text(), "-O0") for path in sorted((ROOT / "csrc").glob("*.cpp"))]
+    # (name, C++ source text, extra flags): the host code (bindings, CPU kernels, never run here) unoptimised and
+    # uninstrumented; the kernels and the scheduler optimised and, with `sanitize`, under AddressSanitizer
+    device = ["-O1", *(["-fsanitize=address", "-fno-omit-frame-pointer"] if sanitize else [])]
+    units = [(path.name, path.read_text(), ["-O0"]) for path in sorted((ROOT / "csrc").glob("*.cpp"))]
     for path in sorted((ROOT / "kernels").glob("*.cu")):
         source = (replace or {}).get(path.name, path.read_text())
-        units.append((path.name + ".cpp", translate(source, f"kernels/{path.name}"), "-O1"))
-    units.append(("runtime.cpp", (HERE / "runtime.cpp").read_text(), "-O1"))
+        units.append((path.name + ".cpp", translate(source, f"kernels/{path.name}"), device))
+    units.append(("runtime.cpp", (HERE / "runtime.cpp").read_text(), device))
 
     jobs_list, objects = [], []
-    for name, text, opt in units:
-        key = hashlib.sha256("\0".join([name, text, header_hash, *cxx, *flags, opt]).encode()).hexdigest()[:24]
+    for name, text, extra in units:
+        key = hashlib.sha256("\0".join([name, text, header_hash, *cxx, *flags, *extra]).encode()).hexdigest()[:24]
         obj = cache / f"{key}.o"
         objects.append(obj)
         if not obj.exists():
             src = cache / f"{key}-{name}"
             _atomic_write(src, text)
-            jobs_list.append((src, [*flags, opt], obj))
+            jobs_list.append((src, [*flags, *extra], obj))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(lambda job: _compile(cxx, *job), jobs_list))
 
@@ -196,14 +197,24 @@ def build(sanitize: bool = False, replace: dict[str, str] | None = None, jobs: i
     return library
 
 
+def asan_environment() -> dict[str, str]:
+    """The environment of a Python process that can load a ``build(sanitize=True)`` extension: the host compiler's
+    ASan runtime preloaded, leak checks off (CPython and torch keep their allocations at exit)."""
+    cxx = os.environ.get("CXX", "g++")
+    runtime = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    return {**os.environ, "LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=99"}
+
+
 _LOADED: dict[Path, object] = {}
 
 
 def load(library: Path):
     """The emulation extension at ``library`` (a module like ``ganfast._C``), loaded once per process."""
     if library not in _LOADED:
-        loader = importlib.machinery.ExtensionFileLoader("_C", str(library))
-        spec = importlib.util.spec_from_file_location("_C", library, loader=loader)
+        # a package-qualified name per build: the interpreter keeps one single-phase extension module per name
+        name = f"ganfast_cuda_emulation_{len(_LOADED)}._C"
+        loader = importlib.machinery.ExtensionFileLoader(name, str(library))
+        spec = importlib.util.spec_from_file_location(name, library, loader=loader)
         module = importlib.util.module_from_spec(spec)
         loader.exec_module(module)
         module.handle = ctypes.CDLL(str(library))
