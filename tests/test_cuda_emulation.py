@@ -311,3 +311,15 @@ def test_under_address_sanitizer():
                           "-k", "float32 and not mutant and not address_sanitizer"],
                          env=env, capture_output=True, text=True, cwd=Path(__file__).parent)
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+    # and the sanitizer is live: color_matrix reading one channel past each pixel overruns x for the last image
+    source = (ROOT / "kernels" / "color_matrix.cu").read_text()
+    old = "E::load(x, xi + k * a.x_stride[1])"
+    assert source.count(old) == 1
+    overrun = source.replace(old, "E::load(x, xi + (k + 1) * a.x_stride[1])")
+    script = (f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); import cuda_emulation as ce;"
+              "from ganfast.ops import color_matrix;"
+              f"m = ce.load(ce.build(sanitize=True, replace={{'color_matrix.cu': {overrun!r}}}));"
+              "ctx = ce.emulate(m); ctx.__enter__();"
+              "color_matrix(torch.randn(2, 3, 5, 7), torch.randn(2, 3, 3), torch.randn(2, 3), impl='ext')")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode == 99 and "heap-buffer-overflow" in run.stderr, run.stderr[-3000:]

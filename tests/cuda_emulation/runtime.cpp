@@ -58,7 +58,7 @@ constexpr size_t kSharedDefault = 48 * 1024;    // per block without cudaFuncSet
 constexpr size_t kSharedOptIn = 227 * 1024;     // H100/H200 opt-in limit
 constexpr size_t kGuard = 64;                   // guard bytes on each side of a shared variable
 constexpr unsigned char kGuardByte = 0xA5, kPoisonByte = 0xFF;
-constexpr size_t kStackBytes = CUDA_EMU_ASAN ? 512 * 1024 : 128 * 1024;
+constexpr size_t kStackBytes = 64 * 1024;  // ASan clears a stack's shadow at every switch: keep it small
 
 cudaError_t last_error = cudaSuccess;
 int current_device = 0;
