@@ -115,6 +115,8 @@ def test_upfirdn2d(emu, dtype):
         ((1, 2, 70, 67), 1, 1, [1, 2, 1, 2], torch.randn(3, 4)),  # several tiles per plane, odd tails
         ((3, 2, 1, 1), 2, 1, [1, 1, 1, 1], f),              # 1-pixel images
         ((1, 1, 5, 6), [1, 2], [3, 1], [0, 0, -1, 2], torch.randn(2, 5)),  # per-axis factors, cropping
+        ((1, 2, 6, 7), 4, 1, [3, 3, 3, 3], f),              # up 4
+        ((2, 1, 19, 23), 1, 4, [1, 2, 3, 4], torch.randn(8, 8)),  # down 4, a large 2-D filter
     ]
     for shape, up, down, pad, filt in cases:
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
@@ -124,6 +126,10 @@ def test_upfirdn2d(emu, dtype):
     x = torch.randn(2, 3, 12, 10, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
     assert_parity(emu, lambda x: upfirdn2d(x, f, 2, 2, 1, impl="ext"), lambda x: upfirdn2d_ref(x, f, 2, 2, 1),
                   [x], dtype)
+    # a strided view (large strides along H and W, read in place by the kernel; float64 keeps the view)
+    x = torch.randn(2, 3, 20, 30, dtype=torch.float64)[:, :, ::2, 1::3].requires_grad_()
+    assert_parity(emu, lambda x: upfirdn2d(x, f, 3, 3, [2, 1, 0, 4], impl="ext"),
+                  lambda x: upfirdn2d_ref(x, f, 3, 3, [2, 1, 0, 4]), [x], dtype, orders=ORDERS[:2])
 
 
 # ---- filtered_lrelu: mode 0 (forward, writes the mask), mode 1 (backward, applies it) --------------------------------
@@ -136,6 +142,9 @@ def test_filtered_lrelu(emu, dtype):
         ((1, 2, 7, 13), torch.randn(3, 3), torch.randn(2, 4), 2, 1, [1, 2, 0, 1], 0.7),  # 2-D taps, clamp
         ((1, 2, 40, 45), fu, fd, 1, 2, 3, None),                     # several tiles, mask bytes across tiles
         ((2, 1, 1, 1), fu, fd, 2, 2, 2, 1.0),                        # 1-pixel images
+        ((1, 2, 9, 70), fu, fu, 1, 1, 1, None),                      # rows wider than a tile, down 1
+        ((2, 2, 15, 50), fu, torch.randn(6), 1, 3, 2, 0.5),          # down 3: mask bytes across tiles
+        ((1, 1, 5, 9), torch.randn(8), torch.randn(8), 4, 4, 5, None),  # up 4, down 4
     ]
     for shape, f1, f2, up, down, pad, clamp in cases:
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
