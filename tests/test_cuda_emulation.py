@@ -35,8 +35,10 @@ SMALL_GRID = {"multiprocessors": 1, "max_grid_z": 3}
 
 @pytest.fixture(scope="module")
 def emu():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return load(build(sanitize=os.environ.get("GANFAST_CUDA_EMU_ASAN") == "1"))
+    yield load(build(sanitize=os.environ.get("GANFAST_CUDA_EMU_ASAN") == "1"))
+    torch.set_num_threads(threads)
 
 
 def _grads(out, inputs, dy, create_graph=False):

@@ -85,8 +85,7 @@ def _launch_bounds(text: str) -> str:
 def _shared(m: re.Match) -> str:
     extern, type_, name, dims = m.groups()
     if extern:
-        return (f"{type_}* const {name} = static_cast<{type_}*>(::cuda_emu::dynamic_shared(\"{name}\", __FILE__, "
-                f"__LINE__));")
+        return f"{type_}* const {name} = static_cast<{type_}*>(::cuda_emu::dynamic_shared());"
     return (f"static char {name}_emu_key; auto& {name} = ::cuda_emu::shared_array<{type_}{dims}>(&{name}_emu_key, "
             f"\"{name}\", __FILE__, __LINE__);")
 

@@ -43,7 +43,7 @@ enum ShuffleKind : int { kIdx = 0, kUp, kDown, kXor };
 void syncthreads(const char* file, int line);
 uint64_t shuffle_bits(int kind, unsigned mask, uint64_t bits, int lane_arg, int width, const char* file, int line);
 void* shared_variable(const void* key, size_t bytes, const char* name, const char* file, int line);
-void* dynamic_shared(const char* name, const char* file, int line);
+void* dynamic_shared();  // the block's extern __shared__ memory
 void check_launch_bounds(long long max_threads, const char* file, int line);
 
 template <int Kind, typename T>

@@ -120,6 +120,8 @@ struct Thread {
   uint64_t value = 0, result = 0;
 };
 
+bool same_site(const Thread& a, const Thread& b) { return a.line == b.line && std::strcmp(a.file, b.file) == 0; }
+
 struct Fault : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -142,8 +144,7 @@ struct Launch {
   size_t scheduler_stack_size = 0;
   std::string fault;  // set by a thread: the block stops and the launch throws it
   std::map<const void*, SharedRegion> shared;
-  SharedRegion dynamic;
-  bool has_dynamic = false;
+  SharedRegion dynamic;  // cfg.shared_bytes, possibly 0: any access then hits its guards
   size_t static_bytes = 0, shared_limit = kSharedDefault;
   std::mt19937_64 rng;
 
@@ -180,7 +181,7 @@ struct Launch {
              std::to_string(r.bytes) + " bytes)");
     };
     for (const auto& entry : shared) check(entry.second);
-    if (has_dynamic) check(dynamic);
+    if (dynamic.base) check(dynamic);
   }
 
   std::vector<int> order(int count) {
@@ -234,9 +235,8 @@ struct Launch {
     for (auto& entry : shared) free_region(entry.second);
     shared.clear();
     static_bytes = 0;
-    if (has_dynamic) free_region(dynamic);
-    has_dynamic = cfg.shared_bytes > 0;
-    if (has_dynamic) dynamic = make_region("dynamic shared memory", cfg.shared_bytes);
+    if (dynamic.base) free_region(dynamic);
+    dynamic = make_region("extern __shared__ memory", cfg.shared_bytes);
     for (int i = 0; i < count; ++i) {
       Thread& t = threads[i];
       t = Thread{};
@@ -291,7 +291,7 @@ struct Launch {
             fail("thread " + thread_text(t) + " at " + where(t.file, t.line) + ": lane " + std::to_string(m) +
                  " of mask 0x" + hex(t.mask) + " exited without joining the shuffle");
           if (o.state != kAtWarp) complete = false;
-          else if (o.line != t.line || o.file != t.file)
+          else if (!same_site(o, t))
             fail("lanes of one warp in shuffles at different lines: " + where(t.file, t.line) + " and " +
                  where(o.file, o.line));
         }
@@ -335,7 +335,7 @@ struct Launch {
     }
     const Thread& first = threads[at_barrier[0]];
     for (int i : at_barrier)
-      if (threads[i].line != first.line || threads[i].file != first.file)
+      if (!same_site(threads[i], first))
         fail("threads wait at different __syncthreads: " + where(first.file, first.line) + " (thread " +
              thread_text(first) + ") and " + where(threads[i].file, threads[i].line) + " (thread " +
              thread_text(threads[i]) + ")");
@@ -413,13 +413,7 @@ void* shared_variable(const void* key, size_t bytes, const char* name, const cha
   return found->second.data();
 }
 
-void* dynamic_shared(const char* name, const char* file, int line) {
-  Launch& l = active("extern __shared__");
-  if (!l.has_dynamic)
-    l.fail(std::string("extern __shared__ ") + name + " at " + where(file, line) +
-           " used by a launch with 0 bytes of dynamic shared memory");
-  return l.dynamic.data();
-}
+void* dynamic_shared() { return active("extern __shared__").dynamic.data(); }
 
 void check_launch_bounds(long long max_threads, const char* file, int line) {
   Launch& l = active("__launch_bounds__");
@@ -467,12 +461,12 @@ void run_grid(const LaunchConfig& c, const void* kernel, const char* name, const
   } catch (...) {
     running = nullptr;
     for (auto& entry : l.shared) free_region(entry.second);
-    if (l.has_dynamic) free_region(l.dynamic);
+    if (l.dynamic.base) free_region(l.dynamic);
     throw;
   }
   running = nullptr;
   for (auto& entry : l.shared) free_region(entry.second);
-  if (l.has_dynamic) free_region(l.dynamic);
+  if (l.dynamic.base) free_region(l.dynamic);
   ++stats.launches;
 }
 
