@@ -41,9 +41,15 @@ def address(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def runs_cuda_kernels(device: torch.device) -> bool:
+    """Whether ``launch`` runs the CUDA kernels for tensors on ``device`` (the ops' CUDA-only paths follow it;
+    the tests' CUDA execution model makes it true for CPU tensors)."""
+    return device.type == "cuda"
+
+
 def launch(kernel_name: str, device: torch.device, *args) -> None:
     """Calls ``_C.<kernel_name>_cpu`` or ``_cuda`` (the latter with the device index and current stream)."""
-    if device.type == "cuda":
+    if runs_cuda_kernels(device):
         stream = torch.cuda.current_stream(device).cuda_stream
         getattr(_C, f"{kernel_name}_cuda")(*args, device.index if device.index is not None else
                                            torch.cuda.current_device(), stream)

@@ -42,7 +42,8 @@ def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, filt: torch.Tens
 
     The scatters (the transposes on CUDA and in Triton) take float32 and float64 and a zeroed output to accumulate
     into (atomics): half types run in float32 there. The forwards and the C++ transpose write every element."""
-    scatter = transpose and (src.is_cuda or impl == "triton")
+    on_cuda = _ext.runs_cuda_kernels(src.device)
+    scatter = transpose and (on_cuda or impl == "triton")
     if src.dtype in (torch.float16, torch.bfloat16) and scatter:
         return _launch(impl, src.float(), matrix, filt, margins, transpose).to(src.dtype)
     arithmetic = compute_dtype(src.dtype)

@@ -38,8 +38,9 @@ def _launch(impl: str, src: torch.Tensor, matrix: torch.Tensor, size: list[int],
 
     The GPU scatters (the transposes, and the CUDA kernel altogether) take float32 and float64: half types run
     in float32 there (an atomic add in 16 bits would round at every add)."""
-    scatter = transpose and (src.is_cuda or impl == "triton")
-    if src.dtype in (torch.float16, torch.bfloat16) and ((src.is_cuda and impl == "ext") or scatter):
+    on_cuda = _ext.runs_cuda_kernels(src.device)
+    scatter = transpose and (on_cuda or impl == "triton")
+    if src.dtype in (torch.float16, torch.bfloat16) and ((on_cuda and impl == "ext") or scatter):
         return _launch(impl, src.float(), matrix, size, transpose).to(src.dtype)
     n, c = src.shape[:2]
     out = (torch.zeros if scatter else torch.empty)([n, c, *size], dtype=src.dtype, device=src.device)
