@@ -7,9 +7,14 @@ features are used); count = fakes generated, ``50k`` = 50000 (small counts such 
 quick checks and tests); ``_full`` compares with every real image, else with at most ``count`` of them (drawn with
 a fixed seed). Examples: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``fd1k``.
 
+``modes[<count>]`` is mode coverage on ``stacked-digits`` (:mod:`ganfast.metrics.modes`): modes covered of 1000
+and KL(fakes' mode histogram || uniform) of ``count`` fakes (default 26k, 26 per mode; a uniform generator's
+expected KL is then 0.019), and the digit classifier's accuracy on as many reals.
+
 Features: a TorchScript Inception file given by ``inception`` or ``$GANFAST_INCEPTION`` (nothing is downloaded);
-without one ``fd``, ``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set,
-and ``fid`` is refused. Each record holds the snapshot's file name, its kimg, the features and the counts.
+without one ``fd``, ``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set
+(on ``stacked-digits``: the features of each channel, concatenated), and ``fid`` is refused. Each record holds the
+snapshot's file name, its kimg, the features and the counts.
 """
 from __future__ import annotations
 
@@ -21,16 +26,19 @@ import time
 import torch
 
 INCEPTION_ENV = "GANFAST_INCEPTION"
-_NAME = re.compile(r"^(?P<kind>fid|kid|fd|pr)(?P<count>\d+)(?P<thousands>k?)(?P<k>\d*)(?P<full>_full)?$")
+_NAME = re.compile(r"^(?P<kind>fid|kid|fd|pr|modes)(?P<count>\d*)(?P<thousands>k?)(?P<k>\d*)(?P<full>_full)?$")
+MODES_COUNT = 26_000  # fakes of a bare ``modes``
 
 
 def parse_metric(name: str) -> dict:
     """``{"kind", "count", "k", "full"}`` of a metric name; a ValueError naming it when it is not one."""
     m = _NAME.match(name)
-    if m is None or (m["k"] and (m["kind"] != "pr" or not m["thousands"])):
-        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full], e.g. fid50k_full, "
-                         "kid50k_full, pr50k3_full, fd1k")
-    count = int(m["count"]) * (1000 if m["thousands"] else 1)
+    modes = m is not None and m["kind"] == "modes"
+    if m is None or (m["k"] and (m["kind"] != "pr" or not m["thousands"])) or \
+            (not m["count"] and not (modes and not m["thousands"])) or (modes and m["full"]):
+        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full] or modes[<count>[k]], e.g. "
+                         "fid50k_full, kid50k_full, pr50k3_full, fd1k, modes, modes10k")
+    count = int(m["count"]) * (1000 if m["thousands"] else 1) if m["count"] else MODES_COUNT
     k = int(m["k"] or 3)
     if count < max(2, k + 1):
         raise ValueError(f"metric {name!r}: needs more than {max(1, k)} samples")
@@ -44,11 +52,14 @@ def feature_extractor(dataset, inception: str | None, device) -> tuple[str, obje
     inception = inception or os.environ.get(INCEPTION_ENV) or None
     if inception:
         return "inception", inception_extractor(inception, device)
-    if dataset.name == "digits":
+    if dataset.name in ("digits", "stacked-digits"):
         from .digits_classifier import digits_extractor
-        return "digits", digits_extractor(dataset.sample_shape[-1], device)
+        extract = digits_extractor(dataset.sample_shape[-1], device)
+        if dataset.name == "digits":
+            return "digits", extract
+        return "stacked-digits", lambda images: torch.cat([extract(images[:, k:k + 1]) for k in range(3)], dim=1)
     raise ValueError(f"metrics on {dataset.name!r} need an Inception TorchScript file: --inception PATH or "
-                     f"${INCEPTION_ENV} (ganfast downloads nothing; the digits data set has built-in features)")
+                     f"${INCEPTION_ENV} (ganfast downloads nothing; the digits data sets have built-in features)")
 
 
 @torch.no_grad()
@@ -66,6 +77,8 @@ def compute_metric(name: str, G: torch.nn.Module, dataset, features: tuple[str, 
     from .kid import kernel_inception_distance
     from .precision_recall import precision_recall
     spec = parse_metric(name)
+    if spec["kind"] == "modes":
+        return _modes_metric(name, spec["count"], G, dataset, seed, real_cache)
     feature_name, extractor = features
     if spec["kind"] == "fid" and feature_name != "inception":
         raise ValueError(f"metric {name!r} needs an Inception file (--inception PATH or ${INCEPTION_ENV}); "
@@ -89,6 +102,22 @@ def compute_metric(name: str, G: torch.nn.Module, dataset, features: tuple[str, 
             "num_reals": n}
 
 
+def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int, real_cache: dict | None) -> dict:
+    """``modes``: mode coverage of ``count`` fakes and the classifier's accuracy on ``count`` reals at most."""
+    from .modes import classifier_accuracy, mode_coverage, read_stacked_digits, stacked_modes
+    if dataset.name != "stacked-digits":
+        raise ValueError(f"metric {name!r}: mode coverage is defined on the stacked-digits data set; got "
+                         f"{dataset.name!r}")
+    n = min(count, dataset.num_stored)
+    cache = real_cache if real_cache is not None else {}
+    if ("modes", n) not in cache:
+        index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        cache[("modes", n)] = classifier_accuracy(read_stacked_digits(dataset.batch(index)), dataset.labels[index])
+    coverage = mode_coverage(stacked_modes(generated_images(G, count)))
+    return {"metric": name, "results": {"modes": coverage["modes"], "kl": coverage["kl"], **cache[("modes", n)]},
+            "features": "digits-classifier", "num_fakes": count, "num_reals": n}
+
+
 def evaluate_snapshot(path: str, names: list[str], data: str | None = None, inception: str | None = None,
                       device="cpu", cache: dict | None = None) -> list[dict]:
     """Computes ``names`` for the generator (G_ema) of a snapshot or checkpoint file and appends each result to
@@ -103,7 +132,8 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     cache = {} if cache is None else cache
     if data not in cache:
         dataset = load_dataset(data, resolution=run.get("resolution"))
-        cache[data] = (dataset, feature_extractor(dataset, inception, device), {})
+        needs_features = any(parse_metric(name)["kind"] != "modes" for name in names)
+        cache[data] = (dataset, feature_extractor(dataset, inception, device) if needs_features else None, {})
     dataset, features, real_cache = cache[data]
     G = load_generator(path, device=device)
     records = []
@@ -127,7 +157,7 @@ def snapshot_metrics_hook(names: list[str], inception: str | None = None, device
 
     def hook(path: str) -> None:
         for record in evaluate_snapshot(path, names, inception=inception, device=device, cache=cache):
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, (int, float)))
             print(f"{record['metric']} of {record['snapshot']}: {shown}", flush=True)
 
     return hook
