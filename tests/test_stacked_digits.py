@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ganfast import data
-from ganfast.metrics import classifier_accuracy, mode_coverage, read_stacked_digits
-from ganfast.metrics.modes import expected_uniform_kl, modes_of
+from ganfast.metrics import classifier_accuracy, fake_modes, mode_coverage, read_stacked_digits
+from ganfast.metrics.modes import CONFIDENCE, confident_share, expected_uniform_kl, modes_of
 from ganfast.metrics.report import MODES_COUNT, compute_metric, parse_metric
 
 
@@ -65,6 +65,11 @@ def test_mode_coverage_math():
     got = mode_coverage(modes)
     assert got["modes"] == len(modes.unique()) and math.isclose(got["kl"], expected, rel_tol=1e-12)
     assert modes_of(torch.tensor([[1, 2, 3], [0, 0, 9]])).tolist() == [123, 9]
+    p = torch.full((4, 3, 10), 0.01)
+    p[:, :, 0] = 0.91
+    p[1, 2] = 0.1                       # one channel of image 1 read without confidence
+    p[2, 0, 0], p[2, 0, 5] = 0.5, 0.42  # and of image 2
+    assert confident_share(p) == 0.5 and confident_share(p, threshold=0.5) == 0.75 and CONFIDENCE == 0.9
     for bad in (torch.tensor([1000]), torch.tensor([-1]), torch.tensor([0.5]), torch.tensor([], dtype=torch.long)):
         with pytest.raises(ValueError, match="modes"):
             mode_coverage(bad)
@@ -86,23 +91,31 @@ class _Replay(torch.nn.Module):
 def test_modes_metric_real_and_collapsed(stacked):
     n = 6000
     real = stacked.batch(torch.arange(n))
-    digits = read_stacked_digits(real)
+    probabilities = read_stacked_digits(real)
+    assert probabilities.shape == (n, 3, 10) and torch.allclose(probabilities.sum(2), torch.ones(n, 3))
     # the real images: nearly every mode (n rows miss about 1000 e^-6 = 2.5 of them), KL near 0: the sampling noise
-    # of n rows, (K - 1) / 2n = 0.083, and the classifier's misreadings
-    coverage = mode_coverage(modes_of(digits))
+    # of n rows, (K - 1) / 2n = 0.083, and the classifier's misreadings; most read confidently (82% measured)
+    coverage = fake_modes(probabilities)
     assert coverage["modes"] >= 990 and coverage["kl"] < 2 * expected_uniform_kl(n), coverage
-    accuracy = classifier_accuracy(digits, stacked.labels[:n])
+    assert coverage["confident"] > 0.75
+    accuracy = classifier_accuracy(probabilities, stacked.labels[:n])
     assert accuracy["classifier_acc"] > 0.9 and accuracy["classifier_acc_digit"] > 0.97
     assert accuracy["classifier_acc"] <= accuracy["classifier_acc_digit"]
+    assert accuracy["confident_real"] == coverage["confident"]
     with pytest.raises(ValueError, match=r"\(N, 3, 16, 16\)"):
         read_stacked_digits(real[:2, :1])
-    # a collapsed generator (five real images), through the metric's whole path: at most five modes, KL at least
-    # log(1000 / 5); the classifier's accuracy on 1000 reals beside it
-    record = compute_metric("modes1k", _Replay(real[:5]), stacked, features=None)
+    # a collapsed generator (five real images read confidently), through the metric's whole path: at most five
+    # modes, KL at least log(1000 / 5); the classifier's accuracy on 1000 reals beside it
+    sure = torch.nonzero(probabilities.amax(2).amin(1) >= CONFIDENCE)[:5, 0]
+    record = compute_metric("modes1k", _Replay(real[sure]), stacked, features=None)
     assert record["num_fakes"] == record["num_reals"] == 1000
     collapsed = record["results"]
     assert collapsed["modes"] <= 5 and collapsed["kl"] >= math.log(200) - 1e-9
     assert collapsed["classifier_acc"] > 0.9 and collapsed["classifier_acc_digit"] > 0.97
+    assert collapsed["confident"] == 1.0
+    # noise lands in many modes, read without confidence: the share that tells coverage by noise apart
+    noise = fake_modes(read_stacked_digits(torch.rand(2000, 3, 16, 16) * 2 - 1))
+    assert noise["modes"] > 100 and noise["confident"] < 0.05
     # names
     assert parse_metric("modes") == {"kind": "modes", "count": MODES_COUNT, "k": 3, "full": False}
     assert parse_metric("modes10k")["count"] == 10_000

@@ -5,13 +5,11 @@ from .digits_classifier import DigitsClassifier, digits_extractor, digits_predic
 from .frechet import FeatureStats, feature_stats, frechet_distance, inception_extractor
 from .kid import kernel_inception_distance
 from .mixture import mixture_metrics
-from .modes import (classifier_accuracy, mode_coverage, read_stacked_digits, stacked_channels_predictor,
-                    stacked_modes)
+from .modes import classifier_accuracy, fake_modes, mode_coverage, read_stacked_digits
 from .neighbours import ball_counts, knn_radii, nearest_neighbours
 from .precision_recall import precision_recall
 
 __all__ = ["DigitsClassifier", "FeatureStats", "ball_counts", "classifier_accuracy", "density_coverage",
-           "digits_extractor", "digits_predictor", "feature_stats",
+           "digits_extractor", "digits_predictor", "fake_modes", "feature_stats",
            "frechet_distance", "inception_extractor", "kernel_inception_distance", "knn_radii", "mixture_metrics",
-           "mode_coverage", "nearest_neighbours", "precision_recall", "read_stacked_digits",
-           "stacked_channels_predictor", "stacked_modes"]
+           "mode_coverage", "nearest_neighbours", "precision_recall", "read_stacked_digits"]

@@ -104,7 +104,7 @@ def compute_metric(name: str, G: torch.nn.Module, dataset, features: tuple[str, 
 
 def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int, real_cache: dict | None) -> dict:
     """``modes``: mode coverage of ``count`` fakes and the classifier's accuracy on ``count`` reals at most."""
-    from .modes import classifier_accuracy, mode_coverage, read_stacked_digits, stacked_modes
+    from .modes import classifier_accuracy, fake_modes, read_stacked_digits
     if dataset.name != "stacked-digits":
         raise ValueError(f"metric {name!r}: mode coverage is defined on the stacked-digits data set; got "
                          f"{dataset.name!r}")
@@ -113,8 +113,9 @@ def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int,
     if ("modes", n) not in cache:
         index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
         cache[("modes", n)] = classifier_accuracy(read_stacked_digits(dataset.batch(index)), dataset.labels[index])
-    coverage = mode_coverage(stacked_modes(generated_images(G, count)))
-    return {"metric": name, "results": {"modes": coverage["modes"], "kl": coverage["kl"], **cache[("modes", n)]},
+    coverage = fake_modes(read_stacked_digits(generated_images(G, count)))
+    return {"metric": name, "results": {"modes": coverage["modes"], "kl": coverage["kl"],
+                                        "confident": coverage["confident"], **cache[("modes", n)]},
             "features": "digits-classifier", "num_fakes": count, "num_reals": n}
 
 

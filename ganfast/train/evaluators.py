@@ -9,7 +9,7 @@ import torch
 
 from ..metrics import feature_stats, frechet_distance, precision_recall
 from ..metrics.frechet import Extractor, extract_features
-from ..metrics.modes import mode_coverage, modes_of, stacked_channels_predictor
+from ..metrics.modes import fake_modes, stacked_channels_probabilities
 from ..metrics.neighbours import nearest_neighbours
 from .step import call_with_labels
 
@@ -81,21 +81,20 @@ def class_accuracy(predicted: torch.Tensor, intended: torch.Tensor, num_classes:
 
 def modes_evaluator(z_dim: int, num_samples: int = 10_000, seed: int = 0, fake_c: torch.Tensor | None = None,
                     resolution: int = 16):
-    """A ``Trainer`` ``evaluate`` callback: :func:`mode_coverage` of ``num_samples`` fakes from fixed latents
-    (drawn from ``seed``) and, for a conditional G, fixed labels ``fake_c``, clamped to [-1, 1] as saved images
-    are; keys ``modes``, ``kl``."""
+    """A ``Trainer`` ``evaluate`` callback on stacked digits: :func:`ganfast.metrics.modes.fake_modes` of
+    ``num_samples`` fakes from fixed latents (drawn from ``seed``) and, for a conditional G, fixed labels
+    ``fake_c``, clamped to [-1, 1] as saved images are; keys ``modes``, ``kl``, ``confident``."""
     z = torch.randn(num_samples, z_dim, generator=torch.Generator().manual_seed(seed + 104729))
-    predict = stacked_channels_predictor(resolution)
+    probabilities = stacked_channels_probabilities(resolution)
 
     @torch.no_grad()
     def evaluate(G: torch.nn.Module) -> dict:
         device = next(G.parameters()).device
-        modes = []
+        read = []
         for i in range(0, num_samples, 500):
             c = None if fake_c is None else fake_c[i:i + 500].to(device)
-            fake = call_with_labels(G, z[i:i + 500].to(device), c).float().cpu().clamp(-1, 1)
-            modes.append(modes_of(predict(fake)))
-        record = mode_coverage(torch.cat(modes))
-        return {"modes": record["modes"], "kl": record["kl"]}
+            read.append(probabilities(call_with_labels(G, z[i:i + 500].to(device), c).float().cpu().clamp(-1, 1)))
+        record = fake_modes(torch.cat(read))
+        return {"modes": record["modes"], "kl": record["kl"], "confident": record["confident"]}
 
     return evaluate
