@@ -9,7 +9,7 @@ import torch
 from ganfast import data
 from ganfast.metrics import classifier_accuracy, fake_modes, mode_coverage, read_stacked_digits
 from ganfast.metrics.modes import CONFIDENCE, confident_share, expected_uniform_kl, modes_of
-from ganfast.metrics.report import MODES_COUNT, compute_metric, parse_metric
+from ganfast.metrics.report import MODES_COUNT, compute_metric, feature_extractor, parse_metric
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,11 @@ def test_modes_metric_real_and_collapsed(stacked):
     # noise lands in many modes, read without confidence: the share that tells coverage by noise apart
     noise = fake_modes(read_stacked_digits(torch.rand(2000, 3, 16, 16) * 2 - 1))
     assert noise["modes"] > 100 and noise["confident"] < 0.05
+    # fd/kid/pr on stacked digits: the digit features of each channel, concatenated
+    name, extract = feature_extractor(stacked, None, "cpu")
+    features = extract(real[:4])
+    assert name == "stacked-digits" and features.shape == (4, 192)
+    assert torch.equal(features[:, 64:128], extract(real[:4, [1, 1, 1]])[:, :64])
     # names
     assert parse_metric("modes") == {"kind": "modes", "count": MODES_COUNT, "k": 3, "full": False}
     assert parse_metric("modes10k")["count"] == 10_000

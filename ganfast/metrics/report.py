@@ -9,7 +9,8 @@ a fixed seed). Examples: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``fd
 
 ``modes[<count>]`` is mode coverage on ``stacked-digits`` (:mod:`ganfast.metrics.modes`): modes covered of 1000
 and KL(fakes' mode histogram || uniform) of ``count`` fakes (default 26k, 26 per mode; a uniform generator's
-expected KL is then 0.019), and the digit classifier's accuracy on as many reals.
+expected KL is then 0.019), the share of fakes read confidently, and the digit classifier's accuracy on as many
+reals.
 
 Features: a TorchScript Inception file given by ``inception`` or ``$GANFAST_INCEPTION`` (nothing is downloaded);
 without one ``fd``, ``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set
