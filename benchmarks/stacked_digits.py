@@ -99,21 +99,23 @@ def final_metric(folder: str, metric: str) -> dict:
 
 
 def plot(report: dict, path: Path) -> None:
+    """Modes, KL and the share of fakes read confidently over training time, one line per configuration."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8.5), sharex=True)
     for name, run in report["runs"].items():
-        minutes = [t["train_s"] / 60 for t in run["ticks"] if t["modes"] is not None]
-        top.plot(minutes, [t["modes"] for t in run["ticks"] if t["modes"] is not None], marker=".", label=name)
-        bottom.plot(minutes, [t["kl"] for t in run["ticks"] if t["modes"] is not None], marker=".", label=name)
-    top.axhline(1000, color="grey", lw=0.8, ls="--")
-    top.set_ylabel("modes covered of 1000 (10k fakes)")
-    bottom.set_yscale("log")
-    bottom.set_ylabel("KL(fakes' modes || uniform)")
-    bottom.set_xlabel("training time (min), per-tick evaluation excluded")
-    top.legend()
-    top.set_title(f"stacked digits, {report['threads']} threads, budget {report['budget_s'] / 60:g} min per run")
+        ticks = [t for t in run["ticks"] if t["modes"] is not None]
+        for ax, key in zip(axes, ("modes", "kl", "confident")):
+            ax.plot([t["train_s"] / 60 for t in ticks], [t[key] for t in ticks], marker=".", label=name)
+    axes[0].axhline(1000, color="grey", lw=0.8, ls="--")
+    axes[0].set_ylabel("modes covered of 1000")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("KL(fakes' modes || uniform)")
+    axes[2].set_ylabel("share read confidently")
+    axes[2].set_xlabel("training time (min), per-tick evaluation excluded; 10k fakes per point")
+    axes[0].legend()
+    axes[0].set_title(f"stacked digits, {report['threads']} thread(s), budget {report['budget_s'] / 60:g} min per run")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, dpi=110, format="png")
@@ -123,7 +125,7 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder of the runs (one sub-folder per configuration)")
+    parser.add_argument("--out", help="folder of the runs (one sub-folder per configuration)")
     parser.add_argument("--budget", type=float, default=1800.0, help="training seconds per configuration")
     parser.add_argument("--config", action="append", type=parse_config,
                         help="NAME=ARGS, repeatable (default: the issue's three)")
@@ -133,11 +135,17 @@ def main() -> int:
     parser.add_argument("--final-samples", default="modes", help="metric of the final checkpoint: modes (26k "
                         "fakes) or modes<count>, e.g. modes10k")
     parser.add_argument("--results", default=str(ROOT / "results" / "stacked_digits.json"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot of --results")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.results).read_text()), Path(args.results).with_suffix(".png"))
+        return 0
     from ganfast._io import atomic_write
     from ganfast.metrics.report import parse_metric
     if parse_metric(args.final_samples)["kind"] != "modes":
         parser.error(f"--final-samples must be modes or modes<count>; got {args.final_samples!r}")
+    if args.out is None:
+        parser.error("--out is required (except with --replot)")
     configs = args.config or [parse_config(c) for c in DEFAULT_CONFIGS]
     out, results = Path(args.out), Path(args.results)
     import torch
