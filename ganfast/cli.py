@@ -106,7 +106,8 @@ def _resumed_run(args, checkpoint: str) -> dict:
                          "ganfast); continue it with the Python API (Trainer.resume)")
     given = {name: getattr(args, name) for name in (*_DEFINITION_OPTIONS, *_CONFIG_OPTIONS)
              if getattr(args, name, None) is not None}
-    if "dataset" in given and given["dataset"] not in ("ring8", "grid25", "digits"):
+    from ganfast.data import BUILTIN_DATASETS
+    if "dataset" in given and given["dataset"] not in BUILTIN_DATASETS:
         given["dataset"] = os.path.abspath(given["dataset"])
     if any(name in given and not _same(given[name], run.get(name)) for name in ("model", "resolution")):
         shape = f"at {run['resolution']}x{run['resolution']} px" if run.get("resolution") else "on 2-D data"
@@ -396,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=POSITIVE_INT, default=20)
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_bench)
-    p = sub.add_parser("train", help="train a GAN: ring8, grid25, digits or your own images / .npz")
-    p.add_argument("--dataset", help="ring8, grid25, digits, an image folder, a .zip or a .npz (a resumed run "
-                   "knows its own)")
+    p = sub.add_parser("train", help="train a GAN: ring8, grid25, digits, stacked-digits or your own images / .npz")
+    p.add_argument("--dataset", help="ring8, grid25, digits, stacked-digits, an image folder, a .zip or a .npz (a "
+                   "resumed run knows its own)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="the run folder (stats.jsonl, samples-*.png, checkpoint.safetensors); it must "
                        "be empty or new, unless --resume")
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                    "StyleGAN2-ADA's auto widths, batch and R1 gamma)")
     p.add_argument("--pl-weight", type=NONNEGATIVE, help="path-length penalty weight (stylegan2; 0: off)")
     p.add_argument("--resolution", type=_resolution, help="image size, a power of two (default: the data set's "
-                   "own, 16 for digits); other sizes are resized, non-square images centre-cropped")
+                   "own, 16 for digits and stacked-digits); other sizes are resized, non-square images centre-cropped")
     p.add_argument("--mirror", action="store_true", default=None,
                    help="add x-flipped copies of the images (doubles the set)")
     p.add_argument("--cbase", type=POSITIVE_INT, help="stylegan2: channel base (channels = min(cbase / res, cmax)); "
@@ -451,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot-ticks", type=POSITIVE_INT, dest="snap", help=argparse.SUPPRESS)  # the older name
     p.add_argument("--metrics", type=_metric_list, help="comma-separated, computed at each snapshot into "
                    "metric-<name>.jsonl: fid50k_full, kid50k_full, pr50k3_full, fd50k_full (digits features "
-                   "without an Inception file), or smaller counts such as fd2k, kid500")
+                   "without an Inception file), or smaller counts such as fd2k, kid500; modes (stacked-digits: modes "
+                   "covered of 1000 and KL to uniform, 26k fakes; modes10k: 10k)")
     p.add_argument("--inception", help="Inception file for fid/kid/fd: NVlabs' .pkl, a TorchScript .pt or "
                    "pytorch-fid's state dict (default: $GANFAST_INCEPTION; nothing is downloaded)")
     p.add_argument("--vgg16", help="VGG16 file for pr (NVlabs' vgg16.pkl or a torchvision-layout state dict; "
@@ -496,13 +498,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)
-    p = sub.add_parser("metrics", help="FID/KID/precision-recall of a run's network snapshots (or one file)")
+    p = sub.add_parser("metrics", help="FID/KID/precision-recall/mode coverage of a run's network snapshots (or one "
+                       "file)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run folder (each network-snapshot-*.safetensors, else its checkpoint) or "
                        "one snapshot / checkpoint file")
     which.add_argument("--checkpoint", help="one snapshot or checkpoint file (or a run folder's checkpoint)")
     p.add_argument("--metrics", required=True, type=_metric_list, help="comma-separated, e.g. fid50k_full,"
-                   "kid50k_full,pr50k3_full; fd/kid/pr with small counts (fd1k) for quick checks")
+                   "kid50k_full,pr50k3_full; fd/kid/pr with small counts (fd1k) for quick checks; modes for "
+                   "stacked-digits")
     p.add_argument("--data", help="the real data (default: the run's own data set)")
     p.add_argument("--inception", help="Inception file: NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict "
                    "(default: $GANFAST_INCEPTION)")

@@ -9,6 +9,12 @@ Embedded data sets:
 - ``digits``: scikit-learn's 1797 handwritten digits (8×8, values 0–16, shipped inside scikit-learn),
   resized with antialiased bilinear interpolation to 8, 16 (default) or 32 px, one channel, with their
   classes 0–9 as labels.
+- ``stacked-digits``: the Stacked-MNIST construction (Metz et al. 2017, "Unrolled GANs") on those digits:
+  :data:`STACKED_DIGITS_SIZE` RGB images whose R, G and B channels are three digit images drawn
+  independently, so 1000 modes (digit triples); label ``100·d_R + 10·d_G + d_B`` (a class 0–999). Each mode
+  holds exactly ``size / 1000`` images (modes assigned by a fixed permutation, then each channel's image drawn
+  uniformly among the digits of its class), and the set is the same for every run seed. 16 (default) or 32 px
+  (8 also works). Built once into the uint8 cache, like decoded folders.
 
 Users' own data, in StyleGAN2-ADA's layout: a folder (searched recursively) or ``.zip`` of PNG/JPEG images,
 with an optional ``dataset.json`` at its root, ``{"labels": [["relative/path.png", label], ...]}`` or
@@ -62,6 +68,10 @@ LABELS_FILE = "dataset.json"
 CACHE_VERSION = 1  # bump when decoding changes: older cache files are then never read
 DECODE_CHUNK = 256  # images decoded per round: bounds the memory of a cache build
 GREY_MODES = ("L", "LA", "1", "I", "I;16")
+STACKED_DIGITS_SIZE = 60_000  # images of ``stacked-digits``: 60 per mode
+STACKED_DIGITS_SEED = 0  # the data set does not follow the run seed: every run and metric sees the same images
+STACKED_DIGITS_MODES = 1000
+BUILTIN_DATASETS = ("ring8", "grid25", "digits", "stacked-digits")
 
 
 @dataclass
@@ -188,6 +198,43 @@ def digits_with_labels(resolution: int = 16) -> tuple[torch.Tensor, torch.Tensor
     if resolution != 8:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
     return (x.clamp(0, 1) * 2 - 1).contiguous(), torch.from_numpy(bunch.target).long()
+
+
+def stacked_digit_labels(size: int = STACKED_DIGITS_SIZE, seed: int = STACKED_DIGITS_SEED) -> torch.Tensor:
+    """The modes of :func:`stacked_digits` (``100·d_R + 10·d_G + d_B``): ``arange(size) % 1000`` in a permutation
+    drawn from ``seed``, int64 ``(size,)``."""
+    if size < 1:
+        raise ValueError(f"size must be a positive number of images; got {size}")
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.arange(size) % STACKED_DIGITS_MODES)[torch.randperm(size, generator=gen)]
+
+
+def stacked_digits(resolution: int = 16, size: int = STACKED_DIGITS_SIZE, seed: int = STACKED_DIGITS_SEED,
+                   cache_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Stacked digits: ``(images uint8 (size, 3, r, r), modes int64 (size,), report)``.
+
+    Image i has mode ``m_i`` from :func:`stacked_digit_labels`; its channel k holds a digit image of class
+    ``(m_i // 10^(2-k)) % 10`` drawn uniformly among the digits of that class (draws from ``seed + 1``,
+    independent per image and channel). The images are written once to the uint8 cache and memory-mapped."""
+    labels = stacked_digit_labels(size, seed)
+    path = _cache_file(cache_root(cache_dir), "stacked-digits", [size, seed], resolution)
+    images = _open_cache(path, size)
+    if images is not None:
+        return images, labels, f"embedded, cache hit ({path})"
+    start = time.perf_counter()
+    pool, classes = digits_with_labels(resolution)
+    pool = to_uint8(pool)[:, 0]
+    members = [torch.nonzero(classes == d)[:, 0] for d in range(10)]
+    counts = torch.tensor([len(m) for m in members])
+    digit = torch.stack([labels // 100, labels // 10 % 10, labels % 10], dim=1)  # (size, 3): the class per channel
+    gen = torch.Generator().manual_seed(seed + 1)
+    pick = (torch.rand(size, 3, generator=gen, dtype=torch.float64) * counts[digit]).long()
+    offsets = torch.cumsum(counts, 0) - counts
+    order = torch.cat(members)  # digits grouped by class: class d's j-th member is order[offsets[d] + j]
+    rows = order[offsets[digit] + pick]
+    images = _write_cache(path, (size, 3, resolution, resolution),
+                          (pool[rows[lo:lo + 8192]].numpy() for lo in range(0, size, 8192)))
+    return images, labels, f"embedded, built in {time.perf_counter() - start:.1f} s into the cache {path}"
 
 
 @contextlib.contextmanager
@@ -639,9 +686,10 @@ def npz_file(path: str, resolution: int | None = None, cache_dir=None):
 
 def load_dataset(name: str, resolution: int | None = None, seed: int = 0, mirror: bool = False,
                  cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> Dataset:
-    """``ring8``, ``grid25``, ``digits`` or a path (image folder, ``.zip``, ``.npz``) as a :class:`Dataset`.
+    """``ring8``, ``grid25``, ``digits``, ``stacked-digits`` or a path (image folder, ``.zip``, ``.npz``) as a
+    :class:`Dataset`.
 
-    ``resolution`` applies to image data (None: the images' own, 16 for ``digits``); ``seed`` picks the points
+    ``resolution`` applies to image data (None: the images' own, 16 for the digits); ``seed`` picks the points
     of a 2-D mixture; ``mirror`` adds x-flipped copies; ``cache_dir`` overrides where decoded images are cached
     (see :func:`cache_root`); ``workers``: decoding threads (default: the CPU count, at most 16).
     """
@@ -655,8 +703,14 @@ def load_dataset(name: str, resolution: int | None = None, seed: int = 0, mirror
     if name == "digits":
         images, labels = digits_with_labels(resolution or 16)
         return Dataset(name, to_uint8(images), labels=labels, mirror=mirror, report="embedded, nothing to decode")
+    if name == "stacked-digits":
+        if mirror:
+            raise ValueError("mirror: x-flipped digits are no digits; stacked-digits' modes would lose their meaning")
+        images, labels, report = stacked_digits(resolution or 16, cache_dir=cache_dir)
+        return Dataset(name, images, labels=labels, report=report)
     if not os.path.exists(name):
-        raise ValueError(f"dataset must be 'ring8', 'grid25', 'digits', an image folder, a .zip or a .npz file; "
+        raise ValueError(f"dataset must be 'ring8', 'grid25', 'digits', 'stacked-digits', an image folder, a .zip or "
+                         f"a .npz file; "
                          f"got {name!r}, which does not exist")
     if os.path.isdir(name) or name.lower().endswith(".zip"):
         images, labels, report = image_files(name, resolution, cache_dir, workers)

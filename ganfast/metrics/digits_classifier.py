@@ -107,7 +107,14 @@ def digits_extractor(resolution: int = 16, device: str | torch.device = "cpu") -
     return _on_images(resolution, device, lambda model, images: model.features(images.to(device).float()))
 
 
+def digits_probabilities(resolution: int = 16, device: str | torch.device = "cpu"):
+    """The cached classifier as a function: ``(N, 1, res, res)`` images in [-1, 1] -> class probabilities
+    (softmax of its logits) ``(N, 10)`` on the CPU."""
+    return _on_images(resolution, device, lambda model, images: torch.cat(
+        [model(images[i:i + 1000].to(device).float()).softmax(dim=1).cpu() for i in range(0, len(images), 1000)]))
+
+
 def digits_predictor(resolution: int = 16, device: str | torch.device = "cpu"):
     """The cached classifier as a function: ``(N, 1, res, res)`` images in [-1, 1] -> predicted digits (N,)."""
-    return _on_images(resolution, device, lambda model, images: torch.cat(
-        [model(images[i:i + 1000].to(device).float()).argmax(dim=1).cpu() for i in range(0, len(images), 1000)]))
+    probabilities = digits_probabilities(resolution, device)
+    return lambda images: probabilities(images).argmax(dim=1)

@@ -7,14 +7,19 @@ features are used); count = fakes generated, ``50k`` = 50000 (small counts such 
 quick checks and tests); ``_full`` compares with every real image, else with at most ``count`` of them (drawn with
 a fixed seed). Examples: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``fd1k``.
 
+``modes[<count>]`` is mode coverage on ``stacked-digits`` (:mod:`ganfast.metrics.modes`): modes covered of 1000
+and KL(fakes' mode histogram || uniform) of ``count`` fakes (default 26k, 26 per mode; a uniform generator's
+expected KL is then 0.019), the share of fakes read confidently, and the digit classifier's accuracy on as many
+reals.
+
 Features: an Inception file given by ``inception`` or ``$GANFAST_INCEPTION`` for ``fid``/``kid``/``fd``, and a VGG16
 file (``vgg16`` or ``$GANFAST_VGG16``) for ``pr`` as StyleGAN2-ADA computes it (without one ``pr`` uses the Inception
 features); any format :mod:`ganfast.metrics.detectors` reads, nothing downloaded. Without an Inception file ``fd``,
-``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set, and ``fid`` is refused.
-A count above the images the data set holds is refused (``_full`` uses them all). The real features of each data set
-and detector file are cached on disk, keyed by the images' bytes, the file's SHA-256 and the mode. Each record holds
-the snapshot's file name, its kimg, the features, the counts and ``fake_images_per_second`` (generation and
-feature extraction of the fakes).
+``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set (on ``stacked-digits``:
+the features of each channel, concatenated), and ``fid`` is refused. A count above the images the data set holds is
+refused (``_full`` uses them all). The real features of each data set and detector file are cached on disk, keyed by
+the images' bytes, the file's SHA-256 and the mode. Each record holds the snapshot's file name, its kimg, the
+features, the counts and ``fake_images_per_second`` (generation and feature extraction of the fakes).
 """
 from __future__ import annotations
 
@@ -27,16 +32,19 @@ import torch
 
 INCEPTION_ENV, VGG16_ENV = "GANFAST_INCEPTION", "GANFAST_VGG16"
 FEATURE_CACHE_VERSION = 1  # bump when extraction changes: older cached features are then never read
-_NAME = re.compile(r"^(?P<kind>fid|kid|fd|pr)(?P<count>\d+)(?P<thousands>k?)(?P<k>\d*)(?P<full>_full)?$")
+_NAME = re.compile(r"^(?P<kind>fid|kid|fd|pr|modes)(?P<count>\d*)(?P<thousands>k?)(?P<k>\d*)(?P<full>_full)?$")
+MODES_COUNT = 26_000  # fakes of a bare ``modes``
 
 
 def parse_metric(name: str) -> dict:
     """``{"kind", "count", "k", "full"}`` of a metric name; a ValueError naming it when it is not one."""
     m = _NAME.match(name)
-    if m is None or (m["k"] and (m["kind"] != "pr" or not m["thousands"])):
-        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full], e.g. fid50k_full, "
-                         "kid50k_full, pr50k3_full, fd1k")
-    count = int(m["count"]) * (1000 if m["thousands"] else 1)
+    modes = m is not None and m["kind"] == "modes"
+    if m is None or (m["k"] and (m["kind"] != "pr" or not m["thousands"])) or \
+            (not m["count"] and not (modes and not m["thousands"])) or (modes and m["full"]):
+        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full] or modes[<count>[k]], e.g. "
+                         "fid50k_full, kid50k_full, pr50k3_full, fd1k, modes, modes10k")
+    count = int(m["count"]) * (1000 if m["thousands"] else 1) if m["count"] else MODES_COUNT
     k = int(m["k"] or 3)
     if count < max(2, k + 1):
         raise ValueError(f"metric {name!r}: needs more than {max(1, k)} samples")
@@ -69,13 +77,16 @@ def feature_extractor(dataset, inception: str | None, device, mode: str | None =
     inception = inception or os.environ.get(INCEPTION_ENV) or None
     if inception:
         return detector_features(inception, "inception", mode, device)
-    if dataset.name == "digits":
+    if dataset.name in ("digits", "stacked-digits"):
         from .digits_classifier import digits_extractor
         extract = digits_extractor(dataset.sample_shape[-1], device)
-        return Features("digits", lambda x: extract(x.to(device).float() / 127.5 - 1))
+        if dataset.name == "digits":
+            return Features("digits", lambda x: extract(x.to(device).float() / 127.5 - 1))
+        return Features("stacked-digits", lambda x: torch.cat(
+            [extract(x[:, k:k + 1].to(device).float() / 127.5 - 1) for k in range(3)], dim=1))
     raise ValueError(f"metrics on {dataset.name!r} need an Inception file: --inception PATH or ${INCEPTION_ENV} "
                      "(NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict; ganfast downloads nothing; the "
-                     "digits data set has built-in features)")
+                     "digits data sets have built-in features)")
 
 
 def generated_images(G: torch.nn.Module, count: int, batch_size: int = 256):
@@ -127,6 +138,8 @@ def compute_metric(name: str, G: torch.nn.Module, dataset, features: Features, s
     from .kid import kernel_inception_distance
     from .precision_recall import precision_recall
     spec = parse_metric(name)
+    if spec["kind"] == "modes":
+        return _modes_metric(name, spec["count"], G, dataset, seed, real_cache)
     if spec["kind"] == "fid" and features.name != "inception":
         raise ValueError(f"metric {name!r} needs an Inception file (--inception PATH or ${INCEPTION_ENV}); "
                          f"fd{name[3:]} is the Fréchet distance in the {features.name} features")
@@ -153,6 +166,26 @@ def compute_metric(name: str, G: torch.nn.Module, dataset, features: Features, s
             "num_reals": n, "fake_images_per_second": rate}
 
 
+def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int, real_cache: dict | None) -> dict:
+    """``modes``: mode coverage of ``count`` fakes and the classifier's accuracy on ``count`` reals at most."""
+    from .modes import classifier_accuracy, fake_modes, read_stacked_digits
+    if dataset.name != "stacked-digits":
+        raise ValueError(f"metric {name!r}: mode coverage is defined on the stacked-digits data set; got "
+                         f"{dataset.name!r}")
+    n = min(count, dataset.num_stored)
+    cache = real_cache if real_cache is not None else {}
+    if ("modes", n) not in cache:
+        index = torch.randperm(dataset.num_stored, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        cache[("modes", n)] = classifier_accuracy(read_stacked_digits(dataset.batch(index)), dataset.labels[index])
+    started = time.perf_counter()
+    coverage = fake_modes(torch.cat([read_stacked_digits(batch.float() / 127.5 - 1)
+                                     for batch in generated_images(G, count)]))
+    rate = count / (time.perf_counter() - started)
+    return {"metric": name, "results": {"modes": coverage["modes"], "kl": coverage["kl"],
+                                        "confident": coverage["confident"], **cache[("modes", n)]},
+            "features": "digits-classifier", "num_fakes": count, "num_reals": n, "fake_images_per_second": rate}
+
+
 def evaluate_snapshot(path: str, names: list[str], data: str | None = None, inception: str | None = None,
                       device="cpu", cache: dict | None = None, vgg16: str | None = None,
                       mode: str | None = None) -> list[dict]:
@@ -169,9 +202,11 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     cache = {} if cache is None else cache
     if data not in cache:
         dataset = load_dataset(data, resolution=run.get("resolution"))
+        needs_features = any(parse_metric(name)["kind"] != "modes" for name in names)
         vgg16 = vgg16 or os.environ.get(VGG16_ENV) or None
         pr_features = detector_features(vgg16, "vgg16", mode, device) if vgg16 else None
-        cache[data] = (dataset, feature_extractor(dataset, inception, device, mode), pr_features, {})
+        features = feature_extractor(dataset, inception, device, mode) if needs_features else None
+        cache[data] = (dataset, features, pr_features, {})
     dataset, features, pr_features, real_cache = cache[data]
     G = load_generator(path, device=device)
     records = []
@@ -196,9 +231,10 @@ def snapshot_metrics_hook(names: list[str], inception: str | None = None, device
     def hook(path: str) -> list[dict]:
         records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16)
         for record in records:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
-            print(f"{record['metric']} of {record['snapshot']}: {shown} "
-                  f"({record['fake_images_per_second']:.0f} fakes/s)", flush=True)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, (int, float)))
+            rate = record.get("fake_images_per_second")
+            print(f"{record['metric']} of {record['snapshot']}: {shown}" + (f" ({rate:.0f} fakes/s)" if rate else ""),
+                  flush=True)
         return records
 
     return hook

@@ -1,6 +1,6 @@
 """Per-tick evaluations for image data: Fréchet distance and precision/recall in a feature space, per-class
-coverage (a fake's class: that of its nearest real), and for class-conditional generators the accuracy of a
-classifier on the fakes of each class."""
+coverage (a fake's class: that of its nearest real), for class-conditional generators the accuracy of a
+classifier on the fakes of each class, and mode coverage on stacked digits."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,6 +9,7 @@ import torch
 
 from ..metrics import feature_stats, frechet_distance, precision_recall
 from ..metrics.frechet import Extractor, extract_features
+from ..metrics.modes import fake_modes, stacked_channels_probabilities
 from ..metrics.neighbours import nearest_neighbours
 from .step import call_with_labels
 
@@ -76,3 +77,24 @@ def class_accuracy(predicted: torch.Tensor, intended: torch.Tensor, num_classes:
         mask = intended.cpu() == k
         per_class.append(hit[mask].mean().item() if mask.any() else None)
     return {"class_acc": hit.mean().item(), "class_acc_per_class": per_class}
+
+
+def modes_evaluator(z_dim: int, num_samples: int = 10_000, seed: int = 0, fake_c: torch.Tensor | None = None,
+                    resolution: int = 16):
+    """A ``Trainer`` ``evaluate`` callback on stacked digits: :func:`ganfast.metrics.modes.fake_modes` of
+    ``num_samples`` fakes from fixed latents (drawn from ``seed``) and, for a conditional G, fixed labels
+    ``fake_c``, clamped to [-1, 1] as saved images are; keys ``modes``, ``kl``, ``confident``."""
+    z = torch.randn(num_samples, z_dim, generator=torch.Generator().manual_seed(seed + 104729))
+    probabilities = stacked_channels_probabilities(resolution)
+
+    @torch.no_grad()
+    def evaluate(G: torch.nn.Module) -> dict:
+        device = next(G.parameters()).device
+        read = []
+        for i in range(0, num_samples, 500):
+            c = None if fake_c is None else fake_c[i:i + 500].to(device)
+            read.append(probabilities(call_with_labels(G, z[i:i + 500].to(device), c).float().cpu().clamp(-1, 1)))
+        record = fake_modes(torch.cat(read))
+        return {"modes": record["modes"], "kl": record["kl"], "confident": record["confident"]}
+
+    return evaluate

@@ -514,8 +514,8 @@ class Trainer:
         self.logger.scalars(stat_scalars(record), self.nimg)
         shown = {k: v for k, v in record.items() if k in ("kimg", "sec_per_tick", "sec_per_kimg", "img_per_s",
                                                               "peak_rss_mib", "peak_cuda_mib", "loss_g", "loss_d",
-                                                              "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes",
-                                                              "hq", "fd", "recall", "class_acc")}
+                                                              "d_real_acc", "d_fake_acc", "aug_p", "rt", "modes", "kl",
+                                                              "confident", "hq", "fd", "recall", "class_acc")}
         log(f"tick {self.tick} step {self.step}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
         if record["skipped_steps"]:
