@@ -436,7 +436,8 @@ def reproducible_algorithms(device: torch.device):
 def inference_model(G: torch.nn.Module) -> torch.nn.Module:
     """The model that sampling runs for G (in eval mode): on a CPU, a copy in which every eval-mode batch norm that
     directly follows a Linear (through an Unflatten), Conv2d or ConvTranspose2d inside an ``nn.Sequential`` is folded
-    into that layer (W' = s·W, b' = s·(b − μ) + β, s = γ/√(σ² + ε)) and which runs channels_last; G itself where
+    into that layer (W' = s·W, b' = s·(b − μ) + β, s = γ/√(σ² + ε)), whose ReLU right after such a fold runs in
+    place (the same bits, one activation tensor fewer to allocate) and which runs channels_last; G itself where
     there is no such batch norm, and on other devices (not measured there). Folding changes the float results in
     the last bits, so every path that turns seeds into images (sample, write_samples, validate, metrics: all
     through :func:`sample`) runs this model, and a seed's image is the same everywhere."""
@@ -455,6 +456,8 @@ def inference_model(G: torch.nn.Module) -> torch.nn.Module:
                 if _fold_into(prev, norm, spatial):
                     seq[i] = torch.nn.Identity()
                     folded += 1
+                    if i + 1 < len(layers) and type(layers[i + 1]) is torch.nn.ReLU:  # its input is the fresh
+                        seq[i + 1] = torch.nn.ReLU(inplace=True)  # output of `prev`: overwrite it, no new tensor
     return model.to(memory_format=torch.channels_last) if folded else G
 
 

@@ -612,13 +612,16 @@ def _dcgan_with_running_stats(c_dim=0):
 
 def test_inference_model_folds_batch_norm_and_every_path_uses_it(monkeypatch):
     """On a CPU, sampling runs a copy of G with its eval-mode batch norms folded into the layers before them,
-    channels_last: close to G (float rounding), G itself untouched, and the same bits for a seed at any batch size;
-    a generator without random layer noise gets no per-seed noise generators."""
+    channels_last, its ReLUs in place: close to G (float rounding), G itself untouched, and the same bits for a seed
+    at any batch size; a generator without random layer noise gets no per-seed noise generators."""
     from ganfast.sampling import inference_model, to_uint8_nhwc
     G = _dcgan_with_running_stats().eval()
     before = {k: v.clone() for k, v in G.state_dict().items()}
     folded = inference_model(G)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    relus = [m for m in folded.modules() if isinstance(m, torch.nn.ReLU)]  # each follows a fold: runs in place
+    assert relus and all(m.inplace for m in relus)
+    assert not any(m.inplace for m in G.modules() if isinstance(m, torch.nn.ReLU))
     assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
     z = seed_latents(range(12), 16)
     with torch.no_grad():
