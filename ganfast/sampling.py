@@ -436,7 +436,9 @@ def reproducible_algorithms(device: torch.device):
 def inference_model(G: torch.nn.Module) -> torch.nn.Module:
     """The model that sampling runs for G (in eval mode): on a CPU, a copy in which every eval-mode batch norm that
     directly follows a Linear (through an Unflatten), Conv2d or ConvTranspose2d inside an ``nn.Sequential`` is folded
-    into that layer (W' = s·W, b' = s·(b − μ) + β, s = γ/√(σ² + ε)) and which runs channels_last; G itself where
+    into that layer (W' = s·W, b' = s·(b − μ) + β, s = γ/√(σ² + ε)), whose ReLU right after such a fold runs in
+    place (the same bits, one activation tensor fewer to allocate), whose one-channel output convolution runs as
+    :class:`_OneChannelConv` and which runs channels_last; G itself where
     there is no such batch norm, and on other devices (not measured there). Folding changes the float results in
     the last bits, so every path that turns seeds into images (sample, write_samples, validate, metrics: all
     through :func:`sample`) runs this model, and a seed's image is the same everywhere."""
@@ -455,7 +457,48 @@ def inference_model(G: torch.nn.Module) -> torch.nn.Module:
                 if _fold_into(prev, norm, spatial):
                     seq[i] = torch.nn.Identity()
                     folded += 1
-    return model.to(memory_format=torch.channels_last) if folded else G
+                    if i + 1 < len(layers) and type(layers[i + 1]) is torch.nn.ReLU:  # its input is the fresh
+                        seq[i + 1] = torch.nn.ReLU(inplace=True)  # output of `prev`: overwrite it, no new tensor
+    if not folded:
+        return G
+    for parent in list(model.modules()):
+        for name, conv in parent.named_children():
+            if _OneChannelConv.fits(conv):
+                setattr(parent, name, _OneChannelConv(conv))
+    return model.to(memory_format=torch.channels_last)
+
+
+class _OneChannelConv(torch.nn.Module):
+    """A stride-1 k×k Conv2d to one output channel with zero "same" padding p = k // 2, as one GEMM and k² shifted
+    adds: t[n, h, w, (i, j)] = Σ_c x[n, c, h, w]·W[c, i, j], y[n, h, w] = b + Σ_{i,j} t[n, h + i − p, w + j − p,
+    (i, j)] (t zero outside the image). oneDNN runs such a convolution far below its usual rate (DCGAN's 32→1
+    channel 3×3 output layer, 16 px, batch 256, 1 thread: 3.2 ms this way, 5.9 ms as a Conv2d)."""
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.k = conv.kernel_size[0]
+        weight = conv.weight.detach()
+        self.taps = torch.nn.Parameter(weight[0].reshape(weight.shape[1], -1).clone(), requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(1)
+        self.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
+
+    @staticmethod
+    def fits(conv: torch.nn.Module) -> bool:
+        k = conv.kernel_size[0] if isinstance(conv, torch.nn.Conv2d) else 0
+        return (type(conv) is torch.nn.Conv2d and conv.out_channels == 1 and conv.groups == 1 and k % 2 == 1
+                and conv.kernel_size == (k, k) and conv.stride == (1, 1) and conv.dilation == (1, 1)
+                and conv.padding == (k // 2, k // 2) and conv.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k, p = self.k, self.k // 2
+        t = (x.permute(0, 2, 3, 1).reshape(-1, c) @ self.taps).reshape(n, h, w, k, k)
+        t = torch.nn.functional.pad(t, (0, 0, 0, 0, p, p, p, p))
+        y = self.bias.expand(n, h, w).clone()
+        for i in range(k):
+            for j in range(k):
+                y += t[:, i:i + h, j:j + w, i, j]
+        return y.unsqueeze(1)
 
 
 def _foldable_norm(norm: torch.nn.Module) -> bool:

@@ -610,15 +610,42 @@ def _dcgan_with_running_stats(c_dim=0):
     return G
 
 
+def test_one_channel_conv_matches_conv2d():
+    """The GEMM-and-shifted-adds form of a one-channel "same" convolution equals Conv2d in float64 (kernels 1, 3,
+    5, with and without bias, channels_last input), gives a row the same bits at any batch size (float32), and
+    replaces only the convolutions it computes."""
+    from ganfast.sampling import _OneChannelConv
+    torch.manual_seed(0)
+    for k, bias in ((1, True), (3, True), (3, False), (5, True)):
+        conv = torch.nn.Conv2d(6, 1, k, padding=k // 2, bias=bias).double()
+        x = torch.randn(3, 6, 7, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        assert _OneChannelConv.fits(conv)
+        torch.testing.assert_close(_OneChannelConv(conv)(x), conv(x), rtol=1e-12, atol=1e-12)
+    conv = torch.nn.Conv2d(32, 1, 3, padding=1)
+    x = torch.randn(64, 32, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        full = _OneChannelConv(conv)(x)
+        assert all(torch.equal(_OneChannelConv(conv)(x[:n]), full[:n]) for n in (1, 5, 63))
+    for other in (torch.nn.Conv2d(6, 2, 3, padding=1), torch.nn.Conv2d(6, 1, 3), torch.nn.Conv2d(6, 1, 3, 2, 1),
+                  torch.nn.Conv2d(6, 1, (3, 1), padding=(1, 0)), torch.nn.Conv2d(6, 1, 2, padding=1),
+                  torch.nn.Conv2d(6, 1, 3, padding=1, padding_mode="reflect"), torch.nn.Linear(6, 1)):
+        assert not _OneChannelConv.fits(other)
+
+
 def test_inference_model_folds_batch_norm_and_every_path_uses_it(monkeypatch):
     """On a CPU, sampling runs a copy of G with its eval-mode batch norms folded into the layers before them,
-    channels_last: close to G (float rounding), G itself untouched, and the same bits for a seed at any batch size;
-    a generator without random layer noise gets no per-seed noise generators."""
+    channels_last, its ReLUs in place, its output conv a _OneChannelConv: close to G (float rounding), G itself
+    untouched, and the same bits for a seed at any batch size; a generator without random layer noise gets no
+    per-seed noise generators."""
     from ganfast.sampling import inference_model, to_uint8_nhwc
     G = _dcgan_with_running_stats().eval()
     before = {k: v.clone() for k, v in G.state_dict().items()}
     folded = inference_model(G)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert isinstance(folded.to_image, ganfast.sampling._OneChannelConv)
+    relus = [m for m in folded.modules() if isinstance(m, torch.nn.ReLU)]  # each follows a fold: runs in place
+    assert relus and all(m.inplace for m in relus)
+    assert not any(m.inplace for m in G.modules() if isinstance(m, torch.nn.ReLU))
     assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
     z = seed_latents(range(12), 16)
     with torch.no_grad():
