@@ -3,7 +3,8 @@
     "two_pass"   R3GAN's own structure (its AdversarialTraining): D on the reals, D on the fakes, two
                  create_graph gradients, two penalty reductions, one backward through both graphs
                  (ganfast.reference.losses.rpgan_r1_r2: the two-pass oracle, on the same ganfast D)
-    "fused"      ganfast.losses.rpgan_r1_r2: one D forward on [reals; fakes], one gradient, one fused reduction
+    "fused"      ganfast.losses.rpgan_r1_r2(passes=1): one D forward on [reals; fakes], one gradient, one fused
+                 reduction (its default, passes="auto", is this on a GPU and "two_pass"'s computation on the CPU)
     "compiled"   the two-pass step with torch.compile(D): where the backend supports differentiating through
                  a compiled graph's gradient (create_graph=True); torch 2.x's AOTAutograd does not, and then the
                  variant is reported as not supported (pytest: skipped with the reason; script: the error line)
@@ -56,7 +57,7 @@ def step_fn(variant, D, real, fake):
     """One D step's work (forward, penalties, backward into D's weights) for a variant; gradients are zeroed."""
     if variant == "fused":
         def loss():
-            return losses.rpgan_r1_r2(D, real, fake, GAMMA)
+            return losses.rpgan_r1_r2(D, real, fake, GAMMA, passes=1)
     else:
         d = torch.compile(D) if variant == "compiled" else D
 

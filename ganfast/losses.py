@@ -29,8 +29,9 @@ With ``passes=1`` D runs once on the concatenated batch [real; fake], one ``auto
 gives both input gradients and one fused ``grad_penalty`` reduces them: the same numbers as two passes, provided D
 treats every sample on its own (no batch statistics; :func:`batch_dependent_layers` says which layers would break
 that). ``passes=2`` runs D on each half (R3GAN's own structure). ``passes="auto"`` (the default) picks two passes
-on the CPU, where they were measured faster (the 2B-sample batch moves torch's 1×1 convolutions from its GEMM path
-to oneDNN's and its activations past glibc's mmap threshold), and one pass elsewhere (not measured on a GPU).
+on the CPU, where they were measured faster (the same FLOPs; at 2B samples the convolutions ran slower, and
+activations of 32 MiB and more pass glibc's mmap threshold and are faulted in afresh every step), and one pass
+elsewhere (not measured on a GPU).
 
 Every penalty differentiates only with respect to its inputs (``torch.autograd.grad(..., inputs,
 create_graph=True)``), never with respect to the critic's weights, and its result is differentiable, so
@@ -348,7 +349,8 @@ def check_per_sample(D: torch.nn.Module) -> None:
 
 
 def resolve_passes(passes, device: torch.device) -> int:
-    """1 or 2: ``passes`` itself, or for "auto" 2 on the CPU (measured faster there) and 1 on other devices."""
+    """1 or 2: ``passes`` itself, or for "auto" 2 on the CPU (measured faster there: benchmarks/test_bench_r3gan.py)
+    and 1 on other devices (the one pass's expected gain on a GPU, fewer launches, is not measured yet)."""
     if isinstance(passes, bool) or passes not in ("auto", 1, 2):
         raise ValueError(f"passes must be 'auto', 1 or 2, got {passes!r}")
     if passes == "auto":
