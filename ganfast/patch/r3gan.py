@@ -22,7 +22,7 @@ from .. import losses
 MODULE, CLASS, METHOD = "R3GAN.Trainer", "AdversarialTraining", "AccumulateDiscriminatorGradients"
 
 
-def _fused_step(original, impl: str | None, passes: str | int):
+def _ganfast_step(original, impl: str | None, passes: str | int):
     def AccumulateDiscriminatorGradients(self, Noise, RealSamples, Conditions, Gamma, Scale=1,  # noqa: N802,N803
                                          Preprocessor=lambda x: x):
         D = self.Discriminator
@@ -49,6 +49,6 @@ def patch_adversarial_training(impl: str | None, passes: str | int = "auto") -> 
     original = getattr(cls, METHOD, None) if isinstance(cls, type) else None
     if not callable(original) or getattr(original, "__ganfast_patch__", False):
         return []
-    replacement = _fused_step(original, impl, passes)
+    replacement = _ganfast_step(original, impl, passes)
     setattr(cls, METHOD, replacement)
     return [(cls, METHOD, original, replacement)]
