@@ -3,7 +3,9 @@
     "two_pass"   R3GAN's own structure (its AdversarialTraining): D on the reals, D on the fakes, two
                  create_graph gradients, two penalty reductions, one backward through both graphs
                  (ganfast.reference.losses.rpgan_r1_r2: the two-pass oracle, on the same ganfast D)
-    "fused"      ganfast.losses.rpgan_r1_r2: one D forward on [reals; fakes], one gradient, one fused reduction
+    "fused"      ganfast.losses.rpgan_r1_r2(passes=1): one D forward on [reals; fakes], one gradient, one fused
+                 reduction
+    "auto"       ganfast.losses.rpgan_r1_r2's default (passes="auto"): "fused" on a GPU, two D passes on the CPU
     "compiled"   the two-pass step with torch.compile(D): where the backend supports differentiating through
                  a compiled graph's gradient (create_graph=True); torch 2.x's AOTAutograd does not, and then the
                  variant is reported as not supported (pytest: skipped with the reason; script: the error line)
@@ -12,11 +14,11 @@ Both eager variants compute the same numbers (tests/test_losses.py). On a GPU: t
 (width 768, cardinality 96, 2 blocks per stage) at 32 px, batch 64 and at 64 px, batch 32. On a CPU (pytest
 smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode:
 
-    python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused]
-prints the median ms per step of each variant (interleaved rounds), the ratio, and the load average before and
-after; ``--only`` times one variant, for comparing whole processes. On a CPU, give both processes the same
-allocator settings: the one pass's activations at 64 px exceed glibc's largest mmap threshold (32 MiB) and are
-faulted in afresh every step unless ``MALLOC_MMAP_THRESHOLD_`` is set (or jemalloc/tcmalloc is used).
+    python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused|auto]
+prints the median ms per step of each variant (interleaved rounds), the two_pass / fused ratio, and the load
+average before and after; ``--only`` times one variant, for comparing whole processes. On a CPU, give both
+processes the same allocator settings: the one pass's activations at 64 px exceed glibc's largest mmap threshold
+(32 MiB) and are faulted in afresh every step unless ``MALLOC_MMAP_THRESHOLD_`` is set (or jemalloc/tcmalloc).
 """
 import os
 import time
@@ -36,7 +38,7 @@ else:
     CASES = [(8, 4, dict(width=16, cardinality=4, blocks=1))]
 # script mode on a CPU: the stacked16-sized D (width 64, cardinality 8) at 32 px (batch 16) and 64 px (batch 8)
 CPU_SCRIPT_CASES = [(32, 16, dict(width=64, cardinality=8, blocks=1)), (64, 8, dict(width=64, cardinality=8, blocks=1))]
-VARIANTS = ["two_pass", "fused", "compiled"]
+VARIANTS = ["two_pass", "fused", "auto", "compiled"]
 
 
 def _setup(resolution, batch, size, seed=0):
@@ -54,9 +56,9 @@ def _setup(resolution, batch, size, seed=0):
 
 def step_fn(variant, D, real, fake):
     """One D step's work (forward, penalties, backward into D's weights) for a variant; gradients are zeroed."""
-    if variant == "fused":
+    if variant in ("fused", "auto"):
         def loss():
-            return losses.rpgan_r1_r2(D, real, fake, GAMMA)
+            return losses.rpgan_r1_r2(D, real, fake, GAMMA, passes=1 if variant == "fused" else "auto")
     else:
         d = torch.compile(D) if variant == "compiled" else D
 
@@ -113,8 +115,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="R3GAN D step: two passes vs one (and torch.compile)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant and round (median)")
     parser.add_argument("--resolution", type=int, action="append", help="only this case (repeatable)")
-    parser.add_argument("--only", choices=["two_pass", "fused"], help="time one variant alone (for a whole-process "
-                        "A/B comparison)")
+    parser.add_argument("--only", choices=["two_pass", "fused", "auto"], help="time one variant alone (for a "
+                        "whole-process A/B comparison)")
     args = parser.parse_args(argv)
     if not ON_GPU:
         torch.set_num_threads(int(os.environ.get("GANFAST_BENCH_THREADS", "1")))
@@ -130,14 +132,15 @@ def main(argv=None) -> None:
                   flush=True)
             continue
         timings = {}
-        for variant in ("two_pass", "fused", "two_pass", "fused"):  # interleaved: load changes hit both alike
+        for variant in ("two_pass", "fused", "auto") * 2:  # interleaved: load changes hit all alike
             timings.setdefault(variant, []).append(_time(step_fn(variant, D, real, fake), args.repeats))
         best = {k: min(v) for k, v in timings.items()}
         reason = _supported(step_fn("compiled", D, real, fake))
         compiled = "not supported: " + reason if reason else \
             f"{_time(step_fn('compiled', D, real, fake), args.repeats) * 1000:.1f} ms"
         print(f"{label} two_pass {best['two_pass'] * 1000:.1f} ms, fused {best['fused'] * 1000:.1f} ms, ratio "
-              f"{best['two_pass'] / best['fused']:.2f}x; compiled: {compiled}", flush=True)
+              f"{best['two_pass'] / best['fused']:.2f}x; auto {best['auto'] * 1000:.1f} ms; compiled: {compiled}",
+              flush=True)
     print(f"load average after {os.getloadavg()}")
 
 

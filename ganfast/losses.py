@@ -21,13 +21,17 @@ Penalties (each returns a scalar; multiply by its weight yourself)::
     dragan_penalty(critic, real)     wgan_gp between real and real + 0.5·std(real)·U,  U ~ U[0, 1)
     path_length_penalty(images, ws, mean)  /  PathLengthPenalty   StyleGAN2's path-length regulariser
 
-R1 and R2 in one pass (R3GAN: both on every D step)::
+R1 and R2 together (R3GAN: both on every D step)::
 
     rpgan_r1_r2(D, real, fake, gamma, c)   mean_b [softplus(−(l_r − l_f)) + γ/2 · (R1_b + R2_b)]
     r1_r2(D, real, fake, ...)              (l_r, l_f, R1_b, R2_b) for any loss
-D runs once on the concatenated batch [real; fake], one ``autograd.grad`` (create_graph=True) gives both input
-gradients and one fused ``grad_penalty`` reduces them: the same numbers as two passes, provided D treats every
-sample on its own (no batch statistics; :func:`batch_dependent_layers` says which layers would break that).
+With ``passes=1`` D runs once on the concatenated batch [real; fake], one ``autograd.grad`` (create_graph=True)
+gives both input gradients and one fused ``grad_penalty`` reduces them: the same numbers as two passes, provided D
+treats every sample on its own (no batch statistics; :func:`batch_dependent_layers` says which layers would break
+that). ``passes=2`` runs D on each half (R3GAN's own structure). ``passes="auto"`` (the default) picks two passes
+on the CPU, where they were measured faster (the same FLOPs; at 2B samples the convolutions ran slower, and
+activations of 32 MiB and more pass glibc's mmap threshold and are faulted in afresh every step), and one pass
+elsewhere (not measured on a GPU).
 
 Every penalty differentiates only with respect to its inputs (``torch.autograd.grad(..., inputs,
 create_graph=True)``), never with respect to the critic's weights, and its result is differentiable, so
@@ -52,8 +56,8 @@ from .ops.sample_lerp import sample_lerp as _sample_lerp
 from .reference import losses as _ref
 
 __all__ = ["LOSS_KINDS", "d_loss", "g_loss", "r1_penalty", "r2_penalty", "wgan_gp", "dragan_penalty",
-           "r1_r2", "rpgan_r1_r2", "batch_dependent_layers", "R1R2", "path_length_penalty", "PathLengthPenalty",
-           "lazy_reg_due", "lazy_penalty_weight", "lazy_adam_params"]
+           "r1_r2", "rpgan_r1_r2", "resolve_passes", "batch_dependent_layers", "R1R2", "path_length_penalty",
+           "PathLengthPenalty", "lazy_reg_due", "lazy_penalty_weight", "lazy_adam_params"]
 
 LOSS_KINDS = _ref.LOSS_KINDS
 PAIRED_KINDS = _ref.PAIRED_KINDS
@@ -317,8 +321,10 @@ class R1R2(NamedTuple):
 
 
 def r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, real_c: torch.Tensor | None = None,
-          fake_c: torch.Tensor | None = None, augment=None, impl: str | None = None) -> R1R2:
-    """D's logits and R1/R2 per sample from one D forward on ``x = [real; fake]`` (both detached):
+          fake_c: torch.Tensor | None = None, augment=None, impl: str | None = None,
+          passes: str | int = "auto") -> R1R2:
+    """D's logits and R1/R2 per sample from D on ``x = [real; fake]`` (both detached; ``passes``: one D forward on
+    ``x``, two on its halves, or "auto", see :func:`resolve_passes`):
     ``R1_b = Σ (∂ΣD/∂x)²_b`` over the real rows, ``R2_b`` over the fake rows, the gradient taken with respect to
     the images before ``augment`` (applied to the real and the fake half separately, in that order, so that its
     random draws match a two-pass step). Labels: ``real_c`` and ``fake_c`` (both or neither). Raises ValueError
@@ -330,8 +336,7 @@ def r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, real_c: to
     if (real_c is None) != (fake_c is None):
         raise ValueError("give labels for both halves (real_c and fake_c) or for neither")
     check_per_sample(D)
-    c = None if real_c is None else torch.cat([real_c, fake_c])
-    return one_pass(lambda x: D(x) if c is None else D(x, c), real, fake, augment, impl)
+    return r1_r2_step(lambda x, c: D(x) if c is None else D(x, c), real, fake, real_c, fake_c, augment, impl, passes)
 
 
 def check_per_sample(D: torch.nn.Module) -> None:
@@ -343,29 +348,51 @@ def check_per_sample(D: torch.nn.Module) -> None:
                          "norm)")
 
 
-def one_pass(call_d, real: torch.Tensor, fake: torch.Tensor, augment=None, impl: str | None = None) -> R1R2:
-    """:func:`r1_r2` after its checks, with ``call_d(x) -> logits`` the labelled D on the 2B-sample batch."""
-    n = real.shape[0]
-    x = torch.cat([real.detach(), fake.detach()]).requires_grad_(True)
-    seen = x if augment is None else torch.cat([augment(x[:n]), augment(x[n:])])
-    logits = call_d(seen)
-    if not isinstance(logits, torch.Tensor) or logits.shape[:1] != (2 * n,):
-        raise ValueError(f"D must return one logit row per sample ({2 * n} for [real; fake]), got "
+def resolve_passes(passes, device: torch.device) -> int:
+    """1 or 2: ``passes`` itself, or for "auto" 2 on the CPU (measured faster there: benchmarks/test_bench_r3gan.py)
+    and 1 on other devices (the one pass's expected gain on a GPU, fewer launches, is not measured yet)."""
+    if isinstance(passes, bool) or passes not in ("auto", 1, 2):
+        raise ValueError(f"passes must be 'auto', 1 or 2, got {passes!r}")
+    if passes == "auto":
+        return 2 if device.type == "cpu" else 1
+    return passes
+
+
+def _logit_rows(logits, rows: int, what: str) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor) or logits.shape[:1] != (rows,):
+        raise ValueError(f"D must return one logit row per sample ({rows} for {what}), got "
                          f"{getattr(logits, 'shape', type(logits).__name__)}")
+    return logits
+
+
+def r1_r2_step(call_d, real: torch.Tensor, fake: torch.Tensor, real_c=None, fake_c=None, augment=None,
+               impl: str | None = None, passes: str | int = "auto") -> R1R2:
+    """:func:`r1_r2` after its checks, with ``call_d(x, c) -> logits`` the labelled D (``c`` None: unlabelled)."""
+    n = real.shape[0]
+    halves = [real.detach().requires_grad_(True), fake.detach().requires_grad_(True)]
+    if resolve_passes(passes, real.device) == 2:
+        seen = halves if augment is None else [augment(h) for h in halves]
+        logits = [_logit_rows(call_d(x, c), n, "each half") for x, c in zip(seen, (real_c, fake_c))]
+        r1, r2 = (_per_sample(_input_grad(lg, h, "r1_r2"), None, impl)[0] for lg, h in zip(logits, halves))
+        return R1R2(logits[0], logits[1], r1, r2)
+    x = torch.cat([h.detach() for h in halves]).requires_grad_(True)
+    seen = x if augment is None else torch.cat([augment(x[:n]), augment(x[n:])])
+    c = None if real_c is None else torch.cat([real_c, fake_c])
+    logits = _logit_rows(call_d(seen, c), 2 * n, "[real; fake]")
     term = _per_sample(_input_grad(logits, x, "r1_r2"), None, impl)[0]
     return R1R2(logits[:n], logits[n:], term[:n], term[n:])
 
 
 def rpgan_r1_r2(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, gamma: float,
-                c: torch.Tensor | None = None, impl: str | None = None) -> torch.Tensor:
-    """R3GAN's discriminator loss in one D pass (:func:`r1_r2`):
+                c: torch.Tensor | None = None, impl: str | None = None, passes: str | int = "auto") -> torch.Tensor:
+    """R3GAN's discriminator loss from :func:`r1_r2` (``passes`` as there):
     ``mean_b [softplus(−(D(real)_b − D(fake)_b)) + γ/2 · (R1_b + R2_b)]``, labels ``c`` for both halves.
     ``loss.backward()`` sends its gradient into D's weights; the two-pass oracle is
     ``ganfast.reference.losses.rpgan_r1_r2``."""
     gamma = float(gamma)
     if not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-    out = r1_r2(D, real, fake, c, c, impl=impl)
+    out = r1_r2(D, real, fake, c, c, impl=impl, passes=passes)
     _check_paired("rpgan", out.real_logits, out.fake_logits)
     adversarial = torch.nn.functional.softplus(out.fake_logits - out.real_logits).reshape(-1)
     return (adversarial + gamma / 2 * (out.r1 + out.r2).to(adversarial.dtype)).mean()

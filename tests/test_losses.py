@@ -210,16 +210,18 @@ def _d_pair(c_dim):
 @pytest.mark.parametrize("impl", PENALTY_IMPLS)
 @pytest.mark.parametrize("c_dim", [0, 2])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_rpgan_r1_r2_one_pass_matches_two_passes(impl, c_dim, batch):
+@pytest.mark.parametrize("passes", [1, 2])
+def test_rpgan_r1_r2_one_pass_matches_two_passes(impl, c_dim, batch, passes):
     D = _d_pair(c_dim)
     real, fake = _images(batch), _images(batch)
     c = torch.randn(batch, c_dim, device=DEVICE, dtype=torch.float64) if c_dim else None
-    passes = []
-    hook = D.critic.register_forward_hook(lambda m, i, o: passes.append(i[0].shape[0]))
-    got = losses.rpgan_r1_r2(D, real, fake, 0.7, c, impl=impl)
-    assert passes == [2 * batch]  # one D forward on [real; fake]
+    rows = []
+    hook = D.critic.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    got = losses.rpgan_r1_r2(D, real, fake, 0.7, c, impl=impl, passes=passes)
+    ours = [2 * batch] if passes == 1 else [batch, batch]  # one D forward on [real; fake], or one per half
+    assert rows == ours
     want, l_r, l_f, r1, r2 = ref.rpgan_r1_r2(D, real, fake, 0.7, c)
-    assert passes == [2 * batch, batch, batch]
+    assert rows == ours + [batch, batch]
     hook.remove()
     assert got.shape == () and got.dtype == torch.float64
     _assert_same(got, want)
@@ -233,9 +235,26 @@ def test_rpgan_r1_r2_one_pass_matches_two_passes(impl, c_dim, batch):
     for a, b in zip(g_got, g_want):
         if a is not None:
             _assert_same(a, b, tol=1e-11)
-    parts = losses.r1_r2(D, real, fake, c, c, impl=impl)
+    parts = losses.r1_r2(D, real, fake, c, c, impl=impl, passes=passes)
     for a, b in zip(parts, (l_r, l_f, r1, r2)):
         _assert_same(a, b)
+
+
+def test_r1_r2_passes_auto_and_bad_value():
+    """"auto" is two D passes on the CPU (measured faster there) and one on other devices; bad values are named."""
+    assert losses.resolve_passes("auto", torch.device("cpu")) == 2
+    assert losses.resolve_passes("auto", torch.device("cuda", 0)) == 1
+    assert [losses.resolve_passes(p, torch.device("cpu")) for p in (1, 2)] == [1, 2]
+    D = _d_pair(0)
+    real, fake = _images(2), _images(2)
+    rows = []
+    hook = D.critic.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    losses.rpgan_r1_r2(D, real, fake, 0.7)
+    hook.remove()
+    assert rows == ([2, 2] if real.device.type == "cpu" else [4])
+    for bad in (0, 3, True, "two", None):
+        with pytest.raises(ValueError, match="passes must be"):
+            losses.r1_r2(D, real, fake, passes=bad)
 
 
 def test_rpgan_r1_r2_gradcheck_tiny_d():
@@ -248,7 +267,7 @@ def test_rpgan_r1_r2_gradcheck_tiny_d():
     weights = tuple(dict(D.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
 
     def loss(*ws):
-        return losses.rpgan_r1_r2(lambda_module(ws), real, fake, 1.5, impl="ext")
+        return losses.rpgan_r1_r2(lambda_module(ws), real, fake, 1.5, impl="ext", passes=1)
 
     def lambda_module(ws):
         class Bound(torch.nn.Module):

@@ -219,10 +219,12 @@ def r3gan_trainer(monkeypatch):
     sys.modules.pop("R3GAN", None)
 
 
-def _d_step(trainer_module, c_dim, gamma=0.7, scale=1.3, flip=True):
+def _d_step(trainer_module, c_dim, gamma=0.7, scale=1.3, flip=True, rows=None):
     torch.manual_seed(5)
     G = _randomized(R3GANGenerator(z_dim=5, c_dim=c_dim, **ARCH))
     D = _randomized(R3GANDiscriminator(c_dim=c_dim, **ARCH))
+    if rows is not None:  # the batch size of each D forward
+        D.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     D.from_rgb.weight.requires_grad_(False)  # a frozen weight: None in both steps
     noise, real = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 3, 8, 8, dtype=torch.float64)
     c = torch.eye(3, dtype=torch.float64)[[1, 0, 2]] if c_dim else None
@@ -239,13 +241,25 @@ def _d_step(trainer_module, c_dim, gamma=0.7, scale=1.3, flip=True):
 
 
 @pytest.mark.parametrize("c_dim", [0, 3])
-def test_patch_fuses_r3gan_discriminator_step(r3gan_trainer, c_dim):
+@pytest.mark.parametrize("passes", ["auto", 1])
+def test_patch_fuses_r3gan_discriminator_step(r3gan_trainer, c_dim, passes):
+    from ganfast.patch.r3gan import patch_adversarial_training
     original = r3gan_trainer.AdversarialTraining.AccumulateDiscriminatorGradients
     two_pass, grads_two = _d_step(r3gan_trainer, c_dim)
-    with ganfast.patch_stylegan(impl="ext") as handle:
-        assert "AdversarialTraining.AccumulateDiscriminatorGradients" in handle.patched
-        assert r3gan_trainer.AdversarialTraining.AccumulateDiscriminatorGradients is not original
-        one_pass, grads_one = _d_step(r3gan_trainer, c_dim)
+    rows = []
+    if passes == "auto":  # patch_stylegan's choice: two D passes on the CPU
+        with ganfast.patch_stylegan(impl="ext") as handle:
+            assert "AdversarialTraining.AccumulateDiscriminatorGradients" in handle.patched
+            assert r3gan_trainer.AdversarialTraining.AccumulateDiscriminatorGradients is not original
+            one_pass, grads_one = _d_step(r3gan_trainer, c_dim, rows=rows)
+        assert rows == [3, 3]
+    else:
+        [(cls, name, _, _)] = patch_adversarial_training("ext", passes=1)
+        try:
+            one_pass, grads_one = _d_step(r3gan_trainer, c_dim, rows=rows)
+        finally:
+            setattr(cls, name, original)
+        assert rows == [6]  # one D forward on [reals; fakes]
     assert r3gan_trainer.AdversarialTraining.AccumulateDiscriminatorGradients is original
     assert len(one_pass) == 4
     for a, b in zip(one_pass, two_pass):

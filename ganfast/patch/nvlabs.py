@@ -120,7 +120,7 @@ def patch_stylegan(impl: str | None = None) -> StyleGANPatch:
     default = None if impl is None else normalize_impl(impl)
     pairs = {(sys.modules[module_name], attr): replacement
              for (module_name, attr), replacement in _replacements(default).items() if module_name in sys.modules}
-    bindings = rebind(pairs) + patch_adversarial_training(default)  # R3GAN's AdversarialTraining D step, one pass
+    bindings = rebind(pairs) + patch_adversarial_training(default)  # R3GAN's AdversarialTraining D step
     if not bindings:
         warnings.warn("ganfast.patch_stylegan(): none of torch_utils.ops.{bias_act,upfirdn2d,conv2d_resample,"
                       "filtered_lrelu} or "

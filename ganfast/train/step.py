@@ -111,9 +111,9 @@ def d_step(G, D, opt_d, real: torch.Tensor, z: torch.Tensor, *, real_c: torch.Te
     ``r1_gamma / 2 · r1_interval · R1`` where R1 = E‖∇ₓD(x_real)‖², folded into this step's single backward
     (so the optimiser still steps once per minibatch and Adam needs no lazy-rate correction); R1 is the gradient
     of D(x, real_c) with respect to the image only. With ``r2`` the same step also adds
-    ``r1_gamma / 2 · r1_interval · R2`` (R2: the penalty on the fakes); then D runs once on [real; fake]
-    (``ganfast.losses.r1_r2``: one gradient pass, one fused reduction) unless D has batch statistics, where it
-    runs twice. The ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp`` (interpolates judged with the real
+    ``r1_gamma / 2 · r1_interval · R2`` (R2: the penalty on the fakes); then ``ganfast.losses.r1_r2`` computes both
+    (``passes="auto"``: one D pass on [real; fake] on a GPU, two on the CPU) unless D has batch statistics, where
+    D runs twice. The ``"wasserstein"`` loss always adds ``gp_weight · wgan_gp`` (interpolates judged with the real
     labels).
     """
     check_loss(loss)

@@ -54,10 +54,11 @@ class TrainConfig:
 
     ``cond``: conditional training on the data set's labels (G and D must be built with its ``c_dim``).
 
-    ``r2``: R2 (the same penalty on the fakes) beside R1, γ/2 each, in one D pass (``ganfast.losses.r1_r2``) when
-    D has no batch statistics, else in two. ``decay_kimg`` > 0 turns on R3GAN's cosine schedules
-    (:mod:`ganfast.train.schedules`): lr -> ``lr_end``, β2 -> ``beta2_end``, γ -> ``gamma_end`` (None: γ/10), EMA
-    half-life 0 -> ``ema_kimg``, and with ``aug="fixed"`` p 0 -> ``aug_p``.
+    ``r2``: R2 (the same penalty on the fakes) beside R1, γ/2 each, through ``ganfast.losses.r1_r2`` (one D
+    pass on [real; fake] on a GPU, two on the CPU) when D has no batch statistics, else in two passes.
+    ``decay_kimg`` > 0 turns on R3GAN's cosine schedules (:mod:`ganfast.train.schedules`): lr -> ``lr_end``,
+    β2 -> ``beta2_end``, γ -> ``gamma_end`` (None: γ/10), EMA half-life 0 -> ``ema_kimg``, and with
+    ``aug="fixed"`` p 0 -> ``aug_p``.
     """
 
     batch_size: int = 64
