@@ -336,5 +336,8 @@ def test_under_address_sanitizer():
               f"m = ce.load(ce.build(sanitize=True, replace={{'color_matrix.cu': {overrun!r}}}));"
               "ctx = ce.emulate(m); ctx.__enter__();"
               "color_matrix(torch.randn(2, 3, 5, 7), torch.randn(2, 3, 3), torch.randn(2, 3), impl='ext')")
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    # from the tests' folder, so that ganfast is the one the test process imports (an installed package), not the
+    # source tree, which has no compiled extension after a non-editable install
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
     assert run.returncode == 99 and "heap-buffer-overflow" in run.stderr, run.stderr[-3000:]
