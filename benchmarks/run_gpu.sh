@@ -83,7 +83,7 @@ run_tests() {
 # One pytest (and one JSON) per suite, the most telling first: a stage stopped at its time limit keeps the
 # suites it finished.
 SUITES=${SUITES:-"train_step bias_act upfirdn2d losses spectral_norm modulated_conv2d sample filtered_lrelu
-                  affine_resample augment"}
+                  affine_resample augment rosinality r3gan"}
 
 run_bench() {  # run_bench NAME [pytest args...]: every suite, then SUMMARY-NAME.md over all their JSON files
   local name=$1 rc=0 suite
