@@ -30,7 +30,8 @@ from .ops.affine_resample import affine_resample
 from .ops.color_matrix import color_matrix
 from .reference import augment as ref
 
-# Named transform sets (StyleGAN2-ADA's presets): which transforms a pipe enables, each at strength 1.
+# Named transform sets: StyleGAN2-ADA's presets (each transform at strength 1) and R3GAN's mix (its train.py:
+# blit and geometry at 1, colour at 0.5, cutout at 1).
 GEOM = ("scale", "rotate", "aniso", "xfrac")
 BLIT = ("xflip", "rotate90", "xint")
 COLOR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
@@ -39,6 +40,7 @@ PRESETS = {
     "cutout": ("cutout",), "bg": BLIT + GEOM, "bgc": BLIT + GEOM + COLOR,
     "bgcf": BLIT + GEOM + COLOR + ("imgfilter",), "bgcfn": BLIT + GEOM + COLOR + ("imgfilter", "noise"),
     "bgcfnc": BLIT + GEOM + COLOR + ("imgfilter", "noise", "cutout"),
+    "r3gan": {**dict.fromkeys(BLIT + GEOM, 1.0), **dict.fromkeys(COLOR, 0.5), "cutout": 1.0},
 }
 AUG_MODES = ("ada", "fixed", "noaug", "diffaug")
 TRANSFORMS = BLIT + GEOM + COLOR + ("imgfilter", "noise", "cutout")
@@ -71,7 +73,8 @@ class AugmentPipe(torch.nn.Module):
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         self.strength = {name: 0.0 for name in TRANSFORMS}
-        self.strength.update({name: 1.0 for name in PRESETS.get(preset, ())})
+        chosen = PRESETS.get(preset, ())
+        self.strength.update(chosen if isinstance(chosen, dict) else dict.fromkeys(chosen, 1.0))
         for name, value in (strengths or {}).items():
             if name not in self.strength:
                 raise ValueError(f"strengths: unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")

@@ -468,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=_number(float, 0, strict=True, high=0.999999),
                    help="ada's target for r_t = E[sign(D(real))] (default 0.6)")
     p.add_argument("--augpipe", choices=["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf",
-                                         "bgcfn", "bgcfnc"], help="StyleGAN2-ADA transform set (default bgc)")
+                                         "bgcfn", "bgcfnc", "r3gan"],
+                   help="StyleGAN2-ADA transform set, or R3GAN's mix (default bgc; r3gan presets: r3gan)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 when training on the CPU)")

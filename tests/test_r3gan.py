@@ -160,6 +160,26 @@ def test_cosine_schedules_start_middle_end_and_hold():
         TrainConfig(decay_kimg=1.0, beta2_end=1.0)
 
 
+def test_paper_presets_per_stage():
+    """R3GAN's CIFAR10 / FFHQ-64 presets: widths and cardinalities from 4x4 upwards, the bf16 stage counts."""
+    from ganfast.train import r3gan
+    cifar = r3gan.model_kwargs("cifar", 32, 3, 10, on_cuda=True)
+    assert (cifar["widths"], cifar["cardinalities"], cifar["blocks"], cifar["bf16_stages"]) == \
+        ([768] * 4, [96] * 4, [2] * 4, 3)
+    ffhq = r3gan.model_kwargs("ffhq64", 64, 3, 0, on_cuda=True)
+    assert (ffhq["widths"], ffhq["cardinalities"], ffhq["bf16_stages"]) == ([768] * 4 + [384], [96] * 4 + [48], 4)
+    assert r3gan.model_kwargs("ffhq64", 64, 3, 0, on_cuda=False)["bf16_stages"] == 0
+    with pytest.raises(ValueError, match="preset 'ffhq64' sets width for 5 stages .64 px.; --resolution 128 needs 6"):
+        r3gan.model_kwargs("ffhq64", 128, 3, 0, on_cuda=False)
+    D = R3GANDiscriminator(c_dim=3, img_resolution=8, widths=[16, 8], cardinalities=[2, 2], blocks=[1, 1])
+    assert D.embed.out_features == 16  # R3GAN: D's label embedding is as wide as its 4x4 stage
+    from ganfast.augment import AugmentPipe
+    assert r3gan.config_fields("cifar")["augpipe"] == "r3gan"
+    strength = AugmentPipe("r3gan").strength
+    assert strength["xflip"] == strength["aniso"] == strength["cutout"] == 1.0 and strength["hue"] == 0.5
+    assert strength["imgfilter"] == strength["noise"] == 0.0
+
+
 def _r3gan_run(zipped, out, *extra):
     return ["train", "--dataset", zipped, "--out", str(out), "--model", "r3gan", "--preset", "tiny", "--batch-size",
             "4", "--tick", "2", "--decay-kimg", "0.02", "--aug", "fixed", "--p", "0.5", "--no-progress", *extra]

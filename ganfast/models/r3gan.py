@@ -189,7 +189,7 @@ class R3GANDiscriminator(BuildableModule):
         count = _stages(img_resolution, widths, cardinalities, blocks)
         self.c_dim, self.img_resolution, self.img_channels, self.bf16_stages = c_dim, img_resolution, img_channels, \
             bf16_stages
-        embed = (c_embed_dim or widths[-1]) if c_dim else 0
+        embed = (c_embed_dim or widths[0]) if c_dim else 0
         total = sum(blocks)
         self.from_rgb = _conv(img_channels, widths[-1])
         self.stages = nn.ModuleList()
