@@ -214,17 +214,18 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     extra = checkpoint_extra(path)
     run = extra.get("run") or {}
     data = data or run.get("dataset")
-    if data is None:
+    uses_data = any(parse_metric(name)["kind"] != "ppl" for name in names)  # ppl2_wend needs no real images
+    if data is None and uses_data:
         raise ValueError(f"metrics: {path!r} does not name its data set; give --data")
     cache = {} if cache is None else cache
-    if data not in cache:
+    if uses_data and data not in cache:
         dataset = load_dataset(data, resolution=run.get("resolution"))
         needs_features = any(parse_metric(name)["kind"] not in ("modes", "ppl") for name in names)
         vgg16 = vgg16 or os.environ.get(VGG16_ENV) or None
         pr_features = detector_features(vgg16, "vgg16", mode, device) if vgg16 else None
         features = feature_extractor(dataset, inception, device, mode) if needs_features else None
         cache[data] = (dataset, features, pr_features, {})
-    dataset, features, pr_features, real_cache = cache[data]
+    dataset, features, pr_features, real_cache = cache[data] if uses_data else (None, None, None, None)
     perceptual = _lpips_network(names, lpips, vgg16, device, cache)
     G = load_generator(path, device=device)
     records = []
