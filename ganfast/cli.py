@@ -166,6 +166,9 @@ def _cmd_train(args) -> int:
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
                                            progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
                                            **definition)
+    if "ppl2_wend" in (args.metrics or []):  # refused before training, not at the first snapshot
+        from ganfast.metrics.ppl import check_w_space
+        check_w_space(trainer.G_ema)
     out = trainer.out_dir
     if args.init and trainer.rank == 0:
         print(f"init: G, D and G_ema from {args.init}")

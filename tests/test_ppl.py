@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from support import nvlabs_pickle
+from test_train import _noise_zip
 
 from ganfast.checkpoint import save_checkpoint
 from ganfast.cli import main
@@ -131,15 +132,15 @@ def _lpips64(sd: dict, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
                for k, (a, b) in enumerate(zip(taps(x0), taps(x1))))
 
 
-def _reference_distances(G, sd: dict, count: int) -> np.ndarray:
-    """d_i of pairs 0..count-1 one pair at a time: seeds 2i, 2i + 1 (NumPy's latents), lerp by ε in W, seed 2i's
-    layer noise for both images, [-1, 1] -> [0, 255], float64 LPIPS / ε²."""
+def _reference_distances(G, sd: dict, count: int, c: torch.Tensor | None = None) -> np.ndarray:
+    """d_i of pairs 0..count-1 one pair at a time: seeds 2i, 2i + 1 (NumPy's latents) with label ``c`` (one row),
+    lerp by ε in W, seed 2i's layer noise for both images, [-1, 1] -> [0, 255], float64 LPIPS / ε²."""
     from ganfast.nn.noise import per_sample_noise
     out = []
     with torch.no_grad():
         for i in range(count):
             z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in (2 * i, 2 * i + 1)]))
-            w = G.mapping(z.float())
+            w = G.mapping(z.float(), None if c is None else c.repeat(2, 1))
             with per_sample_noise([torch.Generator().manual_seed(2 ** 32 + 2 * i) for _ in range(2)]):
                 img = G.synthesis(torch.stack([w[0], torch.lerp(w[0], w[1], EPS)]), noise_mode="random")
             x = (img + 1) * 127.5
@@ -159,6 +160,14 @@ def test_ppl_matches_the_formula_for_each_file_format(weights, files):
         assert np.abs(d - ref).max() < 5e-3 * ref.max(), fmt
         assert d.mean() == pytest.approx(ref.mean(), rel=1e-3), fmt  # 32 pairs: P1 and P99 trim nothing
         assert trimmed_mean(torch.from_numpy(d)) == d.mean()
+    torch.manual_seed(3)
+    G = StyleGAN2Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+                           channel_max=8, mapping_layers=2).eval()
+    G.class_counts = [0, 9, 0]                                  # every pair draws class 1
+    ref = _reference_distances(G, weights, 4, c=torch.tensor([[0.0, 1.0, 0.0]]))
+    d = ppl_distances(G, load_lpips(str(files["lpips"])), 4).double().numpy()
+    assert np.abs(d - ref).max() < 5e-3 * ref.max()
+    assert np.abs(_reference_distances(G, weights, 4, c=torch.tensor([[1.0, 0.0, 0.0]])) - d).max() > 0.05 * ref.max()
 
 
 def test_layer_names_trimmed_mean_and_lpips_images(weights):
@@ -248,6 +257,12 @@ def test_refusals(files, weights, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "noise.bin" in err
     assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):                              # so is a model without W space
+        main(["train", "--dataset", _noise_zip(tmp_path / "d.zip"), "--out", str(tmp_path / "run"), "--model",
+              "dcgan", "--cbase", "4", "--batch-size", "8", "--metrics", "ppl2_wend", "--lpips", str(files["lpips"]),
+              "--no-progress", "--logger", "none"])
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "DCGANGenerator has none" in err
 
 
 def test_metrics_command_writes_ppl_records(files, tmp_path, monkeypatch, capsys):
