@@ -166,8 +166,8 @@ def _cmd_train(args) -> int:
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
                                            progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
                                            **definition)
-    if "ppl2_wend" in (args.metrics or []):  # refused before training, not at the first snapshot
-        from ganfast.metrics.ppl import check_w_space
+    from ganfast.metrics.ppl import PPL_NAME, check_w_space
+    if PPL_NAME in (args.metrics or []):  # refused before training, not at the first snapshot
         check_w_space(trainer.G_ema)
     out = trainer.out_dir
     if args.init and trainer.rank == 0:
