@@ -161,10 +161,14 @@ def _cmd_train(args) -> int:
     hook = None
     if args.metrics:
         from ganfast.metrics.report import snapshot_metrics_hook
-        hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device, vgg16=args.vgg16)
+        hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device, vgg16=args.vgg16,
+                                     lpips=args.lpips)
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
                                            progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
                                            **definition)
+    from ganfast.metrics.ppl import PPL_NAME, check_w_space
+    if PPL_NAME in (args.metrics or []):  # refused before training, not at the first snapshot
+        check_w_space(trainer.G_ema)
     out = trainer.out_dir
     if args.init and trainer.rank == 0:
         print(f"init: G, D and G_ema from {args.init}")
@@ -298,7 +302,7 @@ def _cmd_metrics(args) -> int:
     cache: dict = {}
     for path in files:
         for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception, device=device,
-                                        cache=cache, vgg16=args.vgg16, mode=args.mode):
+                                        cache=cache, vgg16=args.vgg16, mode=args.mode, lpips=args.lpips):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
             print(f"{record['metric']} of {record['snapshot']} (kimg {record['kimg']:g}, {record['features']} "
                   f"features): {shown} ({record['fake_images_per_second']:.0f} fakes/s)")
@@ -453,11 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", type=_metric_list, help="comma-separated, computed at each snapshot into "
                    "metric-<name>.jsonl: fid50k_full, kid50k_full, pr50k3_full, fd50k_full (digits features "
                    "without an Inception file), or smaller counts such as fd2k, kid500; modes (stacked-digits: modes "
-                   "covered of 1000 and KL to uniform, 26k fakes; modes10k: 10k)")
+                   "covered of 1000 and KL to uniform, 26k fakes; modes10k: 10k); ppl2_wend (perceptual path length, "
+                   "stylegan2/stylegan3)")
     p.add_argument("--inception", help="Inception file for fid/kid/fd: NVlabs' .pkl, a TorchScript .pt or "
                    "pytorch-fid's state dict (default: $GANFAST_INCEPTION; nothing is downloaded)")
     p.add_argument("--vgg16", help="VGG16 file for pr (NVlabs' vgg16.pkl or a torchvision-layout state dict; "
                    "default: $GANFAST_VGG16, else pr uses the Inception features)")
+    p.add_argument("--lpips", help="LPIPS-VGG16 file for ppl2_wend: NVlabs' vgg16.pkl / vgg16.pt or an lpips / "
+                   "torch-fidelity state dict (default: $GANFAST_LPIPS, else the VGG16 file of pr)")
     p.add_argument("--logger", type=_logger_list, help="live views of the run: none, or comma-separated "
                    "tensorboard (event files in the run folder), wandb (offline unless $WANDB_MODE says otherwise), "
                    "mlflow (<run>/mlruns unless $MLFLOW_TRACKING_URI) (default: tensorboard when installed, else "
@@ -499,19 +506,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_sample)
-    p = sub.add_parser("metrics", help="FID/KID/precision-recall/mode coverage of a run's network snapshots (or one "
-                       "file)")
+    p = sub.add_parser("metrics", help="FID/KID/precision-recall/mode coverage/perceptual path length of a run's "
+                       "network snapshots (or one file)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run folder (each network-snapshot-*.safetensors, else its checkpoint) or "
                        "one snapshot / checkpoint file")
     which.add_argument("--checkpoint", help="one snapshot or checkpoint file (or a run folder's checkpoint)")
     p.add_argument("--metrics", required=True, type=_metric_list, help="comma-separated, e.g. fid50k_full,"
-                   "kid50k_full,pr50k3_full; fd/kid/pr with small counts (fd1k) for quick checks; modes for "
-                   "stacked-digits")
+                   "kid50k_full,pr50k3_full,ppl2_wend; fd/kid/pr with small counts (fd1k) for quick checks; modes "
+                   "for stacked-digits")
     p.add_argument("--data", help="the real data (default: the run's own data set)")
     p.add_argument("--inception", help="Inception file: NVlabs' .pkl, a TorchScript .pt or pytorch-fid's state dict "
                    "(default: $GANFAST_INCEPTION)")
     p.add_argument("--vgg16", help="VGG16 file for pr (default: $GANFAST_VGG16, else the Inception features)")
+    p.add_argument("--lpips", help="LPIPS-VGG16 file for ppl2_wend: NVlabs' vgg16.pkl / vgg16.pt or an lpips / "
+                   "torch-fidelity state dict (default: $GANFAST_LPIPS, else the VGG16 file of pr)")
     p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")

@@ -123,3 +123,23 @@ def npz_samples(out) -> dict[int, tuple[bytes, object]]:
             for seed, image, label in zip(data["seeds"].tolist(), data["images"], labels):
                 found[seed] = (image.tobytes(), None if label is None else label.tolist())
     return found
+
+
+class _LoadsArchive:
+    """Pickles as a call of ``torch.jit.load`` on a TorchScript archive: the shape of NVlabs' detector .pkl files."""
+
+    def __init__(self, archive: bytes):
+        self.archive = archive
+
+    def __reduce__(self):
+        import io
+        return torch.jit.load, (io.BytesIO(self.archive),)
+
+
+def nvlabs_pickle(module: torch.nn.Module) -> bytes:
+    """``module`` scripted and saved inside a pickle stream, as NVlabs ships its metric networks."""
+    import io
+    import pickle
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(module.eval()), buffer)
+    return pickle.dumps(_LoadsArchive(buffer.getvalue()), protocol=4)

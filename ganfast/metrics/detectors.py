@@ -384,6 +384,33 @@ class Detector:
         return net(x).reshape(len(x), -1).double()
 
 
+def read_network_file(path: str, where: str, expected: str, device: torch.device) -> tuple[str, object, str]:
+    """``(format, content, digest)`` of a network file recognised by content: the loaded TorchScript module for
+    ``nvlabs-pkl`` and ``torchscript``, the dict of tensors for ``state-dict``; ``digest`` is the file's SHA-256.
+    Anything else is a one-line error starting with ``where`` and saying what was ``expected``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{where} does not exist (expected {expected}; ganfast downloads nothing)")
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    archive, fmt = (data, "torchscript") if _is_torchscript_zip(data) else (None, None)
+    if archive is None and data[:1] == b"\x80" and not data.startswith(b"\x80\x02\x8a\x0a"):  # not torch's legacy
+        archive, fmt = _embedded_torchscript(data), "nvlabs-pkl"
+        if archive is None:
+            raise ValueError(f"{where}: a serialised Python object that carries no TorchScript archive (expected "
+                             f"{expected}; ganfast never runs such a file's code)")
+    if archive is not None:
+        try:
+            return fmt, torch.jit.load(io.BytesIO(archive), map_location=device).eval(), digest
+        except Exception as exc:
+            raise ValueError(f"{where}: its TorchScript archive does not load ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    sd = _state_dict(path)
+    if sd is None:
+        raise ValueError(f"{where} is not a detector ganfast can read (expected {expected})")
+    return "state-dict", sd, digest
+
+
 def load_detector(path: str, kind: str = INCEPTION, mode: str | None = None,
                   device: str | torch.device = "cpu") -> Detector:
     """The ``kind`` ("inception" or "vgg16") network in ``path``, recognised by content (see the module's
@@ -394,37 +421,19 @@ def load_detector(path: str, kind: str = INCEPTION, mode: str | None = None,
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     where = f"{kind} file {path!r}"
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{where} does not exist (expected {_EXPECTED[kind]}; ganfast downloads nothing)")
-    with open(path, "rb") as f:
-        data = f.read()
     device = torch.device(device)
-    digest = hashlib.sha256(data).hexdigest()
-    archive, fmt = (data, "torchscript") if _is_torchscript_zip(data) else (None, None)
-    if archive is None and data[:1] == b"\x80" and not data.startswith(b"\x80\x02\x8a\x0a"):  # not torch's legacy
-        archive, fmt = _embedded_torchscript(data), "nvlabs-pkl"
-        if archive is None:
-            raise ValueError(f"{where}: a serialised Python object that carries no TorchScript archive (expected "
-                             f"{_EXPECTED[kind]}; ganfast never runs such a file's code)")
-    if archive is not None:
-        try:
-            net = torch.jit.load(io.BytesIO(archive), map_location=device).eval()
-        except Exception as exc:
-            raise ValueError(f"{where}: its TorchScript archive does not load ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    fmt, content, digest = read_network_file(path, where, _EXPECTED[kind], device)
+    if fmt != "state-dict":
         mode = mode or "legacy_tensorflow"
-        if mode != "legacy_tensorflow" and (kind != INCEPTION or not hasattr(net, "layers")):
+        if mode != "legacy_tensorflow" and (kind != INCEPTION or not hasattr(content, "layers")):
             raise ValueError(f"{where}: --mode {mode} needs an Inception TorchScript with a 'layers' submodule "
                              f"(clean-fid's convention); this file supports legacy_tensorflow (its own resize)")
-        return Detector(kind, path, fmt, mode, digest, net, device)
-    sd = _state_dict(path)
-    if sd is None:
-        raise ValueError(f"{where} is not a detector ganfast can read (expected {_EXPECTED[kind]})")
-    found = _state_dict_kind(sd)
+        return Detector(kind, path, fmt, mode, digest, content, device)
+    found = _state_dict_kind(content)
     if found != kind:
         what = f"a {found} state dict" if found else "a state dict of neither Inception-v3 nor VGG16 layout"
         raise ValueError(f"{where} holds {what} (expected {_EXPECTED[kind]})")
-    net = _network_from_state_dict(sd, kind, where).eval().to(device)
+    net = _network_from_state_dict(content, kind, where).eval().to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     return Detector(kind, path, "state-dict", mode or "legacy_pytorch", digest, net, device)

@@ -7,6 +7,10 @@ features are used); count = fakes generated, ``50k`` = 50000 (small counts such 
 quick checks and tests); ``_full`` compares with every real image, else with at most ``count`` of them (drawn with
 a fixed seed). Examples: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``fd1k``.
 
+``ppl2_wend`` is StyleGAN2-ADA's perceptual path length (:mod:`ganfast.metrics.ppl`: 50,000 pairs, W space,
+path ends, LPIPS-VGG16 from ``lpips``, ``$GANFAST_LPIPS`` or the VGG16 file of ``pr``), for generators with a
+mapping network; it uses no real images.
+
 ``modes[<count>]`` is mode coverage on ``stacked-digits`` (:mod:`ganfast.metrics.modes`): modes covered of 1000
 and KL(fakes' mode histogram || uniform) of ``count`` fakes (default 26k, 26 per mode; a uniform generator's
 expected KL is then 0.019), the share of fakes read confidently, and the digit classifier's accuracy on as many
@@ -38,12 +42,15 @@ MODES_COUNT = 26_000  # fakes of a bare ``modes``
 
 def parse_metric(name: str) -> dict:
     """``{"kind", "count", "k", "full"}`` of a metric name; a ValueError naming it when it is not one."""
+    from .ppl import PPL_NAME, PPL_SAMPLES
+    if name == PPL_NAME:
+        return {"kind": "ppl", "count": PPL_SAMPLES, "k": 0, "full": False}
     m = _NAME.match(name)
     modes = m is not None and m["kind"] == "modes"
     if m is None or (m["k"] and (m["kind"] != "pr" or not m["thousands"])) or \
             (not m["count"] and not (modes and not m["thousands"])) or (modes and m["full"]):
-        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full] or modes[<count>[k]], e.g. "
-                         "fid50k_full, kid50k_full, pr50k3_full, fd1k, modes, modes10k")
+        raise ValueError(f"metric {name!r}: expected <fid|kid|fd|pr><count>[k][_full], modes[<count>[k]] or "
+                         "ppl2_wend, e.g. fid50k_full, kid50k_full, pr50k3_full, fd1k, modes, modes10k")
     count = int(m["count"]) * (1000 if m["thousands"] else 1) if m["count"] else MODES_COUNT
     k = int(m["k"] or 3)
     if count < max(2, k + 1):
@@ -131,15 +138,24 @@ def real_features(dataset, index: torch.Tensor, features: Features, memory: dict
 
 
 def compute_metric(name: str, G: torch.nn.Module, dataset, features: Features, seed: int = 0,
-                   real_cache: dict | None = None, pr_features: Features | None = None) -> dict:
+                   real_cache: dict | None = None, pr_features: Features | None = None, lpips=None) -> dict:
     """One metric of generator ``G`` against ``dataset`` (its stored images, without x-flips); ``pr_features``
-    (VGG16) replace ``features`` for ``pr``."""
+    (VGG16) replace ``features`` for ``pr``; ``lpips`` (:func:`ganfast.metrics.ppl.load_lpips`) is ``ppl2_wend``'s
+    network."""
     from .frechet import frechet_distance
     from .kid import kernel_inception_distance
     from .precision_recall import precision_recall
     spec = parse_metric(name)
     if spec["kind"] == "modes":
         return _modes_metric(name, spec["count"], G, dataset, seed, real_cache)
+    if spec["kind"] == "ppl":
+        from .ppl import perceptual_path_length
+        if lpips is None:
+            raise ValueError(f"metric {name!r} needs an LPIPS network (ganfast.metrics.ppl.load_lpips)")
+        result = perceptual_path_length(G, lpips, spec["count"])
+        return {"metric": name, "results": {"ppl": result["ppl"]}, "features": lpips.name,
+                "num_fakes": 2 * spec["count"], "num_reals": 0,
+                "fake_images_per_second": 2 * result["pairs_per_second"]}
     if spec["kind"] == "fid" and features.name != "inception":
         raise ValueError(f"metric {name!r} needs an Inception file (--inception PATH or ${INCEPTION_ENV}); "
                          f"fd{name[3:]} is the Fréchet distance in the {features.name} features")
@@ -188,32 +204,36 @@ def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int,
 
 def evaluate_snapshot(path: str, names: list[str], data: str | None = None, inception: str | None = None,
                       device="cpu", cache: dict | None = None, vgg16: str | None = None,
-                      mode: str | None = None) -> list[dict]:
+                      mode: str | None = None, lpips: str | None = None) -> list[dict]:
     """Computes ``names`` for the generator (G_ema) of a snapshot or checkpoint file and appends each result to
     ``metric-<name>.jsonl`` beside it; ``data`` replaces the run's own data set; ``mode``: how images reach the
-    detectors (:mod:`ganfast.metrics.detectors`). Returns the records."""
+    detectors (:mod:`ganfast.metrics.detectors`); ``lpips``: ``ppl2_wend``'s network file
+    (:func:`ganfast.metrics.ppl.lpips_file`). Returns the records."""
     from ..data import load_dataset
     from ..checkpoint import checkpoint_extra, load_generator
     extra = checkpoint_extra(path)
     run = extra.get("run") or {}
     data = data or run.get("dataset")
-    if data is None:
+    uses_data = any(parse_metric(name)["kind"] != "ppl" for name in names)  # ppl2_wend needs no real images
+    if data is None and uses_data:
         raise ValueError(f"metrics: {path!r} does not name its data set; give --data")
     cache = {} if cache is None else cache
-    if data not in cache:
+    if uses_data and data not in cache:
         dataset = load_dataset(data, resolution=run.get("resolution"))
-        needs_features = any(parse_metric(name)["kind"] != "modes" for name in names)
+        needs_features = any(parse_metric(name)["kind"] not in ("modes", "ppl") for name in names)
         vgg16 = vgg16 or os.environ.get(VGG16_ENV) or None
         pr_features = detector_features(vgg16, "vgg16", mode, device) if vgg16 else None
         features = feature_extractor(dataset, inception, device, mode) if needs_features else None
         cache[data] = (dataset, features, pr_features, {})
-    dataset, features, pr_features, real_cache = cache[data]
+    dataset, features, pr_features, real_cache = cache[data] if uses_data else (None, None, None, None)
+    perceptual = _lpips_network(names, lpips, vgg16, device, cache)
     G = load_generator(path, device=device)
     records = []
     for name in names:
         started = time.perf_counter()
         record = {"snapshot": os.path.basename(path), "kimg": extra.get("nimg", 0) / 1000, "data": data,
-                  **compute_metric(name, G, dataset, features, real_cache=real_cache, pr_features=pr_features),
+                  **compute_metric(name, G, dataset, features, real_cache=real_cache, pr_features=pr_features,
+                                   lpips=perceptual),
                   "seconds": 0.0, "time": time.time()}
         record["seconds"] = time.perf_counter() - started
         with open(os.path.join(os.path.dirname(os.path.abspath(path)), f"metric-{name}.jsonl"), "a") as f:
@@ -222,14 +242,29 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
     return records
 
 
-def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu", vgg16: str | None = None):
+def _lpips_network(names: list[str], lpips: str | None, vgg16: str | None, device, cache: dict):
+    """``ppl2_wend``'s LPIPS network when ``names`` ask for it (loaded once into ``cache``), else None."""
+    from .ppl import load_lpips, lpips_file
+    if not any(parse_metric(name)["kind"] == "ppl" for name in names):
+        return None
+    path = lpips_file(lpips, vgg16)
+    if ("lpips", path) not in cache:
+        cache[("lpips", path)] = load_lpips(path, device)
+    return cache[("lpips", path)]
+
+
+def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu", vgg16: str | None = None,
+                          lpips: str | None = None):
     """A ``Trainer`` ``snapshot_hook``: :func:`evaluate_snapshot` on each network snapshot (data set and real
-    features loaded once), its results printed and its records returned (the trainer's loggers take them)."""
+    features loaded once), its results printed and its records returned (the trainer's loggers take them). The
+    LPIPS file of ``ppl2_wend`` is read now, so a bad one fails before training."""
     cache: dict = {}
     names = [n for n in names if parse_metric(n)]
+    _lpips_network(names, lpips, vgg16, device, cache)
 
     def hook(path: str) -> list[dict]:
-        records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16)
+        records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16,
+                                    lpips=lpips)
         for record in records:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, (int, float)))
             rate = record.get("fake_images_per_second")
