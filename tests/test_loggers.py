@@ -221,17 +221,19 @@ def test_wandb_and_mlflow_receive_what_tensorboard_does(tmp_path, monkeypatch, o
     assert ("start", {"run_id": "run-1"}) in calls["mlflow"] and not [c for c in calls["mlflow"] if c[0] == "params"]
 
 
-def test_train_metrics_reach_tensorboard(tmp_path, one_thread):
+def test_metrics_reach_tensorboard_once_per_snapshot(tmp_path, one_thread):
     """``ganfast train --metrics``: each metric-<name>.jsonl line is in the event files at its snapshot's nimg
-    (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall). Digits features: the built-in
-    classifier, trained once per test session."""
+    (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall) and lists tensorboard. Then
+    ``ganfast metrics`` on the same snapshot (both snapshots are named kimg 000000: the last remains), twice: fd200 goes to the run's loggers (tensorboard, from its
+    checkpoint) the first time only, fd100 (logged by the training) not again; the stats curves stay as they
+    were. Digits features: the built-in classifier, trained once per test session."""
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4",
                  "--batch-size", "16", "--tick", "2", "--snap", "1", "--steps", "4", "--metrics", "fd100,pr100",
                  "--no-progress"]) == 0
     events = _events(out)
     lines = _records(out / "metric-fd100.jsonl") + _records(out / "metric-pr100.jsonl")
-    assert len(lines) == 4
+    assert len(lines) == 4 and all(line["loggers"] == ["tensorboard"] for line in lines)
     for line in lines:
         tags = metric_scalars(line)
         assert set(tags) == ({"metrics/fd100"} if line["metric"] == "fd100" else
@@ -239,3 +241,17 @@ def test_train_metrics_reach_tensorboard(tmp_path, one_thread):
         for tag, value in tags.items():
             assert [e.value for e in events.Scalars(tag) if e.step == round(line["kimg"] * 1000)] == \
                 [pytest.approx(value, rel=1e-6)], tag
+    stats = [(e.step, e.value) for e in events.Scalars("stats/loss_g")]
+    for _ in range(2):
+        assert main(["metrics", "--run", str(out), "--metrics", "fd100,fd200"]) == 0
+    fd100, fd200 = _records(out / "metric-fd100.jsonl"), _records(out / "metric-fd200.jsonl")
+    assert [(line["kimg"], line["loggers"]) for line in fd100] == \
+        [(0.032, ["tensorboard"]), (0.064, ["tensorboard"]), (0.064, []), (0.064, [])]
+    assert [(line["kimg"], line["loggers"]) for line in fd200] == [(0.064, ["tensorboard"]), (0.064, [])]
+    events = _events(out)
+    for tag, first in (("metrics/fd100", fd100[:2]), ("metrics/fd200", fd200[:1])):
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == \
+            [(round(line["kimg"] * 1000), pytest.approx(line["results"]["fd"], rel=1e-6)) for line in first], tag
+    assert [(e.step, e.value) for e in events.Scalars("stats/loss_g")] == stats
+    assert main(["metrics", "--run", str(out), "--metrics", "fd200", "--logger", "none"]) == 0
+    assert _records(out / "metric-fd200.jsonl")[-1]["loggers"] == []
