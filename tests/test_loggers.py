@@ -153,12 +153,13 @@ def test_logger_choices_and_one_line_errors(tmp_path, capsys, monkeypatch, one_t
         build_trainer("ring8", str(tmp_path / "api"), loggers=("tb",), progress=False)
 
 
-def test_metrics_reach_tensorboard_once_per_snapshot(tmp_path, one_thread):
+def test_metrics_reach_tensorboard_once_per_snapshot(tmp_path, capsys, monkeypatch, one_thread):
     """``ganfast train --metrics``: each metric-<name>.jsonl line is in the event files at its snapshot's nimg
     (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall) and lists tensorboard. Then
     ``ganfast metrics`` twice on the run's snapshot (both are named kimg 000000: the second remains): fd200 goes
     to the run's loggers (tensorboard, from its checkpoint) the first time only, fd100 (logged by the training)
-    not again; the stats curves stay as they were. Digits features: the built-in classifier, trained once per
+    not again; the stats curves stay as they were; ``--logger`` chooses others, and without the package of the
+    run's logger it is a one-line error. Digits features: the built-in classifier, trained once per
     test session."""
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4",
@@ -188,3 +189,8 @@ def test_metrics_reach_tensorboard_once_per_snapshot(tmp_path, one_thread):
     assert [(e.step, e.value) for e in events.Scalars("stats/loss_g")] == stats
     assert main(["metrics", "--run", str(out), "--metrics", "fd200", "--logger", "none"]) == 0
     assert _records(out / "metric-fd200.jsonl")[-1]["loggers"] == []
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # the run's logger is gone: a one-line error first
+    capsys.readouterr()
+    err = _error(capsys, ["metrics", "--run", str(out), "--metrics", "fd200"])
+    assert "the 'tensorboard' package is not installed" in err and "trained with --logger tensorboard" in err
+    assert len(_records(out / "metric-fd200.jsonl")) == 3

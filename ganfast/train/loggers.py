@@ -220,8 +220,8 @@ STEPS_FILE = "logger-steps.json"
 
 class Loggers(Logger):
     """The backends of a run, each given everything. ``steps_file``: training's bookkeeping (``logger-steps.json``,
-    the highest step sent to each backend), read when opened; a backend that keeps points is not sent a step
-    at or below its stored one (a resumed run's ticks the interrupted process logged already). None: no
+    the highest step sent to each backend that keeps points), read when opened; such a backend is not sent a
+    step at or below its stored one (a resumed run's ticks the interrupted process logged already). None: no
     bookkeeping (metrics added afterwards)."""
 
     def __init__(self, backends: list[Logger], steps_file: str | None = None):
@@ -230,13 +230,14 @@ class Loggers(Logger):
         if steps_file and os.path.isfile(steps_file):
             with open(steps_file) as f:
                 self.sent = json.load(f)
-        self.floor = {b.name: self.sent.get(b.name, -1) if b.keeps_points else -1 for b in backends}
+        self.floor = {b.name: self.sent.get(b.name, -1) for b in backends}
 
     def _each(self, step: int):
         """The backends that take ``step``; the bookkeeping notes it."""
         takers = [b for b in self.backends if step > self.floor[b.name]]
-        if self.steps_file and any(step > self.sent.get(b.name, -1) for b in takers):
-            self.sent.update({b.name: max(step, self.sent.get(b.name, -1)) for b in takers})
+        noted = [b.name for b in takers if b.keeps_points and step > self.sent.get(b.name, -1)]
+        if self.steps_file and noted:
+            self.sent.update(dict.fromkeys(noted, step))
             atomic_write(self.steps_file, lambda f: f.write(json.dumps(self.sent).encode()))
         return takers
 
@@ -260,8 +261,9 @@ def check_loggers(names: list[str]) -> None:
         if name not in _CLASSES:
             raise ValueError(f"loggers: {name!r} is not one of {', '.join(BACKENDS)}")
         if importlib.util.find_spec(name) is None:
-            extra = ' (pip install "ganfast[tb]")' if name == "tensorboard" else ""
-            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {name}{extra}, "
+            install = {"tensorboard": 'tensorboard (pip install "ganfast[tb]")',
+                       "mlflow": "mlflow-skinny (or mlflow)"}.get(name, name)
+            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {install}, "
                              f"or leave {name} out")
 
 
