@@ -117,23 +117,33 @@ def test_resumed_run_continues_wandb_and_mlflow_curves_once(tmp_path, services, 
 
 
 def test_metrics_afterwards_reach_wandb_and_mlflow_once(tmp_path, services, one_thread):
-    """``ganfast metrics`` on a run trained with --logger wandb,mlflow: fd100 reaches both at the snapshot's nimg;
-    again with --logger tensorboard,wandb it reaches TensorBoard only (W&B has it); MLflow and W&B hold one point,
-    TensorBoard's event files one."""
+    """``ganfast metrics`` on an earlier snapshot (nimg 32) of a run trained on to nimg 64 with --logger
+    wandb,mlflow: fd100 reaches both at 32, below their latest step; again with --logger tensorboard,wandb it
+    reaches TensorBoard only (W&B has it). Each backend holds one point, and TensorBoard's training curves
+    keep theirs."""
+    import shutil
+
     from test_loggers import _events
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4",
-                 "--batch-size", "16", "--tick", "2", "--snap", "2", "--steps", "2", "--logger", "wandb,mlflow",
-                 "--no-progress"]) == 0
-    assert main(["metrics", "--run", str(out), "--metrics", "fd100"]) == 0
-    assert main(["metrics", "--run", str(out), "--metrics", "fd100", "--logger", "tensorboard,wandb"]) == 0
+    argv = ["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4", "--batch-size",
+            "16", "--tick", "2", "--snap", "1", "--logger", "tensorboard,wandb,mlflow", "--no-progress"]
+    assert main([*argv, "--steps", "2"]) == 0
+    early = tmp_path / "early.safetensors"  # the next snapshot (also kimg 000000) replaces it in the run folder
+    shutil.copy(out / "network-snapshot-000000.safetensors", early)
+    assert main([*argv, "--resume", "--steps", "4", "--logger", "wandb,mlflow"]) == 0
+    shutil.copy(early, out / "early.safetensors")
+    for loggers in ([], ["--logger", "tensorboard,wandb"]):
+        assert main(["metrics", "--checkpoint", str(out / "early.safetensors"), "--metrics", "fd100", *loggers]) == 0
     lines = _records(out / "metric-fd100.jsonl")
     assert [(line["kimg"], line["loggers"]) for line in lines] == [(0.032, ["wandb", "mlflow"]),
                                                                    (0.032, ["tensorboard"])]
     value = pytest.approx(lines[0]["results"]["fd"], rel=1e-6)
-    assert [(row["nimg"], row["metrics/fd100"]) for row in _wandb_rows(out) if "metrics/fd100" in row] == \
-        [(32, value)]
+    rows = _wandb_rows(out)
+    assert [(row["nimg"], row["metrics/fd100"]) for row in rows if "metrics/fd100" in row] == [(32, value)]
+    assert [row["nimg"] for row in rows if "stats/loss_g" in row] == [32, 64]
     client, run_id = _mlflow(out)
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "metrics/fd100")] == [(32, value)]
-    assert [(e.step, e.value) for e in _events(out).Scalars("metrics/fd100")] == \
+    events = _events(out)
+    assert [(e.step, e.value) for e in events.Scalars("metrics/fd100")] == \
         [(32, pytest.approx(lines[1]["results"]["fd"], rel=1e-6))]
+    assert [e.step for e in events.Scalars("stats/loss_g")] == [32]  # tensorboard: the first process only
