@@ -162,7 +162,7 @@ def _cmd_train(args) -> int:
     if args.metrics:
         from ganfast.metrics.report import snapshot_metrics_hook
         hook = snapshot_metrics_hook(args.metrics, inception=args.inception, device=device, vgg16=args.vgg16,
-                                     lpips=args.lpips)
+                                     lpips=args.lpips, loggers=tuple(loggers))
     trainer, default_steps = build_trainer(out=args.out, outdir=args.outdir, device=device, threads=args.threads,
                                            progress=not args.no_progress, snapshot_hook=hook, loggers=loggers,
                                            **definition)
@@ -290,6 +290,7 @@ def _cmd_metrics(args) -> int:
 
     from ganfast.metrics.report import evaluate_snapshot
     from ganfast.checkpoint import checkpoint_path
+    from ganfast.train.loggers import log_metric
     files = [args.checkpoint or args.run]
     if args.run and os.path.isdir(args.run):
         files = sorted(glob.glob(os.path.join(args.run, "network-snapshot-*.safetensors"))) or \
@@ -299,16 +300,41 @@ def _cmd_metrics(args) -> int:
     from ganfast.train.trainer import check_device
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(torch.device(device))
+    loggers = _metrics_loggers(args.logger, files)
     cache: dict = {}
-    for path in files:
-        for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception, device=device,
-                                        cache=cache, vgg16=args.vgg16, mode=args.mode, lpips=args.lpips):
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
-            print(f"{record['metric']} of {record['snapshot']} (kimg {record['kimg']:g}, {record['features']} "
-                  f"features): {shown} ({record['fake_images_per_second']:.0f} fakes/s)")
+    try:
+        for path in files:
+            for record in evaluate_snapshot(path, args.metrics, data=args.data, inception=args.inception,
+                                            device=device, cache=cache, vgg16=args.vgg16, mode=args.mode,
+                                            lpips=args.lpips,
+                                            log=lambda record, earlier: log_metric(loggers, record, earlier)):
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, float))
+                print(f"{record['metric']} of {record['snapshot']} (kimg {record['kimg']:g}, {record['features']} "
+                      f"features): {shown} ({record['fake_images_per_second']:.0f} fakes/s)"
+                      + (f"; sent to {', '.join(record['loggers'])}" if record["loggers"] else ""))
+    finally:
+        loggers.close()
     print(f"appended to {', '.join(f'metric-{n}.jsonl' for n in args.metrics)} in "
           f"{os.path.dirname(os.path.abspath(files[0]))}")
     return 0
+
+
+def _metrics_loggers(names: list[str] | None, files: list[str]):
+    """``ganfast metrics``' loggers, opened on the snapshots' run folder to add points: ``names`` (``--logger``),
+    else those the run was trained with, kept in its checkpoint (else in its latest snapshot)."""
+    from ganfast.checkpoint import CHECKPOINT_NAME, checkpoint_extra
+    from ganfast.train.loggers import check_loggers, open_loggers
+    run_dir = os.path.dirname(os.path.abspath(files[0]))
+    checkpoint = os.path.join(run_dir, CHECKPOINT_NAME)
+    extra = checkpoint_extra(checkpoint if os.path.isfile(checkpoint) else files[-1])
+    if names is None:
+        names = extra.get("loggers") or []
+        try:
+            check_loggers(names)
+        except ValueError as e:
+            raise ValueError(f"{e} (the run was trained with --logger {','.join(names)}; --logger chooses "
+                             "others)") from None
+    return open_loggers(names, run_dir, None, {"config": extra.get("config"), "run": extra.get("run")})
 
 
 def _cmd_fid(args) -> int:
@@ -524,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default 1 on the CPU)")
+    p.add_argument("--logger", type=_logger_list, help="where the results go besides metric-<name>.jsonl: none, or "
+                   "comma-separated tensorboard, wandb, mlflow (default: the loggers the run was trained with); "
+                   "each at its snapshot's kimg, once per snapshot")
     p.set_defaults(func=_cmd_metrics)
     p = sub.add_parser("fid", help="FID of two image sets (folders, zips, npz, digits, or run folders / checkpoints "
                        "to sample from); prints one number")

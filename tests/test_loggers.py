@@ -1,11 +1,9 @@
 """Runs people can watch: TensorBoard event files read back with TensorBoard's own reader (every stats.jsonl scalar,
-metric results, the sample grids), resume without duplicated points, ``--logger`` choices and errors, and the W&B
-and MLflow backends wired through stand-in modules (the real packages are not installed by the test extra)."""
-import importlib.machinery
+metric results, the sample grids), resume without duplicated points, ``--logger`` choices and errors, and metrics
+computed afterwards reaching the event files once per snapshot (W&B and MLflow: test_loggers_services.py)."""
 import io
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -155,83 +153,21 @@ def test_logger_choices_and_one_line_errors(tmp_path, capsys, monkeypatch, one_t
         build_trainer("ring8", str(tmp_path / "api"), loggers=("tb",), progress=False)
 
 
-def _module(name: str, **functions) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # what importlib.util.find_spec returns
-    for key, value in functions.items():
-        setattr(module, key, value)
-    return module
-
-
-def test_wandb_and_mlflow_receive_what_tensorboard_does(tmp_path, monkeypatch, one_thread):
-    """Stand-in ``wandb`` and ``mlflow`` modules (the packages' calls, recorded): W&B offline in the run folder
-    unless $WANDB_MODE is set, MLflow in <run>/mlruns with the configuration as parameters, both given the same
-    scalars at the same steps as TensorBoard and the sample grids; a resumed run reopens the same W&B and MLflow
-    runs."""
-    calls = {"wandb": [], "mlflow": []}
-    run = types.SimpleNamespace(log=lambda data, step: calls["wandb"].append(("log", step, data)),
-                                finish=lambda: calls["wandb"].append(("finish",)))
-    wandb = _module("wandb", init=lambda **kw: calls["wandb"].append(("init", kw)) or run,
-                    Image=lambda array: ("Image", array.shape))
-    mlflow = _module("mlflow", set_tracking_uri=lambda uri: calls["mlflow"].append(("uri", uri)),
-                     set_experiment=lambda name: calls["mlflow"].append(("experiment", name)),
-                     start_run=lambda **kw: calls["mlflow"].append(("start", kw)) or types.SimpleNamespace(
-                         info=types.SimpleNamespace(run_id="run-1")),
-                     log_params=lambda params: calls["mlflow"].append(("params", params)),
-                     log_metrics=lambda values, step: calls["mlflow"].append(("metrics", step, values)),
-                     log_image=lambda image, key, step: calls["mlflow"].append(("image", key, step, image.shape)),
-                     end_run=lambda: calls["mlflow"].append(("end",)))
-    monkeypatch.setitem(sys.modules, "wandb", wandb)
-    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    out = tmp_path / "run"
-    argv = ["train", "--out", str(out), "--snap", "1", "--logger", "tensorboard,wandb,mlflow", *RING]
-    assert main([*argv, "--steps", "4"]) == 0
-    stats = _records(out / "stats.jsonl")
-    expected = {round(r["kimg"] * 1000): stat_scalars(r) for r in stats}
-    (_, init), *logged, finish = calls["wandb"]
-    run_id = (out / "wandb-id.txt").read_text()
-    assert init["mode"] == "offline" and init["dir"] == str(out) and init["id"] == run_id and \
-        init["resume"] == "allow" and init["name"] == "run" and init["config"]["config"]["batch_size"] == 32
-    assert {step: data for _, step, data in logged if "stats/loss_g" in data} == expected
-    assert [(step, data["samples"]) for _, step, data in logged if "samples" in data] == \
-        [(0, ("Image", (512, 512, 3))), (64, ("Image", (512, 512, 3))), (128, ("Image", (512, 512, 3)))]
-    assert finish == ("finish",)
-    events = _events(out)
-    assert {e.step: e.value for e in events.Scalars("stats/loss_d")} == \
-        {step: pytest.approx(values["stats/loss_d"], rel=1e-6) for step, values in expected.items()}
-    assert calls["mlflow"][:3] == [("uri", f"file:{out}/mlruns"), ("experiment", "ganfast"),
-                                   ("start", {"run_name": "run"})]
-    params = calls["mlflow"][3]
-    assert params[0] == "params" and params[1]["config.batch_size"] == 32 and params[1]["run.dataset"] == "ring8"
-    assert {step: values for kind, step, values in
-            [c for c in calls["mlflow"] if c[0] == "metrics"]} == expected
-    assert [c[1:] for c in calls["mlflow"] if c[0] == "image" and c[1] == "samples"] == \
-        [("samples", 0, (512, 512, 3)), ("samples", 64, (512, 512, 3)), ("samples", 128, (512, 512, 3))]
-    assert (out / "mlflow-id.txt").read_text() == "run-1" and calls["mlflow"][-1] == ("end",)
-    calls["wandb"].clear()
-    calls["mlflow"].clear()
-    monkeypatch.setenv("WANDB_MODE", "online")
-    assert main(["train", "--out", str(out), "--resume", "--snap", "1", "--logger", "wandb,mlflow", *RING,
-                 "--steps", "6"]) == 0
-    init = calls["wandb"][0][1]
-    assert init["mode"] is None and init["id"] == run_id  # wandb reads $WANDB_MODE itself
-    assert [step for kind, step, *_ in calls["wandb"][1:-1] if kind == "log"] == [192, 192]  # stats, then samples
-    assert ("start", {"run_id": "run-1"}) in calls["mlflow"] and not [c for c in calls["mlflow"] if c[0] == "params"]
-
-
-def test_train_metrics_reach_tensorboard(tmp_path, one_thread):
+def test_metrics_reach_tensorboard_once_per_snapshot(tmp_path, capsys, monkeypatch, one_thread):
     """``ganfast train --metrics``: each metric-<name>.jsonl line is in the event files at its snapshot's nimg
-    (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall). Digits features: the built-in
-    classifier, trained once per test session."""
+    (fd: one result, metrics/fd100; pr: metrics/pr100/precision and /recall) and lists tensorboard. Then
+    ``ganfast metrics`` twice on the run's snapshot (both are named kimg 000000: the second remains): fd200 goes
+    to the run's loggers (tensorboard, from its checkpoint) the first time only, fd100 (logged by the training)
+    not again; the stats curves stay as they were; ``--logger`` chooses others, and without the package of the
+    run's logger it is a one-line error. Digits features: the built-in classifier, trained once per
+    test session."""
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--out", str(out), "--model", "dcgan", "--cbase", "4",
                  "--batch-size", "16", "--tick", "2", "--snap", "1", "--steps", "4", "--metrics", "fd100,pr100",
                  "--no-progress"]) == 0
     events = _events(out)
     lines = _records(out / "metric-fd100.jsonl") + _records(out / "metric-pr100.jsonl")
-    assert len(lines) == 4
+    assert len(lines) == 4 and all(line["loggers"] == ["tensorboard"] for line in lines)
     for line in lines:
         tags = metric_scalars(line)
         assert set(tags) == ({"metrics/fd100"} if line["metric"] == "fd100" else
@@ -239,3 +175,22 @@ def test_train_metrics_reach_tensorboard(tmp_path, one_thread):
         for tag, value in tags.items():
             assert [e.value for e in events.Scalars(tag) if e.step == round(line["kimg"] * 1000)] == \
                 [pytest.approx(value, rel=1e-6)], tag
+    stats = [(e.step, e.value) for e in events.Scalars("stats/loss_g")]
+    for _ in range(2):
+        assert main(["metrics", "--run", str(out), "--metrics", "fd100,fd200"]) == 0
+    fd100, fd200 = _records(out / "metric-fd100.jsonl"), _records(out / "metric-fd200.jsonl")
+    assert [(line["kimg"], line["loggers"]) for line in fd100] == \
+        [(0.032, ["tensorboard"]), (0.064, ["tensorboard"]), (0.064, []), (0.064, [])]
+    assert [(line["kimg"], line["loggers"]) for line in fd200] == [(0.064, ["tensorboard"]), (0.064, [])]
+    events = _events(out)
+    for tag, first in (("metrics/fd100", fd100[:2]), ("metrics/fd200", fd200[:1])):
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == \
+            [(round(line["kimg"] * 1000), pytest.approx(line["results"]["fd"], rel=1e-6)) for line in first], tag
+    assert [(e.step, e.value) for e in events.Scalars("stats/loss_g")] == stats
+    assert main(["metrics", "--run", str(out), "--metrics", "fd200", "--logger", "none"]) == 0
+    assert _records(out / "metric-fd200.jsonl")[-1]["loggers"] == []
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # the run's logger is gone: a one-line error first
+    capsys.readouterr()
+    err = _error(capsys, ["metrics", "--run", str(out), "--metrics", "fd200"])
+    assert "the 'tensorboard' package is not installed" in err and "trained with --logger tensorboard" in err
+    assert len(_records(out / "metric-fd200.jsonl")) == 3

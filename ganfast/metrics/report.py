@@ -31,6 +31,7 @@ import json
 import os
 import re
 import time
+from typing import Callable
 
 import torch
 
@@ -204,13 +205,17 @@ def _modes_metric(name: str, count: int, G: torch.nn.Module, dataset, seed: int,
 
 def evaluate_snapshot(path: str, names: list[str], data: str | None = None, inception: str | None = None,
                       device="cpu", cache: dict | None = None, vgg16: str | None = None,
-                      mode: str | None = None, lpips: str | None = None) -> list[dict]:
+                      mode: str | None = None, lpips: str | None = None,
+                      log: Callable[[dict, list[dict]], list[str]] | None = None) -> list[dict]:
     """Computes ``names`` for the generator (G_ema) of a snapshot or checkpoint file and appends each result to
     ``metric-<name>.jsonl`` beside it; ``data`` replaces the run's own data set; ``mode``: how images reach the
     detectors (:mod:`ganfast.metrics.detectors`); ``lpips``: ``ppl2_wend``'s network file
-    (:func:`ganfast.metrics.ppl.lpips_file`). Returns the records."""
+    (:func:`ganfast.metrics.ppl.lpips_file`). ``log(record, earlier_lines)``, called before a line is written,
+    sends the record to loggers and returns their names, kept in the line as ``loggers``
+    (:func:`ganfast.train.loggers.log_metric`). Returns the records."""
     from ..data import load_dataset
     from ..checkpoint import checkpoint_extra, load_generator
+    from ..train.run_report import read_jsonl
     extra = checkpoint_extra(path)
     run = extra.get("run") or {}
     data = data or run.get("dataset")
@@ -236,7 +241,10 @@ def evaluate_snapshot(path: str, names: list[str], data: str | None = None, ince
                                    lpips=perceptual),
                   "seconds": 0.0, "time": time.time()}
         record["seconds"] = time.perf_counter() - started
-        with open(os.path.join(os.path.dirname(os.path.abspath(path)), f"metric-{name}.jsonl"), "a") as f:
+        lines = os.path.join(os.path.dirname(os.path.abspath(path)), f"metric-{name}.jsonl")
+        if log is not None:
+            record["loggers"] = log(record, read_jsonl(lines) if os.path.isfile(lines) else [])
+        with open(lines, "a") as f:
             f.write(json.dumps(record) + "\n")
         records.append(record)
     return records
@@ -254,17 +262,18 @@ def _lpips_network(names: list[str], lpips: str | None, vgg16: str | None, devic
 
 
 def snapshot_metrics_hook(names: list[str], inception: str | None = None, device="cpu", vgg16: str | None = None,
-                          lpips: str | None = None):
+                          lpips: str | None = None, loggers: tuple[str, ...] = ()):
     """A ``Trainer`` ``snapshot_hook``: :func:`evaluate_snapshot` on each network snapshot (data set and real
-    features loaded once), its results printed and its records returned (the trainer's loggers take them). The
-    LPIPS file of ``ppl2_wend`` is read now, so a bad one fails before training."""
+    features loaded once), its results printed and its records returned: the trainer sends them to its
+    ``loggers``, which each line lists. The LPIPS file of ``ppl2_wend`` is read now, so a bad one fails before
+    training."""
     cache: dict = {}
     names = [n for n in names if parse_metric(n)]
     _lpips_network(names, lpips, vgg16, device, cache)
 
     def hook(path: str) -> list[dict]:
         records = evaluate_snapshot(path, names, inception=inception, device=device, cache=cache, vgg16=vgg16,
-                                    lpips=lpips)
+                                    lpips=lpips, log=lambda record, earlier: list(loggers))
         for record in records:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in record["results"].items() if isinstance(v, (int, float)))
             rate = record.get("fake_images_per_second")

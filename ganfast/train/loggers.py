@@ -9,9 +9,15 @@ one-line ValueError.
 
 Resume: a run continued from its checkpoint at ``nimg = N`` opens its backends with ``resume_step = N``.
 TensorBoard's writer then marks the event files so that its reader drops every event past N that the
-interrupted process wrote (``purge_step``): the curves continue without duplicates. W&B and MLflow reopen the
-same run (its id is kept in ``wandb-id.txt`` / ``mlflow-id.txt``); W&B ignores steps below its last one and
-MLflow keeps every value logged, so points the interrupted process logged after its checkpoint stay there.
+interrupted process wrote (``purge_step``): the curves continue without duplicates. W&B and MLflow cannot drop
+points; they reopen the same run (its id is kept in ``wandb-id.txt`` / ``mlflow-id.txt``) and the highest step
+the training sent each of them is kept in ``logger-steps.json``: a resumed run sends them only steps above it,
+so the points the interrupted process logged after its checkpoint stay, once.
+
+Metrics computed afterwards (``ganfast metrics``) reach the backends with ``resume_step = None``: points added
+at their snapshot's step, nothing purged. Each ``metric-<name>.jsonl`` line lists the backends that were sent
+its results (``loggers``); a result goes to a backend only if no earlier line of the same snapshot lists it
+(:func:`log_metric`), so recomputing a metric adds no second point.
 """
 from __future__ import annotations
 
@@ -78,7 +84,10 @@ def metric_scalars(record: dict) -> dict[str, float]:
 
 
 class Logger:
-    """What every backend implements; ``step`` is the number of real images shown so far."""
+    """What every backend implements; ``step`` is the number of real images shown so far. ``keeps_points``: the
+    backend cannot drop points logged before (W&B, MLflow), so a resumed run must not send their steps again."""
+    name = ""
+    keeps_points = True
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         raise NotImplementedError
@@ -93,13 +102,16 @@ class Logger:
 
 class TensorBoardLogger(Logger):
     """Event files (``events.out.tfevents.*``) in the run folder; the run's configuration as text at the start."""
+    name, keeps_points = "tensorboard", False
 
-    def __init__(self, run_dir: str, resume_step: int, config: dict):
+    def __init__(self, run_dir: str, resume_step: int | None, config: dict):
         from torch.utils.tensorboard import SummaryWriter
         # Resumed at N: the reader drops the events of steps > N written before (those at N preceded the
         # checkpoint). From step 0: all earlier events of the folder are dropped (a run restarted afresh).
-        self.writer = SummaryWriter(log_dir=run_dir, purge_step=resume_step + 1 if resume_step else 0)
-        if not resume_step:
+        # None: points added to the curves, nothing dropped.
+        purge = None if resume_step is None else resume_step + 1 if resume_step else 0
+        self.writer = SummaryWriter(log_dir=run_dir, purge_step=purge)
+        if resume_step == 0:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
         self.writer.flush()
 
@@ -131,9 +143,12 @@ def _store_id(path: str, run_id: str) -> str:
 
 class WandbLogger(Logger):
     """A W&B run in ``<run folder>/wandb``, offline unless ``$WANDB_MODE`` says otherwise; project
-    ``$WANDB_PROJECT`` or ``ganfast``; the run folder's name as the run's name."""
+    ``$WANDB_PROJECT`` or ``ganfast``; the run folder's name as the run's name. Every value is logged with
+    ``nimg`` as its x axis (``define_metric``), not as W&B's own step, which only grows: metrics computed
+    afterwards land at their snapshot's ``nimg``."""
+    name = "wandb"
 
-    def __init__(self, run_dir: str, resume_step: int, config: dict):
+    def __init__(self, run_dir: str, resume_step: int | None, config: dict):
         import wandb
         self.wandb = wandb
         id_file = os.path.join(run_dir, "wandb-id.txt")
@@ -142,12 +157,14 @@ class WandbLogger(Logger):
                               name=os.path.basename(os.path.abspath(run_dir)),
                               project=os.environ.get("WANDB_PROJECT", "ganfast"),
                               mode=None if os.environ.get("WANDB_MODE") else "offline")
+        self.run.define_metric("nimg")
+        self.run.define_metric("*", step_metric="nimg")
 
     def scalars(self, values, step):
-        self.run.log(dict(values), step=step)
+        self.run.log({**values, "nimg": step})
 
     def image(self, tag, image, step):
-        self.run.log({tag: self.wandb.Image(image)}, step=step)
+        self.run.log({tag: self.wandb.Image(image), "nimg": step})
 
     def close(self):
         self.run.finish()
@@ -155,13 +172,18 @@ class WandbLogger(Logger):
 
 class MLflowLogger(Logger):
     """An MLflow run in ``<run folder>/mlruns`` (or ``$MLFLOW_TRACKING_URI``), experiment
-    ``$MLFLOW_EXPERIMENT_NAME`` or ``ganfast``; the configuration as parameters (flattened with dots)."""
+    ``$MLFLOW_EXPERIMENT_NAME`` or ``ganfast``; the configuration as parameters (flattened with dots). MLflow 3
+    refuses a folder store unless ``$MLFLOW_ALLOW_FILE_STORE`` is true: it is set for the default one."""
+    name = "mlflow"
 
-    def __init__(self, run_dir: str, resume_step: int, config: dict):
+    def __init__(self, run_dir: str, resume_step: int | None, config: dict):
         import mlflow
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")
-                                or "file:" + os.path.join(os.path.abspath(run_dir), "mlruns"))
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = "file:" + os.path.join(os.path.abspath(run_dir), "mlruns")
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "ganfast"))
         id_file = os.path.join(run_dir, "mlflow-id.txt")
         run_id = _stored_id(id_file)
@@ -192,22 +214,40 @@ def _flat(config: dict, prefix: str = "") -> dict:
     return out
 
 
-_CLASSES = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger, "mlflow": MLflowLogger}
+_CLASSES = {cls.name: cls for cls in (TensorBoardLogger, WandbLogger, MLflowLogger)}
+STEPS_FILE = "logger-steps.json"
 
 
 class Loggers(Logger):
-    """The backends of a run, each given everything."""
+    """The backends of a run, each given everything. ``steps_file``: training's bookkeeping (``logger-steps.json``,
+    the highest step sent to each backend that keeps points), read when opened; such a backend is not sent a
+    step at or below its stored one (a resumed run's ticks the interrupted process logged already). None: no
+    bookkeeping (metrics added afterwards)."""
 
-    def __init__(self, backends: list[Logger]):
-        self.backends = backends
+    def __init__(self, backends: list[Logger], steps_file: str | None = None):
+        self.backends, self.steps_file = backends, steps_file
+        self.sent: dict[str, int] = {}
+        if steps_file and os.path.isfile(steps_file):
+            with open(steps_file) as f:
+                self.sent = json.load(f)
+        self.floor = {b.name: self.sent.get(b.name, -1) for b in backends}
+
+    def _each(self, step: int):
+        """The backends that take ``step``; the bookkeeping notes it."""
+        takers = [b for b in self.backends if step > self.floor[b.name]]
+        noted = [b.name for b in takers if b.keeps_points and step > self.sent.get(b.name, -1)]
+        if self.steps_file and noted:
+            self.sent.update(dict.fromkeys(noted, step))
+            atomic_write(self.steps_file, lambda f: f.write(json.dumps(self.sent).encode()))
+        return takers
 
     def scalars(self, values, step):
         if values:
-            for backend in self.backends:
+            for backend in self._each(step):
                 backend.scalars(values, step)
 
     def image(self, tag, image, step):
-        for backend in self.backends:
+        for backend in self._each(step):
             backend.image(tag, image, step)
 
     def close(self):
@@ -221,20 +261,34 @@ def check_loggers(names: list[str]) -> None:
         if name not in _CLASSES:
             raise ValueError(f"loggers: {name!r} is not one of {', '.join(BACKENDS)}")
         if importlib.util.find_spec(name) is None:
-            extra = ' (pip install "ganfast[tb]")' if name == "tensorboard" else ""
-            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {name}{extra}, "
+            install = {"tensorboard": 'tensorboard (pip install "ganfast[tb]")',
+                       "mlflow": "mlflow-skinny (or mlflow)"}.get(name, name)
+            raise ValueError(f"--logger {name}: the {name!r} package is not installed: pip install {install}, "
                              f"or leave {name} out")
 
 
-def open_loggers(names: list[str], run_dir: str, resume_step: int = 0, config: dict | None = None) -> Loggers:
+def open_loggers(names: list[str], run_dir: str, resume_step: int | None = 0, config: dict | None = None) -> Loggers:
     """The backends ``names`` for the run in ``run_dir``, continuing at ``resume_step`` images (0: a run from
-    its start); ``config`` is shown (TensorBoard text, W&B config, MLflow parameters) for a run from its start."""
+    its start; None: points added afterwards, see :func:`log_metric`); ``config`` is shown (TensorBoard text,
+    W&B config, MLflow parameters) for a run from its start."""
     check_loggers(names)
-    opened = Loggers([])
+    backends: list[Logger] = []
     try:
         for name in names:
-            opened.backends.append(_CLASSES[name](run_dir, resume_step, config or {}))
+            backends.append(_CLASSES[name](run_dir, resume_step, config or {}))
     except BaseException:  # those already open are closed (their files flushed) before the error goes on
-        opened.close()
+        Loggers(backends).close()
         raise
-    return opened
+    return Loggers(backends, None if resume_step is None else os.path.join(run_dir, STEPS_FILE))
+
+
+def log_metric(loggers: Loggers, record: dict, earlier: list[dict]) -> list[str]:
+    """Sends a ``metric-<name>.jsonl`` record's results at its snapshot's step (``kimg`` × 1000) to each backend
+    of ``loggers`` that no line of ``earlier`` (the file's lines so far) of the same snapshot lists under
+    ``loggers``; returns the names of those it went to (the new line's ``loggers``)."""
+    done = {name for line in earlier if line.get("kimg") == record["kimg"] for name in line.get("loggers", ())}
+    takers = [b for b in loggers.backends if b.name not in done]
+    values = metric_scalars(record)
+    for backend in takers:
+        backend.scalars(values, round(record["kimg"] * 1000))
+    return [b.name for b in takers]

@@ -227,7 +227,8 @@ class Trainer:
     ``snapshot_hook(path)`` runs after each network snapshot (``ganfast train --metrics``); the metric records it
     returns (``metric-<name>.jsonl`` lines), if any, go to the loggers. ``loggers``: backend names of
     :mod:`ganfast.train.loggers` (``"tensorboard"``, ``"wandb"``, ``"mlflow"``) that rank 0 sends every
-    ``stats.jsonl`` scalar, metric result and sample grid to while :meth:`train` runs. ``threads``: torch
+    ``stats.jsonl`` scalar, metric result and sample grid to while :meth:`train` runs (kept in checkpoints and
+    snapshots: ``ganfast metrics`` sends its results to them too). ``threads``: torch
     CPU threads, as :func:`set_threads` (1 on the CPU unless given). ``run`` is the run's definition as
     ``ganfast train`` built it, stored in the checkpoint for ``--resume``.
 
@@ -604,6 +605,7 @@ class Trainer:
         return {"step": self.step, "nimg": self.nimg, "tick": self.tick, "best_diversity": self.best_diversity,
                 "best_recall": self.best_recall, "data_order": self.order.state_dict(),
                 "config": dataclasses.asdict(self.config), "world_size": self.world_size, "run": self.run,
+                "loggers": self.logger_names,
                 "labels": label_space(self.dataset) if self.c_dim else None,
                 "models": {"G": model_spec(self.G), "D": model_spec(self.D)},
                 "ada": None if self.ada is None else self.ada.state_dict()}
