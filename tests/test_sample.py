@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -142,24 +143,40 @@ def test_batch_size_does_not_change_the_images():
 
 
 
-def test_no_image_comes_from_the_first_forward():
-    """A generator whose first forward rounds differently (as a process's first forward may: README,
-    "Determinism") still samples the images of its later forwards: a batch-1 forward runs first, discarded."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_no_image_comes_from_the_first_forward(threads):
+    """A generator whose first forward in each thread rounds differently (as a process's first forward may:
+    README, "Determinism") still samples the images of its later forwards: every thread that runs G (the caller's
+    at 1 torch thread; each slice thread at 2) runs a discarded batch-1 forward first."""
     class FirstForwardOff(TinyG):
         def __init__(self):
             super().__init__()
-            self.batches = []
+            self.calls = []  # (thread, batch)
 
         def forward(self, z, truncation_psi=1.0, noise_mode="const"):
-            self.batches.append(len(z))
+            first = threading.get_ident() not in {t for t, _ in self.calls}
+            self.calls.append((threading.get_ident(), len(z)))
             images = super().forward(z, truncation_psi, noise_mode)
-            return images + 0.02 if len(self.batches) == 1 else images  # 2.55 pixel levels
+            return images + 0.02 if first else images  # 2.55 pixel levels
 
-    G = FirstForwardOff()
-    _, first = _all_images(ganfast.sample(G, range(6), batch_size=4))
-    _, later = _all_images(ganfast.sample(G, range(6), batch_size=4))
+    G, saved = FirstForwardOff(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _, first = _all_images(ganfast.sample(G, range(6), batch_size=4))
+        _, later = _all_images(ganfast.sample(G, range(6), batch_size=4))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(saved)
     np.testing.assert_array_equal(first, later)
-    assert G.batches == [1, 4, 2] * 2
+    np.testing.assert_array_equal(first, _all_images(ganfast.sample(TinyG(), range(6), batch_size=4))[1])
+    firsts = {}
+    for thread, batch in G.calls:
+        firsts.setdefault(thread, batch)
+    assert set(firsts.values()) == {1}
+    if threads == 1:
+        assert [b for _, b in G.calls] == [1, 4, 2] * 2
+    else:  # slices of 2 and 1 in threads other than the caller's
+        assert threading.get_ident() not in firsts and sorted(b for _, b in G.calls if b > 1) == [2, 2] * 2
 
 
 def test_reproducible_algorithms_on_cuda_only_and_restored():
@@ -277,7 +294,7 @@ def test_rerun_after_failure_finishes_the_rest(tmp_path):
 
         def forward(self, z, truncation_psi=1.0, noise_mode="const"):
             FailingG.calls += 1
-            if FailingG.calls == 4:
+            if FailingG.calls == 8:
                 raise RuntimeError("simulated crash")
             return super().forward(z, truncation_psi, noise_mode)
 
