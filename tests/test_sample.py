@@ -179,6 +179,58 @@ def test_no_image_comes_from_the_first_forward(threads):
         assert threading.get_ident() not in firsts and sorted(b for _, b in G.calls if b > 1) == [2, 2] * 2
 
 
+def _at_threads(threads, fn):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_threads_run_slices_with_the_same_bits():
+    """At 2 or 3 torch threads a CPU batch runs as slices on as many Python threads with one torch thread each:
+    the same bytes as at 1 thread (a folded DCGAN; a StyleGAN2 with per-seed random layer noise, drawn in the
+    slice threads), in seed order; the caller's ``use_impl`` reaches the slices; afterwards the caller and threads
+    started later have the thread count from before."""
+    from ganfast.models import StyleGAN2Generator
+    dcgan = _dcgan_with_running_stats().eval()
+    torch.manual_seed(1)
+    stylegan = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=16, channel_max=8, mapping_layers=1)
+    with torch.no_grad():
+        for p in stylegan.parameters():
+            p.add_(torch.randn_like(p), alpha=0.3)  # noise strengths not 0
+    for G, kw in ((dcgan, {}), (stylegan, {"noise_mode": "random"})):
+        want = _at_threads(1, lambda: _all_images(ganfast.sample(G, range(11), batch_size=4, **kw)))
+        for threads in (2, 3):
+            seeds, images = _at_threads(threads, lambda: _all_images(ganfast.sample(G, range(11), batch_size=4, **kw)))
+            np.testing.assert_array_equal(seeds, want[0])
+            np.testing.assert_array_equal(images, want[1])
+
+    class ImplSpy(TinyG):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            from ganfast._dispatch import _override
+            self.calls.append((threading.get_ident(), _override.get(), torch.get_num_threads()))
+            return super().forward(z, truncation_psi, noise_mode)
+
+    G, later = ImplSpy(), []
+
+    def run():
+        with ganfast.use_impl("ref"):
+            _all_images(ganfast.sample(G, range(9), batch_size=4))
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return torch.get_num_threads()
+    assert _at_threads(2, run) == 2 and later == [2]
+    assert {(impl, n) for _, impl, n in G.calls} == {("ref", 1)}
+    assert threading.get_ident() not in {t for t, _, _ in G.calls}
+
+
 def test_reproducible_algorithms_on_cuda_only_and_restored():
     """While G runs on CUDA: cuDNN benchmark off, deterministic algorithms on (warn-only unless already strict),
     no NaN fill; the settings before are restored; on other devices nothing changes."""
