@@ -34,13 +34,14 @@ shards is one of the folder's settings.
 with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
 Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad
-(on a CPU as :func:`inference_model`: batch norms folded, channels_last; optionally autocast to bf16/fp16 and
-torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC on the device and copied
-into pinned host memory asynchronously while the next batch is generated (on a GPU the host prepares batch i+1
-while the device runs batch i); a pool of threads encodes and writes the files, so the device does not wait on the
-disk. On a CPU the host's share (latents, class draws, noise generators, made only for ``noise_mode="random"``:
-about 2 ms per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured).
-"""
+(on a CPU as :func:`inference_model`: batch norms folded, channels_last; with more than one torch thread, each
+batch as one slice per thread on Python threads of one torch thread each, see :func:`_sliced_images`; optionally
+autocast to bf16/fp16 and torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC
+on the device and copied into pinned host memory asynchronously while the next batch is generated (on a GPU the
+host prepares batch i+1 while the device runs batch i); a pool of threads encodes and writes the files, so the
+device does not wait on the disk. On a CPU the host's share (latents, class draws, noise generators, made only
+for ``noise_mode="random"``: about 2 ms per batch of 256) is too small for a separate producer thread to gain
+anything on two cores (measured)."""
 from __future__ import annotations
 
 import contextlib
@@ -228,10 +229,13 @@ class SampleOptions:
 
 # Defaults chosen by measurement (benchmarks/cpu_table.py; DCGAN 32 px on a busy 2-core CPU, interleaved rounds):
 # batch 256 gave 2.1x the images/s of batch 64 (512 another 1.4x, but activation memory grows with the batch for
-# larger generators); torch.compile gave 1.8x at batch 256 but took 40-75 s to compile, which a run recovers only
-# after about 27,000 images. Not measured on a GPU: there the batch stays 64 and compile is asked for explicitly.
+# larger generators). torch.compile is off unless asked for: on the CPU the compiled model was slower than the eager
+# one for the default DCGAN (16 px, batch 256, 1 thread: 31.5 against 26.9 ms of thread CPU time per batch; at 2
+# threads 2.5x the eager slices' time, under load 5-7) and took 46-54 s to compile (4 s from a warm cache); for the
+# default StyleGAN2 (16 px) it was 15% faster at 1 thread after 20-23 s of compiling, which a run recovers only
+# after about 250,000 images, and 2.6x slower than the eager slices at 2 threads (load 7). Not measured on a GPU:
+# there the batch stays 64 and compile is asked for explicitly.
 _DEFAULT_BATCH = {"cpu": 256}
-_COMPILE_MIN_IMAGES = {"cpu": 32768}
 
 
 def batch_size_for(G: torch.nn.Module, batch_size: int | None) -> int:
@@ -241,11 +245,6 @@ def batch_size_for(G: torch.nn.Module, batch_size: int | None) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     return batch_size
-
-
-def _auto_compile(G: torch.nn.Module, n_images: int) -> bool:
-    device = next(G.parameters(), torch.empty(0)).device
-    return n_images >= _COMPILE_MIN_IMAGES.get(device.type, math.inf)
 
 
 def _check_cuda_graph(cuda_graph: bool | None, device: torch.device, noise_mode: str | None) -> bool:
@@ -272,9 +271,9 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
 
     ``c`` for a conditional G (``c_dim`` > 0, one-hot class labels): a class index, ``"all"`` or None (a class
     per seed drawn from ``class_counts``, default ``G.class_counts`` (from its checkpoint), else uniform), or a
-    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` None:
-    ``torch.compile`` G on a CPU for runs of 32768 images or more (where the compile time pays off), else not; a
-    generator that fails to compile runs eagerly (with a warning). ``cuda_graph`` None: on a CUDA device, G's
+    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` (None:
+    off, measured above ``_DEFAULT_BATCH``): ``torch.compile`` G; a generator that fails to compile runs eagerly
+    (with a warning). ``cuda_graph`` None: on a CUDA device, G's
     forward is captured once into a CUDA graph and replayed for every batch (not with ``noise_mode="random"``); a
     capture that fails, or a replay that does not reproduce the eager images, leaves G eager (with a warning)."""
     z_dim = getattr(G, "z_dim", None)
@@ -288,8 +287,7 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
     dtype = DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if compile is None:
-        compile = _auto_compile(G, num_seeds or 0)
+    compile = False if compile is None else compile
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
     params = inspect.signature(G.forward).parameters

@@ -281,12 +281,12 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 
 
 def test_sampling_defaults():
-    """batch 256 and, below 32768 images, no compile on a CPU (measured: see ganfast.sampling)."""
+    """batch 256 and no compile on a CPU (measured: see ganfast.sampling)."""
     from ganfast import sampling
     assert sampling.batch_size_for(TinyG(), None) == 256 and sampling.batch_size_for(TinyG(), 3) == 3
     with pytest.raises(ValueError, match="batch_size"):
         sampling.batch_size_for(TinyG(), 0)
-    assert not sampling._auto_compile(TinyG(), 32767) and sampling._auto_compile(TinyG(), 32768)
+    assert not sampling.sample_options(TinyG(), num_seeds=10 ** 6).compile
 
 
 def test_truncation_is_passed_and_checked():
