@@ -412,11 +412,12 @@ def _images(run, seeds: list[int], labels: np.ndarray | None, options: SampleOpt
 def _sliced_images(run, chunks: list, options: SampleOptions, autocast: dict, threads: int) -> Iterator[torch.Tensor]:
     """The uint8 images of each (seeds, labels) chunk on a CPU with ``threads`` > 1 torch threads: each chunk is
     cut into ``threads`` contiguous slices, run by as many Python threads with one torch thread each (torch's ops
-    release the GIL) and joined in order; the next chunk's slices are queued while a chunk is joined. A small
-    generator's ops are too short for torch's intra-op threads, which meet at a barrier after every op: the default
-    DCGAN (16 px, batch 256) took about 1.9x its 1-thread time at 2 threads that way. A seed's image does not depend
-    on its batch or the thread count (README, "Determinism"), so the slices give the same bits; each thread runs a
-    discarded batch-1 forward first, as the calling thread did. Each slice runs in a copy of the caller's context
+    release the GIL) and joined in order; the next chunk's slices are queued while a chunk is joined. torch's
+    intra-op threads meet at a barrier after every op, which a small generator's short ops pay often and one
+    descheduled thread stalls: 2,048 images of the default DCGAN (16 px, batch 256, 2 threads, load 4-6) took
+    834-1825 ms that way and 503-751 ms as slices. A seed's image does not depend on its batch or the thread count
+    (README, "Determinism"), so the slices give the same bits; each thread runs a discarded batch-1 forward first,
+    as the calling thread does without slices. Each slice runs in a copy of the caller's context
     (``ganfast.use_impl``, layer-noise generators). G's forward must not write module state (eval mode)."""
     local = threading.local()
 
