@@ -2,6 +2,7 @@
 
     python benchmarks/first_forward.py                       # 8 processes at 2 threads, then 8 at 1 thread
     python benchmarks/first_forward.py --processes 20 --threads 2 --batch 64
+    python benchmarks/first_forward.py --threads 0             # torch's default threads, set_num_threads not called
 
 Each child process builds the default DCGAN generator's layers as plain torch modules (nn.Linear, ConvTranspose2d,
 BatchNorm2d with non-trivial running statistics, ReLU, Conv2d, Tanh; eval mode, no ganfast), runs the same batch
@@ -23,7 +24,8 @@ from collections import Counter
 def child(threads: int, batch: int) -> dict:
     import torch
     from torch import nn
-    torch.set_num_threads(threads)
+    if threads:  # 0: torch's default, and MKL's dynamic threading stays on (torch.set_num_threads turns it off)
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     width = 128  # DCGANGenerator(): z_dim 64, 16 px, 1 channel, base_channels 64
     layers = nn.Sequential(nn.Linear(64, width * 16), nn.Unflatten(1, (width, 4, 4)), nn.BatchNorm2d(width),
@@ -55,7 +57,7 @@ def child(threads: int, batch: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--processes", type=int, default=8)
-    p.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    p.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="0: torch's default")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema", help="which generator of the checkpoint")
     p.add_argument("--workers", type=POSITIVE_INT, default=4, help="threads encoding and writing files")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile the generator (default: on a CPU for 32768 images or more)")
+                   help="torch.compile the generator (default: off; measured slower on a CPU, see the README)")
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction,
                    help="replay the generator from a CUDA graph (default: on a GPU, unless --noise-mode random)")
     p.add_argument("--device", default=None, help="default: cuda if available (torchrun: the rank's GPU), else cpu")

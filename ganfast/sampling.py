@@ -34,16 +34,18 @@ shards is one of the folder's settings.
 with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
 Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad
-(on a CPU as :func:`inference_model`: batch norms folded, channels_last; optionally autocast to bf16/fp16 and
-torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC on the device and copied
-into pinned host memory asynchronously while the next batch is generated (on a GPU the host prepares batch i+1
-while the device runs batch i); a pool of threads encodes and writes the files, so the device does not wait on the
-disk. On a CPU the host's share (latents, class draws, noise generators, made only for ``noise_mode="random"``:
-about 2 ms per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured).
-"""
+(on a CPU as :func:`inference_model`: batch norms folded, channels_last; with more than one torch thread, each
+batch as one slice per thread on Python threads of one torch thread each, see :func:`_sliced_images`; optionally
+autocast to bf16/fp16 and torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC
+on the device and copied into pinned host memory asynchronously while the next batch is generated (on a GPU the
+host prepares batch i+1 while the device runs batch i); a pool of threads encodes and writes the files, so the
+device does not wait on the disk. On a CPU the host's share (latents, class draws, noise generators, made only
+for ``noise_mode="random"``: about 2 ms per batch of 256) is too small for a separate producer thread to gain
+anything on two cores (measured)."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import hashlib
 import inspect
@@ -52,6 +54,7 @@ import json
 import math
 import os
 import tarfile
+import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -226,10 +229,13 @@ class SampleOptions:
 
 # Defaults chosen by measurement (benchmarks/cpu_table.py; DCGAN 32 px on a busy 2-core CPU, interleaved rounds):
 # batch 256 gave 2.1x the images/s of batch 64 (512 another 1.4x, but activation memory grows with the batch for
-# larger generators); torch.compile gave 1.8x at batch 256 but took 40-75 s to compile, which a run recovers only
-# after about 27,000 images. Not measured on a GPU: there the batch stays 64 and compile is asked for explicitly.
+# larger generators). torch.compile is off unless asked for: on the CPU the compiled model was slower than the eager
+# one for the default DCGAN (16 px, batch 256, 1 thread: 31.5 against 26.9 ms of thread CPU time per batch; at 2
+# threads 2.5x the eager slices' time, under load 5-7) and took 46-54 s to compile (4 s from a warm cache); for the
+# default StyleGAN2 (16 px) it was 15% faster at 1 thread after 20-23 s of compiling, which a run recovers only
+# after about 250,000 images, and 2.6x slower than the eager slices at 2 threads (load 7). Not measured on a GPU:
+# there the batch stays 64 and compile is asked for explicitly.
 _DEFAULT_BATCH = {"cpu": 256}
-_COMPILE_MIN_IMAGES = {"cpu": 32768}
 
 
 def batch_size_for(G: torch.nn.Module, batch_size: int | None) -> int:
@@ -239,11 +245,6 @@ def batch_size_for(G: torch.nn.Module, batch_size: int | None) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     return batch_size
-
-
-def _auto_compile(G: torch.nn.Module, n_images: int) -> bool:
-    device = next(G.parameters(), torch.empty(0)).device
-    return n_images >= _COMPILE_MIN_IMAGES.get(device.type, math.inf)
 
 
 def _check_cuda_graph(cuda_graph: bool | None, device: torch.device, noise_mode: str | None) -> bool:
@@ -270,9 +271,9 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
 
     ``c`` for a conditional G (``c_dim`` > 0, one-hot class labels): a class index, ``"all"`` or None (a class
     per seed drawn from ``class_counts``, default ``G.class_counts`` (from its checkpoint), else uniform), or a
-    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` None:
-    ``torch.compile`` G on a CPU for runs of 32768 images or more (where the compile time pays off), else not; a
-    generator that fails to compile runs eagerly (with a warning). ``cuda_graph`` None: on a CUDA device, G's
+    float tensor (num_seeds, c_dim) of labels. An unconditional G takes only None. ``compile`` (None:
+    off, measured above ``_DEFAULT_BATCH``): ``torch.compile`` G; a generator that fails to compile runs eagerly
+    (with a warning). ``cuda_graph`` None: on a CUDA device, G's
     forward is captured once into a CUDA graph and replayed for every batch (not with ``noise_mode="random"``); a
     capture that fails, or a replay that does not reproduce the eager images, leaves G eager (with a warning)."""
     z_dim = getattr(G, "z_dim", None)
@@ -286,8 +287,7 @@ def sample_options(G: torch.nn.Module, truncation_psi: float = 1.0, noise_mode: 
     dtype = DTYPES.get(dtype, dtype) if dtype is not None else torch.float32
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if compile is None:
-        compile = _auto_compile(G, num_seeds or 0)
+    compile = False if compile is None else compile
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
     params = inspect.signature(G.forward).parameters
@@ -373,17 +373,18 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
     dtype = options.dtype
     autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32,
                     cache_enabled=not options.cuda_graph)  # a graph must not capture autocast's weight cache
+    chunks = [(seeds[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
+              for i in range(0, len(seeds), batch_size)]
+    threads = torch.get_num_threads()
+    sliced = device.type == "cpu" and not options.compile and threads > 1
+    batches = _sliced_images(run, chunks, options, autocast, threads) if sliced else \
+        (_images(run, chunk, chunk_labels, options, device, autocast) for chunk, chunk_labels in chunks)
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
-        if seeds:  # a process's first forward may round differently from later ones (README, "Determinism"):
-            _forward(model, seeds[:1], None if labels is None else labels[:1], options, device, autocast)  # discarded
-        for start in range(0, len(seeds), batch_size):
-            chunk = seeds[start:start + batch_size]
-            chunk_labels = None if labels is None else labels[start:start + batch_size]
-            images = _forward(run, chunk, chunk_labels, options, device, autocast)
-            if images.ndim != 4:
-                raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
-            images = to_uint8_nhwc(images)
+        if seeds and not sliced:  # a process's first forward may round differently from later ones (README,
+            # "Determinism"): one is discarded (the sliced path discards one in each of its threads)
+            _forward(model, seeds[:1], None if labels is None else labels[:1], options, device, autocast)
+        for (chunk, chunk_labels), images in zip(chunks, batches):
             host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=on_gpu)
             host.copy_(images, non_blocking=on_gpu)
             event = torch.cuda.Event() if on_gpu else None
@@ -395,7 +396,55 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
         if pending is not None:
             yield _finish(*pending)
     finally:
+        batches.close()
         G.train(was_training)
+
+
+def _images(run, seeds: list[int], labels: np.ndarray | None, options: SampleOptions, device: torch.device,
+            autocast: dict) -> torch.Tensor:
+    """The uint8 NHWC images of ``seeds``, on the device."""
+    images = _forward(run, seeds, labels, options, device, autocast)
+    if images.ndim != 4:
+        raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
+    return to_uint8_nhwc(images)
+
+
+def _sliced_images(run, chunks: list, options: SampleOptions, autocast: dict, threads: int) -> Iterator[torch.Tensor]:
+    """The uint8 images of each (seeds, labels) chunk on a CPU with ``threads`` > 1 torch threads: each chunk is
+    cut into ``threads`` contiguous slices, run by as many Python threads with one torch thread each (torch's ops
+    release the GIL) and joined in order; the next chunk's slices are queued while a chunk is joined. torch's
+    intra-op threads meet at a barrier after every op, which a small generator's short ops pay often and one
+    descheduled thread stalls: 2,048 images of the default DCGAN (16 px, batch 256, 2 threads, load 4-6) took
+    834-1825 ms that way and 503-751 ms as slices. A seed's image does not depend on its batch or the thread count
+    (README, "Determinism"), so the slices give the same bits; each thread runs a discarded batch-1 forward first,
+    as the calling thread does without slices. Each slice runs in a copy of the caller's context
+    (``ganfast.use_impl``, layer-noise generators). G's forward must not write module state (eval mode)."""
+    local = threading.local()
+
+    def work(seeds: list[int], labels: np.ndarray | None) -> torch.Tensor:
+        if not getattr(local, "warm", False):
+            torch.set_num_threads(1)  # this thread's OpenMP team; also the default of threads started later
+            _forward(run, seeds[:1], None if labels is None else labels[:1], options, torch.device("cpu"), autocast)
+            local.warm = True
+        return _images(run, seeds, labels, options, torch.device("cpu"), autocast)
+
+    def submit(chunk: list[int], labels: np.ndarray | None) -> list[Future]:
+        cuts = [len(chunk) * i // threads for i in range(threads + 1)]
+        return [pool.submit(contextvars.copy_context().run, work, chunk[a:b], None if labels is None else labels[a:b])
+                for a, b in zip(cuts, cuts[1:]) if b > a]
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="ganfast-sample")
+    queued: list[list[Future]] = []
+    try:
+        for chunk, labels in chunks:
+            queued.append(submit(chunk, labels))
+            if len(queued) > 1:
+                yield torch.cat([f.result() for f in queued.pop(0)])
+        while queued:
+            yield torch.cat([f.result() for f in queued.pop(0)])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # torch's default for new threads, which the workers set to 1
 
 
 def _forward(run, seeds: list[int], labels: np.ndarray | None, options: SampleOptions, device: torch.device,
@@ -470,15 +519,16 @@ def inference_model(G: torch.nn.Module) -> torch.nn.Module:
 
 class _OneChannelConv(torch.nn.Module):
     """A stride-1 k×k Conv2d to one output channel with zero "same" padding p = k // 2, as one GEMM and k² shifted
-    adds: t[n, h, w, (i, j)] = Σ_c x[n, c, h, w]·W[c, i, j], y[n, h, w] = b + Σ_{i,j} t[n, h + i − p, w + j − p,
-    (i, j)] (t zero outside the image). oneDNN runs such a convolution far below its usual rate (DCGAN's 32→1
-    channel 3×3 output layer, 16 px, batch 256, 1 thread: 3.2 ms this way, 5.9 ms as a Conv2d)."""
+    adds: t[(i, j), n, h, w] = Σ_c W[c, i, j]·x[n, c, h, w], y[n, h, w] = b + Σ_{i,j} t[(i, j), n, h + i − p,
+    w + j − p] over the positions inside the image (zero padding adds nothing). t is tap-major, so each add reads
+    and writes rows of unit stride. oneDNN runs such a convolution far below its usual rate (DCGAN's 32→1 channel
+    3×3 output layer, 16 px, batch 256, 1 thread, thread CPU time: 1.0 ms this way, 5.9 ms as a Conv2d)."""
 
     def __init__(self, conv: torch.nn.Conv2d) -> None:
         super().__init__()
         self.k = conv.kernel_size[0]
         weight = conv.weight.detach()
-        self.taps = torch.nn.Parameter(weight[0].reshape(weight.shape[1], -1).clone(), requires_grad=False)
+        self.taps = torch.nn.Parameter(weight[0].reshape(weight.shape[1], -1).t().contiguous(), requires_grad=False)
         bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(1)
         self.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
 
@@ -492,12 +542,13 @@ class _OneChannelConv(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         k, p = self.k, self.k // 2
-        t = (x.permute(0, 2, 3, 1).reshape(-1, c) @ self.taps).reshape(n, h, w, k, k)
-        t = torch.nn.functional.pad(t, (0, 0, 0, 0, p, p, p, p))
+        t = (self.taps @ x.transpose(0, 1).reshape(c, -1)).reshape(k, k, n, h, w)  # a view for channels_last x
         y = self.bias.expand(n, h, w).clone()
         for i in range(k):
             for j in range(k):
-                y += t[:, i:i + h, j:j + w, i, j]
+                di, dj = i - p, j - p  # y[., a, b] += t[i, j, ., a + di, b + dj] where both lie inside
+                y[:, max(0, -di):h - max(0, di), max(0, -dj):w - max(0, dj)] += \
+                    t[i, j, :, max(0, di):h + min(0, di), max(0, dj):w + min(0, dj)]
         return y.unsqueeze(1)
 
 

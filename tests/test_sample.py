@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -142,24 +143,92 @@ def test_batch_size_does_not_change_the_images():
 
 
 
-def test_no_image_comes_from_the_first_forward():
-    """A generator whose first forward rounds differently (as a process's first forward may: README,
-    "Determinism") still samples the images of its later forwards: a batch-1 forward runs first, discarded."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_no_image_comes_from_the_first_forward(threads):
+    """A generator whose first forward in each thread rounds differently (as a process's first forward may:
+    README, "Determinism") still samples the images of its later forwards: every thread that runs G (the caller's
+    at 1 torch thread; each slice thread at 2) runs a discarded batch-1 forward first."""
     class FirstForwardOff(TinyG):
         def __init__(self):
             super().__init__()
-            self.batches = []
+            self.calls = []  # (thread, batch)
 
         def forward(self, z, truncation_psi=1.0, noise_mode="const"):
-            self.batches.append(len(z))
+            first = threading.get_ident() not in {t for t, _ in self.calls}
+            self.calls.append((threading.get_ident(), len(z)))
             images = super().forward(z, truncation_psi, noise_mode)
-            return images + 0.02 if len(self.batches) == 1 else images  # 2.55 pixel levels
+            return images + 0.02 if first else images  # 2.55 pixel levels
 
-    G = FirstForwardOff()
-    _, first = _all_images(ganfast.sample(G, range(6), batch_size=4))
-    _, later = _all_images(ganfast.sample(G, range(6), batch_size=4))
+    G, saved = FirstForwardOff(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _, first = _all_images(ganfast.sample(G, range(6), batch_size=4))
+        _, later = _all_images(ganfast.sample(G, range(6), batch_size=4))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(saved)
     np.testing.assert_array_equal(first, later)
-    assert G.batches == [1, 4, 2] * 2
+    np.testing.assert_array_equal(first, _all_images(ganfast.sample(TinyG(), range(6), batch_size=4))[1])
+    firsts = {}
+    for thread, batch in G.calls:
+        firsts.setdefault(thread, batch)
+    assert set(firsts.values()) == {1}
+    if threads == 1:
+        assert [b for _, b in G.calls] == [1, 4, 2] * 2
+    else:  # slices of 2 and 1 in threads other than the caller's
+        assert threading.get_ident() not in firsts and sorted(b for _, b in G.calls if b > 1) == [2, 2] * 2
+
+
+def _at_threads(threads, fn):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_threads_run_slices_with_the_same_bits():
+    """At 2 or 3 torch threads a CPU batch runs as slices on as many Python threads with one torch thread each:
+    the same bytes as at 1 thread (a folded DCGAN; a StyleGAN2 with per-seed random layer noise, drawn in the
+    slice threads), in seed order; the caller's ``use_impl`` reaches the slices; afterwards the caller and threads
+    started later have the thread count from before."""
+    from ganfast.models import StyleGAN2Generator
+    dcgan = _dcgan_with_running_stats().eval()
+    torch.manual_seed(1)
+    stylegan = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=16, channel_max=8, mapping_layers=1)
+    with torch.no_grad():
+        for p in stylegan.parameters():
+            p.add_(torch.randn_like(p), alpha=0.3)  # noise strengths not 0
+    for G, kw in ((dcgan, {}), (stylegan, {"noise_mode": "random"})):
+        want = _at_threads(1, lambda: _all_images(ganfast.sample(G, range(11), batch_size=4, **kw)))
+        for threads in (2, 3):
+            seeds, images = _at_threads(threads, lambda: _all_images(ganfast.sample(G, range(11), batch_size=4, **kw)))
+            np.testing.assert_array_equal(seeds, want[0])
+            np.testing.assert_array_equal(images, want[1])
+
+    class ImplSpy(TinyG):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, z, truncation_psi=1.0, noise_mode="const"):
+            from ganfast._dispatch import _override
+            self.calls.append((threading.get_ident(), _override.get(), torch.get_num_threads()))
+            return super().forward(z, truncation_psi, noise_mode)
+
+    G, later = ImplSpy(), []
+
+    def run():
+        with ganfast.use_impl("ref"):
+            _all_images(ganfast.sample(G, range(9), batch_size=4))
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return torch.get_num_threads()
+    assert _at_threads(2, run) == 2 and later == [2]
+    assert {(impl, n) for _, impl, n in G.calls} == {("ref", 1)}
+    assert threading.get_ident() not in {t for t, _, _ in G.calls}
 
 
 def test_reproducible_algorithms_on_cuda_only_and_restored():
@@ -212,12 +281,12 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 
 
 def test_sampling_defaults():
-    """batch 256 and, below 32768 images, no compile on a CPU (measured: see ganfast.sampling)."""
+    """batch 256 and no compile on a CPU (measured: see ganfast.sampling)."""
     from ganfast import sampling
     assert sampling.batch_size_for(TinyG(), None) == 256 and sampling.batch_size_for(TinyG(), 3) == 3
     with pytest.raises(ValueError, match="batch_size"):
         sampling.batch_size_for(TinyG(), 0)
-    assert not sampling._auto_compile(TinyG(), 32767) and sampling._auto_compile(TinyG(), 32768)
+    assert not sampling.sample_options(TinyG(), num_seeds=10 ** 6).compile
 
 
 def test_truncation_is_passed_and_checked():
@@ -277,7 +346,7 @@ def test_rerun_after_failure_finishes_the_rest(tmp_path):
 
         def forward(self, z, truncation_psi=1.0, noise_mode="const"):
             FailingG.calls += 1
-            if FailingG.calls == 4:
+            if FailingG.calls == 8:
                 raise RuntimeError("simulated crash")
             return super().forward(z, truncation_psi, noise_mode)
 
