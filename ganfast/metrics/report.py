@@ -101,11 +101,6 @@ def generated_images(G: torch.nn.Module, count: int, batch_size: int = 256):
         yield torch.from_numpy(b.images).permute(0, 3, 1, 2)
 
 
-# Overlapping generation with feature extraction on a CPU, measured (benchmarks/test_bench_metrics.py): see
-# README, "Feature extraction speed". On CUDA the producer's kernels go to a stream of their own.
-OVERLAP = {"cpu": False, "cuda": True}
-
-
 def produced_ahead(batches: Iterable, depth: int = 2, device=None, threads: int | None = None) -> Iterator:
     """The items of ``batches`` in order, produced by a thread that runs at most ``depth`` items ahead of the
     caller: torch ops release the GIL, so making item i+1 (a generator forward, uint8 quantisation) overlaps the
@@ -158,14 +153,15 @@ def produced_ahead(batches: Iterable, depth: int = 2, device=None, threads: int 
         thread.join()
 
 
-def extract_all(features, batches: Iterable, overlap: bool | None = None, device=None, split_threads: bool = False
+def extract_all(features, batches: Iterable, overlap: bool | None = None, device=None, split_threads: bool = True
                 ) -> tuple[torch.Tensor, float]:
     """``(features of every image, seconds)`` of uint8 ``(n, C, H, W)`` ``batches``, made on ``device``;
-    ``overlap``: batches are produced ahead by a thread (:func:`produced_ahead`); None: the measured default for
-    ``device`` (``OVERLAP``); ``split_threads``: the producer and the caller share the torch CPU threads (half
-    each, at least one) instead of having them each. The features are the same either way."""
+    ``overlap`` (None: on): batches are produced ahead by a thread (:func:`produced_ahead`); ``split_threads``:
+    the producer and the caller share the torch CPU threads (half each, at least one) instead of having them each.
+    The features are the same either way. Defaults measured on a CPU (benchmarks/test_bench_metrics.py, README
+    "Feature extraction speed"): overlapped with split threads was fastest at 2 threads and no slower at 1."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    overlap = OVERLAP.get(device.type, False) if overlap is None else overlap
+    overlap = True if overlap is None else overlap
     threads = torch.get_num_threads()
     producer = max(1, threads // 2) if overlap and split_threads else None
     started = time.perf_counter()
