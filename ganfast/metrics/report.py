@@ -18,8 +18,9 @@ features); any format :mod:`ganfast.metrics.detectors` reads, nothing downloaded
 ``kid`` and ``pr`` use the built-in digits classifier's features on the ``digits`` data set (on ``stacked-digits``:
 the features of each channel, concatenated), and ``fid`` is refused. A count above the images the data set holds is
 refused (``_full`` uses them all). The real features of each data set and detector file are cached on disk, keyed by
-the images' bytes, the file's SHA-256 and the mode. Each record holds the snapshot's file name, its kimg, the
-features, the counts and ``fake_images_per_second`` (generation and feature extraction of the fakes).
+the images' bytes, the file's SHA-256, the mode and the precision. Each record holds the snapshot's file name, its
+kimg, the features, the counts, ``fake_seconds`` and ``fake_images_per_second`` (generation and feature extraction
+of the fakes) and ``real_seconds`` / ``real_images_per_second`` (None when the real features came from a cache).
 """
 from __future__ import annotations
 
