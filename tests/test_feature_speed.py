@@ -3,10 +3,11 @@
 FAST_RTOL; VGG16: the same precision/recall); overlapped generation gives byte-identical features; metric lines
 carry seconds and images/s.
 
-The detectors have seeded random weights. To keep the test in seconds the images (32 px) are resized to 75 px for
-Inception-v3 (its smallest input) and 32 px for VGG16 instead of 299 / 224; the full sizes were measured once
-(README, "Feature extraction speed").
+The detectors have seeded random weights. To keep the test in seconds, 128 + 128 images (32 px) are resized to
+75 px for Inception-v3 (its smallest input) and 32 px for VGG16 instead of 299 / 224, and FID is taken on 256
+feature columns; the whole FID at the full sizes was measured once (README, "Feature extraction speed").
 """
+import copy
 import io
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ganfast.metrics import detectors
-from ganfast.metrics.detectors import VGG16, load_detector
+from ganfast.metrics.detectors import VGG16, Detector, load_detector
 from ganfast.metrics.frechet import frechet_distance
 from ganfast.metrics.precision_recall import precision_recall
 from ganfast.metrics.report import Features, compute_metric, extract_all, generated_images, produced_ahead
@@ -22,8 +23,9 @@ from ganfast.models import DCGANGenerator
 from support import random_inception_state, smooth_images
 
 N = 128
-# Measured relative FID changes against ``exact`` (Inception-v3, random weights): fast 2.5e-8 at 75 px, 0 at
-# 299 px; bf16 9.0e-3 at 75 px (512 images), 1.5e-2 at 299 px (128 images).
+# Measured relative FID changes against ``exact`` (Inception-v3, random weights, all 2048 columns): fast 2.5e-8
+# (75 px, 512 images), 3.5e-7 (75 px, 128), 0 (299 px, 128); bf16 9.0e-3 (75 px, 512), 1.2e-2 (75 px, 128),
+# 1.5e-2 (299 px, 128).
 FAST_RTOL, BF16_RTOL = 1e-5, 3e-2
 
 
@@ -62,16 +64,17 @@ def _inception_files(tmp_path):
     return {"state-dict": tmp_path / "pt_inception.pth", "torchscript": tmp_path / "inception.pt"}
 
 
-def _fid(detector, sets) -> float:
-    return frechet_distance(*(Features("inception", detector)(s) for s in sets))
-
-
 def test_fast_and_bf16_keep_fid_within_tolerance(tmp_path, image_sets, small_inputs, one_thread):
     files = _inception_files(tmp_path)
-    fid = {precision: _fid(load_detector(str(files["state-dict"]), precision=precision), image_sets)
-           for precision in ("exact", "fast", "bf16")}
-    assert fid["exact"] > 0.5 and abs(fid["fast"] - fid["exact"]) <= FAST_RTOL * fid["exact"], fid
-    assert fid["bf16"] != fid["fast"] and abs(fid["bf16"] - fid["exact"]) <= BF16_RTOL * fid["exact"], fid
+    feats = {precision: [Features("inception", load_detector(str(files["state-dict"]), precision=precision))(s)
+                         for s in image_sets] for precision in ("exact", "fast", "bf16")}
+    # FID on the first 256 feature columns: a 2048-d one costs 6-9 s of a loaded core, and 256 columns move as the
+    # whole does (bf16, measured: 1.5e-2 vs 1.2e-2 relative); every column's fast features are checked directly
+    fid = {precision: frechet_distance(*(f[:, :256] for f in feats[precision])) for precision in feats}
+    assert fid["exact"] > 0.1 and abs(fid["fast"] - fid["exact"]) <= FAST_RTOL * fid["exact"], fid
+    assert abs(fid["bf16"] - fid["exact"]) <= BF16_RTOL * fid["exact"], fid
+    for fast, exact in zip(feats["fast"], feats["exact"]):
+        assert (fast - exact).abs().max() <= FAST_RTOL * exact.abs().max()
     # the TorchScript formats run the same network: their fast features stay as close as the state dict's
     for mode in ("legacy_tensorflow", "clean"):
         exact, fast = (load_detector(str(files["torchscript"]), mode=mode, precision=p)(image_sets[1][:32])
@@ -79,13 +82,14 @@ def test_fast_and_bf16_keep_fid_within_tolerance(tmp_path, image_sets, small_inp
         assert (fast - exact).abs().max() <= FAST_RTOL * exact.abs().max(), mode
 
 
-def test_fast_vgg16_keeps_precision_recall(tmp_path, image_sets, small_inputs, one_thread):
+def test_fast_vgg16_keeps_precision_recall(image_sets, small_inputs, one_thread):
     torch.manual_seed(0)
-    torch.save(VGG16().state_dict(), tmp_path / "vgg16.pth")
+    net = VGG16().eval()                                  # as load_detector reads it (a file costs seconds here)
     results = {}
     for precision in ("exact", "fast"):
-        detector = load_detector(str(tmp_path / "vgg16.pth"), "vgg16", precision=precision)
-        results[precision] = precision_recall(*(Features("vgg16", detector)(s[:64]) for s in image_sets), k=3)
+        detector = Detector("vgg16", "-", "state-dict", "legacy_pytorch", "-", copy.deepcopy(net), torch.device("cpu"),
+                            precision)
+        results[precision] = precision_recall(*(Features("vgg16", detector)(s[:32]) for s in image_sets), k=3)
     assert results["fast"] == results["exact"] and 0 < results["exact"]["precision"] < 1, results
 
 

@@ -342,7 +342,8 @@ class Detector:
 
     Call it on ``(N, C, H, W)`` images holding uint8 values (uint8 or float; C = 1 is repeated to RGB) to get
     ``(N, F)`` float64 features. ``digest`` is the file's SHA-256 (with ``mode`` and ``precision`` it keys cached
-    features); ``precision``: how the network runs (see the module's docstring)."""
+    features); ``precision``: how the network runs (see the module's docstring; ``fast`` and ``bf16`` convert
+    ``network`` to channels_last in place)."""
 
     kind: str
     path: str

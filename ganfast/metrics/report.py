@@ -166,13 +166,14 @@ def extract_all(features, batches: Iterable, overlap: bool | None = None, device
     threads = torch.get_num_threads()
     producer = max(1, threads // 2) if overlap and split_threads else None
     started = time.perf_counter()
+    if producer is not None:
+        torch.set_num_threads(max(1, threads - producer))
     try:
-        if producer is not None:
-            torch.set_num_threads(max(1, threads - producer))
         source = produced_ahead(batches, device=device, threads=producer) if overlap else batches
         feats = torch.cat([features(batch) for batch in source])
     finally:
-        torch.set_num_threads(threads)
+        if producer is not None:
+            torch.set_num_threads(threads)
     return feats, time.perf_counter() - started
 
 
