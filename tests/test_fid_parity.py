@@ -243,7 +243,8 @@ def test_fid_and_kid_match_torch_fidelity(sets, small_detector, one_thread):
     theirs = torch_fidelity.calculate_metrics(input1=sets[1], input2=sets[0], fid=True, kid=True, cuda=False,
                                               feature_extractor="ganfast-small-tf1", kid_subset_size=N, kid_subsets=1,
                                               cache=False, verbose=False, batch_size=64, save_cpu_ram=True)
-    detector = Detector("inception", "small", "state-dict", "legacy_tensorflow", "-", layers, torch.device("cpu"))
+    detector = Detector("inception", "small", "state-dict", "legacy_tensorflow", "-", layers, torch.device("cpu"),
+                        "exact")
     real, fake = (_ganfast_features(p, detector) for p in sets)
     _close(frechet_distance(real, fake), theirs["frechet_inception_distance"])
     _close(kernel_inception_distance(real, fake, num_subsets=1)["kid"], theirs["kernel_inception_distance_mean"])

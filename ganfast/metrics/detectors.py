@@ -352,7 +352,7 @@ class Detector:
     digest: str
     network: torch.nn.Module
     device: torch.device
-    precision: str = "exact"
+    precision: str = "fast"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
