@@ -349,8 +349,8 @@ class _Formatter(argparse.HelpFormatter):
 PRECISION_HELP = ("how the detector runs: fast (float32, channels_last), exact (float32, NCHW: the reference "
                   "tools' arithmetic, for parity runs) or bf16 (bfloat16 autocast, channels_last: 2-3x faster on "
                   "a CPU with AVX512-BF16, FID moved by about 1%%)")
-OVERLAP_HELP = ("make the image batches (generated fakes) in a thread, with half the CPU threads, while the previous "
-                "batch's features are extracted (default: on; the features are the same either way)")
+OVERLAP_HELP = ("make the image batches (generated fakes) in a thread while the previous batch's features are "
+                "extracted (default: on; the features are the same either way)")
 MODE_HELP = ("how images reach the detector: legacy_tensorflow (TF1 bilinear; a TorchScript file's own resize, "
              "StyleGAN2-ADA's numbers; default for TorchScript), legacy_pytorch (pytorch-fid's; default for a state "
              "dict) or clean (clean-fid's PIL bicubic)")

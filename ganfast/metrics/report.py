@@ -154,13 +154,14 @@ def produced_ahead(batches: Iterable, depth: int = 2, device=None, threads: int 
         thread.join()
 
 
-def extract_all(features, batches: Iterable, overlap: bool | None = None, device=None, split_threads: bool = True
+def extract_all(features, batches: Iterable, overlap: bool | None = None, device=None, split_threads: bool = False
                 ) -> tuple[torch.Tensor, float]:
     """``(features of every image, seconds)`` of uint8 ``(n, C, H, W)`` ``batches``, made on ``device``;
     ``overlap`` (None: on): batches are produced ahead by a thread (:func:`produced_ahead`); ``split_threads``:
     the producer and the caller share the torch CPU threads (half each, at least one) instead of having them each.
     The features are the same either way. Defaults measured on a CPU (benchmarks/test_bench_metrics.py, README
-    "Feature extraction speed"): overlapped with split threads was fastest at 2 threads and no slower at 1."""
+    "Feature extraction speed"): at 2 threads overlapping beat the sequential path, and splitting the threads
+    helped only where generation cost as much as extraction, not with Inception at 299 px."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     overlap = True if overlap is None else overlap
     threads = torch.get_num_threads()
