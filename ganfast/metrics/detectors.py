@@ -23,7 +23,7 @@ convention for the NVlabs network) on the resized, normalised images.
 Precisions (how the network runs; the images reach it the same way):
 - ``exact``: float32, NCHW: the arithmetic of the reference tools (the parity tests use it);
 - ``fast`` (default): float32, channels_last (network and input): the same products in another memory layout,
-  so another summation order; FID moved by about 1e-8 relative in the measurements (README);
+  so another summation order; FID moved by at most 4e-7 relative in the measurements (README);
 - ``bf16``: channels_last under bfloat16 autocast (convolutions and matrix products in bf16 with float32
   accumulation); 2-3x faster on a CPU with AVX512-BF16, but FID moved by about 1e-2 relative (README).
 On CUDA every precision runs under torch's TF32 settings (``torch.backends.cudnn.allow_tf32``, on by default).
