@@ -1,6 +1,7 @@
 """Helpers shared by the tests (conftest.py sets the environment before this is imported)."""
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ganfast._dispatch import common_reasons
@@ -143,3 +144,32 @@ def nvlabs_pickle(module: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(module.eval()), buffer)
     return pickle.dumps(_LoadsArchive(buffer.getvalue()), protocol=4)
+def random_inception_state(seed: int = 0) -> dict:
+    """FIDInceptionV3 weights drawn from ``seed`` (He-scaled convolutions, batch-norm statistics near 0 and 1) plus
+    the 1008-way fc of pytorch-fid's file."""
+    from ganfast.metrics.detectors import FIDInceptionV3
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in FIDInceptionV3().state_dict().items():
+        if k.endswith("conv.weight"):
+            sd[k] = torch.randn(v.shape, generator=g) * (2 / v[0].numel()) ** 0.5
+        elif k.endswith(("bn.weight", "running_var")):
+            sd[k] = 1 + 0.1 * torch.rand(v.shape, generator=g)
+        elif k.endswith(("bn.bias", "running_mean")):
+            sd[k] = 0.1 * torch.randn(v.shape, generator=g)
+        else:
+            sd[k] = v
+    sd["fc.weight"], sd["fc.bias"] = 0.01 * torch.randn(1008, 2048, generator=g), torch.zeros(1008)
+    return sd
+
+
+def smooth_images(seed: int, shift: float, n: int, size: int) -> np.ndarray:
+    """uint8 (n, size, size, 3): smooth random RGB images (8x8 noise upsampled, plus pixel noise), brightened by
+    ``shift``; two seeds or shifts give two sets with a clear FID between them."""
+    rng = np.random.RandomState(seed)
+    images = []
+    for _ in range(n):
+        coarse = rng.rand(8, 8, 3) * 200 + shift
+        img = np.kron(coarse, np.ones((size // 8, size // 8, 1))) + rng.randn(size, size, 3) * 20
+        images.append(img.clip(0, 255).astype(np.uint8))
+    return np.stack(images)

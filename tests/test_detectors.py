@@ -137,10 +137,10 @@ def test_real_features_cached_by_content(tmp_path, monkeypatch):
 
     features = Features("pool", extract, key="pool-test")
     index = torch.arange(100)
-    first = real_features(dataset, index, features)
-    assert sum(calls) == 100 and len(list((tmp_path / "features").iterdir())) == 1
-    again = real_features(dataset, index, features)                        # a new process: read from disk
-    assert sum(calls) == 100 and torch.equal(first, again)
+    first, seconds = real_features(dataset, index, features)
+    assert sum(calls) == 100 and len(list((tmp_path / "features").iterdir())) == 1 and seconds > 0
+    again, seconds = real_features(dataset, index, features)               # a new process: read from disk
+    assert sum(calls) == 100 and torch.equal(first, again) and seconds is None
     dataset.data = dataset.data.clone()
     dataset.data[0] += 1                                                    # other images: another key
     real_features(dataset, index, features)

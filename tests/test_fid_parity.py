@@ -41,26 +41,9 @@ from ganfast.metrics.detectors import Detector, FIDInceptionV3, load_detector  #
 from ganfast.metrics.frechet import frechet_distance  # noqa: E402
 from ganfast.metrics.kid import kernel_inception_distance  # noqa: E402
 from ganfast.metrics.report import Features, image_set  # noqa: E402
+from support import random_inception_state, smooth_images  # noqa: E402
 
 N, SIZE, RTOL = 512, 32, 1e-4
-
-
-def random_inception_state(seed: int = 0) -> dict:
-    """FIDInceptionV3 weights drawn from ``seed`` (He-scaled convolutions, batch-norm statistics near 0 and 1) plus
-    the 1008-way fc of pytorch-fid's file."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in FIDInceptionV3().state_dict().items():
-        if k.endswith("conv.weight"):
-            sd[k] = torch.randn(v.shape, generator=g) * (2 / v[0].numel()) ** 0.5
-        elif k.endswith(("bn.weight", "running_var")):
-            sd[k] = 1 + 0.1 * torch.rand(v.shape, generator=g)
-        elif k.endswith(("bn.bias", "running_mean")):
-            sd[k] = 0.1 * torch.randn(v.shape, generator=g)
-        else:
-            sd[k] = v
-    sd["fc.weight"], sd["fc.bias"] = 0.01 * torch.randn(1008, 2048, generator=g), torch.zeros(1008)
-    return sd
 
 
 class NVlabsStyle(nn.Module):
@@ -107,13 +90,10 @@ def save_nvlabs_pkl(archive: bytes, path) -> None:
 
 
 def write_images(folder, seed: int, shift: float) -> None:
-    """N smooth random RGB images of SIZE px (upsampled 8x8 noise plus pixel noise), as PNG files."""
-    rng = np.random.RandomState(seed)
+    """N smooth random RGB images of SIZE px (:func:`support.smooth_images`), as PNG files."""
     folder.mkdir()
-    for i in range(N):
-        coarse = rng.rand(8, 8, 3) * 200 + shift
-        img = np.kron(coarse, np.ones((SIZE // 8, SIZE // 8, 1))) + rng.randn(SIZE, SIZE, 3) * 20
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    for i, img in enumerate(smooth_images(seed, shift, N, SIZE)):
+        Image.fromarray(img).save(folder / f"{i:04d}.png")
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +122,12 @@ def _close(ours: float, theirs: float) -> None:
 
 
 def _ganfast_fid(capsys, a, b, *options) -> float:
-    assert main(["fid", a, b, *options]) == 0
+    assert main(["fid", a, b, "--precision", "exact", *options]) == 0
     return float(capsys.readouterr().out.strip())
 
 
 def _ganfast_features(path: str, detector) -> torch.Tensor:
-    _, batches = image_set(path, None)
+    _, batches, _ = image_set(path, None)
     return torch.cat([Features("inception", detector)(b) for b in batches])
 
 
@@ -161,14 +141,15 @@ def test_inception_network_matches_each_tool(tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(pfid_inception, "load_state_dict_from_url", lambda *a, **k: torch.load(pth))
     with torch.no_grad():
         pytorch_fid = pfid_inception.InceptionV3([3]).eval()(images.float() / 255)[0].flatten(1).double()
-    ours = load_detector(str(pth))(images)                       # a state dict: legacy_pytorch by default
+    ours = load_detector(str(pth), precision="exact")(images)    # a state dict: legacy_pytorch by default
     assert ours.shape == (2, 2048) and ours.std() > 0.05
     assert torch.allclose(ours, pytorch_fid, rtol=1e-5, atol=1e-6)
 
     fidelity = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(pth))
     with torch.no_grad():
         theirs = fidelity(images)[0].double()
-    assert torch.allclose(load_detector(str(pth), mode="legacy_tensorflow")(images), theirs, rtol=1e-5, atol=1e-5)
+    ours = load_detector(str(pth), mode="legacy_tensorflow", precision="exact")(images)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
     net = FIDInceptionV3()
     net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")})
@@ -180,7 +161,7 @@ def test_inception_network_matches_each_tool(tmp_path, monkeypatch, one_thread):
     with torch.no_grad():
         theirs = clean(resized).double()
     for name in ("inception-2015-12-05.pt", "inception-2015-12-05.pkl"):
-        ours = load_detector(str(tmp_path / name), mode="clean")(images)
+        ours = load_detector(str(tmp_path / name), mode="clean", precision="exact")(images)
         assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5), name
 
 
@@ -207,7 +188,7 @@ def test_fid_matches_pytorch_fid(sets, small_detector, capsys, monkeypatch, one_
 def test_features_fid_and_kid_match_clean_fid(sets, small_detector, mode, one_thread):
     folder, _ = small_detector
     model = InceptionV3W(str(folder), download=False, resize_inside=mode == "legacy_tensorflow")
-    detector = load_detector(str(folder / "inception-2015-12-05.pt"), mode=mode)
+    detector = load_detector(str(folder / "inception-2015-12-05.pt"), mode=mode, precision="exact")
     theirs, ours = [], []
     for path in sets:
         theirs.append(torch.from_numpy(cleanfid_fid.get_folder_features(
@@ -262,7 +243,8 @@ def test_fid_and_kid_match_torch_fidelity(sets, small_detector, one_thread):
     theirs = torch_fidelity.calculate_metrics(input1=sets[1], input2=sets[0], fid=True, kid=True, cuda=False,
                                               feature_extractor="ganfast-small-tf1", kid_subset_size=N, kid_subsets=1,
                                               cache=False, verbose=False, batch_size=64, save_cpu_ram=True)
-    detector = Detector("inception", "small", "state-dict", "legacy_tensorflow", "-", layers, torch.device("cpu"))
+    detector = Detector("inception", "small", "state-dict", "legacy_tensorflow", "-", layers, torch.device("cpu"),
+                        "exact")
     real, fake = (_ganfast_features(p, detector) for p in sets)
     _close(frechet_distance(real, fake), theirs["frechet_inception_distance"])
     _close(kernel_inception_distance(real, fake, num_subsets=1)["kid"], theirs["kernel_inception_distance_mean"])
