@@ -413,3 +413,19 @@ def test_eager_autograd_route_matches_the_registered_op(act, clamp):
     for got_grads, want_grads in zip(got, want):
         for g, w in zip(got_grads, want_grads):
             assert (g is None) == (w is None) and (g is None or torch.equal(g, w))
+
+
+@pytest.mark.skipif(not ganfast._ext.loaded(), reason="the eager autograd route is taken for the C++ kernel")
+def test_eager_route_takes_parameters_and_plain_backwards():
+    """A model's bias (nn.Parameter) takes the eager route too, and a backward that records no graph (no
+    create_graph) gives the registered op's gradients, bitwise."""
+    x, b = _inputs(device="cpu")
+    x.requires_grad_(True)
+    bias = torch.nn.Parameter(b.clone())
+    y = bias_act(x, bias, act="lrelu")
+    assert type(y.grad_fn).__name__ == "_EagerBiasActBackward"
+    dy = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, bias), dy)
+    want = torch.autograd.grad(torch.ops.ganfast.bias_act(x, bias, 1, "lrelu", 0.2, math.sqrt(2), None, "ext"),
+                               (x, bias), dy)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
