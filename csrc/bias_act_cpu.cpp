@@ -74,9 +74,9 @@ void bias_act_typed(const BiasActArgs& a) {
     for (int64_t j = 0; j < period; ++j) row[j] = E::load(p.b, j / sc);
     parallel_for(a.n, 1 << 15, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end;) {
-        const int64_t offset = i % period, stop = std::min(end, i - offset + period);
-        bias_act_row<S, ACT, ORDER, MASKED>(p, i, stop, row.data() + offset);
-        i = stop;
+        const int64_t offset = i % period, period_end = std::min(end, i - offset + period);
+        bias_act_row<S, ACT, ORDER, MASKED>(p, i, period_end, row.data() + offset);
+        i = period_end;
       }
     });
     return;
