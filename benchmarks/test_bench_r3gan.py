@@ -16,9 +16,12 @@ smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode
 
     python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused|auto]
 prints the median ms per step of each variant (interleaved rounds), the two_pass / fused ratio, and the load
-average before and after; ``--only`` times one variant, for comparing whole processes. On a CPU, give both
-processes the same allocator settings: the one pass's activations at 64 px exceed glibc's largest mmap threshold
-(32 MiB) and are faulted in afresh every step unless ``MALLOC_MMAP_THRESHOLD_`` is set (or jemalloc/tcmalloc).
+average before and after; ``--only`` times one variant, for comparing whole processes. ``--keep-freed-memory``
+first calls ``ganfast.malloc.keep_freed_memory()`` as ``ganfast train`` on the CPU and the patched R3GAN step do
+(process-wide: every variant of that process runs with it): glibc otherwise maps large activations afresh every
+step (at 64 px the one pass's 32 MiB buffers always) and the step pays their page faults. R3GAN's own step runs
+with glibc's defaults, so compare ``--only two_pass`` against ``--only auto --keep-freed-memory`` in fresh
+processes; interleaved in one process, both variants see the same allocator.
 """
 import os
 import time
@@ -117,7 +120,12 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=int, action="append", help="only this case (repeatable)")
     parser.add_argument("--only", choices=["two_pass", "fused", "auto"], help="time one variant alone (for a "
                         "whole-process A/B comparison)")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="call ganfast.malloc.keep_freed_memory() "
+                        "first (what ganfast train does on the CPU)")
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        from ganfast.malloc import keep_freed_memory
+        print(f"keep_freed_memory: {keep_freed_memory()}")
     if not ON_GPU:
         torch.set_num_threads(int(os.environ.get("GANFAST_BENCH_THREADS", "1")))
     cases = [c for c in (CASES if ON_GPU else CPU_SCRIPT_CASES) if not args.resolution or c[0] in args.resolution]

@@ -1,4 +1,6 @@
 // bias_act on the CPU: one pass over memory, split over threads, half types computed in float.
+#include <vector>
+
 #include "bias_act.h"
 #include "parallel.h"
 #include "simd.h"
@@ -34,12 +36,51 @@ GANFAST_CPU_CLONES void bias_act_span(const TypedBiasActArgs<S, typename Element
   }
 }
 
+// Elements [begin, end) with element i's bias at bias_row[i - begin]: the layouts whose channel stride is small
+// (channels_last: 1), where a constant-bias segment would hold only a few elements.
+template <typename S, int ACT, int ORDER, bool MASKED>
+GANFAST_CPU_CLONES void bias_act_row(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
+                                     int64_t end, const typename Element<S>::Compute* __restrict bias_row) {
+  using E = Element<S>;
+  using T = typename E::Compute;
+  S* __restrict out = p.out;
+  const S *__restrict x = p.x, *__restrict g = p.g, *__restrict h = p.h, *__restrict yref = p.yref;
+  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp;
+  for (int64_t i = begin; i < end; ++i) {
+    const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
+    const T hi = ORDER == 2 ? E::load(h, i) : T(0);
+    const T yi = MASKED ? E::load(yref, i) : T(0);
+    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias_row[i - begin], gi, hi, yi, alpha, gain,
+                                                     clamp));
+  }
+}
+
+// Segments shorter than this take the bias-row path (when its period fits kMaxPeriod).
+constexpr int64_t kMinSegment = 64;
+constexpr int64_t kMaxPeriod = int64_t(1) << 16;
+
 template <typename S, int ACT, int ORDER, bool MASKED>
 void bias_act_typed(const BiasActArgs& a) {
   using E = Element<S>;
   using T = typename E::Compute;
   const TypedBiasActArgs<S, T> p(a);
   const int64_t sc = p.b ? a.stride_c : a.n;  // without a bias the whole tensor is one segment
+
+  // A short segment (channels_last: one element): the bias pattern repeats every period = sc * channels
+  // elements, so lay one period out as a row and walk the tensor period by period.
+  if (p.b && sc < kMinSegment && sc * a.channels <= kMaxPeriod) {
+    const int64_t period = sc * a.channels;
+    std::vector<T> row(period);
+    for (int64_t j = 0; j < period; ++j) row[j] = E::load(p.b, j / sc);
+    parallel_for(a.n, 1 << 15, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end;) {
+        const int64_t offset = i % period, period_end = std::min(end, i - offset + period);
+        bias_act_row<S, ACT, ORDER, MASKED>(p, i, period_end, row.data() + offset);
+        i = period_end;
+      }
+    });
+    return;
+  }
 
   // Elements [s*sc, (s+1)*sc) share channel s % channels: walk segment by segment so that the
   // inner loop has a constant bias and no index arithmetic.

@@ -4,7 +4,7 @@
     y = ganfast.ops.bias_act(x, b, act="lrelu", clamp=256)   # a drop-in for StyleGAN2-ADA's bias_act
     ganfast.info()                                            # what was built and which kernel each op uses
 """
-from . import losses, nn, ops, reference  # ops registers the torch.ops.ganfast.* ops
+from . import losses, malloc, nn, ops, reference  # ops registers the torch.ops.ganfast.* ops
 from ._dispatch import ImplNotSupportedError, use_impl
 from ._version import __version__
 from .info import info
@@ -13,6 +13,6 @@ from .patch import RosinalityPatch, StyleGANPatch, patch_rosinality, patch_style
 from .sampling import sample, write_samples
 from .validate import validate
 
-__all__ = ["ImplNotSupportedError", "RosinalityPatch", "StyleGANPatch", "convert_spectral_norm", "info", "losses", "nn",
-           "ops", "patch_rosinality", "patch_stylegan", "reference", "sample", "use_impl", "validate", "write_samples",
-           "__version__"]
+__all__ = ["ImplNotSupportedError", "RosinalityPatch", "StyleGANPatch", "convert_spectral_norm", "info", "losses",
+           "malloc", "nn", "ops", "patch_rosinality", "patch_stylegan", "reference", "sample", "use_impl", "validate",
+           "write_samples", "__version__"]

@@ -126,6 +126,26 @@ def test_layouts(impl, layout):
     assert_layout_parity(out, ref, x, layout)
 
 
+@pytest.mark.parametrize("shape, dim", [((3, 200, 9, 11), 1), ((2, 70000), 1), ((5, 7, 300), 1)])
+def test_short_channel_stride_on_the_cpu_kernel(shape, dim):
+    """A small channel stride (channels_last: 1) takes the C++ kernel's bias-row path, whose period (stride x
+    channels) does not divide the threads' chunks here; a period over its limit (70000 channels) takes the
+    per-channel path; dim 1 of (5, 7, 300) has stride 300, above the row path's limit."""
+    if "ext" not in available_impls():
+        pytest.skip("the compiled extension is not available")
+    x, b = _inputs(shape=shape, dim=dim, dtype=torch.float32, device="cpu")
+    if x.ndim == 4:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = bias_act(x, b, dim=dim, act="lrelu", clamp=1.5, impl="ext")
+    ref = bias_act_ref(x, b, dim=dim, act="lrelu", clamp=1.5)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    assert out.stride() == x.stride()
+    dy = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(out, x, dy)[0], torch.autograd.grad(ref, x, dy)[0], rtol=1e-6,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_no_bias_scalar_and_empty(impl):
     x = torch.randn(7, dtype=torch.float64)
@@ -393,3 +413,19 @@ def test_eager_autograd_route_matches_the_registered_op(act, clamp):
     for got_grads, want_grads in zip(got, want):
         for g, w in zip(got_grads, want_grads):
             assert (g is None) == (w is None) and (g is None or torch.equal(g, w))
+
+
+@pytest.mark.skipif(not ganfast._ext.loaded(), reason="the eager autograd route is taken for the C++ kernel")
+def test_eager_route_takes_parameters_and_plain_backwards():
+    """A model's bias (nn.Parameter) takes the eager route too, and a backward that records no graph (no
+    create_graph) gives the registered op's gradients, bitwise."""
+    x, b = _inputs(device="cpu")
+    x.requires_grad_(True)
+    bias = torch.nn.Parameter(b.clone())
+    y = bias_act(x, bias, act="lrelu")
+    assert type(y.grad_fn).__name__ == "_EagerBiasActBackward"
+    dy = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, bias), dy)
+    want = torch.autograd.grad(torch.ops.ganfast.bias_act(x, bias, 1, "lrelu", 0.2, math.sqrt(2), None, "ext"),
+                               (x, bias), dy)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))

@@ -114,10 +114,21 @@ def _setup_fwd(ctx, inputs, output):
 
 def _grad_ops(ctx) -> tuple:
     """The derivative ops a backward builds on: the registered ops, or (after a forward of the eager route) their
-    autograd.Function twins, so that a double backward stays off the dispatcher too."""
+    autograd.Function twins, so that a double backward stays off the dispatcher too, or, on the eager route
+    without grad mode (a backward that records no graph: no create_graph), the bare launches."""
     if getattr(ctx, "eager", False):
+        if not torch.is_grad_enabled():
+            return _launch_grad, _launch_grad2
         return _EagerBiasActGrad.apply, _EagerBiasActGrad2.apply
     return torch.ops.ganfast.bias_act_grad, torch.ops.ganfast.bias_act_grad2
+
+
+def _launch_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+    return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
+
+
+def _launch_grad2(g, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
+    return _launch(impl, 2, x, b, g, dy, y, dim, act, alpha, gain, clamp)
 
 
 def _backward_fwd(ctx, dy):
@@ -193,7 +204,7 @@ class _EagerBiasActGrad(torch.autograd.Function):
     def forward(ctx, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
         ctx.eager = True
         _setup_grad(ctx, (dy, x, b, y, dim, act, alpha, gain, clamp, impl), None)
-        return _launch(impl, 1, x, b, dy, None, y, dim, act, alpha, gain, clamp)
+        return _launch_grad(dy, x, b, y, dim, act, alpha, gain, clamp, impl)
 
     backward = staticmethod(without_autocast(_backward_grad))
 
@@ -203,7 +214,7 @@ class _EagerBiasActGrad2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, g, dy, x, b, y, dim, act, alpha, gain, clamp, impl):
-        return _launch(impl, 2, x, b, g, dy, y, dim, act, alpha, gain, clamp)
+        return _launch_grad2(g, dy, x, b, y, dim, act, alpha, gain, clamp, impl)
 
     backward = staticmethod(_backward_grad2)
 
@@ -260,9 +271,14 @@ def _plain_eager_call(x: torch.Tensor, b: torch.Tensor | None) -> bool:
     if _TORCH_INTERNALS is None:
         return False
     functorch_wrapped, dispatch_mode = _TORCH_INTERNALS
-    return (type(x) is torch.Tensor and (b is None or type(b) is torch.Tensor) and not torch.compiler.is_compiling()
+    return (type(x) in _PLAIN and (b is None or type(b) in _PLAIN) and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and not functorch_wrapped(x)
             and (b is None or not functorch_wrapped(b)) and dispatch_mode() is None)
+
+
+# Plain tensors, and parameters (a model's bias: nn.Parameter turns torch functions' overrides off, so the op sees a
+# plain tensor)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _torch_internals():

@@ -7,7 +7,9 @@ The replacement (``ganfast.losses.r1_r2_step``, ``passes`` as in ``ganfast.losse
 on the CPU, one on [reals; fakes] elsewhere; ``Preprocessor`` applied to each half in R3GAN's order, gradients
 with respect to the samples before it) reduces the input gradients with the fused ``grad_penalty`` and
 back-propagates ``Scale · mean_b [softplus(−(l_r − l_f)) + γ/2 · (R1_b + R2_b)]``, returning
-R3GAN's ``[AdversarialLoss, RelativisticLogits, R1Penalty, R2Penalty]`` (detached, per sample). A discriminator
+R3GAN's ``[AdversarialLoss, RelativisticLogits, R1Penalty, R2Penalty]`` (detached, per sample). On the CPU its
+first call sets glibc malloc to keep freed memory (``ganfast.malloc.keep_freed_memory``: process-wide, opt out with
+``GANFAST_KEEP_FREED_MEMORY=0``). A discriminator
 with batch statistics (``ganfast.losses.batch_dependent_layers``) keeps R3GAN's own two-pass step, with a warning.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import warnings
 import torch
 
 from .. import losses
+from ..malloc import keep_freed_memory
 
 MODULE, CLASS, METHOD = "R3GAN.Trainer", "AdversarialTraining", "AccumulateDiscriminatorGradients"
 
@@ -31,6 +34,8 @@ def _ganfast_step(original, impl: str | None, passes: str | int):
             warnings.warn(f"ganfast R3GAN patch: D has batch-dependent layers ({', '.join(found)}); R3GAN's own "
                           "two-pass D step is used", RuntimeWarning, stacklevel=2)
             return original(self, Noise, RealSamples, Conditions, Gamma, Scale, Preprocessor)
+        if RealSamples.device.type == "cpu":
+            keep_freed_memory()  # process-wide; GANFAST_KEEP_FREED_MEMORY=0 turns it off (ganfast.malloc)
         fake = self.Generator(Noise, Conditions)
         out = losses.r1_r2_step(D, RealSamples, fake, Conditions, Conditions, Preprocessor, impl, passes)
         relativistic = out.real_logits - out.fake_logits

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from .. import losses
 from .._io import atomic_write, prepare_output_dir
 from ..data import BatchLoader, DataOrder, Dataset
+from ..malloc import keep_freed_memory
 from ..models._spec import model_spec
 from . import schedules
 from . import step as steps
@@ -256,6 +257,8 @@ class Trainer:
             raise ValueError(f"device: {device!r} is not a device ({exc})") from None
         check_device(self.device)
         set_threads(threads, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the step's activations reuse the last step's pages (ganfast.malloc)
         self.run, self.snapshot_hook, self.interrupted = dict(run or {}), snapshot_hook, None
         check_loggers(list(loggers))
         self.logger_names, self.logger = list(loggers), Loggers([])
