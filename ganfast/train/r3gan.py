@@ -24,8 +24,8 @@ PRESETS = {
                              gamma_end=0.01, ema_kimg=1.0, decay_kimg=50.0, aug="noaug", aug_p=0.0)),
     "stacked16": dict(steps=9375, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2,
                                              bf16_stages=0),
-                      config=dict(batch_size=64, lr=2e-4, lr_end=5e-5, beta2=0.9, beta2_end=0.99, r1_gamma=1.0,
-                                  gamma_end=0.1, ema_kimg=10.0, decay_kimg=600.0, aug="noaug", aug_p=0.0)),
+                      config=dict(batch_size=64, lr=1e-3, lr_end=2.5e-4, beta2=0.9, beta2_end=0.99, r1_gamma=10.0,
+                                  gamma_end=1.0, ema_kimg=10.0, decay_kimg=600.0, aug="noaug", aug_p=0.0)),
 }
 DEFAULT_PRESET = "tiny"
 
