@@ -4,9 +4,9 @@
 (widths, cardinality, blocks and expansion per stage; batch; the cosine schedules' start and end values and
 ``decay_kimg``; EMA half-life; augmentation probability; bf16 in the 4 highest-resolution stages, used on CUDA
 only). ``tiny`` is a CPU preset for smoke runs and tests; ``stacked16`` is the CPU preset for the 16 px stacked
-digits (three digits in R, G, B: 1000 modes), sized for 30 minutes on 2 cores: its 9375 steps of 64 are the
-600 kimg of its schedules. Its numbers were chosen by short 1-thread runs on a shared 2-core machine
-(``benchmarks/results/stacked_digits_r3gan_sweep_1thread.json``; modes of 10k fakes, one seed each): width 32
+digits (three digits in R, G, B: 1000 modes), sized for 30 minutes on 2 cores (its train
+step: 243-254 img/s at 2 threads, 177-220 at 1, load 0.7-1.2): its 6500 steps of 64 are the 416 kimg of its
+schedules. Its numbers were chosen by short 1-thread runs on a shared 2-core machine (``benchmarks/results/stacked_digits_r3gan_sweep_1thread.json``; modes of 10k fakes, one seed each): width 32
 trains 2-3.6x the images per second of width 64; at lr 2e-4 γ 1 beat γ 0.1 (772 vs 706 modes at 19 kimg) but
 the modes fell after 26 kimg; lr 5e-4 or 1e-3 with γ <= 1 lost modes after 6-13 kimg; lr 1e-3 with γ 10 rose
 to 887 modes, KL 0.61 at 90 kimg. Every preset trains with RpGAN, R1 + R2 (γ/2 each) on every D step, Adam
@@ -27,10 +27,10 @@ PRESETS = {
     "tiny": dict(steps=3000, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2, bf16_stages=0),
                  config=dict(batch_size=16, lr=2e-4, lr_end=5e-5, beta2=0.9, beta2_end=0.99, r1_gamma=0.1,
                              gamma_end=0.01, ema_kimg=1.0, decay_kimg=50.0, aug="noaug", aug_p=0.0)),
-    "stacked16": dict(steps=9375, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2,
+    "stacked16": dict(steps=6500, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2,
                                              bf16_stages=0),
                       config=dict(batch_size=64, lr=1e-3, lr_end=2.5e-4, beta2=0.9, beta2_end=0.99, r1_gamma=10.0,
-                                  gamma_end=1.0, ema_kimg=10.0, decay_kimg=600.0, aug="noaug", aug_p=0.0)),
+                                  gamma_end=1.0, ema_kimg=10.0, decay_kimg=416.0, aug="noaug", aug_p=0.0)),
 }
 DEFAULT_PRESET = "tiny"
 
