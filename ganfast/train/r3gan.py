@@ -6,7 +6,8 @@
 only). ``tiny`` is a CPU preset for smoke runs and tests; ``stacked16`` is the CPU preset for the 16 px stacked
 digits (three digits in R, G, B: 1000 modes), sized for 30 minutes on 2 cores (its train
 step: 243-254 img/s at 2 threads, 177-220 at 1, load 0.7-1.2): its 6500 steps of 64 are the 416 kimg of its
-schedules. Its numbers were chosen by short 1-thread runs on a shared 2-core machine (``benchmarks/results/stacked_digits_r3gan_sweep_1thread.json``; modes of 10k fakes, one seed each): width 32
+schedules. Its numbers were chosen by short 1-thread runs on a shared 2-core machine
+(``benchmarks/results/stacked_digits_r3gan_sweep_1thread.json``; modes of 10k fakes, one seed each): width 32
 trains 2-3.6x the images per second of width 64; at lr 2e-4 γ 1 beat γ 0.1 (772 vs 706 modes at 19 kimg) but
 the modes fell after 26 kimg; lr 5e-4 or 1e-3 with γ <= 1 lost modes after 6-13 kimg; lr 1e-3 with γ 10 rose
 to 887 modes, KL 0.61 at 90 kimg. Every preset trains with RpGAN, R1 + R2 (γ/2 each) on every D step, Adam
