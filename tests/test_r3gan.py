@@ -17,6 +17,7 @@ import ganfast
 from ganfast.cli import main
 from ganfast.checkpoint import checkpoint_extra, load_generator
 from ganfast.models import R3GANDiscriminator, R3GANGenerator
+from ganfast.train import r3gan as r3gan_presets
 from ganfast.train import schedules
 from ganfast.train.trainer import TrainConfig
 
@@ -309,3 +310,9 @@ def test_patch_keeps_two_passes_for_batch_statistics(r3gan_trainer):
             warnings.simplefilter("always")
             out = trainer.AccumulateDiscriminatorGradients(torch.randn(2, 4), torch.randn(2, 3, 4, 4), None, 1.0)
     assert len(out) == 4 and any("bn (BatchNorm2d, batch statistics)" in str(w.message) for w in caught)
+
+
+def test_stacked16_steps_cover_its_schedules():
+    """The CPU preset for stacked digits ends where its cosine schedules end."""
+    spec = r3gan_presets.PRESETS["stacked16"]
+    assert spec["steps"] * spec["config"]["batch_size"] == spec["config"]["decay_kimg"] * 1000

@@ -4,10 +4,14 @@
 cardinality, blocks and expansion per stage, listed from the 4x4 stage up; the batch of its README's commands; the
 cosine schedules' start and end values and ``decay_kimg``; EMA half-life; augmentation probability; bf16 in the 3
 (CIFAR) or 4 (FFHQ-64) highest-resolution stages, used on CUDA only). ``tiny`` is a CPU preset for smoke runs and
-tests; ``stacked16`` is the CPU preset for the 16 px stacked digits (three digits in R, G, B: 1000 modes), sized to
-train on 2 cores in minutes. Every preset trains with
-RpGAN, R3GAN's augmentation mix (``augpipe="r3gan"``), R1 + R2 (γ/2 each) on every D step, Adam β1 = 0 and no EMA
-ramp-up.
+tests; ``stacked16`` is the CPU preset for the 16 px stacked digits (three digits in R, G, B: 1000 modes), sized
+for 30 minutes on 2 cores (its train step: 243-254 img/s at 2 threads, 177-220 at 1, load 0.7-1.2): its 6500
+steps of 64 are the 416 kimg of its schedules. Its numbers were chosen by short 1-thread runs on a shared 2-core
+machine (``benchmarks/results/stacked_digits_r3gan_sweep_1thread.json``; modes of 10k fakes, one seed each):
+width 32 trains 2-3.6x the images per second of width 64; at lr 2e-4 γ 1 beat γ 0.1 (772 vs 706 modes at 19
+kimg) but the modes fell after 26 kimg; lr 5e-4 or 1e-3 with γ <= 1 lost modes after 6-13 kimg; lr 1e-3 with
+γ 10 rose to 887 modes, KL 0.61 at 90 kimg. Every preset trains with RpGAN, R3GAN's augmentation mix
+(``augpipe="r3gan"``), R1 + R2 (γ/2 each) on every D step, Adam β1 = 0 and no EMA ramp-up.
 """
 from __future__ import annotations
 
@@ -24,10 +28,10 @@ PRESETS = {
     "tiny": dict(steps=3000, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2, bf16_stages=0),
                  config=dict(batch_size=16, lr=2e-4, lr_end=5e-5, beta2=0.9, beta2_end=0.99, r1_gamma=0.1,
                              gamma_end=0.01, ema_kimg=1.0, decay_kimg=50.0, aug="noaug", aug_p=0.0)),
-    "stacked16": dict(steps=6000, model=dict(z_dim=64, width=64, cardinality=8, blocks=1, expansion=2,
+    "stacked16": dict(steps=6500, model=dict(z_dim=64, width=32, cardinality=4, blocks=1, expansion=2,
                                              bf16_stages=0),
-                      config=dict(batch_size=64, lr=2e-4, lr_end=5e-5, beta2=0.9, beta2_end=0.99, r1_gamma=0.1,
-                                  gamma_end=0.01, ema_kimg=10.0, decay_kimg=400.0, aug="noaug", aug_p=0.0)),
+                      config=dict(batch_size=64, lr=1e-3, lr_end=2.5e-4, beta2=0.9, beta2_end=0.99, r1_gamma=10.0,
+                                  gamma_end=1.0, ema_kimg=10.0, decay_kimg=416.0, aug="noaug", aug_p=0.0)),
 }
 DEFAULT_PRESET = "tiny"
 
