@@ -33,19 +33,16 @@ shards is one of the folder's settings.
 ``DIR/ganfast-samples.json`` records what the files depend on (see ``_settings``); a run into a folder written
 with other settings is refused, so one folder never mixes two kinds of samples or holds a seed twice.
 
-Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad
-(on a CPU as :func:`inference_model`: batch norms folded, channels_last; with more than one torch thread, each
-batch as one slice per thread on Python threads of one torch thread each, see :func:`_sliced_images`; optionally
-autocast to bf16/fp16 and torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC
-on the device and copied into pinned host memory asynchronously while the next batch is generated (on a GPU the
-host prepares batch i+1 while the device runs batch i); a pool of threads encodes and writes the files, so the
-device does not wait on the disk. On a CPU the host's share (latents, class draws, noise generators, made only
-for ``noise_mode="random"``: about 2 ms per batch of 256) is too small for a separate producer thread to gain
-anything on two cores (measured)."""
+Pipeline: latents (and class draws) are made on the host by the extension, the generator runs under no_grad (on a
+CPU as :func:`inference_model`: batch norms folded, channels_last; optionally autocast to bf16/fp16 and
+torch.compile; on a GPU replayed from a CUDA graph), images are converted to uint8 NHWC on the device and copied
+into pinned host memory asynchronously while the next batch is generated (on a GPU the host prepares batch i+1 while
+the device runs batch i); a pool of threads encodes and writes the files, so the device does not wait on the disk.
+On a CPU the host's share (latents, class draws, noise generators, made only for ``noise_mode="random"``: about 2 ms
+per batch of 256) is too small for a separate producer thread to gain anything on two cores (measured)."""
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import copy
 import hashlib
 import inspect
@@ -54,7 +51,6 @@ import json
 import math
 import os
 import tarfile
-import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -230,10 +226,10 @@ class SampleOptions:
 # Defaults chosen by measurement (benchmarks/cpu_table.py; DCGAN 32 px on a busy 2-core CPU, interleaved rounds):
 # batch 256 gave 2.1x the images/s of batch 64 (512 another 1.4x, but activation memory grows with the batch for
 # larger generators). torch.compile is off unless asked for: on the CPU the compiled model was slower than the eager
-# one for the default DCGAN (16 px, batch 256, 1 thread: 31.5 against 26.9 ms of thread CPU time per batch; at 2
-# threads 2.5x the eager slices' time, under load 5-7) and took 46-54 s to compile (4 s from a warm cache); for the
-# default StyleGAN2 (16 px) it was 15% faster at 1 thread after 20-23 s of compiling, which a run recovers only
-# after about 250,000 images, and 2.6x slower than the eager slices at 2 threads (load 7). Not measured on a GPU:
+# one for the default DCGAN (16 px, batch 256, 1 thread: 31.5 against 26.9 ms of thread CPU time per batch, under
+# load 5-7) and took 46-54 s to compile (4 s from a warm cache); for the default StyleGAN2 (16 px) it was 15%
+# faster at 1 thread after 20-23 s of compiling, which a run recovers only after about 250,000 images. Not measured
+# on a GPU:
 # there the batch stays 64 and compile is asked for explicitly.
 _DEFAULT_BATCH = {"cpu": 256}
 
@@ -375,14 +371,11 @@ def _generate(G: torch.nn.Module, seeds: list[int], batch_size: int, options: Sa
                     cache_enabled=not options.cuda_graph)  # a graph must not capture autocast's weight cache
     chunks = [(seeds[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
               for i in range(0, len(seeds), batch_size)]
-    threads = torch.get_num_threads()
-    sliced = device.type == "cpu" and not options.compile and threads > 1
-    batches = _sliced_images(run, chunks, options, autocast, threads) if sliced else \
-        (_images(run, chunk, chunk_labels, options, device, autocast) for chunk, chunk_labels in chunks)
+    batches = (_images(run, chunk, chunk_labels, options, device, autocast) for chunk, chunk_labels in chunks)
     pending: tuple[list[int], torch.Tensor, torch.cuda.Event | None, np.ndarray | None] | None = None
     try:
-        if seeds and not sliced:  # a process's first forward may round differently from later ones (README,
-            # "Determinism"): one is discarded (the sliced path discards one in each of its threads)
+        if seeds:  # a process's first forward may round differently from later ones (README, "Determinism"): one
+            # is discarded
             _forward(model, seeds[:1], None if labels is None else labels[:1], options, device, autocast)
         for (chunk, chunk_labels), images in zip(chunks, batches):
             host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=on_gpu)
@@ -407,44 +400,6 @@ def _images(run, seeds: list[int], labels: np.ndarray | None, options: SampleOpt
     if images.ndim != 4:
         raise ValueError(f"G must return images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
     return to_uint8_nhwc(images)
-
-
-def _sliced_images(run, chunks: list, options: SampleOptions, autocast: dict, threads: int) -> Iterator[torch.Tensor]:
-    """The uint8 images of each (seeds, labels) chunk on a CPU with ``threads`` > 1 torch threads: each chunk is
-    cut into ``threads`` contiguous slices, run by as many Python threads with one torch thread each (torch's ops
-    release the GIL) and joined in order; the next chunk's slices are queued while a chunk is joined. torch's
-    intra-op threads meet at a barrier after every op, which a small generator's short ops pay often and one
-    descheduled thread stalls: 2,048 images of the default DCGAN (16 px, batch 256, 2 threads, load 4-6) took
-    834-1825 ms that way and 503-751 ms as slices. A seed's image does not depend on its batch or the thread count
-    (README, "Determinism"), so the slices give the same bits; each thread runs a discarded batch-1 forward first,
-    as the calling thread does without slices. Each slice runs in a copy of the caller's context
-    (``ganfast.use_impl``, layer-noise generators). G's forward must not write module state (eval mode)."""
-    local = threading.local()
-
-    def work(seeds: list[int], labels: np.ndarray | None) -> torch.Tensor:
-        if not getattr(local, "warm", False):
-            torch.set_num_threads(1)  # this thread's OpenMP team; also the default of threads started later
-            _forward(run, seeds[:1], None if labels is None else labels[:1], options, torch.device("cpu"), autocast)
-            local.warm = True
-        return _images(run, seeds, labels, options, torch.device("cpu"), autocast)
-
-    def submit(chunk: list[int], labels: np.ndarray | None) -> list[Future]:
-        cuts = [len(chunk) * i // threads for i in range(threads + 1)]
-        return [pool.submit(contextvars.copy_context().run, work, chunk[a:b], None if labels is None else labels[a:b])
-                for a, b in zip(cuts, cuts[1:]) if b > a]
-
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="ganfast-sample")
-    queued: list[list[Future]] = []
-    try:
-        for chunk, labels in chunks:
-            queued.append(submit(chunk, labels))
-            if len(queued) > 1:
-                yield torch.cat([f.result() for f in queued.pop(0)])
-        while queued:
-            yield torch.cat([f.result() for f in queued.pop(0)])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)  # torch's default for new threads, which the workers set to 1
 
 
 def _forward(run, seeds: list[int], labels: np.ndarray | None, options: SampleOptions, device: torch.device,
