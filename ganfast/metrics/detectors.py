@@ -193,6 +193,19 @@ class FIDInceptionV3(nn.Module):
 _VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
+def vgg16_feature_layers() -> list[nn.Module]:
+    """torchvision's ``vgg16().features``, in order: 3x3 convolutions (padding 1) each followed by a ReLU, and 2x2
+    max pools (:data:`_VGG16_LAYERS`)."""
+    layers, cin = [], 3
+    for spec in _VGG16_LAYERS:
+        if spec == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, spec, 3, padding=1), nn.ReLU()]
+            cin = spec
+    return layers
+
+
 class VGG16(nn.Module):
     """VGG16 with torchvision's layer names (``features.*``, ``classifier.*``); ``forward`` returns the 4096-d
     fc2 activations after their ReLU (the features of StyleGAN2-ADA's and torch-fidelity's precision/recall)
@@ -200,14 +213,7 @@ class VGG16(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, cin = [], 3
-        for spec in _VGG16_LAYERS:
-            if spec == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, spec, 3, padding=1), nn.ReLU()]
-                cin = spec
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(*vgg16_feature_layers())
         self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
                                         nn.Linear(4096, 4096), nn.ReLU())
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .detectors import _VGG16_LAYERS, read_network_file
+from .detectors import read_network_file, vgg16_feature_layers
 
 EPSILON = 1e-4
 PPL_NAME, PPL_SAMPLES = "ppl2_wend", 50_000
@@ -55,13 +55,7 @@ class LPIPSVGG16(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, cin = [], 3
-        for spec in _VGG16_LAYERS:
-            if spec == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, spec, 3, padding=1), nn.ReLU()]
-                cin = spec
+        layers = vgg16_feature_layers()
         self.net = nn.Module()
         for k, (start, end) in enumerate(zip((0,) + _SLICE_ENDS, _SLICE_ENDS)):
             part = nn.Sequential()
