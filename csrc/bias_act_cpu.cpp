@@ -17,41 +17,25 @@ void check_bias_act_args(const BiasActArgs& a) {
 
 namespace {
 
-// Elements [begin, end), which share one bias: the hot loop, with wide-vector clones (simd.h).
-// MASKED: a clamped gradient (reads yref); a template flag so the loop has no runtime branch.
-template <typename S, int ACT, int ORDER, bool MASKED>
-GANFAST_CPU_CLONES void bias_act_span(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
-                                      int64_t end, typename Element<S>::Compute bias) {
+// Elements [begin, end): the hot loop, with wide-vector clones (simd.h). ROW: element i's bias is
+// bias[i - begin] (layouts whose channel stride is small, channels_last: 1, where a constant-bias segment would hold
+// only a few elements); else every element's bias is bias[0]. MASKED: a clamped gradient (reads yref). Both are
+// template flags so the loop has no runtime branch.
+template <typename S, int ACT, int ORDER, bool MASKED, bool ROW>
+GANFAST_CPU_CLONES void bias_act_loop(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
+                                      int64_t end, const typename Element<S>::Compute* __restrict bias) {
   using E = Element<S>;
   using T = typename E::Compute;
   // locals, so that the stores to out cannot alias the scalars and inputs (the loop vectorises without checks)
   S* __restrict out = p.out;
   const S *__restrict x = p.x, *__restrict g = p.g, *__restrict h = p.h, *__restrict yref = p.yref;
-  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp;
+  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp, shared_bias = ROW ? T(0) : bias[0];
   for (int64_t i = begin; i < end; ++i) {
     const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
     const T hi = ORDER == 2 ? E::load(h, i) : T(0);
     const T yi = MASKED ? E::load(yref, i) : T(0);
-    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias, gi, hi, yi, alpha, gain, clamp));
-  }
-}
-
-// Elements [begin, end) with element i's bias at bias_row[i - begin]: the layouts whose channel stride is small
-// (channels_last: 1), where a constant-bias segment would hold only a few elements.
-template <typename S, int ACT, int ORDER, bool MASKED>
-GANFAST_CPU_CLONES void bias_act_row(const TypedBiasActArgs<S, typename Element<S>::Compute>& p, int64_t begin,
-                                     int64_t end, const typename Element<S>::Compute* __restrict bias_row) {
-  using E = Element<S>;
-  using T = typename E::Compute;
-  S* __restrict out = p.out;
-  const S *__restrict x = p.x, *__restrict g = p.g, *__restrict h = p.h, *__restrict yref = p.yref;
-  const T alpha = p.alpha, gain = p.gain, clamp = p.clamp;
-  for (int64_t i = begin; i < end; ++i) {
-    const T gi = ORDER >= 1 ? E::load(g, i) : T(0);
-    const T hi = ORDER == 2 ? E::load(h, i) : T(0);
-    const T yi = MASKED ? E::load(yref, i) : T(0);
-    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bias_row[i - begin], gi, hi, yi, alpha, gain,
-                                                     clamp));
+    const T bi = ROW ? bias[i - begin] : shared_bias;
+    E::store(out, i, bias_act_element<ACT, ORDER, T>(E::load(x, i), bi, gi, hi, yi, alpha, gain, clamp));
   }
 }
 
@@ -75,7 +59,7 @@ void bias_act_typed(const BiasActArgs& a) {
     parallel_for(a.n, 1 << 15, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end;) {
         const int64_t offset = i % period, period_end = std::min(end, i - offset + period);
-        bias_act_row<S, ACT, ORDER, MASKED>(p, i, period_end, row.data() + offset);
+        bias_act_loop<S, ACT, ORDER, MASKED, true>(p, i, period_end, row.data() + offset);
         i = period_end;
       }
     });
@@ -90,7 +74,7 @@ void bias_act_typed(const BiasActArgs& a) {
     for (int64_t i = begin; i < end; ++seg) {
       const int64_t seg_end = std::min(end, (seg + 1) * sc);
       const T bias = p.b ? E::load(p.b, channel) : T(-0.0);  // -0 keeps x's sign of zero
-      bias_act_span<S, ACT, ORDER, MASKED>(p, i, seg_end, bias);
+      bias_act_loop<S, ACT, ORDER, MASKED, false>(p, i, seg_end, &bias);
       i = seg_end;
       if (p.b && ++channel == a.channels) channel = 0;
     }
