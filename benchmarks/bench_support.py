@@ -5,6 +5,7 @@ torch compositions that ganfast's kernels are compared with.
 suite and leaves out the torch.compile variants (minutes of compilation each), so that every op and the whole D
 and G steps are measured within the device budget; unset, the suites run in full (``sweep``).
 """
+import contextlib
 import math
 import os
 
@@ -57,11 +58,31 @@ def bench_copy(benchmark, op: str, shape, dtype) -> None:
     benchmark(synced(lambda: out.copy_(x)))
 
 
-def nvlabs_bias_act(x, b, act="lrelu", clamp=256.0):
-    """bias_act for lrelu as NVlabs' reference computes it and a user writes it: bias, leaky ReLU (slope 0.2),
-    gain √2, one clamp (None: none, as R3GAN calls it); x's dim 1 holds the channels. The fastest eager baseline
+def nvlabs_bias_act(x, b, act="lrelu", clamp=256.0, alpha=0.2, gain=math.sqrt(2)):
+    """bias_act for lrelu as NVlabs' reference computes it and a user writes it: bias, leaky ReLU (slope alpha),
+    gain, one clamp (None: none, as R3GAN calls it); x's dim 1 holds the channels. The fastest eager baseline
     for bias_act (ganfast.reference.bias_act, the test oracle, handles every activation and is slower)."""
     if act != "lrelu":
         raise ValueError("nvlabs_bias_act is written for act='lrelu'")
-    y = F.leaky_relu(x.add(b.reshape([1, -1] + [1] * (x.ndim - 2))), 0.2).mul(math.sqrt(2))
+    y = F.leaky_relu(x.add(b.reshape([1, -1] + [1] * (x.ndim - 2))), alpha)
+    y = y if gain == 1 else y.mul(gain)
     return y if clamp is None else y.clamp(-clamp, clamp)
+
+
+@contextlib.contextmanager
+def r3gan_on_nvlabs_ops():
+    """Within: ganfast's R3GAN networks run NVlabs' reference compositions, as R3GAN's own code runs on a CPU (its
+    CUDA plugins do not serve CPU tensors): bias_act = x + b then F.leaky_relu (:func:`nvlabs_bias_act`, no clamp),
+    upsample2d / downsample2d = zero insertion, padding, a depthwise convolution, decimation
+    (``ganfast.reference.upfirdn2d``, written as NVlabs' ``_upfirdn2d_ref``)."""
+    from ganfast.models import r3gan
+    from ganfast.reference.upfirdn2d import downsample2d, upsample2d
+    names = ("bias_act", "upsample2d", "downsample2d")
+    saved = {name: getattr(r3gan, name) for name in names}
+    r3gan.bias_act = lambda x, b, act, alpha, gain: nvlabs_bias_act(x, b, act, None, alpha, gain)
+    r3gan.upsample2d, r3gan.downsample2d = upsample2d, downsample2d
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(r3gan, name, fn)

@@ -201,6 +201,24 @@ def rows_residual_d_step():
     return rows
 
 
+def rows_r3gan_d_step():
+    """R3GAN's D step (RpGAN + R1 + R2) on R3GAN's networks (``ganfast.models.R3GANDiscriminator``: grouped 3x3
+    convolutions, bias_act lrelu without clamp, [1,3,3,1] resampling through upfirdn2d) at 32 px (batch 16) and
+    64 px (batch 8): as ``patch_stylegan()`` runs it (``losses.rpgan_r1_r2``, passes "auto", ganfast's ops), as
+    R3GAN's own code runs on a CPU (two passes on NVlabs' compositions) and R3GAN's two passes on ganfast's ops
+    (test_bench_r3gan.py's variants auto, nvlabs_ops and two_pass)."""
+    from test_bench_r3gan import CPU_SCRIPT_CASES, _setup, step_fn
+    rows = []
+    for resolution, batch, size in CPU_SCRIPT_CASES:
+        D, real, fake = _setup(resolution, batch, size)
+        rows.append((f"R3GAN D step on R3GAN's D (width {size['width']}, cardinality {size['cardinality']}), "
+                     f"{resolution} px, batch {batch}",
+                     {"ganfast": step_fn("auto", D, real, fake),
+                      "R3GAN's own on a CPU (two passes, NVlabs' ops)": step_fn("nvlabs_ops", D, real, fake),
+                      "R3GAN's two passes on ganfast's ops": step_fn("two_pass", D, real, fake)}))
+    return rows
+
+
 def _sn_stack(kind: str, n: int, channels: int):
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Conv2d(channels, channels, 3, padding=1) for _ in range(n)])
@@ -288,7 +306,7 @@ def rows_rosinality_step():
 
 
 ROWS = [rows_bias_act, rows_bias_act_small, rows_upsample, rows_synthesis_layer, rows_d_step, rows_residual_d_step,
-        rows_spectral_norm, rows_sample, rows_rosinality_step]
+        rows_r3gan_d_step, rows_spectral_norm, rows_sample, rows_rosinality_step]
 
 
 def measure(variants: dict, rounds: int, budget_s: float, per_call: bool = False) -> dict[str, float]:

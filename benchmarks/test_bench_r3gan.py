@@ -6,6 +6,9 @@
     "fused"      ganfast.losses.rpgan_r1_r2(passes=1): one D forward on [reals; fakes], one gradient, one fused
                  reduction
     "auto"       ganfast.losses.rpgan_r1_r2's default (passes="auto"): "fused" on a GPU, two D passes on the CPU
+    "nvlabs_ops" R3GAN's step as its own code runs on a CPU: "two_pass" with the D on NVlabs' reference
+                 compositions of bias_act and upfirdn2d (bench_support.r3gan_on_nvlabs_ops; its CUDA plugins do
+                 not serve CPU tensors); what ``patch_stylegan()`` speeds up
     "compiled"   the two-pass step with torch.compile(D): where the backend supports differentiating through
                  a compiled graph's gradient (create_graph=True); torch 2.x's AOTAutograd does not, and then the
                  variant is reported as not supported (pytest: skipped with the reason; script: the error line)
@@ -14,21 +17,22 @@ Both eager variants compute the same numbers (tests/test_losses.py). On a GPU: t
 (width 768, cardinality 96, 2 blocks per stage) at 32 px, batch 64 and at 64 px, batch 32. On a CPU (pytest
 smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode:
 
-    python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only two_pass|fused|auto]
-prints the median ms per step of each variant (interleaved rounds), the two_pass / fused ratio, and the load
-average before and after; ``--only`` times one variant, for comparing whole processes. ``--keep-freed-memory``
-first calls ``ganfast.malloc.keep_freed_memory()`` as ``ganfast train`` on the CPU and the patched R3GAN step do
-(process-wide: every variant of that process runs with it): glibc otherwise maps large activations afresh every
-step (at 64 px the one pass's 32 MiB buffers always) and the step pays their page faults. R3GAN's own step runs
-with glibc's defaults, so compare ``--only two_pass`` against ``--only auto --keep-freed-memory`` in fresh
-processes; interleaved in one process, both variants see the same allocator.
+    python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only VARIANT]
+
+prints the median ms per step of each variant (interleaved rounds), the two_pass / fused and nvlabs_ops / auto
+ratios, and the load average before and after; ``--only`` times one variant, for comparing whole processes.
+``--keep-freed-memory`` first calls ``ganfast.malloc.keep_freed_memory()`` as ``ganfast train`` on the CPU and the
+patched R3GAN step do (process-wide: every variant of that process runs with it): glibc otherwise maps large
+activations afresh every step (at 64 px the one pass's 32 MiB buffers always) and the step pays their page faults.
+R3GAN's own step runs with glibc's defaults, so compare ``--only nvlabs_ops`` against ``--only auto
+--keep-freed-memory`` in fresh processes; interleaved in one process, all variants see the same allocator.
 """
 import os
 import time
 
 import pytest
 import torch
-from bench_support import DEVICE, ON_GPU, synced
+from bench_support import DEVICE, ON_GPU, r3gan_on_nvlabs_ops, synced
 
 from ganfast import losses
 from ganfast.models import R3GANDiscriminator
@@ -41,7 +45,7 @@ else:
     CASES = [(8, 4, dict(width=16, cardinality=4, blocks=1))]
 # script mode on a CPU: the stacked16-sized D (width 64, cardinality 8) at 32 px (batch 16) and 64 px (batch 8)
 CPU_SCRIPT_CASES = [(32, 16, dict(width=64, cardinality=8, blocks=1)), (64, 8, dict(width=64, cardinality=8, blocks=1))]
-VARIANTS = ["two_pass", "fused", "auto", "compiled"]
+VARIANTS = ["two_pass", "fused", "auto", "nvlabs_ops", "compiled"]
 
 
 def _setup(resolution, batch, size, seed=0):
@@ -59,6 +63,13 @@ def _setup(resolution, batch, size, seed=0):
 
 def step_fn(variant, D, real, fake):
     """One D step's work (forward, penalties, backward into D's weights) for a variant; gradients are zeroed."""
+    if variant == "nvlabs_ops":
+        two_pass = step_fn("two_pass", D, real, fake)
+
+        def on_nvlabs_ops():
+            with r3gan_on_nvlabs_ops():
+                return two_pass()
+        return on_nvlabs_ops
     if variant in ("fused", "auto"):
         def loss():
             return losses.rpgan_r1_r2(D, real, fake, GAMMA, passes=1 if variant == "fused" else "auto")
@@ -99,6 +110,23 @@ def test_r3gan_d_step(benchmark, case, variant):
     benchmark(synced(run))
 
 
+def test_nvlabs_ops_is_the_same_step():
+    """The baseline does the same work: NVlabs' compositions give ganfast's step's loss and weight gradients."""
+    from ganfast import ops
+    from ganfast.models import r3gan
+    D, real, fake = _setup(8, 4, dict(width=16, cardinality=4, blocks=1))
+    D, real, fake = D.double(), real.double(), fake.double()
+    results = []
+    for variant in ("auto", "nvlabs_ops"):
+        loss = step_fn(variant, D, real, fake)()
+        results.append((loss.detach(), [p.grad.clone() for p in D.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert r3gan.bias_act is ops.bias_act and r3gan.downsample2d is ops.downsample2d  # restored on leaving
+
+
 def _time(run, repeats):
     run()
     run()  # warm-up (allocator, first-call dispatch)
@@ -118,8 +146,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="R3GAN D step: two passes vs one (and torch.compile)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per variant and round (median)")
     parser.add_argument("--resolution", type=int, action="append", help="only this case (repeatable)")
-    parser.add_argument("--only", choices=["two_pass", "fused", "auto"], help="time one variant alone (for a "
-                        "whole-process A/B comparison)")
+    parser.add_argument("--only", choices=["two_pass", "fused", "auto", "nvlabs_ops"],
+                        help="time one variant alone (for a whole-process A/B comparison)")
     parser.add_argument("--keep-freed-memory", action="store_true", help="call ganfast.malloc.keep_freed_memory() "
                         "first (what ganfast train does on the CPU)")
     args = parser.parse_args(argv)
@@ -140,14 +168,16 @@ def main(argv=None) -> None:
                   flush=True)
             continue
         timings = {}
-        for variant in ("two_pass", "fused", "auto") * 2:  # interleaved: load changes hit all alike
+        for variant in ("two_pass", "fused", "auto", "nvlabs_ops") * 2:  # interleaved: load changes hit all alike
             timings.setdefault(variant, []).append(_time(step_fn(variant, D, real, fake), args.repeats))
         best = {k: min(v) for k, v in timings.items()}
         reason = _supported(step_fn("compiled", D, real, fake))
         compiled = "not supported: " + reason if reason else \
             f"{_time(step_fn('compiled', D, real, fake), args.repeats) * 1000:.1f} ms"
         print(f"{label} two_pass {best['two_pass'] * 1000:.1f} ms, fused {best['fused'] * 1000:.1f} ms, ratio "
-              f"{best['two_pass'] / best['fused']:.2f}x; auto {best['auto'] * 1000:.1f} ms; compiled: {compiled}",
+              f"{best['two_pass'] / best['fused']:.2f}x; auto {best['auto'] * 1000:.1f} ms; nvlabs_ops "
+              f"{best['nvlabs_ops'] * 1000:.1f} ms, ratio {best['nvlabs_ops'] / best['auto']:.2f}x; "
+              f"compiled: {compiled}",
               flush=True)
     print(f"load average after {os.getloadavg()}")
 
