@@ -13,9 +13,10 @@
                  a compiled graph's gradient (create_graph=True); torch 2.x's AOTAutograd does not, and then the
                  variant is reported as not supported (pytest: skipped with the reason; script: the error line)
 
-Both eager variants compute the same numbers (tests/test_losses.py). On a GPU: the ``cifar`` preset's D
-(width 768, cardinality 96, 2 blocks per stage) at 32 px, batch 64 and at 64 px, batch 32. On a CPU (pytest
-smoke): a small D at 8 px. The CPU figure at 32 and 64 px comes from script mode:
+The eager variants compute the same numbers (two_pass and fused: tests/test_losses.py; nvlabs_ops:
+test_nvlabs_ops_is_the_same_step below). On a GPU: the ``cifar`` preset's D (width 768, cardinality 96, 2 blocks
+per stage) at 32 px, batch 64 and at 64 px, batch 32. On a CPU (pytest smoke): a small D at 8 px. The CPU figure
+at 32 and 64 px comes from script mode:
 
     python benchmarks/test_bench_r3gan.py [--repeats 10] [--resolution 32] [--only VARIANT]
 
